@@ -1,0 +1,252 @@
+//! Addresses: one enum for every transport, with one string form that parses and prints.
+//!
+//! | form | meaning |
+//! | --- | --- |
+//! | `unix:/run/app.sock` | Unix domain socket at a filesystem path |
+//! | `unix:@name` | Linux abstract-namespace Unix socket (no file) |
+//! | `tcp:127.0.0.1:7000`, `tcp:[::1]:7000`, `tcp:localhost:7000` | TCP |
+//! | `pipe:name` | Windows named pipe `\\.\pipe\name` |
+//!
+//! ```
+//! use procwire::Address;
+//! let a: Address = "tcp:[::1]:7000".parse().unwrap();
+//! assert_eq!(a.to_string(), "tcp:[::1]:7000");
+//! let u: Address = "unix:/tmp/x.sock".parse().unwrap();
+//! assert_eq!(u, Address::Unix("/tmp/x.sock".into()));
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// Where a [`Listener`](crate::Listener) listens and a [`Client`](crate::Client) connects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Address {
+    /// A Unix domain socket at a filesystem path: `unix:/path`.
+    Unix(PathBuf),
+    /// A Linux abstract-namespace Unix socket: `unix:@name`.
+    UnixAbstract(String),
+    /// A TCP host (name or IP literal) and port: `tcp:host:port`.
+    Tcp {
+        /// Host name or IP address (IPv6 without brackets).
+        host: String,
+        /// Port; 0 asks the OS for a free one when binding.
+        port: u16,
+    },
+    /// A Windows named pipe `\\.\pipe\name`: `pipe:name`.
+    Pipe(String),
+}
+
+/// A transport family, for [`Address::fresh`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// Unix domain socket with a filesystem path.
+    Unix,
+    /// Linux abstract-namespace Unix socket.
+    UnixAbstract,
+    /// TCP over IPv4 loopback.
+    Tcp,
+    /// TCP over IPv6 loopback.
+    Tcp6,
+    /// Windows named pipe.
+    Pipe,
+}
+
+impl Default for Family {
+    /// The platform's default: [`Family::Unix`] on Unix, [`Family::Pipe`] on Windows (as
+    /// CPython's `default_family`).
+    fn default() -> Family {
+        crate::transport::DEFAULT_FAMILY
+    }
+}
+
+impl Address {
+    /// A TCP address from a socket address.
+    pub fn tcp(addr: SocketAddr) -> Address {
+        Address::Tcp { host: addr.ip().to_string(), port: addr.port() }
+    }
+
+    /// A new address of `family` that nothing else uses: a socket path inside a fresh private
+    /// directory (mode 0700) for [`Family::Unix`], a random abstract name, TCP port 0 on
+    /// loopback (the real port is known after binding: [`Listener::address`]), or a random pipe
+    /// name. Like CPython's `arbitrary_address`.
+    ///
+    /// The private directory of a [`Family::Unix`] address is removed by the
+    /// [`Listener`](crate::Listener) bound to it when that listener is dropped.
+    ///
+    /// [`Listener::address`]: crate::Listener::address
+    ///
+    /// ```
+    /// use procwire::{Address, Family};
+    /// let a = Address::fresh(Family::Tcp).unwrap();
+    /// assert_eq!(a.to_string(), "tcp:127.0.0.1:0");
+    /// ```
+    pub fn fresh(family: Family) -> Result<Address> {
+        Ok(match family {
+            Family::Unix => {
+                let dir = crate::transport::fresh_dir()?;
+                Address::Unix(dir.join("listener.sock"))
+            }
+            Family::UnixAbstract => Address::UnixAbstract(format!("procwire-{}", random_name()?)),
+            Family::Tcp => Address::Tcp { host: "127.0.0.1".into(), port: 0 },
+            Family::Tcp6 => Address::Tcp { host: "::1".into(), port: 0 },
+            Family::Pipe => Address::Pipe(format!("procwire-{}-{}", std::process::id(), random_name()?)),
+        })
+    }
+
+    /// The family of this address.
+    pub fn family(&self) -> Family {
+        match self {
+            Address::Unix(_) => Family::Unix,
+            Address::UnixAbstract(_) => Family::UnixAbstract,
+            Address::Tcp { host, .. } if host.contains(':') => Family::Tcp6,
+            Address::Tcp { .. } => Family::Tcp,
+            Address::Pipe(_) => Family::Pipe,
+        }
+    }
+
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidAddress { addr: self.to_string(), reason: reason.into() }
+    }
+}
+
+fn random_name() -> Result<String> {
+    let mut b = [0u8; 8];
+    crate::auth::fill_random(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::UnixAbstract(n) => write!(f, "unix:@{n}"),
+            Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Address::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Address::Pipe(n) => write!(f, "pipe:{n}"),
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Address> {
+        let bad = |reason: &str| Error::InvalidAddress { addr: s.to_string(), reason: reason.to_string() };
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected unix:/path, unix:@name, tcp:host:port or pipe:name"))?;
+        match scheme {
+            "unix" => {
+                if let Some(name) = rest.strip_prefix('@') {
+                    if name.is_empty() {
+                        return Err(bad("empty abstract socket name"));
+                    }
+                    Ok(Address::UnixAbstract(name.to_string()))
+                } else if rest.is_empty() {
+                    Err(bad("empty socket path"))
+                } else {
+                    Ok(Address::Unix(PathBuf::from(rest)))
+                }
+            }
+            "tcp" => {
+                let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+                    let (h, p) = v6.split_once("]:").ok_or_else(|| bad("expected tcp:[v6-address]:port"))?;
+                    h.parse::<std::net::Ipv6Addr>().map_err(|_| bad("not an IPv6 address inside [...]"))?;
+                    (h, p)
+                } else {
+                    let (h, p) = rest.rsplit_once(':').ok_or_else(|| bad("expected tcp:host:port"))?;
+                    if h.contains(':') {
+                        return Err(bad("IPv6 addresses go in brackets: tcp:[::1]:7000"));
+                    }
+                    (h, p)
+                };
+                if host.is_empty() {
+                    return Err(bad("empty host"));
+                }
+                let port = port.parse::<u16>().map_err(|_| bad("port must be a number from 0 to 65535"))?;
+                // Normalise IP literals so that printing round-trips to the canonical form.
+                let host = host.parse::<IpAddr>().map(|ip| ip.to_string()).unwrap_or_else(|_| host.to_string());
+                Ok(Address::Tcp { host, port })
+            }
+            "pipe" => {
+                let name = rest.strip_prefix(r"\\.\pipe\").unwrap_or(rest);
+                if name.is_empty() || name.contains('\\') {
+                    return Err(bad("pipe names are non-empty and have no backslash"));
+                }
+                Ok(Address::Pipe(name.to_string()))
+            }
+            _ => Err(bad("unknown scheme; expected unix:, tcp: or pipe:")),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Address {
+        Address::tcp(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "unix:/run/app.sock",
+            "unix:relative/x.sock",
+            "unix:@abstract-name",
+            "tcp:127.0.0.1:7000",
+            "tcp:[::1]:0",
+            "tcp:localhost:80",
+            "tcp:[fe80::1]:65535",
+            "pipe:my-pipe",
+        ] {
+            let a: Address = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+            assert_eq!(a.to_string().parse::<Address>().unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn windows_pipe_prefix_is_accepted() {
+        assert_eq!(r"pipe:\\.\pipe\abc".parse::<Address>().unwrap(), Address::Pipe("abc".into()));
+    }
+
+    #[test]
+    fn rejects_bad_forms() {
+        for s in ["", "nope", "tcp:1.2.3.4", "tcp::80", "tcp:::1:80", "tcp:[::1]80", "tcp:[zz]:1", "tcp:h:99999", "unix:", "unix:@", "pipe:", "ftp:x"] {
+            let e = s.parse::<Address>().unwrap_err();
+            assert!(matches!(e, Error::InvalidAddress { .. }), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn families() {
+        assert_eq!("tcp:[::1]:1".parse::<Address>().unwrap().family(), Family::Tcp6);
+        assert_eq!("tcp:1.2.3.4:1".parse::<Address>().unwrap().family(), Family::Tcp);
+        assert_eq!(Address::tcp("[::1]:5".parse().unwrap()).to_string(), "tcp:[::1]:5");
+    }
+
+    #[test]
+    fn fresh_addresses_differ() {
+        let a = Address::fresh(Family::UnixAbstract).unwrap();
+        let b = Address::fresh(Family::UnixAbstract).unwrap();
+        assert_ne!(a, b);
+        let Address::Unix(p) = Address::fresh(Family::Unix).unwrap() else { panic!() };
+        let dir = p.parent().unwrap();
+        assert!(dir.is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+        std::fs::remove_dir(dir).unwrap();
+    }
+}

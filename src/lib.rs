@@ -1,0 +1,43 @@
+//! # procwire
+//!
+//! Fast, authenticated messaging between processes: a [`Listener`] and a [`Client`] that
+//! exchange whole messages over Unix domain sockets, TCP, or Windows named pipes, protected by
+//! a shared key, wire-compatible with CPython's `multiprocessing.connection`.
+//!
+//! ```
+//! use procwire::{Address, AuthKey, Client, Family, Listener};
+//!
+//! let key = AuthKey::new(b"secret".to_vec());
+//! let listener = Listener::builder().authkey(key.clone()).bind(&Address::fresh(Family::Tcp)?)?;
+//! let addr = listener.address().clone();
+//! let server = std::thread::spawn(move || -> procwire::Result<()> {
+//!     let mut conn = listener.accept()?;
+//!     let msg = conn.recv_bytes()?;
+//!     conn.send_bytes(&msg)
+//! });
+//! let mut conn = Client::builder().authkey(key).connect(&addr)?;
+//! conn.send_bytes(b"hello")?;
+//! assert_eq!(conn.recv_bytes()?, b"hello");
+//! server.join().unwrap()?;
+//! # Ok::<(), procwire::Error>(())
+//! ```
+//!
+//! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
+//! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
+//! [`Client`] (endpoints), and a transport per platform underneath.
+
+#![deny(missing_docs)]
+
+mod address;
+pub mod auth;
+pub mod codec;
+pub mod connection;
+mod error;
+mod listener;
+mod transport;
+
+pub use address::{Address, Family};
+pub use auth::AuthKey;
+pub use connection::{Connection, Receiver, Sender, pipe};
+pub use error::{Error, Result};
+pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};

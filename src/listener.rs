@@ -1,0 +1,523 @@
+//! Endpoints: [`Listener`] accepts authenticated connections, [`Client`] makes them.
+//!
+//! With an authkey, every connection starts with CPython's mutual HMAC handshake (see
+//! [`crate::auth`]). The listener runs the handshakes of all connecting clients side by side,
+//! each with its own deadline, so a client that connects and stays silent does not delay an
+//! honest one: `accept` returns whichever connection finishes its handshake first.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::auth::{AuthKey, Handshake, Role, Status};
+use crate::connection::ConnOptions;
+use crate::transport::{RawListener, Stream, wait_any};
+use crate::{Address, Connection, Error, Result};
+
+/// The default time a handshake may take before the connection is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a client waits for a connection to be established (as CPython's
+/// `CONNECTION_TIMEOUT`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most connections taken from the accept queue in one round, so that handshakes already
+/// under way keep moving during a flood of new connections.
+const ACCEPT_BURST: usize = 64;
+
+/// Adds the peer to an error's message.
+fn with_peer(e: Error, peer: &Option<Address>) -> Error {
+    let who = peer.as_ref().map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
+    match e {
+        Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
+        Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
+        Error::Protocol(m) => Error::Protocol(format!("{m} (peer {who})")),
+        other => other,
+    }
+}
+
+/// Options for [`Listener::bind`]; get one from [`Listener::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use procwire::{Address, Family, Listener};
+/// let listener = Listener::builder()
+///     .authkey(b"secret".as_slice())
+///     .backlog(64)
+///     .handshake_timeout(Duration::from_secs(2))
+///     .max_message_size(1 << 20)
+///     .bind(&Address::fresh(Family::Unix)?)?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListenerBuilder {
+    key: Option<AuthKey>,
+    legacy: bool,
+    backlog: i32,
+    handshake_timeout: Duration,
+    mode: u32,
+    conn: ConnOptions,
+}
+
+impl Default for ListenerBuilder {
+    fn default() -> Self {
+        ListenerBuilder {
+            key: None,
+            legacy: false,
+            backlog: 128,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            mode: 0o600,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+impl ListenerBuilder {
+    /// Requires clients to prove they hold `key` (and proves it to them). Without a key there
+    /// is no handshake at all, as in CPython: anyone who can connect is accepted.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older. MD5 is weak: enable it
+    /// only to talk to such peers.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.legacy = allow;
+        self
+    }
+
+    /// The length of the kernel's queue of connections not yet accepted (default 128).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// How long a client may take to complete the handshake (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// The largest message accepted connections receive (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.conn.max_message_size = max;
+        self
+    }
+
+    /// Permission bits of the socket file of a Unix path address (default `0o600`: only the
+    /// owner may connect).
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The read timeout of accepted connections (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.read_timeout = t;
+        self
+    }
+
+    /// The write timeout of accepted connections (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.write_timeout = t;
+        self
+    }
+
+    /// Binds and listens on `addr`.
+    ///
+    /// A Unix socket file left behind by a dead process is removed and bound again; one that a
+    /// live listener answers on is an [`io::ErrorKind::AddrInUse`] error, and a path that is
+    /// not a socket is never removed. The file is removed when the listener is dropped.
+    pub fn bind(self, addr: &Address) -> Result<Listener> {
+        let raw = RawListener::bind(addr, &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode })?;
+        let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
+        Ok(Listener {
+            raw,
+            address,
+            opts: self,
+            state: Mutex::new(State { pending: Vec::new(), ready: VecDeque::new(), last_peer: None }),
+        })
+    }
+}
+
+struct Pending {
+    conn: Connection,
+    hs: Handshake,
+    deadline: Instant,
+    peer: Option<Address>,
+}
+
+struct State {
+    pending: Vec<Pending>,
+    ready: VecDeque<Result<(Connection, Option<Address>)>>,
+    last_peer: Option<Address>,
+}
+
+/// Accepts connections on an address, like CPython's `multiprocessing.connection.Listener`.
+///
+/// ```
+/// use procwire::{Address, Client, Family, Listener};
+/// let listener = Listener::builder().authkey("key").bind(&Address::fresh(Family::Unix)?)?;
+/// let addr = listener.address().clone();
+/// let t = std::thread::spawn(move || Client::builder().authkey("key").connect(&addr));
+/// let mut server_side = listener.accept()?;
+/// let mut client_side = t.join().unwrap()?;
+/// client_side.send(&[1, 2, 3])?;
+/// assert_eq!(server_side.recv::<Vec<u8>>()?, [1, 2, 3]);
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub struct Listener {
+    raw: RawListener,
+    address: Address,
+    opts: ListenerBuilder,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("address", &self.address).field("authkey", &self.opts.key.is_some()).finish()
+    }
+}
+
+impl Listener {
+    /// Options for binding: authkey, backlog, timeouts, limits.
+    pub fn builder() -> ListenerBuilder {
+        ListenerBuilder::default()
+    }
+
+    /// Binds `addr` with default options and **no authentication** (as CPython's
+    /// `Listener(address)` without an authkey). Use [`Listener::builder`] to set a key.
+    pub fn bind(addr: &Address) -> Result<Listener> {
+        Listener::builder().bind(addr)
+    }
+
+    /// The address the listener is bound to: the real port after binding TCP port 0.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The peer address of the last accepted connection, where the transport has one.
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.lock().last_peer.clone()
+    }
+
+    /// Waits for the next connection that completes its handshake.
+    ///
+    /// An error concerns one client only (wrong key: [`Error::AuthenticationFailed`]; a stalled
+    /// handshake: [`Error::Timeout`] naming the likely cause; a client that hung up midway) and
+    /// the listener stays ready for the next one: loop over [`incoming`](Listener::incoming)
+    /// and skip errors to serve everyone. Several threads may call it; one drives at a time.
+    pub fn accept(&self) -> Result<Connection> {
+        self.accept_until(None)
+    }
+
+    /// As [`accept`](Listener::accept), but gives up after `timeout` with [`Error::Timeout`].
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
+        self.accept_until(Some(Instant::now() + timeout))
+    }
+
+    /// An endless iterator of [`accept`](Listener::accept) results.
+    ///
+    /// ```no_run
+    /// # let listener = procwire::Listener::bind(&"tcp:127.0.0.1:0".parse()?)?;
+    /// for conn in listener.incoming() {
+    ///     match conn {
+    ///         Ok(mut c) => { c.send_bytes(b"hi")?; }
+    ///         Err(e) => eprintln!("client refused: {e}"),
+    ///     }
+    /// }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
+        let mut st = self.lock();
+        loop {
+            if let Some(r) = st.ready.pop_front() {
+                let (conn, peer) = r?;
+                st.last_peer = peer;
+                return Ok(conn);
+            }
+            let now = Instant::now();
+            if let Some(i) = st.pending.iter().position(|p| p.deadline <= now) {
+                let p = st.pending.swap_remove(i);
+                return Err(with_peer(Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for())), &p.peer));
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(Error::Timeout("waiting for a connection".into()));
+            }
+            let wake = st.pending.iter().map(|p| p.deadline).chain(deadline).min();
+            let streams: Vec<&Stream> = st.pending.iter().map(|p| p.conn.stream()).collect();
+            let (listener_ready, ready) = wait_any(&self.raw, &streams, wake)?;
+            // Highest index first, so that removals do not move the ones still to visit.
+            for i in ready.into_iter().rev() {
+                self.drive(&mut st, i);
+            }
+            if listener_ready {
+                for _ in 0..ACCEPT_BURST {
+                    match self.raw.try_accept() {
+                        Ok(Some((stream, peer))) => self.start(&mut st, stream, peer),
+                        Ok(None) => break,
+                        // Out of descriptors and the like: report it; the listener stays usable.
+                        Err(e) => return Err(Error::Io(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&self, st: &mut State, stream: Stream, peer: Option<Address>) {
+        let mut conn = Connection::for_handshake(stream);
+        let Some(key) = &self.opts.key else {
+            conn.finish_handshake(&self.opts.conn);
+            st.ready.push_back(Ok((conn, peer)));
+            return;
+        };
+        let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
+        let deadline = Instant::now() + self.opts.handshake_timeout;
+        conn.set_write_timeout(Some(self.opts.handshake_timeout));
+        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        match sent {
+            Ok(()) => st.pending.push(Pending { conn, hs, deadline, peer }),
+            Err(e) => st.ready.push_back(Err(with_peer(e, &peer))),
+        }
+    }
+
+    /// Moves the handshake of pending connection `i` forward after its socket became readable.
+    fn drive(&self, st: &mut State, i: usize) {
+        let p = &mut st.pending[i];
+        let outcome = match p.conn.fill_ready() {
+            Ok(false) => Err(Error::AuthenticationFailed("the client closed the connection during the handshake".into())),
+            Err(e) => Err(e),
+            Ok(true) => step_handshake(p),
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                let mut p = st.pending.swap_remove(i);
+                p.conn.finish_handshake(&self.opts.conn);
+                st.ready.push_back(Ok((p.conn, p.peer)));
+            }
+            Err(e) => {
+                let mut p = st.pending.swap_remove(i);
+                if let Some(f) = p.hs.failure_message() {
+                    let _ = p.conn.send_bytes(&f);
+                }
+                st.ready.push_back(Err(with_peer(e, &p.peer)));
+            }
+        }
+    }
+}
+
+/// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
+fn step_handshake(p: &mut Pending) -> Result<bool> {
+    while let Some(msg) = p.conn.buffered_frame()? {
+        if let Some(reply) = p.hs.on_message(&msg)?.send {
+            p.conn.send_bytes(&reply)?;
+        }
+        if p.hs.status() == Status::Done {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Iterator over accepted connections; see [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn next(&mut self) -> Option<Result<Connection>> {
+        Some(self.listener.accept())
+    }
+}
+
+/// Options for [`Client::connect`]; get one from [`Client::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use procwire::Client;
+/// let conn = Client::builder()
+///     .authkey(procwire::AuthKey::from_file("/etc/myapp/key")?)
+///     .connect_timeout(Duration::from_secs(5))
+///     .wait_for_listener(Duration::from_secs(30))
+///     .connect(&"tcp:10.0.0.5:7000".parse()?)?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    key: Option<AuthKey>,
+    legacy: bool,
+    connect_timeout: Duration,
+    wait: Option<Duration>,
+    handshake_timeout: Duration,
+    conn: ConnOptions,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            key: None,
+            legacy: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Answers the listener's challenge with `key` and challenges it back.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.legacy = allow;
+        self
+    }
+
+    /// How long one connection attempt may take (default 20 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
+    /// refused, socket file missing, backlog full), for a listener that is still starting.
+    pub fn wait_for_listener(mut self, t: Duration) -> Self {
+        self.wait = Some(t);
+        self
+    }
+
+    /// How long the handshake may take (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// The largest message the connection receives (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.conn.max_message_size = max;
+        self
+    }
+
+    /// The connection's read timeout (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.read_timeout = t;
+        self
+    }
+
+    /// The connection's write timeout (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.write_timeout = t;
+        self
+    }
+
+    /// Connects to `addr` and runs the handshake.
+    pub fn connect(self, addr: &Address) -> Result<Connection> {
+        let stream = self.open(addr)?;
+        let mut conn = Connection::for_handshake(stream);
+        match &self.key {
+            Some(key) => self.handshake(&mut conn, key, addr)?,
+            None => conn.refuse_challenge(),
+        }
+        conn.finish_handshake(&self.conn);
+        Ok(conn)
+    }
+
+    fn open(&self, addr: &Address) -> Result<Stream> {
+        let give_up = self.wait.map(|w| Instant::now() + w);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = Instant::now() + self.connect_timeout;
+            match crate::transport::connect(addr, Some(attempt)) {
+                Ok(s) => return Ok(s),
+                Err(Error::Io(e)) => {
+                    let not_up = matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound | io::ErrorKind::WouldBlock
+                    );
+                    if not_up && give_up.is_some_and(|g| Instant::now() + pause < g) {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        return Err(Error::Timeout(format!("connecting to {addr}")));
+                    }
+                    return Err(Error::Io(io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"))));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
+        let mut hs = Handshake::new(Role::Client, key.clone()).allow_legacy_md5(self.legacy);
+        let deadline = Instant::now() + self.handshake_timeout;
+        conn.set_write_timeout(Some(self.handshake_timeout));
+        let peer = Some(addr.clone());
+        while hs.status() != Status::Done {
+            let msg = conn.recv_bytes_until(Some(deadline)).map_err(|e| match e {
+                Error::Timeout(_) => with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer),
+                Error::Closed => with_peer(
+                    Error::AuthenticationFailed("the listener closed the connection during the handshake".into()),
+                    &peer,
+                ),
+                e => with_peer(e, &peer),
+            })?;
+            match hs.on_message(&msg) {
+                Ok(out) => {
+                    if let Some(reply) = out.send {
+                        conn.send_bytes(&reply)?;
+                    }
+                }
+                Err(e) => {
+                    if let Some(f) = hs.failure_message() {
+                        let _ = conn.send_bytes(&f);
+                    }
+                    return Err(with_peer(e, &peer));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects to a [`Listener`], like CPython's `multiprocessing.connection.Client`.
+///
+/// ```no_run
+/// let mut conn = procwire::Client::builder().authkey("secret").connect(&"unix:/run/app.sock".parse()?)?;
+/// conn.send_bytes(b"hello")?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Options for connecting: authkey, timeouts, retry, limits.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to `addr` with default options and **no authentication**.
+    pub fn connect(addr: &Address) -> Result<Connection> {
+        Client::builder().connect(addr)
+    }
+}

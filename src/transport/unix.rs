@@ -1,0 +1,554 @@
+//! Unix transports: Unix domain sockets (path and Linux abstract names), TCP through socket2,
+//! and OS pipes for one-way `pipe()`. All I/O is plain blocking `read`/`sendmsg`/`writev` on
+//! the descriptor; deadlines are kept with `poll(2)` before the call.
+
+use std::ffi::OsStr;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::{Address, Error, Family, Result};
+
+pub(crate) const DEFAULT_FAMILY: Family = Family::Unix;
+
+/// A new directory only the owner can enter (mode 0700).
+pub(crate) fn private_tempdir() -> io::Result<PathBuf> {
+    Ok(tempfile::Builder::new()
+        .prefix("procwire-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()?
+        .keep())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Unix,
+    Tcp,
+    PipeRead,
+    PipeWrite,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Unix => "unix",
+            Kind::Tcp => "tcp",
+            Kind::PipeRead => "pipe-r",
+            Kind::PipeWrite => "pipe-w",
+        }
+    }
+
+    fn from_tag(s: &str) -> Option<Kind> {
+        [Kind::Unix, Kind::Tcp, Kind::PipeRead, Kind::PipeWrite].into_iter().find(|k| k.tag() == s)
+    }
+
+    fn is_socket(self) -> bool {
+        matches!(self, Kind::Unix | Kind::Tcp)
+    }
+}
+
+/// A connected byte stream: a socket, or one end of an OS pipe.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    fd: OwnedFd,
+    kind: Kind,
+}
+
+/// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`).
+fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
+    let mut p = [libc::pollfd { fd, events, revents: 0 }];
+    if poll(&mut p, deadline)? == 0 {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    Ok(())
+}
+
+/// poll(2) with a deadline, restarted on EINTR; returns the number of ready descriptors.
+fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that a sub-millisecond remainder still waits instead of spinning.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: fds is a valid, exclusively borrowed array of pollfd for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn cvt(n: isize) -> io::Result<usize> {
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+impl Stream {
+    fn new(fd: OwnedFd, kind: Kind) -> Stream {
+        Stream { fd, kind }
+    }
+
+    pub(crate) fn can_read(&self) -> bool {
+        self.kind != Kind::PipeWrite
+    }
+
+    pub(crate) fn can_write(&self) -> bool {
+        self.kind != Kind::PipeRead
+    }
+
+    /// Reads at most `len` bytes into `ptr`; 0 means end of stream.
+    fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        if deadline.is_some() {
+            wait_fd(fd, libc::POLLIN, deadline)?;
+        }
+        loop {
+            // SAFETY: the caller guarantees ptr..ptr+len is writable memory it owns.
+            let r = cvt(unsafe { libc::read(fd, ptr.cast(), len) });
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A descriptor someone made nonblocking: wait for data, then try again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLIN, deadline)?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads into `buf`; 0 means end of stream; `TimedOut` when `deadline` passes first.
+    pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        self.read_raw(buf.as_mut_ptr(), buf.len(), deadline)
+    }
+
+    /// Reads at most `max` bytes into the spare capacity of `v` (no zeroing), extending its length.
+    pub(crate) fn read_spare(&self, v: &mut Vec<u8>, max: usize, deadline: Option<Instant>) -> io::Result<usize> {
+        let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
+        let len = spare.len().min(max);
+        let n = self.read_raw(spare.as_mut_ptr().cast(), len, deadline)?;
+        // SAFETY: the kernel initialised the first n bytes of the spare capacity.
+        unsafe { v.set_len(v.len() + n) };
+        Ok(n)
+    }
+
+    /// Writes some of `bufs` (one `sendmsg`/`writev`); `TimedOut` when `deadline` passes first.
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        loop {
+            let r = if self.kind.is_socket() {
+                let mut flags = libc::MSG_NOSIGNAL;
+                if deadline.is_some() {
+                    flags |= libc::MSG_DONTWAIT;
+                }
+                SockRef::from(&self.fd).send_vectored_with_flags(bufs, flags)
+            } else {
+                let mut capped = [IoSlice::new(&[]); 4];
+                let bufs = if deadline.is_some() {
+                    // A pipe write of up to PIPE_BUF bytes does not block once poll says writable.
+                    wait_fd(fd, libc::POLLOUT, deadline)?;
+                    cap_slices(bufs, libc::PIPE_BUF, &mut capped)
+                } else {
+                    bufs
+                };
+                // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+                cvt(unsafe { libc::writev(fd, bufs.as_ptr().cast(), bufs.len().min(4) as libc::c_int) })
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLOUT, deadline)?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether data (or end of stream) can be read now, waiting up to `timeout` (`None`: forever).
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        match wait_fd(self.fd.as_raw_fd(), libc::POLLIN, deadline) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<Address> {
+        self.kind.is_socket().then(|| SockRef::from(&self.fd).local_addr().ok()).flatten().and_then(to_address)
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<Address> {
+        self.kind.is_socket().then(|| SockRef::from(&self.fd).peer_addr().ok()).flatten().and_then(to_address)
+    }
+
+    /// Enables TCP keepalive probes after `idle` (sockets only; a no-op elsewhere).
+    pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        if self.kind != Kind::Tcp {
+            return Ok(());
+        }
+        let s = SockRef::from(&self.fd);
+        match idle {
+            None => s.set_keepalive(false),
+            Some(t) => s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t)),
+        }
+    }
+
+    /// Marks the descriptor inheritable by `cmd`'s child only and names it in the child's
+    /// environment variable `var`.
+    pub(crate) fn pass_to_child(&self, cmd: &mut Command, var: &str) {
+        let fd = self.fd.as_raw_fd();
+        cmd.env(var, format!("{fd}:{}", self.kind.tag()));
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor
+        // that is open in the parent while it spawns (the caller keeps the Stream alive).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Adopts a descriptor passed with [`pass_to_child`](Stream::pass_to_child).
+    pub(crate) fn from_env(var: &str) -> Result<Stream> {
+        static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+        let bad = |why: String| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
+        let value = std::env::var(var).map_err(|_| bad(format!("environment variable {var} is not set")))?;
+        let (fd, tag) = value.split_once(':').ok_or_else(|| bad(format!("{var}={value:?} is not FD:KIND")))?;
+        let fd: RawFd = fd.parse().map_err(|_| bad(format!("{var}={value:?}: bad descriptor number")))?;
+        let kind = Kind::from_tag(tag).ok_or_else(|| bad(format!("{var}={value:?}: unknown kind")))?;
+        let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
+        if fd < 0 || adopted.contains(&fd) {
+            return Err(bad(format!("descriptor {fd} from {var} was already adopted")));
+        }
+        // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == -1 {
+            return Err(bad(format!("descriptor {fd} from {var} is not open: {}", io::Error::last_os_error())));
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        let want = if kind.is_socket() { libc::S_IFSOCK } else { libc::S_IFIFO };
+        if fmt != want {
+            return Err(bad(format!("descriptor {fd} from {var} is not a {}", kind.tag())));
+        }
+        adopted.push(fd);
+        // SAFETY: the descriptor is open, of the expected type, inherited for us, and adopted
+        // at most once per process (checked above).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Keep it from leaking further into our own children.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        Ok(Stream::new(owned, kind))
+    }
+}
+
+/// The first `budget` bytes of `bufs`, as at most four slices.
+fn cap_slices<'b>(bufs: &'b [IoSlice<'_>], mut budget: usize, out: &'b mut [IoSlice<'b>; 4]) -> &'b [IoSlice<'b>] {
+    let mut n = 0;
+    for b in bufs.iter().take(4) {
+        if budget == 0 {
+            break;
+        }
+        let take = b.len().min(budget);
+        out[n] = IoSlice::new(&b[..take]);
+        budget -= take;
+        n += 1;
+    }
+    &out[..n]
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for crate::Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream().fd.as_raw_fd()
+    }
+}
+
+impl AsFd for crate::Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream().fd.as_fd()
+    }
+}
+
+fn to_address(sa: SockAddr) -> Option<Address> {
+    if let Some(s) = sa.as_socket() {
+        return Some(Address::tcp(s));
+    }
+    if let Some(p) = sa.as_pathname() {
+        return Some(Address::Unix(p.to_path_buf()));
+    }
+    sa.as_abstract_namespace().map(|n| Address::UnixAbstract(String::from_utf8_lossy(n).into_owned()))
+}
+
+/// sun_path holds this many bytes including the terminating NUL.
+const SUN_PATH_LEN: usize = {
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let s: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    s.sun_path.len()
+};
+
+fn unix_sockaddr(addr: &Address) -> Result<SockAddr> {
+    match addr {
+        Address::Unix(path) => {
+            let len = path.as_os_str().len();
+            if len >= SUN_PATH_LEN {
+                return Err(addr.invalid(format!(
+                    "the socket path is {len} bytes; this OS allows at most {} (use a shorter directory, \
+                     or an abstract name on Linux)",
+                    SUN_PATH_LEN - 1
+                )));
+            }
+            Ok(SockAddr::unix(path)?)
+        }
+        Address::UnixAbstract(name) => abstract_sockaddr(addr, name),
+        _ => unreachable!("unix_sockaddr called with a non-unix address"),
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_sockaddr(addr: &Address, name: &str) -> Result<SockAddr> {
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(name.as_bytes());
+    if bytes.len() > SUN_PATH_LEN {
+        return Err(addr.invalid(format!("abstract names are limited to {} bytes", SUN_PATH_LEN - 1)));
+    }
+    Ok(SockAddr::unix(OsStr::from_bytes(&bytes))?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_sockaddr(addr: &Address, _name: &str) -> Result<SockAddr> {
+    Err(addr.invalid("abstract Unix socket names exist only on Linux"))
+}
+
+fn resolve(addr: &Address, host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| addr.invalid(format!("cannot resolve host: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(addr.invalid("host resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Connects to `addr`, giving up at `deadline`.
+pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
+    let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    match addr {
+        Address::Unix(_) | Address::UnixAbstract(_) => {
+            let sa = unix_sockaddr(addr)?;
+            let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            match deadline {
+                None => s.connect(&sa)?,
+                Some(d) => s.connect_timeout(&sa, timeout(d))?,
+            }
+            s.set_nonblocking(false)?;
+            Ok(Stream::new(s.into(), Kind::Unix))
+        }
+        Address::Tcp { host, port } => {
+            let mut last = None;
+            for sa in resolve(addr, host, *port)? {
+                let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
+                let r = match deadline {
+                    None => s.connect(&sa.into()),
+                    Some(d) => s.connect_timeout(&sa.into(), timeout(d)),
+                };
+                match r {
+                    Ok(()) => {
+                        s.set_nonblocking(false)?;
+                        s.set_tcp_nodelay(true)?;
+                        return Ok(Stream::new(s.into(), Kind::Tcp));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
+        }
+        Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
+    }
+}
+
+/// A connected pair: a socketpair when `duplex`, else an OS pipe as (read end, write end).
+pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
+    if duplex {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        Ok((Stream::new(a.into(), Kind::Unix), Stream::new(b.into(), Kind::Unix)))
+    } else {
+        let (r, w) = std::io::pipe()?;
+        Ok((Stream::new(r.into(), Kind::PipeRead), Stream::new(w.into(), Kind::PipeWrite)))
+    }
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub(crate) struct RawListener {
+    sock: Socket,
+    kind: Kind,
+    /// The socket file we created and its identity, removed on drop if still ours.
+    owned_path: Option<(PathBuf, u64, u64)>,
+}
+
+/// Options that matter when binding.
+pub(crate) struct BindOptions {
+    pub(crate) backlog: i32,
+    pub(crate) mode: u32,
+}
+
+impl RawListener {
+    pub(crate) fn bind(addr: &Address, opts: &BindOptions) -> Result<RawListener> {
+        match addr {
+            Address::Unix(path) => {
+                let sa = unix_sockaddr(addr)?;
+                let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                if let Err(e) = sock.bind(&sa) {
+                    if e.kind() != io::ErrorKind::AddrInUse {
+                        return Err(bind_error(addr, e));
+                    }
+                    reclaim_stale(addr, path)?;
+                    sock.bind(&sa).map_err(|e| bind_error(addr, e))?;
+                }
+                let meta = std::fs::symlink_metadata(path)?;
+                let owned_path = Some((path.clone(), meta.dev(), meta.ino()));
+                // Set the mode before listen(): nobody can connect before then.
+                let listener = RawListener { sock, kind: Kind::Unix, owned_path };
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))?;
+                listener.sock.listen(opts.backlog)?;
+                listener.sock.set_nonblocking(true)?;
+                Ok(listener)
+            }
+            Address::UnixAbstract(_) => {
+                let sa = unix_sockaddr(addr)?;
+                let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                sock.bind(&sa).map_err(|e| bind_error(addr, e))?;
+                sock.listen(opts.backlog)?;
+                sock.set_nonblocking(true)?;
+                Ok(RawListener { sock, kind: Kind::Unix, owned_path: None })
+            }
+            Address::Tcp { host, port } => {
+                let mut last = None;
+                for sa in resolve(addr, host, *port)? {
+                    let sock = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
+                    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+                    sock.set_reuse_address(true)?;
+                    if sa.is_ipv6() {
+                        sock.set_only_v6(true)?;
+                    }
+                    match sock.bind(&sa.into()) {
+                        Ok(()) => {
+                            sock.listen(opts.backlog)?;
+                            sock.set_nonblocking(true)?;
+                            return Ok(RawListener { sock, kind: Kind::Tcp, owned_path: None });
+                        }
+                        Err(e) => last = Some(bind_error(addr, e)),
+                    }
+                }
+                Err(last.unwrap_or_else(|| addr.invalid("no address to bind")))
+            }
+            Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
+        }
+    }
+
+    /// The bound address (the real port after binding port 0).
+    pub(crate) fn local_addr(&self) -> io::Result<Address> {
+        to_address(self.sock.local_addr()?).ok_or_else(|| io::Error::other("listener has no address"))
+    }
+
+    /// One accept attempt without waiting: `Ok(None)` when no connection is queued.
+    pub(crate) fn try_accept(&self) -> io::Result<Option<(Stream, Option<Address>)>> {
+        loop {
+            match self.sock.accept() {
+                Ok((s, sa)) => {
+                    // Accepted sockets inherit O_NONBLOCK on BSDs; ours are blocking.
+                    s.set_nonblocking(false)?;
+                    if self.kind == Kind::Tcp {
+                        s.set_tcp_nodelay(true)?;
+                    }
+                    return Ok(Some((Stream::new(s.into(), self.kind), to_address(sa))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                // A client that gave up before we got to it: not our error.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn bind_error(addr: &Address, e: io::Error) -> Error {
+    Error::Io(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
+}
+
+/// Handles a path that is already taken: a socket nobody listens on (left by a dead process)
+/// is removed; a live listener's socket or any other file is left alone and is an error.
+fn reclaim_stale(addr: &Address, path: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("cannot bind {addr}: the path exists and is not a socket (not removing it)"),
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("cannot bind {addr}: a live listener is using it"),
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)?;
+            Ok(())
+        }
+        Err(e) => Err(bind_error(addr, e)),
+    }
+}
+
+impl Drop for RawListener {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = &self.owned_path {
+            // Only remove the file if it is still the socket we created.
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                if m.dev() == *dev && m.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            if let Some(dir) = path.parent() {
+                super::remove_fresh_dir(dir);
+            }
+        }
+    }
+}
+
+/// Waits until the listener has a connection queued or one of `streams` is readable, or
+/// `deadline` passes. Returns whether the listener is ready and the indices of ready streams.
+pub(crate) fn wait_any(
+    listener: &RawListener,
+    streams: &[&Stream],
+    deadline: Option<Instant>,
+) -> io::Result<(bool, Vec<usize>)> {
+    let mut fds = Vec::with_capacity(streams.len() + 1);
+    fds.push(libc::pollfd { fd: listener.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    fds.extend(streams.iter().map(|s| libc::pollfd { fd: s.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+    if poll(&mut fds, deadline)? == 0 {
+        return Ok((false, Vec::new()));
+    }
+    let ready = fds[1..].iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
+    Ok((fds[0].revents != 0, ready))
+}
+
