@@ -59,7 +59,13 @@ enum Got {
 
 impl Reader {
     fn new(capacity: usize, max: u64) -> Reader {
-        Reader { fb: FrameBuf::new(capacity, max), partial: None, timeout: None, broken: None, refuse_challenge: false }
+        Reader {
+            fb: FrameBuf::new(capacity, max),
+            partial: None,
+            timeout: None,
+            broken: None,
+            refuse_challenge: false,
+        }
     }
 
     fn has_data(&self) -> bool {
@@ -72,12 +78,22 @@ impl Reader {
     }
 
     /// Reads the next frame; small ones stay in the buffer, large ones go into `out`.
-    fn next(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Got> {
+    fn next(
+        &mut self,
+        stream: &Stream,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<Got> {
         if let Some(why) = &self.broken {
-            return Err(Error::Protocol(format!("connection unusable after an earlier error ({why})")));
+            return Err(Error::Protocol(format!(
+                "connection unusable after an earlier error ({why})"
+            )));
         }
         if !stream.can_read() {
-            return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, "this end of a one-way pipe only sends")));
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this end of a one-way pipe only sends",
+            )));
         }
         let got = self.next_frame(stream, out, deadline)?;
         if self.refuse_challenge {
@@ -88,14 +104,20 @@ impl Reader {
             };
             if first.starts_with(crate::auth::CHALLENGE) {
                 return Err(self.fail(Error::AuthenticationFailed(
-                    "the listener sent an authentication challenge, but this client has no authkey".into(),
+                    "the listener sent an authentication challenge, but this client has no authkey"
+                        .into(),
                 )));
             }
         }
         Ok(got)
     }
 
-    fn next_frame(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Got> {
+    fn next_frame(
+        &mut self,
+        stream: &Stream,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<Got> {
         if let Some((data, len)) = self.partial.take() {
             *out = data;
             return self.finish_large(stream, out, len, deadline);
@@ -104,13 +126,20 @@ impl Reader {
             let h = match self.fb.peek() {
                 Err(e) => return Err(self.fail(e.into())),
                 Ok(Peek::Complete(h)) => {
-                    return Ok(Got::Buffered { start: h.header_len, len: h.payload_len as usize });
+                    return Ok(Got::Buffered {
+                        start: h.header_len,
+                        len: h.payload_len as usize,
+                    });
                 }
                 Ok(Peek::Partial(h)) if !self.fb.fits(h) => h,
                 Ok(Peek::Partial(_) | Peek::NeedHeader) => {
                     let n = match stream.read(self.fb.spare(), deadline) {
                         Ok(n) => n,
-                        Err(e) => return Err(Error::from_io_waiting(e, || "waiting for a message".into())),
+                        Err(e) => {
+                            return Err(Error::from_io_waiting(e, || {
+                                "waiting for a message".into()
+                            }));
+                        }
                     };
                     if n == 0 {
                         return Err(self.end_of_stream());
@@ -121,8 +150,12 @@ impl Reader {
             };
             // Larger than the buffer: one allocation of exactly the payload size, then read
             // the rest straight into it. The length was checked against the max already.
-            let len = usize::try_from(h.payload_len)
-                .map_err(|_| self.fail(Error::MessageTooLarge { len: h.payload_len, max: usize::MAX as u64 }))?;
+            let len = usize::try_from(h.payload_len).map_err(|_| {
+                self.fail(Error::MessageTooLarge {
+                    len: h.payload_len,
+                    max: usize::MAX as u64,
+                })
+            })?;
             out.clear();
             out.reserve_exact(len);
             out.extend_from_slice(&self.fb.buffered()[h.header_len..]);
@@ -132,18 +165,29 @@ impl Reader {
         }
     }
 
-    fn finish_large(&mut self, stream: &Stream, out: &mut Vec<u8>, len: usize, deadline: Option<Instant>) -> Result<Got> {
+    fn finish_large(
+        &mut self,
+        stream: &Stream,
+        out: &mut Vec<u8>,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Got> {
         while out.len() < len {
             match stream.read_spare(out, len - out.len(), deadline) {
                 Ok(0) => {
                     let got = out.len() as u64;
-                    return Err(self.fail(Error::Truncated { received: got, expected: len as u64 }));
+                    return Err(self.fail(Error::Truncated {
+                        received: got,
+                        expected: len as u64,
+                    }));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     // Keep what arrived: the next receive carries on where this one stopped.
                     self.partial = Some((std::mem::take(out), len));
-                    return Err(Error::from_io_waiting(e, || "in the middle of a large message".into()));
+                    return Err(Error::from_io_waiting(e, || {
+                        "in the middle of a large message".into()
+                    }));
                 }
             }
         }
@@ -164,7 +208,13 @@ impl Reader {
 
     /// Receives one message and hands its bytes to `f` without copying them when they are
     /// already in the buffer.
-    fn recv_with<R>(&mut self, stream: &Stream, scratch: &mut Vec<u8>, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    fn recv_with<R>(
+        &mut self,
+        stream: &Stream,
+        scratch: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         match self.next(stream, scratch, deadline)? {
             Got::Buffered { start, len } => {
                 let r = f(&self.fb.buffered()[start..start + len]);
@@ -175,7 +225,12 @@ impl Reader {
         }
     }
 
-    fn recv_into(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize> {
+    fn recv_into(
+        &mut self,
+        stream: &Stream,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize> {
         match self.next(stream, out, deadline)? {
             Got::Buffered { start, len } => {
                 out.clear();
@@ -206,14 +261,21 @@ struct Writer {
 
 impl Writer {
     fn new() -> Writer {
-        Writer { buf: Vec::new(), batch: None, timeout: None }
+        Writer {
+            buf: Vec::new(),
+            batch: None,
+            timeout: None,
+        }
     }
 
     fn check(stream: &Stream) -> Result<()> {
         if stream.can_write() {
             Ok(())
         } else {
-            Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, "this end of a one-way pipe only receives")))
+            Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this end of a one-way pipe only receives",
+            )))
         }
     }
 
@@ -227,7 +289,11 @@ impl Writer {
         if header.as_bytes().len() + payload.len() <= COPY_LIMIT {
             self.buf.extend_from_slice(header.as_bytes());
             self.buf.extend_from_slice(payload);
-            return if self.should_flush() { self.flush(stream) } else { Ok(()) };
+            return if self.should_flush() {
+                self.flush(stream)
+            } else {
+                Ok(())
+            };
         }
         let deadline = deadline_of(self.timeout);
         let queued = std::mem::take(&mut self.buf);
@@ -249,9 +315,14 @@ impl Writer {
             self.buf[start..start + 4].copy_from_slice(header.as_bytes());
         } else {
             // Over 2 GiB of CBOR: make room for the long header.
-            self.buf.splice(start..start + 4, header.as_bytes().iter().copied());
+            self.buf
+                .splice(start..start + 4, header.as_bytes().iter().copied());
         }
-        if self.should_flush() || len as usize > COPY_LIMIT { self.flush(stream) } else { Ok(()) }
+        if self.should_flush() || len as usize > COPY_LIMIT {
+            self.flush(stream)
+        } else {
+            Ok(())
+        }
     }
 
     fn flush(&mut self, stream: &Stream) -> Result<()> {
@@ -275,7 +346,12 @@ impl Writer {
     /// Writes all of `parts`. If it stops early (timeout, error), whatever was not written is
     /// kept in `self.buf` so the next send or flush completes the frame: the stream never
     /// carries half a frame followed by another frame.
-    fn write_all(&mut self, stream: &Stream, parts: &[&[u8]], deadline: Option<Instant>) -> Result<()> {
+    fn write_all(
+        &mut self,
+        stream: &Stream,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
@@ -299,7 +375,9 @@ impl Writer {
                 Ok(w) => done += w,
                 Err(e) => {
                     self.keep_unwritten(parts, done);
-                    return Err(Error::from_io_waiting(e, || "sending a message (the rest is queued; flush to retry)".into()));
+                    return Err(Error::from_io_waiting(e, || {
+                        "sending a message (the rest is queued; flush to retry)".into()
+                    }));
                 }
             }
         }
@@ -328,7 +406,10 @@ impl Writer {
 fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
     let v = ciborium::from_reader(&mut bytes).map_err(|e| Error::Decode(e.to_string()))?;
     if !bytes.is_empty() {
-        return Err(Error::Decode(format!("{} bytes left over after the CBOR value", bytes.len())));
+        return Err(Error::Decode(format!(
+            "{} bytes left over after the CBOR value",
+            bytes.len()
+        )));
     }
     Ok(v)
 }
@@ -362,8 +443,15 @@ impl Connection {
     pub(crate) fn from_stream(stream: Stream, max: u64) -> Connection {
         let stream = Arc::new(stream);
         Connection {
-            tx: Sender { stream: stream.clone(), writer: Writer::new() },
-            rx: Receiver { stream, reader: Reader::new(READ_BUFFER, max), scratch: Vec::new() },
+            tx: Sender {
+                stream: stream.clone(),
+                writer: Writer::new(),
+            },
+            rx: Receiver {
+                stream,
+                reader: Reader::new(READ_BUFFER, max),
+                scratch: Vec::new(),
+            },
         }
     }
 
@@ -437,7 +525,9 @@ impl Connection {
     /// Receives a message, waiting until `deadline` whatever the read timeout says.
     pub(crate) fn recv_bytes_until(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.rx.reader.recv_into(&self.rx.stream, &mut v, deadline)?;
+        self.rx
+            .reader
+            .recv_into(&self.rx.stream, &mut v, deadline)?;
         Ok(v)
     }
 
@@ -596,14 +686,16 @@ impl Connection {
                 "this connection has buffered data; pass it to the child before using it",
             )));
         }
-        self.stream().pass_to_child(cmd, var);
-        Ok(())
+        Ok(self.stream().pass_to_child(cmd, var)?)
     }
 
     /// In a child process: adopts the connection its parent passed with
     /// [`pass_to_child`](Connection::pass_to_child) under `var`. Works once per variable.
     pub fn from_env(var: &str) -> Result<Connection> {
-        Ok(Connection::from_stream(Stream::from_env(var)?, DEFAULT_MAX_MESSAGE_SIZE))
+        Ok(Connection::from_stream(
+            Stream::from_env(var)?,
+            DEFAULT_MAX_MESSAGE_SIZE,
+        ))
     }
 }
 
@@ -672,7 +764,8 @@ impl Receiver {
     /// As [`Connection::recv`].
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         let deadline = deadline_of(self.reader.timeout);
-        self.reader.recv_with(&self.stream, &mut self.scratch, deadline, decode)?
+        self.reader
+            .recv_with(&self.stream, &mut self.scratch, deadline, decode)?
     }
 
     /// As [`Connection::poll`].
@@ -701,7 +794,11 @@ pub(crate) struct ConnOptions {
 
 impl Default for ConnOptions {
     fn default() -> Self {
-        ConnOptions { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, read_timeout: None, write_timeout: None }
+        ConnOptions {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            read_timeout: None,
+            write_timeout: None,
+        }
     }
 }
 

@@ -26,7 +26,9 @@ const ACCEPT_BURST: usize = 64;
 
 /// Adds the peer to an error's message.
 fn with_peer(e: Error, peer: &Option<Address>) -> Error {
-    let who = peer.as_ref().map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
+    let who = peer
+        .as_ref()
+        .map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
         Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
@@ -45,7 +47,7 @@ fn with_peer(e: Error, peer: &Option<Address>) -> Error {
 ///     .backlog(64)
 ///     .handshake_timeout(Duration::from_secs(2))
 ///     .max_message_size(1 << 20)
-///     .bind(&Address::fresh(Family::Unix)?)?;
+///     .bind(&Address::fresh(Family::default())?)?;
 /// # Ok::<(), procwire::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -130,13 +132,23 @@ impl ListenerBuilder {
     /// live listener answers on is an [`io::ErrorKind::AddrInUse`] error, and a path that is
     /// not a socket is never removed. The file is removed when the listener is dropped.
     pub fn bind(self, addr: &Address) -> Result<Listener> {
-        let raw = RawListener::bind(addr, &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode })?;
+        let raw = RawListener::bind(
+            addr,
+            &crate::transport::BindOptions {
+                backlog: self.backlog,
+                mode: self.mode,
+            },
+        )?;
         let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
         Ok(Listener {
             raw,
             address,
             opts: self,
-            state: Mutex::new(State { pending: Vec::new(), ready: VecDeque::new(), last_peer: None }),
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                ready: VecDeque::new(),
+                last_peer: None,
+            }),
         })
     }
 }
@@ -158,7 +170,7 @@ struct State {
 ///
 /// ```
 /// use procwire::{Address, Client, Family, Listener};
-/// let listener = Listener::builder().authkey("key").bind(&Address::fresh(Family::Unix)?)?;
+/// let listener = Listener::builder().authkey("key").bind(&Address::fresh(Family::default())?)?;
 /// let addr = listener.address().clone();
 /// let t = std::thread::spawn(move || Client::builder().authkey("key").connect(&addr));
 /// let mut server_side = listener.accept()?;
@@ -176,7 +188,10 @@ pub struct Listener {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("address", &self.address).field("authkey", &self.opts.key.is_some()).finish()
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authkey", &self.opts.key.is_some())
+            .finish()
     }
 }
 
@@ -248,7 +263,10 @@ impl Listener {
             let now = Instant::now();
             if let Some(i) = st.pending.iter().position(|p| p.deadline <= now) {
                 let p = st.pending.swap_remove(i);
-                return Err(with_peer(Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for())), &p.peer));
+                return Err(with_peer(
+                    Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for())),
+                    &p.peer,
+                ));
             }
             if deadline.is_some_and(|d| d <= now) {
                 return Err(Error::Timeout("waiting for a connection".into()));
@@ -283,9 +301,16 @@ impl Listener {
         let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
         let deadline = Instant::now() + self.opts.handshake_timeout;
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
-        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let sent = hs
+            .start()
+            .and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
-            Ok(()) => st.pending.push(Pending { conn, hs, deadline, peer }),
+            Ok(()) => st.pending.push(Pending {
+                conn,
+                hs,
+                deadline,
+                peer,
+            }),
             Err(e) => st.ready.push_back(Err(with_peer(e, &peer))),
         }
     }
@@ -294,7 +319,9 @@ impl Listener {
     fn drive(&self, st: &mut State, i: usize) {
         let p = &mut st.pending[i];
         let outcome = match p.conn.fill_ready() {
-            Ok(false) => Err(Error::AuthenticationFailed("the client closed the connection during the handshake".into())),
+            Ok(false) => Err(Error::AuthenticationFailed(
+                "the client closed the connection during the handshake".into(),
+            )),
             Err(e) => Err(e),
             Ok(true) => step_handshake(p),
         };
@@ -451,7 +478,9 @@ impl ClientBuilder {
                 Err(Error::Io(e)) => {
                     let not_up = matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound | io::ErrorKind::WouldBlock
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::NotFound
+                            | io::ErrorKind::WouldBlock
                     );
                     if not_up && give_up.is_some_and(|g| Instant::now() + pause < g) {
                         std::thread::sleep(pause);
@@ -461,7 +490,10 @@ impl ClientBuilder {
                     if e.kind() == io::ErrorKind::TimedOut {
                         return Err(Error::Timeout(format!("connecting to {addr}")));
                     }
-                    return Err(Error::Io(io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"))));
+                    return Err(Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("cannot connect to {addr}: {e}"),
+                    )));
                 }
                 Err(e) => return Err(e),
             }
@@ -475,9 +507,14 @@ impl ClientBuilder {
         let peer = Some(addr.clone());
         while hs.status() != Status::Done {
             let msg = conn.recv_bytes_until(Some(deadline)).map_err(|e| match e {
-                Error::Timeout(_) => with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer),
+                Error::Timeout(_) => with_peer(
+                    Error::Timeout(format!("in the handshake, {}", hs.waiting_for())),
+                    &peer,
+                ),
                 Error::Closed => with_peer(
-                    Error::AuthenticationFailed("the listener closed the connection during the handshake".into()),
+                    Error::AuthenticationFailed(
+                        "the listener closed the connection during the handshake".into(),
+                    ),
                     &peer,
                 ),
                 e => with_peer(e, &peer),

@@ -2,12 +2,10 @@
 //! and OS pipes for one-way `pipe()`. All I/O is plain blocking `read`/`sendmsg`/`writev` on
 //! the descriptor; deadlines are kept with `poll(2)` before the call.
 
-use std::ffi::OsStr;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -49,7 +47,9 @@ impl Kind {
     }
 
     fn from_tag(s: &str) -> Option<Kind> {
-        [Kind::Unix, Kind::Tcp, Kind::PipeRead, Kind::PipeWrite].into_iter().find(|k| k.tag() == s)
+        [Kind::Unix, Kind::Tcp, Kind::PipeRead, Kind::PipeWrite]
+            .into_iter()
+            .find(|k| k.tag() == s)
     }
 
     fn is_socket(self) -> bool {
@@ -66,7 +66,11 @@ pub(crate) struct Stream {
 
 /// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`).
 fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
-    let mut p = [libc::pollfd { fd, events, revents: 0 }];
+    let mut p = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
     if poll(&mut p, deadline)? == 0 {
         return Err(io::ErrorKind::TimedOut.into());
     }
@@ -97,7 +101,11 @@ fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize
 }
 
 fn cvt(n: isize) -> io::Result<usize> {
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 impl Stream {
@@ -125,7 +133,9 @@ impl Stream {
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A descriptor someone made nonblocking: wait for data, then try again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLIN, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_fd(fd, libc::POLLIN, deadline)?
+                }
                 r => return r,
             }
         }
@@ -137,7 +147,12 @@ impl Stream {
     }
 
     /// Reads at most `max` bytes into the spare capacity of `v` (no zeroing), extending its length.
-    pub(crate) fn read_spare(&self, v: &mut Vec<u8>, max: usize, deadline: Option<Instant>) -> io::Result<usize> {
+    pub(crate) fn read_spare(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
         let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
         let len = spare.len().min(max);
         let n = self.read_raw(spare.as_mut_ptr().cast(), len, deadline)?;
@@ -147,7 +162,11 @@ impl Stream {
     }
 
     /// Writes some of `bufs` (one `sendmsg`/`writev`); `TimedOut` when `deadline` passes first.
-    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+    pub(crate) fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
         loop {
             let r = if self.kind.is_socket() {
@@ -166,11 +185,15 @@ impl Stream {
                     bufs
                 };
                 // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
-                cvt(unsafe { libc::writev(fd, bufs.as_ptr().cast(), bufs.len().min(4) as libc::c_int) })
+                cvt(unsafe {
+                    libc::writev(fd, bufs.as_ptr().cast(), bufs.len().min(4) as libc::c_int)
+                })
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLOUT, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_fd(fd, libc::POLLOUT, deadline)?
+                }
                 r => return r,
             }
         }
@@ -187,11 +210,19 @@ impl Stream {
     }
 
     pub(crate) fn local_addr(&self) -> Option<Address> {
-        self.kind.is_socket().then(|| SockRef::from(&self.fd).local_addr().ok()).flatten().and_then(to_address)
+        self.kind
+            .is_socket()
+            .then(|| SockRef::from(&self.fd).local_addr().ok())
+            .flatten()
+            .and_then(to_address)
     }
 
     pub(crate) fn peer_addr(&self) -> Option<Address> {
-        self.kind.is_socket().then(|| SockRef::from(&self.fd).peer_addr().ok()).flatten().and_then(to_address)
+        self.kind
+            .is_socket()
+            .then(|| SockRef::from(&self.fd).peer_addr().ok())
+            .flatten()
+            .and_then(to_address)
     }
 
     /// Enables TCP keepalive probes after `idle` (sockets only; a no-op elsewhere).
@@ -202,13 +233,15 @@ impl Stream {
         let s = SockRef::from(&self.fd);
         match idle {
             None => s.set_keepalive(false),
-            Some(t) => s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t)),
+            Some(t) => {
+                s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t))
+            }
         }
     }
 
     /// Marks the descriptor inheritable by `cmd`'s child only and names it in the child's
     /// environment variable `var`.
-    pub(crate) fn pass_to_child(&self, cmd: &mut Command, var: &str) {
+    pub(crate) fn pass_to_child(&self, cmd: &mut Command, var: &str) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
         cmd.env(var, format!("{fd}:{}", self.kind.tag()));
         // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor
@@ -221,29 +254,48 @@ impl Stream {
                 Ok(())
             });
         }
+        Ok(())
     }
 
     /// Adopts a descriptor passed with [`pass_to_child`](Stream::pass_to_child).
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
         static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
         let bad = |why: String| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
-        let value = std::env::var(var).map_err(|_| bad(format!("environment variable {var} is not set")))?;
-        let (fd, tag) = value.split_once(':').ok_or_else(|| bad(format!("{var}={value:?} is not FD:KIND")))?;
-        let fd: RawFd = fd.parse().map_err(|_| bad(format!("{var}={value:?}: bad descriptor number")))?;
-        let kind = Kind::from_tag(tag).ok_or_else(|| bad(format!("{var}={value:?}: unknown kind")))?;
+        let value = std::env::var(var)
+            .map_err(|_| bad(format!("environment variable {var} is not set")))?;
+        let (fd, tag) = value
+            .split_once(':')
+            .ok_or_else(|| bad(format!("{var}={value:?} is not FD:KIND")))?;
+        let fd: RawFd = fd
+            .parse()
+            .map_err(|_| bad(format!("{var}={value:?}: bad descriptor number")))?;
+        let kind =
+            Kind::from_tag(tag).ok_or_else(|| bad(format!("{var}={value:?}: unknown kind")))?;
         let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
         if fd < 0 || adopted.contains(&fd) {
-            return Err(bad(format!("descriptor {fd} from {var} was already adopted")));
+            return Err(bad(format!(
+                "descriptor {fd} from {var} was already adopted"
+            )));
         }
         // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd, &mut st) } == -1 {
-            return Err(bad(format!("descriptor {fd} from {var} is not open: {}", io::Error::last_os_error())));
+            return Err(bad(format!(
+                "descriptor {fd} from {var} is not open: {}",
+                io::Error::last_os_error()
+            )));
         }
         let fmt = st.st_mode & libc::S_IFMT;
-        let want = if kind.is_socket() { libc::S_IFSOCK } else { libc::S_IFIFO };
+        let want = if kind.is_socket() {
+            libc::S_IFSOCK
+        } else {
+            libc::S_IFIFO
+        };
         if fmt != want {
-            return Err(bad(format!("descriptor {fd} from {var} is not a {}", kind.tag())));
+            return Err(bad(format!(
+                "descriptor {fd} from {var} is not a {}",
+                kind.tag()
+            )));
         }
         adopted.push(fd);
         // SAFETY: the descriptor is open, of the expected type, inherited for us, and adopted
@@ -256,7 +308,11 @@ impl Stream {
 }
 
 /// The first `budget` bytes of `bufs`, as at most four slices.
-fn cap_slices<'b>(bufs: &'b [IoSlice<'_>], mut budget: usize, out: &'b mut [IoSlice<'b>; 4]) -> &'b [IoSlice<'b>] {
+fn cap_slices<'b>(
+    bufs: &'b [IoSlice<'_>],
+    mut budget: usize,
+    out: &'b mut [IoSlice<'b>; 4],
+) -> &'b [IoSlice<'b>] {
     let mut n = 0;
     for b in bufs.iter().take(4) {
         if budget == 0 {
@@ -295,7 +351,8 @@ fn to_address(sa: SockAddr) -> Option<Address> {
     if let Some(p) = sa.as_pathname() {
         return Some(Address::Unix(p.to_path_buf()));
     }
-    sa.as_abstract_namespace().map(|n| Address::UnixAbstract(String::from_utf8_lossy(n).into_owned()))
+    sa.as_abstract_namespace()
+        .map(|n| Address::UnixAbstract(String::from_utf8_lossy(n).into_owned()))
 }
 
 /// sun_path holds this many bytes including the terminating NUL.
@@ -328,9 +385,13 @@ fn abstract_sockaddr(addr: &Address, name: &str) -> Result<SockAddr> {
     let mut bytes = vec![0u8];
     bytes.extend_from_slice(name.as_bytes());
     if bytes.len() > SUN_PATH_LEN {
-        return Err(addr.invalid(format!("abstract names are limited to {} bytes", SUN_PATH_LEN - 1)));
+        return Err(addr.invalid(format!(
+            "abstract names are limited to {} bytes",
+            SUN_PATH_LEN - 1
+        )));
     }
-    Ok(SockAddr::unix(OsStr::from_bytes(&bytes))?)
+    use std::os::unix::ffi::OsStrExt;
+    Ok(SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))?)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -351,7 +412,10 @@ fn resolve(addr: &Address, host: &str, port: u16) -> Result<Vec<std::net::Socket
 
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
-    let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let timeout = |d: Instant| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     match addr {
         Address::Unix(_) | Address::UnixAbstract(_) => {
             let sa = unix_sockaddr(addr)?;
@@ -366,7 +430,11 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         Address::Tcp { host, port } => {
             let mut last = None;
             for sa in resolve(addr, host, *port)? {
-                let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
+                let s = Socket::new(
+                    Domain::for_address(sa),
+                    Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
                 let r = match deadline {
                     None => s.connect(&sa.into()),
                     Some(d) => s.connect_timeout(&sa.into(), timeout(d)),
@@ -380,7 +448,9 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
                     Err(e) => last = Some(e),
                 }
             }
-            Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
+            Err(Error::Io(
+                last.unwrap_or_else(|| io::ErrorKind::NotFound.into()),
+            ))
         }
         Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
     }
@@ -390,10 +460,16 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
 pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     if duplex {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        Ok((Stream::new(a.into(), Kind::Unix), Stream::new(b.into(), Kind::Unix)))
+        Ok((
+            Stream::new(a.into(), Kind::Unix),
+            Stream::new(b.into(), Kind::Unix),
+        ))
     } else {
         let (r, w) = std::io::pipe()?;
-        Ok((Stream::new(r.into(), Kind::PipeRead), Stream::new(w.into(), Kind::PipeWrite)))
+        Ok((
+            Stream::new(r.into(), Kind::PipeRead),
+            Stream::new(w.into(), Kind::PipeWrite),
+        ))
     }
 }
 
@@ -428,7 +504,11 @@ impl RawListener {
                 let meta = std::fs::symlink_metadata(path)?;
                 let owned_path = Some((path.clone(), meta.dev(), meta.ino()));
                 // Set the mode before listen(): nobody can connect before then.
-                let listener = RawListener { sock, kind: Kind::Unix, owned_path };
+                let listener = RawListener {
+                    sock,
+                    kind: Kind::Unix,
+                    owned_path,
+                };
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))?;
                 listener.sock.listen(opts.backlog)?;
                 listener.sock.set_nonblocking(true)?;
@@ -440,12 +520,20 @@ impl RawListener {
                 sock.bind(&sa).map_err(|e| bind_error(addr, e))?;
                 sock.listen(opts.backlog)?;
                 sock.set_nonblocking(true)?;
-                Ok(RawListener { sock, kind: Kind::Unix, owned_path: None })
+                Ok(RawListener {
+                    sock,
+                    kind: Kind::Unix,
+                    owned_path: None,
+                })
             }
             Address::Tcp { host, port } => {
                 let mut last = None;
                 for sa in resolve(addr, host, *port)? {
-                    let sock = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
+                    let sock = Socket::new(
+                        Domain::for_address(sa),
+                        Type::STREAM,
+                        Some(socket2::Protocol::TCP),
+                    )?;
                     // Lets a restarted server bind while old connections sit in TIME_WAIT.
                     sock.set_reuse_address(true)?;
                     if sa.is_ipv6() {
@@ -455,7 +543,11 @@ impl RawListener {
                         Ok(()) => {
                             sock.listen(opts.backlog)?;
                             sock.set_nonblocking(true)?;
-                            return Ok(RawListener { sock, kind: Kind::Tcp, owned_path: None });
+                            return Ok(RawListener {
+                                sock,
+                                kind: Kind::Tcp,
+                                owned_path: None,
+                            });
                         }
                         Err(e) => last = Some(bind_error(addr, e)),
                     }
@@ -468,7 +560,8 @@ impl RawListener {
 
     /// The bound address (the real port after binding port 0).
     pub(crate) fn local_addr(&self) -> io::Result<Address> {
-        to_address(self.sock.local_addr()?).ok_or_else(|| io::Error::other("listener has no address"))
+        to_address(self.sock.local_addr()?)
+            .ok_or_else(|| io::Error::other("listener has no address"))
     }
 
     /// One accept attempt without waiting: `Ok(None)` when no connection is queued.
@@ -485,7 +578,11 @@ impl RawListener {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 // A client that gave up before we got to it: not our error.
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -523,10 +620,11 @@ impl Drop for RawListener {
     fn drop(&mut self) {
         if let Some((path, dev, ino)) = &self.owned_path {
             // Only remove the file if it is still the socket we created.
-            if let Ok(m) = std::fs::symlink_metadata(path) {
-                if m.dev() == *dev && m.ino() == *ino {
-                    let _ = std::fs::remove_file(path);
-                }
+            if let Ok(m) = std::fs::symlink_metadata(path)
+                && m.dev() == *dev
+                && m.ino() == *ino
+            {
+                let _ = std::fs::remove_file(path);
             }
             if let Some(dir) = path.parent() {
                 super::remove_fresh_dir(dir);
@@ -543,12 +641,24 @@ pub(crate) fn wait_any(
     deadline: Option<Instant>,
 ) -> io::Result<(bool, Vec<usize>)> {
     let mut fds = Vec::with_capacity(streams.len() + 1);
-    fds.push(libc::pollfd { fd: listener.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-    fds.extend(streams.iter().map(|s| libc::pollfd { fd: s.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+    fds.push(libc::pollfd {
+        fd: listener.sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    fds.extend(streams.iter().map(|s| libc::pollfd {
+        fd: s.fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }));
     if poll(&mut fds, deadline)? == 0 {
         return Ok((false, Vec::new()));
     }
-    let ready = fds[1..].iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
+    let ready = fds[1..]
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .map(|(i, _)| i)
+        .collect();
     Ok((fds[0].revents != 0, ready))
 }
-

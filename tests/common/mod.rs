@@ -1,0 +1,143 @@
+//! Helpers shared by the integration tests: child processes that are this test binary run
+//! again (its `#[ignore]`d `child` test, picked with `--exact`), and the transports to test.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use procwire::{Address, Family};
+
+/// The environment variable that names a child's role.
+pub const ROLE: &str = "PROCWIRE_TEST_ROLE";
+
+/// A child process that is killed when dropped (a failing test never leaves one behind).
+pub struct ChildGuard {
+    pub child: Child,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl ChildGuard {
+    /// The next line the child wrote with [`say`] (the test harness writes lines of its own);
+    /// empty at end of output.
+    pub fn line(&mut self) -> String {
+        loop {
+            let mut s = String::new();
+            if self.stdout.read_line(&mut s).expect("read child stdout") == 0 {
+                return String::new();
+            }
+            if let Some(said) = s.strip_prefix(SAY) {
+                return said.trim_end().to_string();
+            }
+        }
+    }
+
+    /// Waits for the child with a deadline; returns its exit code and the rest of its stdout.
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut rest = String::new();
+                let _ = self.stdout.read_to_string(&mut rest);
+                return (status.code(), rest);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "child did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SAY: &str = "@@ ";
+
+/// In a child: writes a line for the parent's [`ChildGuard::line`].
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{SAY}{line}");
+    let _ = out.flush();
+}
+
+/// Starts this test binary again running only its `child` test, in `role`, with `env`.
+pub fn spawn_child(role: &str, env: &[(&str, String)]) -> ChildGuard {
+    let mut cmd = child_command(role, env);
+    spawn(&mut cmd)
+}
+
+/// The command for [`spawn_child`], to add to before spawning.
+pub fn child_command(role: &str, env: &[(&str, String)]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ]);
+    cmd.env(ROLE, role);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn spawn(cmd: &mut Command) -> ChildGuard {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn child");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    ChildGuard { child, stdout }
+}
+
+/// Whether this process is a child started by [`spawn_child`], and in which role.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// Whether IPv6 loopback works here.
+pub fn ipv6_works() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// One fresh address per transport this machine has: unix path, unix abstract (Linux),
+/// TCP over IPv4, TCP over IPv6 (where `::1` works).
+pub fn transports() -> Vec<Address> {
+    let mut v = vec![Address::fresh(Family::Unix).unwrap()];
+    if cfg!(target_os = "linux") {
+        v.push(Address::fresh(Family::UnixAbstract).unwrap());
+    }
+    v.push(Address::fresh(Family::Tcp).unwrap());
+    if ipv6_works() {
+        v.push(Address::fresh(Family::Tcp6).unwrap());
+    } else {
+        eprintln!("note: ::1 does not work here; IPv6 TCP not tested");
+    }
+    v
+}
+
+/// A recognisable payload of `n` bytes.
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed)
+                .wrapping_add((i >> 8) as u8)
+        })
+        .collect()
+}
