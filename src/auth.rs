@@ -45,6 +45,10 @@ pub const CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const WELCOME: &[u8] = b"#WELCOME#";
 /// Sent by the challenger when the answer was wrong.
 pub const FAILURE: &[u8] = b"#FAILURE#";
+/// Sent by a client without a key that received a challenge, so the listener can say why the
+/// handshake failed instead of waiting for its timeout. Not part of CPython's protocol: a
+/// CPython listener rejects it as a malformed answer, which is the right outcome too.
+pub const NO_KEY: &[u8] = b"#NOKEY#";
 /// Random bytes in a modern challenge (CPython's `MESSAGE_LENGTH`).
 pub const CHALLENGE_RANDOM_LEN: usize = 40;
 /// Length of a legacy (CPython <= 3.11) challenge body.
@@ -455,6 +459,13 @@ impl Handshake {
     fn step(&mut self, msg: &[u8]) -> Result<Output> {
         match self.state {
             State::AwaitAnswer | State::AwaitPeerAnswer => {
+                if msg == NO_KEY {
+                    self.pending_failure = true;
+                    return Err(Error::AuthenticationFailed(
+                        "the client has no authkey (it received our challenge and refused it)"
+                            .into(),
+                    ));
+                }
                 if let Err(e) = verify(self.key.as_bytes(), &self.sent, msg, self.legacy) {
                     self.pending_failure = true;
                     return Err(e);

@@ -47,6 +47,8 @@ struct Reader {
     broken: Option<String>,
     /// Keyless clients: a first message that is a challenge means the listener wants a key.
     refuse_challenge: bool,
+    /// Such a challenge arrived; the connection owes the listener a [`crate::auth::NO_KEY`].
+    challenge_seen: bool,
 }
 
 /// Where [`Reader::next`] left the frame.
@@ -65,6 +67,7 @@ impl Reader {
             timeout: None,
             broken: None,
             refuse_challenge: false,
+            challenge_seen: false,
         }
     }
 
@@ -103,6 +106,7 @@ impl Reader {
                 Got::InVec => out,
             };
             if first.starts_with(crate::auth::CHALLENGE) {
+                self.challenge_seen = true;
                 return Err(self.fail(Error::AuthenticationFailed(
                     "the listener sent an authentication challenge, but this client has no authkey"
                         .into(),
@@ -494,7 +498,8 @@ impl Connection {
     /// message over the maximum (refused before allocating).
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
         self.tx.flush()?;
-        self.rx.recv_bytes()
+        let r = self.rx.recv_bytes();
+        self.answer_refusal(r)
     }
 
     /// Receives one message into `buf` (replacing its content, reusing its allocation) and
@@ -512,14 +517,24 @@ impl Connection {
     /// ```
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         self.tx.flush()?;
-        self.rx.recv_bytes_into(buf)
+        let r = self.rx.recv_bytes_into(buf);
+        self.answer_refusal(r)
     }
 
     /// Receives one CBOR-encoded message as a `T`. A message that is not valid CBOR for `T`
     /// is an [`Error::Decode`] and is consumed (the connection stays usable).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         self.tx.flush()?;
-        self.rx.recv()
+        let r = self.rx.recv();
+        self.answer_refusal(r)
+    }
+
+    /// After a keyless client refused a challenge, tells the listener why (best effort).
+    fn answer_refusal<T>(&mut self, r: Result<T>) -> Result<T> {
+        if std::mem::take(&mut self.rx.reader.challenge_seen) {
+            let _ = self.tx.send_bytes(crate::auth::NO_KEY);
+        }
+        r
     }
 
     /// Receives a message, waiting until `deadline` whatever the read timeout says.

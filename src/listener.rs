@@ -158,6 +158,23 @@ struct Pending {
     hs: Handshake,
     deadline: Instant,
     peer: Option<Address>,
+    /// Whether the client sent anything yet. One that hangs up before saying a word (a
+    /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
+    heard: bool,
+}
+
+/// A client that went away: end of stream, reset, or a broken pipe on our first write.
+fn hung_up(e: &Error) -> bool {
+    match e {
+        Error::Closed => true,
+        Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
 }
 
 struct State {
@@ -310,7 +327,9 @@ impl Listener {
                 hs,
                 deadline,
                 peer,
+                heard: false,
             }),
+            Err(e) if hung_up(&e) => {}
             Err(e) => st.ready.push_back(Err(with_peer(e, &peer))),
         }
     }
@@ -319,14 +338,26 @@ impl Listener {
     fn drive(&self, st: &mut State, i: usize) {
         let p = &mut st.pending[i];
         let outcome = match p.conn.fill_ready() {
-            Ok(false) => Err(Error::AuthenticationFailed(
-                "the client closed the connection during the handshake".into(),
-            )),
+            Ok(false) => Err(Error::Closed),
             Err(e) => Err(e),
-            Ok(true) => step_handshake(p),
+            Ok(true) => {
+                p.heard = true;
+                step_handshake(p)
+            }
         };
         match outcome {
             Ok(false) => {}
+            Err(e) if hung_up(&e) && !p.heard => {
+                st.pending.swap_remove(i);
+            }
+            Err(e) if hung_up(&e) => {
+                let p = st.pending.swap_remove(i);
+                let e = Error::AuthenticationFailed(format!(
+                    "the client hung up during the handshake ({e}) while {}",
+                    p.hs.waiting_for()
+                ));
+                st.ready.push_back(Err(with_peer(e, &p.peer)));
+            }
             Ok(true) => {
                 let mut p = st.pending.swap_remove(i);
                 p.conn.finish_handshake(&self.opts.conn);
