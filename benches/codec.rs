@@ -10,16 +10,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use procwire::codec::{FrameBuf, decode_header, encode_header};
 
 fn headers(c: &mut Criterion) {
-    c.bench_function("encode_header short", |b| {
-        b.iter(|| encode_header(black_box(1234)))
-    });
-    c.bench_function("encode_header long", |b| {
-        b.iter(|| encode_header(black_box(5 << 32)))
-    });
+    c.bench_function("encode_header short", |b| b.iter(|| encode_header(black_box(1234))));
+    c.bench_function("encode_header long", |b| b.iter(|| encode_header(black_box(5 << 32))));
     let h = encode_header(1234);
-    c.bench_function("decode_header", |b| {
-        b.iter(|| decode_header(black_box(h.as_bytes()), 1 << 30))
-    });
+    c.bench_function("decode_header", |b| b.iter(|| decode_header(black_box(h.as_bytes()), 1 << 30)));
 }
 
 fn framebuf(c: &mut Criterion) {

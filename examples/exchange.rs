@@ -35,18 +35,12 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex key"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex key")).collect()
 }
 
 fn main() -> procwire::Result<()> {
     if let Ok(addr) = std::env::var("EXCHANGE_ADDR") {
-        return client(
-            &addr.parse()?,
-            AuthKey::new(unhex(&std::env::var("EXCHANGE_KEY").expect("key"))),
-        );
+        return client(&addr.parse()?, AuthKey::new(unhex(&std::env::var("EXCHANGE_KEY").expect("key"))));
     }
     let family = match std::env::args().nth(1).as_deref() {
         Some("tcp") => Family::Tcp,
@@ -54,14 +48,8 @@ fn main() -> procwire::Result<()> {
         _ => Family::default(),
     };
     let key = AuthKey::random()?;
-    let listener = Listener::builder()
-        .authkey(key.clone())
-        .bind(&Address::fresh(family)?)?;
-    println!(
-        "[listener pid {}] listening on {}",
-        std::process::id(),
-        listener.address()
-    );
+    let listener = Listener::builder().authkey(key.clone()).bind(&Address::fresh(family)?)?;
+    println!("[listener pid {}] listening on {}", std::process::id(), listener.address());
 
     let mut child = Command::new(std::env::current_exe()?)
         .env("EXCHANGE_ADDR", listener.address().to_string())
@@ -72,18 +60,13 @@ fn main() -> procwire::Result<()> {
     let mut conn = listener.accept_timeout(Duration::from_secs(30))?;
     println!(
         "[listener] accepted an authenticated client from {} in {:?}",
-        listener
-            .last_accepted()
-            .map_or("an unnamed socket".into(), |a| a.to_string()),
+        listener.last_accepted().map_or("an unnamed socket".into(), |a| a.to_string()),
         started.elapsed()
     );
     conn.set_read_timeout(Some(Duration::from_secs(30)));
 
     let greeting = conn.recv_bytes()?;
-    println!(
-        "[listener] received bytes: {:?}",
-        String::from_utf8_lossy(&greeting)
-    );
+    println!("[listener] received bytes: {:?}", String::from_utf8_lossy(&greeting));
     conn.send_bytes(b"hello from the listener")?;
 
     loop {
@@ -97,10 +80,7 @@ fn main() -> procwire::Result<()> {
                 let mut m = BTreeMap::new();
                 m.insert("count".to_string(), n);
                 m.insert("mean".to_string(), mean);
-                m.insert(
-                    "max".to_string(),
-                    values.iter().copied().fold(f64::MIN, f64::max),
-                );
+                m.insert("max".to_string(), values.iter().copied().fold(f64::MIN, f64::max));
                 Reply::Stats(m)
             }
             Request::Bye => break,
@@ -132,16 +112,8 @@ fn client(addr: &Address, key: AuthKey) -> procwire::Result<()> {
     let me = std::process::id();
     println!("[client pid {me}] connected and authenticated to {addr}");
     conn.send_bytes(b"hello from the client")?;
-    println!(
-        "[client] received bytes: {:?}",
-        String::from_utf8_lossy(&conn.recv_bytes()?)
-    );
-    for req in [
-        Request::Square(12),
-        Request::Stats {
-            values: vec![1.5, 2.5, 9.0],
-        },
-    ] {
+    println!("[client] received bytes: {:?}", String::from_utf8_lossy(&conn.recv_bytes()?));
+    for req in [Request::Square(12), Request::Stats { values: vec![1.5, 2.5, 9.0] }] {
         println!("[client] sending {req:?}");
         conn.send(&req)?;
         let reply: Reply = conn.recv()?;
@@ -153,9 +125,6 @@ fn client(addr: &Address, key: AuthKey) -> procwire::Result<()> {
     conn.send_bytes(&big)?;
     let back = conn.recv_bytes()?;
     assert!(back == big, "the 4 MiB message came back changed");
-    println!(
-        "[client] a 4 MiB message went there and back intact in {:?}",
-        t.elapsed()
-    );
+    println!("[client] a 4 MiB message went there and back intact in {:?}", t.elapsed());
     Ok(())
 }

@@ -27,7 +27,9 @@ fn main() -> procwire::Result<()> {
     let mut cmd = Command::new(std::env::current_exe()?);
     theirs.pass_to_child(&mut cmd, VAR)?;
     let mut child = cmd.spawn()?;
-    // The child has its own copy now; closing ours lets EOF reach each side properly.
+    // The child has its own copy now. The command holds another until it is dropped; closing
+    // both lets end-of-stream reach each side properly.
+    drop(cmd);
     drop(theirs);
     mine.set_read_timeout(Some(Duration::from_secs(10)));
     for n in 1..=5u64 {

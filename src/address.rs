@@ -68,10 +68,7 @@ impl Default for Family {
 impl Address {
     /// A TCP address from a socket address.
     pub fn tcp(addr: SocketAddr) -> Address {
-        Address::Tcp {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        }
+        Address::Tcp { host: addr.ip().to_string(), port: addr.port() }
     }
 
     /// A new address of `family` that nothing else uses: a socket path inside a fresh private
@@ -96,19 +93,9 @@ impl Address {
                 Address::Unix(dir.join("listener.sock"))
             }
             Family::UnixAbstract => Address::UnixAbstract(format!("procwire-{}", random_name()?)),
-            Family::Tcp => Address::Tcp {
-                host: "127.0.0.1".into(),
-                port: 0,
-            },
-            Family::Tcp6 => Address::Tcp {
-                host: "::1".into(),
-                port: 0,
-            },
-            Family::Pipe => Address::Pipe(format!(
-                "procwire-{}-{}",
-                std::process::id(),
-                random_name()?
-            )),
+            Family::Tcp => Address::Tcp { host: "127.0.0.1".into(), port: 0 },
+            Family::Tcp6 => Address::Tcp { host: "::1".into(), port: 0 },
+            Family::Pipe => Address::Pipe(format!("procwire-{}-{}", std::process::id(), random_name()?)),
         })
     }
 
@@ -124,10 +111,7 @@ impl Address {
     }
 
     pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
-        Error::InvalidAddress {
-            addr: self.to_string(),
-            reason: reason.into(),
-        }
+        Error::InvalidAddress { addr: self.to_string(), reason: reason.into() }
     }
 }
 
@@ -140,6 +124,10 @@ fn random_name() -> Result<String> {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // A relative path that starts with '@' would read back as an abstract name.
+            Address::Unix(p) if p.as_os_str().as_encoded_bytes().starts_with(b"@") => {
+                write!(f, "unix:./{}", p.display())
+            }
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
             Address::UnixAbstract(n) => write!(f, "unix:@{n}"),
             Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
@@ -153,10 +141,7 @@ impl FromStr for Address {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Address> {
-        let bad = |reason: &str| Error::InvalidAddress {
-            addr: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| Error::InvalidAddress { addr: s.to_string(), reason: reason.to_string() };
         let (scheme, rest) = s
             .split_once(':')
             .ok_or_else(|| bad("expected unix:/path, unix:@name, tcp:host:port or pipe:name"))?;
@@ -175,16 +160,11 @@ impl FromStr for Address {
             }
             "tcp" => {
                 let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-                    let (h, p) = v6
-                        .split_once("]:")
-                        .ok_or_else(|| bad("expected tcp:[v6-address]:port"))?;
-                    h.parse::<std::net::Ipv6Addr>()
-                        .map_err(|_| bad("not an IPv6 address inside [...]"))?;
+                    let (h, p) = v6.split_once("]:").ok_or_else(|| bad("expected tcp:[v6-address]:port"))?;
+                    h.parse::<std::net::Ipv6Addr>().map_err(|_| bad("not an IPv6 address inside [...]"))?;
                     (h, p)
                 } else {
-                    let (h, p) = rest
-                        .rsplit_once(':')
-                        .ok_or_else(|| bad("expected tcp:host:port"))?;
+                    let (h, p) = rest.rsplit_once(':').ok_or_else(|| bad("expected tcp:host:port"))?;
                     if h.contains(':') {
                         return Err(bad("IPv6 addresses go in brackets: tcp:[::1]:7000"));
                     }
@@ -193,20 +173,16 @@ impl FromStr for Address {
                 if host.is_empty() {
                     return Err(bad("empty host"));
                 }
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| bad("port must be a number from 0 to 65535"))?;
+                let port = port.parse::<u16>().map_err(|_| bad("port must be a number from 0 to 65535"))?;
                 // Normalise IP literals so that printing round-trips to the canonical form.
-                let host = host
-                    .parse::<IpAddr>()
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_else(|_| host.to_string());
+                let host =
+                    host.parse::<IpAddr>().map(|ip| ip.to_string()).unwrap_or_else(|_| host.to_string());
                 Ok(Address::Tcp { host, port })
             }
             "pipe" => {
                 let name = rest.strip_prefix(r"\\.\pipe\").unwrap_or(rest);
-                if name.is_empty() || name.contains('\\') {
-                    return Err(bad("pipe names are non-empty and have no backslash"));
+                if name.is_empty() || name.len() > 256 || name.contains(['\\', '\0']) {
+                    return Err(bad("pipe names have 1 to 256 characters and no backslash or NUL"));
                 }
                 Ok(Address::Pipe(name.to_string()))
             }
@@ -244,11 +220,15 @@ mod tests {
     }
 
     #[test]
+    fn a_path_starting_with_at_does_not_print_as_an_abstract_name() {
+        let a = Address::Unix("@x".into());
+        assert_eq!(a.to_string(), "unix:./@x");
+        assert_eq!(a.to_string().parse::<Address>().unwrap().family(), Family::Unix);
+    }
+
+    #[test]
     fn windows_pipe_prefix_is_accepted() {
-        assert_eq!(
-            r"pipe:\\.\pipe\abc".parse::<Address>().unwrap(),
-            Address::Pipe("abc".into())
-        );
+        assert_eq!(r"pipe:\\.\pipe\abc".parse::<Address>().unwrap(), Address::Pipe("abc".into()));
     }
 
     #[test]
@@ -274,18 +254,9 @@ mod tests {
 
     #[test]
     fn families() {
-        assert_eq!(
-            "tcp:[::1]:1".parse::<Address>().unwrap().family(),
-            Family::Tcp6
-        );
-        assert_eq!(
-            "tcp:1.2.3.4:1".parse::<Address>().unwrap().family(),
-            Family::Tcp
-        );
-        assert_eq!(
-            Address::tcp("[::1]:5".parse().unwrap()).to_string(),
-            "tcp:[::1]:5"
-        );
+        assert_eq!("tcp:[::1]:1".parse::<Address>().unwrap().family(), Family::Tcp6);
+        assert_eq!("tcp:1.2.3.4:1".parse::<Address>().unwrap().family(), Family::Tcp);
+        assert_eq!(Address::tcp("[::1]:5".parse().unwrap()).to_string(), "tcp:[::1]:5");
     }
 
     #[test]
@@ -293,18 +264,13 @@ mod tests {
         let a = Address::fresh(Family::UnixAbstract).unwrap();
         let b = Address::fresh(Family::UnixAbstract).unwrap();
         assert_ne!(a, b);
-        let Address::Unix(p) = Address::fresh(Family::Unix).unwrap() else {
-            panic!()
-        };
+        let Address::Unix(p) = Address::fresh(Family::Unix).unwrap() else { panic!() };
         let dir = p.parent().unwrap();
         assert!(dir.is_dir());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
-                0o700
-            );
+            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
         }
         std::fs::remove_dir(dir).unwrap();
     }

@@ -88,10 +88,7 @@ impl AuthKey {
     pub fn from_file(path: impl AsRef<Path>) -> Result<AuthKey> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("reading authkey file {}: {e}", path.display()),
-            ))
+            Error::Io(std::io::Error::new(e.kind(), format!("reading authkey file {}: {e}", path.display())))
         })?;
         if bytes.is_empty() {
             return Err(Error::Io(std::io::Error::new(
@@ -133,11 +130,8 @@ impl From<&str> for AuthKey {
 }
 
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| {
-        Error::Io(std::io::Error::other(format!(
-            "no randomness from the OS: {e}"
-        )))
-    })
+    getrandom::fill(buf)
+        .map_err(|e| Error::Io(std::io::Error::other(format!("no randomness from the OS: {e}"))))
 }
 
 /// A MAC digest the handshake can use.
@@ -190,8 +184,7 @@ fn md5_mac(key: &[u8], message: &[u8], legacy: bool) -> Result<Vec<u8>> {
     if !legacy {
         return Err(legacy_refused());
     }
-    let mut m = <hmac::Hmac<md5::Md5> as KeyInit>::new_from_slice(key)
-        .expect("HMAC accepts any key length");
+    let mut m = <hmac::Hmac<md5::Md5> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     m.update(message);
     Ok(m.finalize().into_bytes().to_vec())
 }
@@ -203,8 +196,9 @@ fn md5_mac(_key: &[u8], _message: &[u8], _legacy: bool) -> Result<Vec<u8>> {
 
 fn legacy_refused() -> Error {
     Error::AuthenticationFailed(
-        "the peer uses the legacy HMAC-MD5 handshake (CPython 3.11 or older); enable it with the \
-         `legacy-md5` cargo feature and `legacy_md5(true)` on the builder, or upgrade the peer"
+        "the peer uses the legacy HMAC-MD5 handshake (CPython 3.11 or older) or an explicit {md5} \
+         digest; enable it with the `legacy-md5` cargo feature and `legacy_md5(true)` on the \
+         builder, or upgrade the peer"
             .into(),
     )
 }
@@ -285,8 +279,7 @@ pub fn verify(key: &[u8], challenge_body: &[u8], response: &[u8], legacy: bool) 
         Ok(())
     } else {
         Err(Error::AuthenticationFailed(
-            "the peer's answer to our challenge is wrong: the two sides have different authkeys"
-                .into(),
+            "the peer's answer to our challenge is wrong: the two sides have different authkeys".into(),
         ))
     }
 }
@@ -365,10 +358,7 @@ pub struct Handshake {
 
 impl fmt::Debug for Handshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handshake")
-            .field("state", &self.state)
-            .field("legacy", &self.legacy)
-            .finish()
+        f.debug_struct("Handshake").field("state", &self.state).field("legacy", &self.legacy).finish()
     }
 }
 
@@ -379,13 +369,7 @@ impl Handshake {
             Role::Listener => State::AwaitAnswer,
             Role::Client => State::AwaitChallenge,
         };
-        Handshake {
-            key,
-            legacy: false,
-            state,
-            sent: Vec::new(),
-            pending_failure: false,
-        }
+        Handshake { key, legacy: false, state, sent: Vec::new(), pending_failure: false }
     }
 
     /// Allows the legacy HMAC-MD5 scheme (it still needs the `legacy-md5` feature).
@@ -459,25 +443,19 @@ impl Handshake {
     fn step(&mut self, msg: &[u8]) -> Result<Output> {
         match self.state {
             State::AwaitAnswer | State::AwaitPeerAnswer => {
-                if msg == NO_KEY {
+                if msg == NO_KEY && self.state == State::AwaitAnswer {
                     self.pending_failure = true;
                     return Err(Error::AuthenticationFailed(
-                        "the client has no authkey (it received our challenge and refused it)"
-                            .into(),
+                        "the client has no authkey (it received our challenge and refused it)".into(),
                     ));
                 }
                 if let Err(e) = verify(self.key.as_bytes(), &self.sent, msg, self.legacy) {
                     self.pending_failure = true;
                     return Err(e);
                 }
-                self.state = if self.state == State::AwaitAnswer {
-                    State::AwaitPeerChallenge
-                } else {
-                    State::Done
-                };
-                Ok(Output {
-                    send: Some(WELCOME.to_vec()),
-                })
+                self.state =
+                    if self.state == State::AwaitAnswer { State::AwaitPeerChallenge } else { State::Done };
+                Ok(Output { send: Some(WELCOME.to_vec()) })
             }
             State::AwaitChallenge | State::AwaitPeerChallenge => {
                 let Some(body) = msg.strip_prefix(CHALLENGE) else {
@@ -496,35 +474,23 @@ impl Handshake {
             }
             State::AwaitOurWelcome | State::AwaitWelcome => {
                 if msg != WELCOME {
-                    let who = if self.state == State::AwaitOurWelcome {
-                        "listener"
-                    } else {
-                        "client"
-                    };
+                    let who = if self.state == State::AwaitOurWelcome { "listener" } else { "client" };
                     return Err(Error::AuthenticationFailed(if msg == FAILURE {
-                        format!(
-                            "the {who} rejected our answer: the two sides have different authkeys"
-                        )
+                        format!("the {who} rejected our answer: the two sides have different authkeys")
                     } else {
                         format!("expected #WELCOME# from the {who}, got {}", show(msg))
                     }));
                 }
                 if self.state == State::AwaitOurWelcome {
                     self.state = State::AwaitPeerAnswer;
-                    Ok(Output {
-                        send: Some(self.make_challenge()?),
-                    })
+                    Ok(Output { send: Some(self.make_challenge()?) })
                 } else {
                     self.state = State::Done;
                     Ok(Output { send: None })
                 }
             }
-            State::Done => Err(Error::Protocol(
-                "handshake message after the handshake finished".into(),
-            )),
-            State::Failed => Err(Error::AuthenticationFailed(
-                "handshake already failed".into(),
-            )),
+            State::Done => Err(Error::Protocol("handshake message after the handshake finished".into())),
+            State::Failed => Err(Error::AuthenticationFailed("handshake already failed".into())),
         }
     }
 }
@@ -533,11 +499,7 @@ impl Handshake {
 fn show(msg: &[u8]) -> String {
     let head = &msg[..msg.len().min(24)];
     let more = if msg.len() > 24 { "..." } else { "" };
-    format!(
-        "{:?}{more} ({} bytes)",
-        String::from_utf8_lossy(head),
-        msg.len()
-    )
+    format!("{:?}{more} ({} bytes)", String::from_utf8_lossy(head), msg.len())
 }
 
 #[cfg(test)]
@@ -545,10 +507,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     // Vectors computed with CPython's hmac module:
@@ -570,20 +529,14 @@ mod tests {
         want.extend(hex(SHA256_VECTOR));
         assert_eq!(a, want);
         verify(KEY, &body(), &a, false).unwrap();
-        assert!(matches!(
-            verify(b"other", &body(), &a, false),
-            Err(Error::AuthenticationFailed(_))
-        ));
+        assert!(matches!(verify(b"other", &body(), &a, false), Err(Error::AuthenticationFailed(_))));
     }
 
     const SHA256_VECTOR: &str = "bfee40bc782c99b66baf58885fb6c5f330dfc17b7b4371165cdbb90b32c4890c";
 
     #[test]
     fn short_challenge_is_refused() {
-        assert!(matches!(
-            answer(KEY, b"{sha256}abc", false),
-            Err(Error::AuthenticationFailed(_))
-        ));
+        assert!(matches!(answer(KEY, b"{sha256}abc", false), Err(Error::AuthenticationFailed(_))));
     }
 
     #[test]
@@ -597,13 +550,9 @@ mod tests {
     #[test]
     fn legacy_is_refused_unless_allowed() {
         let legacy_challenge = [7u8; 20];
-        let e = answer(KEY, &legacy_challenge, false)
-            .unwrap_err()
-            .to_string();
+        let e = answer(KEY, &legacy_challenge, false).unwrap_err().to_string();
         assert!(e.contains("legacy HMAC-MD5"), "{e}");
-        let e = verify(KEY, &body(), &[0u8; 16], false)
-            .unwrap_err()
-            .to_string();
+        let e = verify(KEY, &body(), &[0u8; 16], false).unwrap_err().to_string();
         assert!(e.contains("legacy HMAC-MD5"), "{e}");
     }
 

@@ -93,28 +93,19 @@ pub fn decode_header(buf: &[u8], max: u64) -> Result<Option<Header>, FrameError>
     };
     let n = i32::from_be_bytes(*short);
     let header = match n {
-        0.. => Header {
-            header_len: SHORT_HEADER_LEN,
-            payload_len: n as u64,
-        },
+        0.. => Header { header_len: SHORT_HEADER_LEN, payload_len: n as u64 },
         -1 => {
             let Some(long) = buf.get(4..LONG_HEADER_LEN) else {
                 return Ok(None);
             };
             let mut b = [0u8; 8];
             b.copy_from_slice(long);
-            Header {
-                header_len: LONG_HEADER_LEN,
-                payload_len: u64::from_be_bytes(b),
-            }
+            Header { header_len: LONG_HEADER_LEN, payload_len: u64::from_be_bytes(b) }
         }
         _ => return Err(FrameError::NegativeLength(n)),
     };
     if header.payload_len > max {
-        return Err(FrameError::TooLarge {
-            len: header.payload_len,
-            max,
-        });
+        return Err(FrameError::TooLarge { len: header.payload_len, max });
     }
     Ok(Some(header))
 }
@@ -159,12 +150,7 @@ pub struct FrameBuf {
 impl FrameBuf {
     /// A buffer of `capacity` bytes that refuses payloads over `max`.
     pub fn new(capacity: usize, max: u64) -> FrameBuf {
-        FrameBuf {
-            buf: vec![0; capacity.max(LONG_HEADER_LEN)],
-            start: 0,
-            end: 0,
-            max,
-        }
+        FrameBuf { buf: vec![0; capacity.max(LONG_HEADER_LEN)], start: 0, end: 0, max }
     }
 
     /// The buffer's capacity.
@@ -214,10 +200,7 @@ impl FrameBuf {
 
     /// Records that `n` bytes were written at the start of [`spare`](FrameBuf::spare).
     pub fn filled(&mut self, n: usize) {
-        assert!(
-            n <= self.buf.len() - self.end,
-            "filled more than the spare room"
-        );
+        assert!(n <= self.buf.len() - self.end, "filled more than the spare room");
         self.end += n;
     }
 
@@ -265,37 +248,19 @@ mod tests {
         assert_eq!(encode_header(0).as_bytes(), &[0, 0, 0, 0]);
         assert_eq!(encode_header(1).as_bytes(), &[0, 0, 0, 1]);
         assert_eq!(encode_header(65536).as_bytes(), &[0, 1, 0, 0]);
-        assert_eq!(
-            encode_header(0x7fff_ffff).as_bytes(),
-            &[0x7f, 0xff, 0xff, 0xff]
-        );
+        assert_eq!(encode_header(0x7fff_ffff).as_bytes(), &[0x7f, 0xff, 0xff, 0xff]);
     }
 
     #[test]
     fn long_header_vector_over_2_gib() {
         let len = 0x8000_0000u64; // 2 GiB: one past the short form
         let h = encode_header(len);
-        assert_eq!(
-            h.as_bytes(),
-            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
-        );
+        assert_eq!(h.as_bytes(), &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]);
         // Decoding it only reads the header: nothing of that size is allocated.
         let d = decode_header(h.as_bytes(), u64::MAX).unwrap().unwrap();
-        assert_eq!(
-            d,
-            Header {
-                header_len: 12,
-                payload_len: len
-            }
-        );
+        assert_eq!(d, Header { header_len: 12, payload_len: len });
         let huge = encode_header(5 << 40);
-        assert_eq!(
-            decode_header(huge.as_bytes(), u64::MAX)
-                .unwrap()
-                .unwrap()
-                .payload_len,
-            5 << 40
-        );
+        assert_eq!(decode_header(huge.as_bytes(), u64::MAX).unwrap().unwrap().payload_len, 5 << 40);
     }
 
     #[test]
@@ -311,46 +276,25 @@ mod tests {
 
     #[test]
     fn negative_lengths_other_than_minus_one_are_errors() {
-        assert_eq!(
-            decode_header(&(-2i32).to_be_bytes(), 100),
-            Err(FrameError::NegativeLength(-2))
-        );
-        assert_eq!(
-            decode_header(&i32::MIN.to_be_bytes(), 100),
-            Err(FrameError::NegativeLength(i32::MIN))
-        );
+        assert_eq!(decode_header(&(-2i32).to_be_bytes(), 100), Err(FrameError::NegativeLength(-2)));
+        assert_eq!(decode_header(&i32::MIN.to_be_bytes(), 100), Err(FrameError::NegativeLength(i32::MIN)));
     }
 
     #[test]
     fn max_is_enforced_for_both_forms() {
-        assert_eq!(
-            decode_header(&[0, 0, 1, 1], 256),
-            Err(FrameError::TooLarge { len: 257, max: 256 })
-        );
-        assert_eq!(
-            decode_header(&[0, 0, 1, 0], 256)
-                .unwrap()
-                .unwrap()
-                .payload_len,
-            256
-        );
+        assert_eq!(decode_header(&[0, 0, 1, 1], 256), Err(FrameError::TooLarge { len: 257, max: 256 }));
+        assert_eq!(decode_header(&[0, 0, 1, 0], 256).unwrap().unwrap().payload_len, 256);
         let long = encode_header(u64::MAX);
         assert_eq!(
             decode_header(long.as_bytes(), 1 << 30),
-            Err(FrameError::TooLarge {
-                len: u64::MAX,
-                max: 1 << 30
-            })
+            Err(FrameError::TooLarge { len: u64::MAX, max: 1 << 30 })
         );
         // A long header may legally carry a small length; the max still applies.
         let mut small_long = vec![0xff, 0xff, 0xff, 0xff];
         small_long.extend_from_slice(&3u64.to_be_bytes());
         assert_eq!(
             decode_header(&small_long, 10).unwrap().unwrap(),
-            Header {
-                header_len: 12,
-                payload_len: 3
-            }
+            Header { header_len: 12, payload_len: 3 }
         );
     }
 

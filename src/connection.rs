@@ -32,16 +32,30 @@ pub const DEFAULT_BATCH: usize = 64 << 10;
 /// The longest a drop waits to flush batched data when no write timeout is set.
 const DROP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
-fn deadline_of(t: Option<Duration>) -> Option<Instant> {
-    t.map(|t| Instant::now() + t)
+/// Messages up to this size get their whole buffer at once; a larger announced length only
+/// gets this much up front and grows as its bytes actually arrive, so a lying length prefix
+/// (within a generous max) cannot make us reserve more than this.
+const EAGER_ALLOC: usize = 64 << 20;
+
+/// The deadline `t` from now; `None` (no deadline) for no timeout or one too far to represent.
+pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
+    t.and_then(|t| Instant::now().checked_add(t))
+}
+
+fn no_memory(len: usize) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!("cannot allocate {len} bytes for a message"),
+    ))
 }
 
 /// The receiving state of a connection.
 #[derive(Debug)]
 struct Reader {
     fb: FrameBuf,
-    /// A large frame that timed out half-way: the payload so far and its full length.
-    partial: Option<(Vec<u8>, usize)>,
+    /// A large frame that timed out half-way: the payload so far, its full length, and the
+    /// length of its header (for error reports).
+    partial: Option<(Vec<u8>, usize, usize)>,
     timeout: Option<Duration>,
     /// Set after a framing error: the stream position is lost, receiving is over.
     broken: Option<String>,
@@ -81,16 +95,9 @@ impl Reader {
     }
 
     /// Reads the next frame; small ones stay in the buffer, large ones go into `out`.
-    fn next(
-        &mut self,
-        stream: &Stream,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<Got> {
+    fn next(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Got> {
         if let Some(why) = &self.broken {
-            return Err(Error::Protocol(format!(
-                "connection unusable after an earlier error ({why})"
-            )));
+            return Err(Error::Protocol(format!("connection unusable after an earlier error ({why})")));
         }
         if !stream.can_read() {
             return Err(Error::Io(io::Error::new(
@@ -108,41 +115,30 @@ impl Reader {
             if first.starts_with(crate::auth::CHALLENGE) {
                 self.challenge_seen = true;
                 return Err(self.fail(Error::AuthenticationFailed(
-                    "the listener sent an authentication challenge, but this client has no authkey"
-                        .into(),
+                    "the listener sent an authentication challenge, but this client has no authkey".into(),
                 )));
             }
         }
         Ok(got)
     }
 
-    fn next_frame(
-        &mut self,
-        stream: &Stream,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<Got> {
-        if let Some((data, len)) = self.partial.take() {
+    fn next_frame(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Got> {
+        if let Some((data, len, header_len)) = self.partial.take() {
             *out = data;
-            return self.finish_large(stream, out, len, deadline);
+            return self.finish_large(stream, out, len, header_len, deadline);
         }
         loop {
             let h = match self.fb.peek() {
                 Err(e) => return Err(self.fail(e.into())),
                 Ok(Peek::Complete(h)) => {
-                    return Ok(Got::Buffered {
-                        start: h.header_len,
-                        len: h.payload_len as usize,
-                    });
+                    return Ok(Got::Buffered { start: h.header_len, len: h.payload_len as usize });
                 }
                 Ok(Peek::Partial(h)) if !self.fb.fits(h) => h,
                 Ok(Peek::Partial(_) | Peek::NeedHeader) => {
                     let n = match stream.read(self.fb.spare(), deadline) {
                         Ok(n) => n,
                         Err(e) => {
-                            return Err(Error::from_io_waiting(e, || {
-                                "waiting for a message".into()
-                            }));
+                            return Err(Error::from_io_waiting(e, || "waiting for a message".into()));
                         }
                     };
                     if n == 0 {
@@ -155,17 +151,16 @@ impl Reader {
             // Larger than the buffer: one allocation of exactly the payload size, then read
             // the rest straight into it. The length was checked against the max already.
             let len = usize::try_from(h.payload_len).map_err(|_| {
-                self.fail(Error::MessageTooLarge {
-                    len: h.payload_len,
-                    max: usize::MAX as u64,
-                })
+                self.fail(Error::MessageTooLarge { len: h.payload_len, max: usize::MAX as u64 })
             })?;
             out.clear();
-            out.reserve_exact(len);
+            if out.try_reserve_exact(len.min(EAGER_ALLOC)).is_err() {
+                return Err(self.fail(no_memory(len)));
+            }
             out.extend_from_slice(&self.fb.buffered()[h.header_len..]);
             let all = self.fb.buffered().len();
             self.fb.consume(all);
-            return self.finish_large(stream, out, len, deadline);
+            return self.finish_large(stream, out, len, h.header_len, deadline);
         }
     }
 
@@ -174,24 +169,27 @@ impl Reader {
         stream: &Stream,
         out: &mut Vec<u8>,
         len: usize,
+        header_len: usize,
         deadline: Option<Instant>,
     ) -> Result<Got> {
         while out.len() < len {
+            if out.len() == out.capacity() {
+                // Only past EAGER_ALLOC: double what arrived, never beyond the announced length.
+                let more = out.len().min(len - out.len());
+                if out.try_reserve_exact(more).is_err() {
+                    return Err(self.fail(no_memory(len)));
+                }
+            }
             match stream.read_spare(out, len - out.len(), deadline) {
                 Ok(0) => {
-                    let got = out.len() as u64;
-                    return Err(self.fail(Error::Truncated {
-                        received: got,
-                        expected: len as u64,
-                    }));
+                    let (received, expected) = ((header_len + out.len()) as u64, (header_len + len) as u64);
+                    return Err(self.fail(Error::Truncated { received, expected }));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     // Keep what arrived: the next receive carries on where this one stopped.
-                    self.partial = Some((std::mem::take(out), len));
-                    return Err(Error::from_io_waiting(e, || {
-                        "in the middle of a large message".into()
-                    }));
+                    self.partial = Some((std::mem::take(out), len, header_len));
+                    return Err(Error::from_io_waiting(e, || "in the middle of a large message".into()));
                 }
             }
         }
@@ -202,10 +200,13 @@ impl Reader {
         if self.fb.is_empty() {
             return Error::Closed;
         }
-        let received = self.fb.buffered().len() as u64;
+        let buffered = self.fb.buffered();
+        let received = buffered.len() as u64;
         let expected = match self.fb.peek() {
             Ok(Peek::Partial(h)) => h.header_len as u64 + h.payload_len,
-            _ => received.max(4),
+            // Cut inside the header: at least the header was due.
+            _ if buffered.starts_with(&[0xff; 4]) => crate::codec::LONG_HEADER_LEN as u64,
+            _ => crate::codec::SHORT_HEADER_LEN as u64,
         };
         self.fail(Error::Truncated { received, expected })
     }
@@ -229,12 +230,7 @@ impl Reader {
         }
     }
 
-    fn recv_into(
-        &mut self,
-        stream: &Stream,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<usize> {
+    fn recv_into(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize> {
         match self.next(stream, out, deadline)? {
             Got::Buffered { start, len } => {
                 out.clear();
@@ -265,11 +261,7 @@ struct Writer {
 
 impl Writer {
     fn new() -> Writer {
-        Writer {
-            buf: Vec::new(),
-            batch: None,
-            timeout: None,
-        }
+        Writer { buf: Vec::new(), batch: None, timeout: None }
     }
 
     fn check(stream: &Stream) -> Result<()> {
@@ -293,11 +285,7 @@ impl Writer {
         if header.as_bytes().len() + payload.len() <= COPY_LIMIT {
             self.buf.extend_from_slice(header.as_bytes());
             self.buf.extend_from_slice(payload);
-            return if self.should_flush() {
-                self.flush(stream)
-            } else {
-                Ok(())
-            };
+            return if self.should_flush() { self.flush(stream) } else { Ok(()) };
         }
         let deadline = deadline_of(self.timeout);
         let queued = std::mem::take(&mut self.buf);
@@ -319,21 +307,19 @@ impl Writer {
             self.buf[start..start + 4].copy_from_slice(header.as_bytes());
         } else {
             // Over 2 GiB of CBOR: make room for the long header.
-            self.buf
-                .splice(start..start + 4, header.as_bytes().iter().copied());
+            self.buf.splice(start..start + 4, header.as_bytes().iter().copied());
         }
-        if self.should_flush() || len as usize > COPY_LIMIT {
-            self.flush(stream)
-        } else {
-            Ok(())
-        }
+        if self.should_flush() || len as usize > COPY_LIMIT { self.flush(stream) } else { Ok(()) }
     }
 
     fn flush(&mut self, stream: &Stream) -> Result<()> {
+        self.flush_until(stream, deadline_of(self.timeout))
+    }
+
+    fn flush_until(&mut self, stream: &Stream, deadline: Option<Instant>) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let deadline = deadline_of(self.timeout);
         let queued = std::mem::take(&mut self.buf);
         let r = self.write_all(stream, &[&queued], deadline);
         if self.buf.is_empty() {
@@ -350,12 +336,7 @@ impl Writer {
     /// Writes all of `parts`. If it stops early (timeout, error), whatever was not written is
     /// kept in `self.buf` so the next send or flush completes the frame: the stream never
     /// carries half a frame followed by another frame.
-    fn write_all(
-        &mut self,
-        stream: &Stream,
-        parts: &[&[u8]],
-        deadline: Option<Instant>,
-    ) -> Result<()> {
+    fn write_all(&mut self, stream: &Stream, parts: &[&[u8]], deadline: Option<Instant>) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
@@ -410,10 +391,7 @@ impl Writer {
 fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
     let v = ciborium::from_reader(&mut bytes).map_err(|e| Error::Decode(e.to_string()))?;
     if !bytes.is_empty() {
-        return Err(Error::Decode(format!(
-            "{} bytes left over after the CBOR value",
-            bytes.len()
-        )));
+        return Err(Error::Decode(format!("{} bytes left over after the CBOR value", bytes.len())));
     }
     Ok(v)
 }
@@ -447,15 +425,8 @@ impl Connection {
     pub(crate) fn from_stream(stream: Stream, max: u64) -> Connection {
         let stream = Arc::new(stream);
         Connection {
-            tx: Sender {
-                stream: stream.clone(),
-                writer: Writer::new(),
-            },
-            rx: Receiver {
-                stream,
-                reader: Reader::new(READ_BUFFER, max),
-                scratch: Vec::new(),
-            },
+            tx: Sender { stream: stream.clone(), writer: Writer::new() },
+            rx: Receiver { stream, reader: Reader::new(READ_BUFFER, max), scratch: Vec::new() },
         }
     }
 
@@ -497,7 +468,7 @@ impl Connection {
     /// timeout (nothing is lost: the next call continues), [`Error::MessageTooLarge`] for a
     /// message over the maximum (refused before allocating).
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        self.tx.flush()?;
+        self.flush_before_receive(None);
         let r = self.rx.recv_bytes();
         self.answer_refusal(r)
     }
@@ -516,7 +487,7 @@ impl Connection {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.tx.flush()?;
+        self.flush_before_receive(None);
         let r = self.rx.recv_bytes_into(buf);
         self.answer_refusal(r)
     }
@@ -524,9 +495,23 @@ impl Connection {
     /// Receives one CBOR-encoded message as a `T`. A message that is not valid CBOR for `T`
     /// is an [`Error::Decode`] and is consumed (the connection stays usable).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        self.tx.flush()?;
+        self.flush_before_receive(None);
         let r = self.rx.recv();
         self.answer_refusal(r)
+    }
+
+    /// Sends what batching queued before waiting for an answer to it (waiting at most the
+    /// write timeout, and `limit` if given). A failure does not fail the receive: the data
+    /// stays queued and the next send or flush reports the error.
+    fn flush_before_receive(&mut self, limit: Option<Instant>) {
+        if self.tx.writer.buf.is_empty() {
+            return;
+        }
+        let deadline = match (deadline_of(self.tx.writer.timeout), limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let _ = self.tx.writer.flush_until(&self.tx.stream, deadline);
     }
 
     /// After a keyless client refused a challenge, tells the listener why (best effort).
@@ -540,9 +525,7 @@ impl Connection {
     /// Receives a message, waiting until `deadline` whatever the read timeout says.
     pub(crate) fn recv_bytes_until(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.rx
-            .reader
-            .recv_into(&self.rx.stream, &mut v, deadline)?;
+        self.rx.reader.recv_into(&self.rx.stream, &mut v, deadline)?;
         Ok(v)
     }
 
@@ -573,8 +556,10 @@ impl Connection {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        self.tx.flush()?;
-        self.rx.poll(timeout)
+        // A timeout too long to represent is the same as none.
+        let deadline = deadline_of(timeout);
+        self.flush_before_receive(deadline);
+        self.rx.poll(deadline.map(|d| d.saturating_duration_since(Instant::now())))
     }
 
     /// Sets how long a receive may wait (`None`: forever, the default). A receive that times
@@ -642,7 +627,10 @@ impl Connection {
     /// Flushes and closes the connection, reporting a flush error (dropping it closes too,
     /// but silently).
     pub fn close(mut self) -> Result<()> {
-        self.tx.flush()
+        let r = self.tx.flush();
+        // Reported here; dropping must not wait for the same data again.
+        self.tx.writer.buf.clear();
+        r
     }
 
     /// The local address, where the transport has one (not for pipes or unnamed sockets).
@@ -679,17 +667,20 @@ impl Connection {
         (self.tx, self.rx)
     }
 
-    /// Makes this connection's descriptor available to the child that `cmd` will spawn, and
-    /// names it in the child's environment variable `var`; the child calls
-    /// [`Connection::from_env`]. Keep this connection alive until the child is spawned; close
-    /// it afterwards unless the parent uses it too.
+    /// Makes this connection available to the child that `cmd` will spawn, and names it in the
+    /// child's environment variable `var`; the child calls [`Connection::from_env`].
+    ///
+    /// `cmd` keeps a duplicate of the descriptor (so this connection may be dropped at any
+    /// time) until `cmd` itself is dropped: drop both this connection and `cmd` after spawning,
+    /// or the parent still holds the child's end open and never sees it close. Only the one
+    /// child spawned from `cmd` inherits it.
     ///
     /// ```no_run
     /// let (mut parent_end, child_end) = procwire::pipe(true)?;
     /// let mut cmd = std::process::Command::new("my-worker");
     /// child_end.pass_to_child(&mut cmd, "WORKER_CONN")?;
     /// let child = cmd.spawn()?;
-    /// drop(child_end);
+    /// drop((cmd, child_end));
     /// // In the worker: let mut conn = procwire::Connection::from_env("WORKER_CONN")?;
     /// parent_end.send(&"job")?;
     /// # Ok::<(), procwire::Error>(())
@@ -707,10 +698,7 @@ impl Connection {
     /// In a child process: adopts the connection its parent passed with
     /// [`pass_to_child`](Connection::pass_to_child) under `var`. Works once per variable.
     pub fn from_env(var: &str) -> Result<Connection> {
-        Ok(Connection::from_stream(
-            Stream::from_env(var)?,
-            DEFAULT_MAX_MESSAGE_SIZE,
-        ))
+        Ok(Connection::from_stream(Stream::from_env(var)?, DEFAULT_MAX_MESSAGE_SIZE))
     }
 }
 
@@ -779,8 +767,7 @@ impl Receiver {
     /// As [`Connection::recv`].
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         let deadline = deadline_of(self.reader.timeout);
-        self.reader
-            .recv_with(&self.stream, &mut self.scratch, deadline, decode)?
+        self.reader.recv_with(&self.stream, &mut self.scratch, deadline, decode)?
     }
 
     /// As [`Connection::poll`].
@@ -809,11 +796,7 @@ pub(crate) struct ConnOptions {
 
 impl Default for ConnOptions {
     fn default() -> Self {
-        ConnOptions {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            read_timeout: None,
-            write_timeout: None,
-        }
+        ConnOptions { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, read_timeout: None, write_timeout: None }
     }
 }
 

@@ -37,9 +37,7 @@ pub enum Error {
     Closed,
     /// The stream ended inside a message: the peer died or closed mid-frame. The partial
     /// message is discarded, never returned.
-    #[error(
-        "connection closed in the middle of a message ({received} of {expected} bytes received)"
-    )]
+    #[error("connection closed in the middle of a message ({received} of {expected} bytes received)")]
     Truncated {
         /// Bytes of the frame (header included) that arrived.
         received: u64,

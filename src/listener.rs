@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::auth::{AuthKey, Handshake, Role, Status};
@@ -23,12 +23,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most connections taken from the accept queue in one round, so that handshakes already
 /// under way keep moving during a flood of new connections.
 const ACCEPT_BURST: usize = 64;
+/// How long the listening socket rests after the OS refused an accept for lack of resources.
+const RESOURCE_REST: Duration = Duration::from_millis(100);
 
 /// Adds the peer to an error's message.
 fn with_peer(e: Error, peer: &Option<Address>) -> Error {
-    let who = peer
-        .as_ref()
-        .map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
+    let who = peer.as_ref().map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
         Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
@@ -56,6 +56,7 @@ pub struct ListenerBuilder {
     legacy: bool,
     backlog: i32,
     handshake_timeout: Duration,
+    max_pending: usize,
     mode: u32,
     conn: ConnOptions,
 }
@@ -67,6 +68,7 @@ impl Default for ListenerBuilder {
             legacy: false,
             backlog: 128,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending: 1024,
             mode: 0o600,
             conn: ConnOptions::default(),
         }
@@ -98,6 +100,14 @@ impl ListenerBuilder {
     /// How long a client may take to complete the handshake (default 10 s).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
         self.handshake_timeout = t;
+        self
+    }
+
+    /// How many handshakes may be under way at once (default 1024). Further clients wait in
+    /// the kernel's backlog until a handshake finishes or times out, so a flood of silent
+    /// connections costs at most this many descriptors.
+    pub fn max_pending_handshakes(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
         self
     }
 
@@ -134,21 +144,16 @@ impl ListenerBuilder {
     pub fn bind(self, addr: &Address) -> Result<Listener> {
         let raw = RawListener::bind(
             addr,
-            &crate::transport::BindOptions {
-                backlog: self.backlog,
-                mode: self.mode,
-            },
+            &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
         )?;
         let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
         Ok(Listener {
             raw,
             address,
             opts: self,
-            state: Mutex::new(State {
-                pending: Vec::new(),
-                ready: VecDeque::new(),
-                last_peer: None,
-            }),
+            state: Mutex::new(State::default()),
+            turn: Condvar::new(),
+            last_peer: Mutex::new(None),
         })
     }
 }
@@ -156,7 +161,7 @@ impl ListenerBuilder {
 struct Pending {
     conn: Connection,
     hs: Handshake,
-    deadline: Instant,
+    deadline: Option<Instant>,
     peer: Option<Address>,
     /// Whether the client sent anything yet. One that hangs up before saying a word (a
     /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
@@ -169,18 +174,26 @@ fn hung_up(e: &Error) -> bool {
         Error::Closed => true,
         Error::Io(io) => matches!(
             io.kind(),
-            io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
         ),
         _ => false,
     }
 }
 
+#[derive(Default)]
 struct State {
+    /// Handshakes under way. While a thread drives them they are out of here, in its hands.
     pending: Vec<Pending>,
-    ready: VecDeque<Result<(Connection, Option<Address>)>>,
-    last_peer: Option<Address>,
+    /// Finished handshakes (and per-client errors) waiting for an `accept` to take them.
+    ready: Found,
+    /// Whether a thread is driving: only one polls at a time, the others wait for its results.
+    driving: bool,
+    /// After the OS ran out of descriptors or memory, the listening socket rests until then.
+    accept_rest_until: Option<Instant>,
+    /// When the last driving round ended. Handshakes only move while some thread is inside
+    /// `accept`, so their deadlines are pushed back by the time nobody was: a server that
+    /// serves one client before accepting the next does not fail the handshakes it started.
+    idle_since: Option<Instant>,
 }
 
 /// Accepts connections on an address, like CPython's `multiprocessing.connection.Listener`.
@@ -201,6 +214,8 @@ pub struct Listener {
     address: Address,
     opts: ListenerBuilder,
     state: Mutex<State>,
+    turn: Condvar,
+    last_peer: Mutex<Option<Address>>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -231,7 +246,7 @@ impl Listener {
 
     /// The peer address of the last accepted connection, where the transport has one.
     pub fn last_accepted(&self) -> Option<Address> {
-        self.lock().last_peer.clone()
+        self.last_peer.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Waits for the next connection that completes its handshake.
@@ -246,7 +261,7 @@ impl Listener {
 
     /// As [`accept`](Listener::accept), but gives up after `timeout` with [`Error::Timeout`].
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(Instant::now().checked_add(timeout))
     }
 
     /// An endless iterator of [`accept`](Listener::accept) results.
@@ -265,7 +280,7 @@ impl Listener {
         Incoming { listener: self }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -274,69 +289,125 @@ impl Listener {
         loop {
             if let Some(r) = st.ready.pop_front() {
                 let (conn, peer) = r?;
-                st.last_peer = peer;
+                *self.last_peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
                 return Ok(conn);
             }
             let now = Instant::now();
-            if let Some(i) = st.pending.iter().position(|p| p.deadline <= now) {
-                let p = st.pending.swap_remove(i);
-                return Err(with_peer(
-                    Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for())),
-                    &p.peer,
-                ));
-            }
             if deadline.is_some_and(|d| d <= now) {
                 return Err(Error::Timeout("waiting for a connection".into()));
             }
-            let wake = st.pending.iter().map(|p| p.deadline).chain(deadline).min();
-            let streams: Vec<&Stream> = st.pending.iter().map(|p| p.conn.stream()).collect();
-            let (listener_ready, ready) = wait_any(&self.raw, &streams, wake)?;
-            // Highest index first, so that removals do not move the ones still to visit.
-            for i in ready.into_iter().rev() {
-                self.drive(&mut st, i);
+            if st.driving {
+                // Another thread is polling; it hands over what it finds, or the turn.
+                st = match deadline {
+                    None => self.turn.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => self.turn.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0,
+                };
+                continue;
             }
-            if listener_ready {
-                for _ in 0..ACCEPT_BURST {
-                    match self.raw.try_accept() {
-                        Ok(Some((stream, peer))) => self.start(&mut st, stream, peer),
-                        Ok(None) => break,
-                        // Out of descriptors and the like: report it; the listener stays usable.
-                        Err(e) => return Err(Error::Io(e)),
+            st.driving = true;
+            let mut pending = std::mem::take(&mut st.pending);
+            if let Some(idle) = st.idle_since.take() {
+                let paused = now.saturating_duration_since(idle);
+                for p in &mut pending {
+                    p.deadline = p.deadline.and_then(|d| d.checked_add(paused));
+                }
+            }
+            let rest_until = st.accept_rest_until.filter(|&t| t > now);
+            drop(st);
+            let mut found = VecDeque::new();
+            let rested = self.drive_round(&mut pending, &mut found, deadline, rest_until);
+            st = self.lock();
+            st.pending = pending;
+            st.ready.extend(found);
+            st.driving = false;
+            st.idle_since = Some(Instant::now());
+            if rested.is_some() {
+                st.accept_rest_until = rested;
+            }
+            self.turn.notify_all();
+        }
+    }
+
+    /// One round: wait until the listener or a pending handshake is readable (or a deadline
+    /// passes), move every readable handshake forward, take new connections, then expire the
+    /// handshakes whose time is up. Returns a rest period for the listening socket after the
+    /// OS refused an accept for lack of resources.
+    fn drive_round(
+        &self,
+        pending: &mut Vec<Pending>,
+        found: &mut Found,
+        deadline: Option<Instant>,
+        rest_until: Option<Instant>,
+    ) -> Option<Instant> {
+        let listen = rest_until.is_none() && pending.len() < self.opts.max_pending;
+        let wake = pending.iter().filter_map(|p| p.deadline).chain(deadline).chain(rest_until).min();
+        let streams: Vec<&Stream> = pending.iter().map(|p| p.conn.stream()).collect();
+        let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
+            Ok(r) => r,
+            Err(e) => {
+                found.push_back(Err(Error::Io(e)));
+                return None;
+            }
+        };
+        // Highest index first, so that removals do not move the ones still to visit.
+        for i in ready.into_iter().rev() {
+            self.drive(pending, found, i);
+        }
+        let mut rest = None;
+        if listener_ready {
+            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending.saturating_sub(pending.len())) {
+                match self.raw.try_accept() {
+                    Ok(Some((stream, peer))) => self.start(pending, found, stream, peer),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Out of descriptors or memory: the socket stays readable, so rest it
+                        // instead of spinning, and say so once.
+                        rest = Instant::now().checked_add(RESOURCE_REST);
+                        found.push_back(Err(Error::Io(io::Error::new(
+                            e.kind(),
+                            format!("accept failed, pausing for {RESOURCE_REST:?}: {e}"),
+                        ))));
+                        break;
                     }
                 }
             }
         }
+        // Expire only after reading, so a client whose last message is already here is served.
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            if pending[i].deadline.is_some_and(|d| d <= now) {
+                let p = pending.swap_remove(i);
+                let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
+                found.push_back(Err(with_peer(e, &p.peer)));
+            } else {
+                i += 1;
+            }
+        }
+        rest
     }
 
-    fn start(&self, st: &mut State, stream: Stream, peer: Option<Address>) {
+    fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.key else {
             conn.finish_handshake(&self.opts.conn);
-            st.ready.push_back(Ok((conn, peer)));
+            found.push_back(Ok((conn, peer)));
             return;
         };
         let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
-        let deadline = Instant::now() + self.opts.handshake_timeout;
+        let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
-        let sent = hs
-            .start()
-            .and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
-            Ok(()) => st.pending.push(Pending {
-                conn,
-                hs,
-                deadline,
-                peer,
-                heard: false,
-            }),
+            Ok(()) => pending.push(Pending { conn, hs, deadline, peer, heard: false }),
             Err(e) if hung_up(&e) => {}
-            Err(e) => st.ready.push_back(Err(with_peer(e, &peer))),
+            Err(e) => found.push_back(Err(with_peer(e, &peer))),
         }
     }
 
     /// Moves the handshake of pending connection `i` forward after its socket became readable.
-    fn drive(&self, st: &mut State, i: usize) {
-        let p = &mut st.pending[i];
+    fn drive(&self, pending: &mut Vec<Pending>, found: &mut Found, i: usize) {
+        let p = &mut pending[i];
         let outcome = match p.conn.fill_ready() {
             Ok(false) => Err(Error::Closed),
             Err(e) => Err(e),
@@ -348,31 +419,34 @@ impl Listener {
         match outcome {
             Ok(false) => {}
             Err(e) if hung_up(&e) && !p.heard => {
-                st.pending.swap_remove(i);
+                pending.swap_remove(i);
             }
             Err(e) if hung_up(&e) => {
-                let p = st.pending.swap_remove(i);
+                let p = pending.swap_remove(i);
                 let e = Error::AuthenticationFailed(format!(
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
                 ));
-                st.ready.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer)));
             }
             Ok(true) => {
-                let mut p = st.pending.swap_remove(i);
+                let mut p = pending.swap_remove(i);
                 p.conn.finish_handshake(&self.opts.conn);
-                st.ready.push_back(Ok((p.conn, p.peer)));
+                found.push_back(Ok((p.conn, p.peer)));
             }
             Err(e) => {
-                let mut p = st.pending.swap_remove(i);
+                let mut p = pending.swap_remove(i);
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }
-                st.ready.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer)));
             }
         }
     }
 }
+
+/// Accepted connections and per-client errors, in the order they happened.
+type Found = VecDeque<Result<(Connection, Option<Address>)>>;
 
 /// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
 fn step_handshake(p: &mut Pending) -> Result<bool> {
@@ -500,11 +574,11 @@ impl ClientBuilder {
     }
 
     fn open(&self, addr: &Address) -> Result<Stream> {
-        let give_up = self.wait.map(|w| Instant::now() + w);
+        let give_up = self.wait.and_then(|w| Instant::now().checked_add(w));
         let mut pause = Duration::from_millis(5);
         loop {
-            let attempt = Instant::now() + self.connect_timeout;
-            match crate::transport::connect(addr, Some(attempt)) {
+            let attempt = Instant::now().checked_add(self.connect_timeout);
+            match crate::transport::connect(addr, attempt) {
                 Ok(s) => return Ok(s),
                 Err(Error::Io(e)) => {
                     let not_up = matches!(
@@ -533,15 +607,14 @@ impl ClientBuilder {
 
     fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
         let mut hs = Handshake::new(Role::Client, key.clone()).allow_legacy_md5(self.legacy);
-        let deadline = Instant::now() + self.handshake_timeout;
+        let deadline = Instant::now().checked_add(self.handshake_timeout);
         conn.set_write_timeout(Some(self.handshake_timeout));
         let peer = Some(addr.clone());
         while hs.status() != Status::Done {
-            let msg = conn.recv_bytes_until(Some(deadline)).map_err(|e| match e {
-                Error::Timeout(_) => with_peer(
-                    Error::Timeout(format!("in the handshake, {}", hs.waiting_for())),
-                    &peer,
-                ),
+            let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {
+                Error::Timeout(_) => {
+                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer)
+                }
                 Error::Closed => with_peer(
                     Error::AuthenticationFailed(
                         "the listener closed the connection during the handshake".into(),

@@ -36,10 +36,7 @@ fn socket_file_is_0600_and_removed_with_its_private_dir_on_drop() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     drop(listener);
     assert!(!path.exists(), "socket file left behind");
-    assert!(
-        !path.parent().unwrap().exists(),
-        "private directory left behind"
-    );
+    assert!(!path.parent().unwrap().exists(), "private directory left behind");
 }
 
 #[test]
@@ -47,10 +44,7 @@ fn socket_mode_option_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let addr = Address::Unix(dir.path().join("s.sock"));
     let _l = Listener::builder().socket_mode(0o660).bind(&addr).unwrap();
-    let mode = std::fs::metadata(dir.path().join("s.sock"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(dir.path().join("s.sock")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
 }
 
@@ -62,10 +56,7 @@ fn stale_socket_file_is_reclaimed_and_a_live_one_is_addr_in_use() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let addr = Address::Unix(path.clone());
-    let live = Listener::builder()
-        .authkey(KEY)
-        .bind(&addr)
-        .expect("stale socket should be reclaimed");
+    let live = Listener::builder().authkey(KEY).bind(&addr).expect("stale socket should be reclaimed");
 
     // A second listener on the live path is refused and leaves the first one working.
     let e = Listener::builder().authkey(KEY).bind(&addr).unwrap_err();
@@ -99,22 +90,15 @@ fn a_socket_file_replaced_by_someone_else_is_not_removed_on_drop() {
     std::fs::remove_file(&path).unwrap();
     let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
     drop(listener);
-    assert!(
-        path.exists(),
-        "dropping our listener removed another process's socket"
-    );
+    assert!(path.exists(), "dropping our listener removed another process's socket");
     drop(other);
 }
 
 #[test]
 fn too_long_unix_path_is_a_clear_error() {
     let long = format!("/tmp/{}", "x".repeat(200));
-    let e = Listener::bind(
-        &long
-            .parse::<Address>()
-            .unwrap_or(Address::Unix(long.clone().into())),
-    )
-    .unwrap_err();
+    let e =
+        Listener::bind(&long.parse::<Address>().unwrap_or(Address::Unix(long.clone().into()))).unwrap_err();
     match &e {
         Error::InvalidAddress { reason, .. } => assert!(reason.contains("at most"), "{reason}"),
         other => panic!("expected InvalidAddress, got {other}"),
@@ -126,9 +110,7 @@ fn too_long_unix_path_is_a_clear_error() {
 #[test]
 fn tcp_port_zero_resolves_to_the_real_port() {
     let l = Listener::bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
-    let Address::Tcp { host, port } = l.address() else {
-        panic!()
-    };
+    let Address::Tcp { host, port } = l.address() else { panic!() };
     assert_eq!(host, "127.0.0.1");
     assert_ne!(*port, 0);
     let c = Client::connect(l.address()).unwrap();
@@ -139,10 +121,7 @@ fn tcp_port_zero_resolves_to_the_real_port() {
 
 #[test]
 fn accept_timeout_times_out() {
-    let l = Listener::builder()
-        .authkey(KEY)
-        .bind(&Address::fresh(Family::UnixAbstract).unwrap())
-        .unwrap();
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
     let start = Instant::now();
     let e = l.accept_timeout(Duration::from_millis(150)).unwrap_err();
     assert!(e.is_timeout(), "{e}");
@@ -163,10 +142,7 @@ fn client_waits_for_a_listener_that_is_not_up_yet() {
         };
         let a = addr.clone();
         let t = std::thread::spawn(move || {
-            Client::builder()
-                .authkey(KEY)
-                .wait_for_listener(Duration::from_secs(10))
-                .connect(&a)
+            Client::builder().authkey(KEY).wait_for_listener(Duration::from_secs(10)).connect(&a)
         });
         std::thread::sleep(Duration::from_millis(300));
         let l = Listener::builder().authkey(KEY).bind(&addr).unwrap();
@@ -181,33 +157,22 @@ fn client_waits_for_a_listener_that_is_not_up_yet() {
 fn client_without_wait_fails_at_once_when_nothing_listens() {
     let start = Instant::now();
     let e = Client::connect(&Address::fresh(Family::Unix).unwrap()).unwrap_err();
-    assert!(
-        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
-        "{e}"
-    );
+    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e}");
     assert!(e.to_string().contains("cannot connect to unix:"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
 fn incoming_yields_errors_for_bad_clients_and_connections_for_good_ones() {
-    let l = Listener::builder()
-        .authkey(KEY)
-        .bind(&Address::fresh(Family::Tcp).unwrap())
-        .unwrap();
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
     let addr = l.address().clone();
     let clients = std::thread::spawn(move || {
         let bad = Client::builder().authkey("nope").connect(&addr);
-        let good: Vec<_> = (0..3)
-            .map(|_| Client::builder().authkey(KEY).connect(&addr).unwrap())
-            .collect();
+        let good: Vec<_> = (0..3).map(|_| Client::builder().authkey(KEY).connect(&addr).unwrap()).collect();
         (bad.is_err(), good)
     });
     let mut results = l.incoming().take(4).map(|r| r.map(|_| ()));
-    assert!(matches!(
-        results.next(),
-        Some(Err(Error::AuthenticationFailed(_)))
-    ));
+    assert!(matches!(results.next(), Some(Err(Error::AuthenticationFailed(_)))));
     assert_eq!(results.filter(|r| r.is_ok()).count(), 3);
     let (bad_failed, good) = clients.join().unwrap();
     assert!(bad_failed);
@@ -222,21 +187,13 @@ fn authkey_from_file_is_used_byte_for_byte() {
     let key = AuthKey::from_file(&f).unwrap();
     assert_eq!(key.as_bytes(), b"line\n");
     std::fs::write(&f, b"").unwrap();
-    assert!(
-        AuthKey::from_file(&f)
-            .unwrap_err()
-            .to_string()
-            .contains("empty")
-    );
+    assert!(AuthKey::from_file(&f).unwrap_err().to_string().contains("empty"));
     assert!(AuthKey::from_file(dir.path().join("missing")).is_err());
 }
 
 #[test]
 fn batched_sends_arrive_in_order_with_large_messages_between() {
-    let l = Listener::builder()
-        .authkey(KEY)
-        .bind(&Address::fresh(Family::UnixAbstract).unwrap())
-        .unwrap();
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
     let (mut c, mut s) = connect_pair(&l);
     c.set_batching(Some(4096));
     let writer = std::thread::spawn(move || {
@@ -275,10 +232,7 @@ fn batched_data_is_flushed_when_the_connection_is_dropped() {
 
 #[test]
 fn split_halves_work_from_two_threads() {
-    let l = Listener::builder()
-        .authkey(KEY)
-        .bind(&Address::fresh(Family::Tcp).unwrap())
-        .unwrap();
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
     let (c, mut s) = connect_pair(&l);
     let (mut tx, mut rx) = c.split();
     let sender = std::thread::spawn(move || {
@@ -330,4 +284,172 @@ fn write_timeout_keeps_the_unsent_rest_and_flush_completes_it() {
     let (first, second) = reader.join().unwrap();
     assert!(first == big, "the timed-out message must arrive whole");
     assert_eq!(second, b"next");
+}
+
+#[test]
+fn a_lying_length_with_no_max_is_an_error_not_an_abort() {
+    // Max "unlimited": a header announcing 2^62 bytes must not reserve them.
+    let (a, mut b) = procwire::pipe(true).unwrap();
+    b.set_max_message_size(u64::MAX);
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let mut raw = std::fs::File::from(a.as_fd().try_clone_to_owned().unwrap());
+    raw.write_all(&[0xff; 4]).unwrap();
+    raw.write_all(&(1u64 << 62).to_be_bytes()).unwrap();
+    raw.write_all(b"a few bytes").unwrap();
+    drop((raw, a));
+    match b.recv_bytes() {
+        Err(Error::Truncated { received, expected }) => {
+            assert_eq!((received, expected), (12 + 11, 12 + (1 << 62)));
+        }
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => {}
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn binding_a_path_whose_live_listener_has_a_full_backlog_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let addr = Address::Unix(path.clone());
+    let busy = Listener::builder().backlog(1).bind(&addr).unwrap();
+    // Fill the backlog: nobody accepts.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&socket2::SockAddr::unix(&path).unwrap());
+        held.push(s);
+    }
+    let start = Instant::now();
+    let e = Listener::bind(&addr).unwrap_err();
+    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    // And a client facing the full backlog waits for its connect timeout instead of failing
+    // at once with a confusing error.
+    let start = Instant::now();
+    let e = Client::builder().connect_timeout(Duration::from_millis(300)).connect(&addr).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    drop(busy);
+}
+
+#[test]
+fn receive_still_works_after_a_failed_flush_of_batched_data() {
+    let (mut a, mut b) = procwire::pipe(true).unwrap();
+    b.send_bytes(b"last words").unwrap();
+    drop(b);
+    a.set_batching(Some(1 << 20));
+    a.send_bytes(b"queued, never to be read").unwrap();
+    // The queued data cannot go out (the peer is gone), but its last message is readable.
+    assert_eq!(a.recv_bytes().unwrap(), b"last words");
+    assert!(matches!(a.recv_bytes(), Err(Error::Closed)));
+    // The send failure is reported by the next flush.
+    assert!(a.flush().is_err());
+}
+
+#[test]
+fn poll_zero_does_not_block_on_queued_data() {
+    let (mut a, _b) = procwire::pipe(true).unwrap();
+    a.set_batching(Some(64 << 20));
+    // 16 MiB of small messages: far more than the socket buffer holds, all still queued.
+    for _ in 0..16 << 10 {
+        a.send_bytes(&[0u8; 1020]).unwrap();
+    }
+    let start = Instant::now();
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+}
+
+#[test]
+fn huge_timeouts_mean_forever_and_do_not_panic() {
+    let (mut a, mut b) = procwire::pipe(true).unwrap();
+    a.set_read_timeout(Some(Duration::MAX));
+    a.set_write_timeout(Some(Duration::MAX));
+    b.send_bytes(b"x").unwrap();
+    assert!(a.poll(Some(Duration::MAX)).unwrap());
+    assert_eq!(a.recv_bytes().unwrap(), b"x");
+    a.send_bytes(b"y").unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), b"y");
+    let l = Listener::builder()
+        .handshake_timeout(Duration::MAX)
+        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .unwrap();
+    let addr = l.address().clone();
+    let t = std::thread::spawn(move || Client::builder().connect_timeout(Duration::MAX).connect(&addr));
+    l.accept_timeout(Duration::MAX).unwrap();
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_second_thread_accept_timeout_is_honoured_while_another_thread_waits() {
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| l.accept_timeout(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        assert!(l.accept_timeout(Duration::from_millis(100)).unwrap_err().is_timeout());
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert_eq!(l.last_accepted(), None); // does not block either
+        // The first thread still gets the next client.
+        let c = Client::builder().authkey(KEY).connect(l.address()).unwrap();
+        waiting.join().unwrap().unwrap();
+        drop(c);
+    });
+}
+
+#[test]
+fn a_busy_serial_server_does_not_fail_handshakes_it_started() {
+    let l = Listener::builder()
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_millis(300))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let addr = l.address().clone();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let a = addr.clone();
+            std::thread::spawn(move || Client::builder().authkey(KEY).connect(&a))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100)); // all three are queued
+    for _ in 0..3 {
+        let mut c = l.accept_timeout(Duration::from_secs(10)).unwrap();
+        // Serve this client for longer than the handshake timeout before the next accept.
+        std::thread::sleep(Duration::from_millis(500));
+        c.send_bytes(b"served").unwrap();
+    }
+    for t in clients {
+        let mut c = t.join().unwrap().unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), b"served");
+    }
+}
+
+#[test]
+fn at_most_max_pending_handshakes_hold_descriptors() {
+    let l = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(4)
+        .handshake_timeout(Duration::from_millis(500))
+        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .unwrap();
+    let Address::Tcp { host, port } = l.address().clone() else { panic!() };
+    // Ten silent clients, then an honest one: it is served once the silent ones time out.
+    let silent: Vec<_> =
+        (0..10).map(|_| std::net::TcpStream::connect((host.as_str(), port)).unwrap()).collect();
+    let addr = l.address().clone();
+    let honest = std::thread::spawn(move || Client::builder().authkey(KEY).connect(&addr));
+    let mut timeouts = 0;
+    let start = Instant::now();
+    loop {
+        match l.accept_timeout(Duration::from_secs(10)) {
+            Ok(_) => break,
+            Err(e) if e.is_timeout() => timeouts += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(timeouts >= 4, "{timeouts}");
+    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
+    honest.join().unwrap().unwrap();
+    drop(silent);
 }

@@ -14,9 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use procwire::{
-    Address, Client, ClientBuilder, Connection, Error, Family, Listener, ListenerBuilder,
-};
+use procwire::{Address, Client, ClientBuilder, Connection, Error, Family, Listener, ListenerBuilder};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/peer.py");
 const KEY: &[u8] = b"procwire python interop key";
@@ -50,16 +48,8 @@ fn same_bytes(got: &[u8], want: &[u8], what: &str) -> Result<(), String> {
     if got == want {
         return Ok(());
     }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    Err(format!(
-        "{what}: got {} bytes, want {}, first difference at byte {first}",
-        got.len(),
-        want.len()
-    ))
+    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    Err(format!("{what}: got {} bytes, want {}, first difference at byte {first}", got.len(), want.len()))
 }
 
 /// What a finished Python peer left behind.
@@ -71,11 +61,7 @@ struct Outcome {
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "python exit code {:?}, stdout {:?}, stderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "python exit code {:?}, stdout {:?}, stderr:\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -94,9 +80,7 @@ impl Python {
         let mut cmd = Command::new("python3");
         // -I: ignore PYTHON* variables and user site-packages; -u: unbuffered output.
         cmd.arg("-I").arg("-u").arg(SCRIPT).args(args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot run `python3` ({e}): the Python interop tests need CPython 3 on PATH as \
@@ -120,13 +104,7 @@ impl Python {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        Python {
-            child,
-            dir: None,
-            lines,
-            stderr: Some(stderr),
-            seen: Vec::new(),
-        }
+        Python { child, dir: None, lines, stderr: Some(stderr), seen: Vec::new() }
     }
 
     /// A Python `Client` connecting to `addr` with `key`.
@@ -158,12 +136,8 @@ impl Python {
                 self.seen.push(line.clone());
                 line
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.fail(format!("no line from python within {WAIT:?}"))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                self.fail("python closed its stdout".into())
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => self.fail(format!("no line from python within {WAIT:?}")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => self.fail("python closed its stdout".into()),
         }
     }
 
@@ -182,34 +156,19 @@ impl Python {
         while let Ok(line) = self.lines.recv_timeout(WAIT) {
             self.seen.push(line);
         }
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        Outcome {
-            code: status.code(),
-            stdout: self.seen.clone(),
-            stderr,
-        }
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        Outcome { code: status.code(), stdout: self.seen.clone(), stderr }
     }
 
     /// Kills Python and panics with `what`, what it printed so far and its stderr.
     fn fail(&mut self, what: String) -> ! {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
-        panic!(
-            "{what}\npython stdout: {:?}\npython stderr:\n{stderr}",
-            self.seen
-        );
+        panic!("{what}\npython stdout: {:?}\npython stderr:\n{stderr}", self.seen);
     }
 
     /// The address a `listen` peer prints as its first line.
@@ -217,14 +176,10 @@ impl Python {
         let line = self.line();
         let addr: Address = match line.parse() {
             Ok(a) => a,
-            Err(e) => self.fail(format!(
-                "python printed {line:?} instead of an address: {e}"
-            )),
+            Err(e) => self.fail(format!("python printed {line:?} instead of an address: {e}")),
         };
         if addr.family() != family {
-            self.fail(format!(
-                "python listens on {addr}, not a {family:?} address"
-            ));
+            self.fail(format!("python listens on {addr}, not a {family:?} address"));
         }
         addr
     }
@@ -266,9 +221,7 @@ fn listener(family: Family, legacy: bool) -> Listener {
     if legacy {
         builder = builder.legacy_md5(true);
     }
-    let listener = builder
-        .bind(&Address::fresh(family).expect("fresh address"))
-        .expect("bind");
+    let listener = builder.bind(&Address::fresh(family).expect("fresh address")).expect("bind");
     if let Address::Tcp { port, .. } = listener.address() {
         assert_ne!(*port, 0, "the listener reports the port the OS chose");
     }
@@ -283,11 +236,7 @@ fn client(key: &[u8], legacy: bool) -> ClientBuilder {
         .handshake_timeout(WAIT)
         .read_timeout(Some(WAIT))
         .write_timeout(Some(WAIT));
-    if legacy {
-        builder.legacy_md5(true)
-    } else {
-        builder
-    }
+    if legacy { builder.legacy_md5(true) } else { builder }
 }
 
 /// The procwire half of peer.py's session: every size to Python and its echo back, then
@@ -295,24 +244,18 @@ fn client(key: &[u8], legacy: bool) -> ClientBuilder {
 fn exchange(conn: &mut Connection) -> Result<(), String> {
     for (i, &n) in SIZES.iter().enumerate() {
         let sent = pattern(n, i);
-        conn.send_bytes(&sent)
-            .map_err(|e| format!("sending message {i} ({n} bytes): {e:?}"))?;
-        let echo = conn
-            .recv_bytes()
-            .map_err(|e| format!("receiving echo {i} ({n} bytes): {e:?}"))?;
+        conn.send_bytes(&sent).map_err(|e| format!("sending message {i} ({n} bytes): {e:?}"))?;
+        let echo = conn.recv_bytes().map_err(|e| format!("receiving echo {i} ({n} bytes): {e:?}"))?;
         same_bytes(&echo, &sent, &format!("echo of message {i}"))?;
     }
     for (i, &n) in SIZES.iter().enumerate() {
-        let got = conn
-            .recv_bytes()
-            .map_err(|e| format!("receiving python's message {i} ({n} bytes): {e:?}"))?;
+        let got =
+            conn.recv_bytes().map_err(|e| format!("receiving python's message {i} ({n} bytes): {e:?}"))?;
         same_bytes(&got, &pattern(n, 100 + i), &format!("python's message {i}"))?;
     }
     match conn.recv_bytes() {
         Err(Error::Closed) => Ok(()),
-        other => Err(format!(
-            "after the last message: want Err(Closed), got {other:?}"
-        )),
+        other => Err(format!("after the last message: want Err(Closed), got {other:?}")),
     }
 }
 
@@ -426,10 +369,9 @@ fn listener_serves_python_client_after_a_wrong_key() {
     let mut bad = Python::client(listener.address(), WRONG_KEY);
     match listener.accept_timeout(WAIT) {
         Err(Error::AuthenticationFailed(_)) => {}
-        other => bad.fail(format!(
-            "accept: want AuthenticationFailed, got {:?}",
-            other.map(|_| "a connection")
-        )),
+        other => {
+            bad.fail(format!("accept: want AuthenticationFailed, got {:?}", other.map(|_| "a connection")))
+        }
     }
     assert_eq!(bad.finish().code, Some(EXIT_AUTH));
     let mut good = Python::client(listener.address(), KEY);
@@ -450,25 +392,16 @@ fn listener_without_legacy_md5_refuses_python_311_clearly() {
     let start = Instant::now();
     let accepted = listener.accept_timeout(WAIT);
     if !legacy {
-        let mut conn =
-            accepted.unwrap_or_else(|e| py.fail(format!("a modern python was refused: {e:?}")));
+        let mut conn = accepted.unwrap_or_else(|e| py.fail(format!("a modern python was refused: {e:?}")));
         assert_session_ok(&mut py, &mut conn);
         return;
     }
     match accepted {
         Err(Error::AuthenticationFailed(m)) if m.contains("legacy HMAC-MD5") => {}
-        Err(e) => py.fail(format!(
-            "accept: want AuthenticationFailed naming legacy HMAC-MD5, got {e:?}"
-        )),
-        Ok(_) => {
-            py.fail("accept: a legacy MD5 client was accepted without legacy_md5(true)".into())
-        }
+        Err(e) => py.fail(format!("accept: want AuthenticationFailed naming legacy HMAC-MD5, got {e:?}")),
+        Ok(_) => py.fail("accept: a legacy MD5 client was accepted without legacy_md5(true)".into()),
     }
-    assert!(
-        start.elapsed() < WAIT / 2,
-        "the refusal took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < WAIT / 2, "the refusal took {:?}", start.elapsed());
     let out = py.finish();
     assert_eq!(out.code, Some(EXIT_AUTH), "{out:?}");
     assert_eq!(out.stdout.len(), 1, "{out:?}");
@@ -484,25 +417,16 @@ fn client_without_legacy_md5_refuses_python_311_clearly() {
     let start = Instant::now();
     let connected = client(KEY, false).connect(&addr);
     if !legacy {
-        let mut conn =
-            connected.unwrap_or_else(|e| py.fail(format!("a modern python was refused: {e:?}")));
+        let mut conn = connected.unwrap_or_else(|e| py.fail(format!("a modern python was refused: {e:?}")));
         assert_session_ok(&mut py, &mut conn);
         return;
     }
     match connected {
         Err(Error::AuthenticationFailed(m)) if m.contains("legacy HMAC-MD5") => {}
-        Err(e) => py.fail(format!(
-            "connect: want AuthenticationFailed naming legacy HMAC-MD5, got {e:?}"
-        )),
-        Ok(_) => {
-            py.fail("connect: a legacy MD5 listener was accepted without legacy_md5(true)".into())
-        }
+        Err(e) => py.fail(format!("connect: want AuthenticationFailed naming legacy HMAC-MD5, got {e:?}")),
+        Ok(_) => py.fail("connect: a legacy MD5 listener was accepted without legacy_md5(true)".into()),
     }
-    assert!(
-        start.elapsed() < WAIT / 2,
-        "the refusal took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < WAIT / 2, "the refusal took {:?}", start.elapsed());
     let out = py.finish();
     assert_eq!(out.code, Some(EXIT_PEER_CLOSED), "{out:?}");
     assert_eq!(out.stdout.len(), 2, "{out:?}");

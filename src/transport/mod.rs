@@ -26,10 +26,7 @@ static FRESH_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Makes a private directory for a fresh socket address and remembers it.
 pub(crate) fn fresh_dir() -> std::io::Result<PathBuf> {
     let dir = sys::private_tempdir()?;
-    FRESH_DIRS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(dir.clone());
+    FRESH_DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
     Ok(dir)
 }
 

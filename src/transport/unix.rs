@@ -47,9 +47,7 @@ impl Kind {
     }
 
     fn from_tag(s: &str) -> Option<Kind> {
-        [Kind::Unix, Kind::Tcp, Kind::PipeRead, Kind::PipeWrite]
-            .into_iter()
-            .find(|k| k.tag() == s)
+        [Kind::Unix, Kind::Tcp, Kind::PipeRead, Kind::PipeWrite].into_iter().find(|k| k.tag() == s)
     }
 
     fn is_socket(self) -> bool {
@@ -66,11 +64,7 @@ pub(crate) struct Stream {
 
 /// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`).
 fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
-    let mut p = [libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }];
+    let mut p = [libc::pollfd { fd, events, revents: 0 }];
     if poll(&mut p, deadline)? == 0 {
         return Err(io::ErrorKind::TimedOut.into());
     }
@@ -101,11 +95,7 @@ fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize
 }
 
 fn cvt(n: isize) -> io::Result<usize> {
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 impl Stream {
@@ -122,20 +112,29 @@ impl Stream {
     }
 
     /// Reads at most `len` bytes into `ptr`; 0 means end of stream.
+    ///
+    /// With a deadline, sockets are read with `MSG_DONTWAIT` and polled only when empty, so a
+    /// read never blocks past the deadline even if another holder of the descriptor took the
+    /// data; pipes (no such flag) are polled first.
     fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
-        if deadline.is_some() {
+        let dontwait = deadline.is_some() && self.kind.is_socket();
+        if deadline.is_some() && !dontwait {
             wait_fd(fd, libc::POLLIN, deadline)?;
         }
         loop {
             // SAFETY: the caller guarantees ptr..ptr+len is writable memory it owns.
-            let r = cvt(unsafe { libc::read(fd, ptr.cast(), len) });
+            let r = cvt(unsafe {
+                if dontwait {
+                    libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT)
+                } else {
+                    libc::read(fd, ptr.cast(), len)
+                }
+            });
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A descriptor someone made nonblocking: wait for data, then try again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_fd(fd, libc::POLLIN, deadline)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLIN, deadline)?,
                 r => return r,
             }
         }
@@ -185,15 +184,11 @@ impl Stream {
                     bufs
                 };
                 // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
-                cvt(unsafe {
-                    libc::writev(fd, bufs.as_ptr().cast(), bufs.len().min(4) as libc::c_int)
-                })
+                cvt(unsafe { libc::writev(fd, bufs.as_ptr().cast(), bufs.len().min(4) as libc::c_int) })
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_fd(fd, libc::POLLOUT, deadline)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(fd, libc::POLLOUT, deadline)?,
                 r => return r,
             }
         }
@@ -201,7 +196,7 @@ impl Stream {
 
     /// Whether data (or end of stream) can be read now, waiting up to `timeout` (`None`: forever).
     pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         match wait_fd(self.fd.as_raw_fd(), libc::POLLIN, deadline) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
@@ -218,11 +213,7 @@ impl Stream {
     }
 
     pub(crate) fn peer_addr(&self) -> Option<Address> {
-        self.kind
-            .is_socket()
-            .then(|| SockRef::from(&self.fd).peer_addr().ok())
-            .flatten()
-            .and_then(to_address)
+        self.kind.is_socket().then(|| SockRef::from(&self.fd).peer_addr().ok()).flatten().and_then(to_address)
     }
 
     /// Enables TCP keepalive probes after `idle` (sockets only; a no-op elsewhere).
@@ -233,22 +224,25 @@ impl Stream {
         let s = SockRef::from(&self.fd);
         match idle {
             None => s.set_keepalive(false),
-            Some(t) => {
-                s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t))
-            }
+            Some(t) => s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t)),
         }
     }
 
-    /// Marks the descriptor inheritable by `cmd`'s child only and names it in the child's
-    /// environment variable `var`.
+    /// Makes a duplicate of the descriptor inheritable by `cmd`'s child only, and names it in
+    /// the child's environment variable `var` as `FD:KIND:PARENT_PID`.
+    ///
+    /// The duplicate is owned by the command (through its `pre_exec` hook), so it stays valid
+    /// however long the caller waits before spawning, and it is closed in the parent when the
+    /// command is dropped.
     pub(crate) fn pass_to_child(&self, cmd: &mut Command, var: &str) -> io::Result<()> {
-        let fd = self.fd.as_raw_fd();
-        cmd.env(var, format!("{fd}:{}", self.kind.tag()));
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor
-        // that is open in the parent while it spawns (the caller keeps the Stream alive).
+        let dup = std::sync::Arc::new(self.fd.try_clone()?);
+        let fd = dup.as_raw_fd();
+        cmd.env(var, format!("{fd}:{}:{}", self.kind.tag(), std::process::id()));
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor the
+        // closure itself keeps open.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                if libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, 0) == -1 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
@@ -258,48 +252,62 @@ impl Stream {
     }
 
     /// Adopts a descriptor passed with [`pass_to_child`](Stream::pass_to_child).
+    ///
+    /// Taking ownership of a descriptor by number is only sound if nothing else owns it. The
+    /// checks: the value names our parent's pid (a grandchild that inherited the variable is
+    /// refused), the descriptor is open, of the named kind, and inheritable (every descriptor
+    /// Rust opens is close-on-exec, so one this process already owns is refused), and each
+    /// number is adopted once.
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
         static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
         let bad = |why: String| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
-        let value = std::env::var(var)
-            .map_err(|_| bad(format!("environment variable {var} is not set")))?;
-        let (fd, tag) = value
-            .split_once(':')
-            .ok_or_else(|| bad(format!("{var}={value:?} is not FD:KIND")))?;
+        let value = std::env::var(var).map_err(|_| bad(format!("environment variable {var} is not set")))?;
+        let mut parts = value.split(':');
+        let (Some(fd), Some(tag), Some(ppid), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad(format!("{var}={value:?} is not FD:KIND:PARENT_PID")));
+        };
         let fd: RawFd = fd
             .parse()
-            .map_err(|_| bad(format!("{var}={value:?}: bad descriptor number")))?;
-        let kind =
-            Kind::from_tag(tag).ok_or_else(|| bad(format!("{var}={value:?}: unknown kind")))?;
-        let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
-        if fd < 0 || adopted.contains(&fd) {
+            .ok()
+            .filter(|&fd| fd >= 0)
+            .ok_or_else(|| bad(format!("{var}={value:?}: bad descriptor number")))?;
+        let kind = Kind::from_tag(tag).ok_or_else(|| bad(format!("{var}={value:?}: unknown kind")))?;
+        // SAFETY: getppid has no preconditions.
+        if ppid.parse::<i64>().ok() != Some(i64::from(unsafe { libc::getppid() })) {
             return Err(bad(format!(
-                "descriptor {fd} from {var} was already adopted"
+                "{var}={value:?} was passed to another process (our parent is not {ppid})"
             )));
         }
-        // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed descriptor.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
+        if adopted.contains(&fd) {
+            return Err(bad(format!("descriptor {fd} from {var} was already adopted")));
+        }
+        // SAFETY: fcntl(F_GETFD) and fstat on any integer are safe; they fail with EBADF for a
+        // descriptor that is not open.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags == -1 {
             return Err(bad(format!(
                 "descriptor {fd} from {var} is not open: {}",
                 io::Error::last_os_error()
             )));
         }
-        let fmt = st.st_mode & libc::S_IFMT;
-        let want = if kind.is_socket() {
-            libc::S_IFSOCK
-        } else {
-            libc::S_IFIFO
-        };
-        if fmt != want {
-            return Err(bad(format!(
-                "descriptor {fd} from {var} is not a {}",
-                kind.tag()
-            )));
+        if flags & libc::FD_CLOEXEC != 0 {
+            return Err(bad(format!("descriptor {fd} from {var} was not inherited (it is close-on-exec)")));
+        }
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == -1 {
+            return Err(bad(format!("descriptor {fd} from {var}: {}", io::Error::last_os_error())));
+        }
+        let want = if kind.is_socket() { libc::S_IFSOCK } else { libc::S_IFIFO };
+        if st.st_mode & libc::S_IFMT != want {
+            return Err(bad(format!("descriptor {fd} from {var} is not a {}", kind.tag())));
         }
         adopted.push(fd);
-        // SAFETY: the descriptor is open, of the expected type, inherited for us, and adopted
-        // at most once per process (checked above).
+        // SAFETY: the descriptor is open, of the expected type, was inherited across exec from
+        // the parent named in the value (so nothing in this process opened it), and is adopted
+        // at most once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         // Keep it from leaking further into our own children.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -307,7 +315,6 @@ impl Stream {
     }
 }
 
-/// The first `budget` bytes of `bufs`, as at most four slices.
 fn cap_slices<'b>(
     bufs: &'b [IoSlice<'_>],
     mut budget: usize,
@@ -351,8 +358,7 @@ fn to_address(sa: SockAddr) -> Option<Address> {
     if let Some(p) = sa.as_pathname() {
         return Some(Address::Unix(p.to_path_buf()));
     }
-    sa.as_abstract_namespace()
-        .map(|n| Address::UnixAbstract(String::from_utf8_lossy(n).into_owned()))
+    sa.as_abstract_namespace().map(|n| Address::UnixAbstract(String::from_utf8_lossy(n).into_owned()))
 }
 
 /// sun_path holds this many bytes including the terminating NUL.
@@ -385,10 +391,7 @@ fn abstract_sockaddr(addr: &Address, name: &str) -> Result<SockAddr> {
     let mut bytes = vec![0u8];
     bytes.extend_from_slice(name.as_bytes());
     if bytes.len() > SUN_PATH_LEN {
-        return Err(addr.invalid(format!(
-            "abstract names are limited to {} bytes",
-            SUN_PATH_LEN - 1
-        )));
+        return Err(addr.invalid(format!("abstract names are limited to {} bytes", SUN_PATH_LEN - 1)));
     }
     use std::os::unix::ffi::OsStrExt;
     Ok(SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))?)
@@ -412,29 +415,33 @@ fn resolve(addr: &Address, host: &str, port: u16) -> Result<Vec<std::net::Socket
 
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
-    let timeout = |d: Instant| {
-        d.saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
+    let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     match addr {
         Address::Unix(_) | Address::UnixAbstract(_) => {
             let sa = unix_sockaddr(addr)?;
             let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-            match deadline {
-                None => s.connect(&sa)?,
-                Some(d) => s.connect_timeout(&sa, timeout(d))?,
+            // A connect to a listener whose backlog is full waits (Linux bounds that wait by
+            // SO_SNDTIMEO and then says EAGAIN); a nonblocking one would fail at once.
+            if let Some(d) = deadline {
+                s.set_write_timeout(Some(timeout(d)))?;
             }
-            s.set_nonblocking(false)?;
+            match s.connect(&sa) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && deadline.is_some() => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the listener's backlog stayed full",
+                    )));
+                }
+                Err(e) => return Err(Error::Io(e)),
+            }
+            s.set_write_timeout(None)?;
             Ok(Stream::new(s.into(), Kind::Unix))
         }
         Address::Tcp { host, port } => {
             let mut last = None;
             for sa in resolve(addr, host, *port)? {
-                let s = Socket::new(
-                    Domain::for_address(sa),
-                    Type::STREAM,
-                    Some(socket2::Protocol::TCP),
-                )?;
+                let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                 let r = match deadline {
                     None => s.connect(&sa.into()),
                     Some(d) => s.connect_timeout(&sa.into(), timeout(d)),
@@ -448,9 +455,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
                     Err(e) => last = Some(e),
                 }
             }
-            Err(Error::Io(
-                last.unwrap_or_else(|| io::ErrorKind::NotFound.into()),
-            ))
+            Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
         }
         Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
     }
@@ -460,16 +465,10 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
 pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     if duplex {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        Ok((
-            Stream::new(a.into(), Kind::Unix),
-            Stream::new(b.into(), Kind::Unix),
-        ))
+        Ok((Stream::new(a.into(), Kind::Unix), Stream::new(b.into(), Kind::Unix)))
     } else {
         let (r, w) = std::io::pipe()?;
-        Ok((
-            Stream::new(r.into(), Kind::PipeRead),
-            Stream::new(w.into(), Kind::PipeWrite),
-        ))
+        Ok((Stream::new(r.into(), Kind::PipeRead), Stream::new(w.into(), Kind::PipeWrite)))
     }
 }
 
@@ -504,11 +503,7 @@ impl RawListener {
                 let meta = std::fs::symlink_metadata(path)?;
                 let owned_path = Some((path.clone(), meta.dev(), meta.ino()));
                 // Set the mode before listen(): nobody can connect before then.
-                let listener = RawListener {
-                    sock,
-                    kind: Kind::Unix,
-                    owned_path,
-                };
+                let listener = RawListener { sock, kind: Kind::Unix, owned_path };
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))?;
                 listener.sock.listen(opts.backlog)?;
                 listener.sock.set_nonblocking(true)?;
@@ -520,20 +515,13 @@ impl RawListener {
                 sock.bind(&sa).map_err(|e| bind_error(addr, e))?;
                 sock.listen(opts.backlog)?;
                 sock.set_nonblocking(true)?;
-                Ok(RawListener {
-                    sock,
-                    kind: Kind::Unix,
-                    owned_path: None,
-                })
+                Ok(RawListener { sock, kind: Kind::Unix, owned_path: None })
             }
             Address::Tcp { host, port } => {
                 let mut last = None;
                 for sa in resolve(addr, host, *port)? {
-                    let sock = Socket::new(
-                        Domain::for_address(sa),
-                        Type::STREAM,
-                        Some(socket2::Protocol::TCP),
-                    )?;
+                    let sock =
+                        Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                     // Lets a restarted server bind while old connections sit in TIME_WAIT.
                     sock.set_reuse_address(true)?;
                     if sa.is_ipv6() {
@@ -543,11 +531,7 @@ impl RawListener {
                         Ok(()) => {
                             sock.listen(opts.backlog)?;
                             sock.set_nonblocking(true)?;
-                            return Ok(RawListener {
-                                sock,
-                                kind: Kind::Tcp,
-                                owned_path: None,
-                            });
+                            return Ok(RawListener { sock, kind: Kind::Tcp, owned_path: None });
                         }
                         Err(e) => last = Some(bind_error(addr, e)),
                     }
@@ -560,8 +544,7 @@ impl RawListener {
 
     /// The bound address (the real port after binding port 0).
     pub(crate) fn local_addr(&self) -> io::Result<Address> {
-        to_address(self.sock.local_addr()?)
-            .ok_or_else(|| io::Error::other("listener has no address"))
+        to_address(self.sock.local_addr()?).ok_or_else(|| io::Error::other("listener has no address"))
     }
 
     /// One accept attempt without waiting: `Ok(None)` when no connection is queued.
@@ -579,10 +562,7 @@ impl RawListener {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 // A client that gave up before we got to it: not our error.
                 Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -595,6 +575,10 @@ fn bind_error(addr: &Address, e: io::Error) -> Error {
 
 /// Handles a path that is already taken: a socket nobody listens on (left by a dead process)
 /// is removed; a live listener's socket or any other file is left alone and is an error.
+///
+/// The probe is a nonblocking connect, so a live listener with a full backlog counts as live
+/// instead of blocking us. A socket that is bound but not listening yet also refuses
+/// connections, so a refusal is checked again after a short pause before the file is removed.
 fn reclaim_stale(addr: &Address, path: &Path) -> Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     if !meta.file_type().is_socket() {
@@ -603,16 +587,30 @@ fn reclaim_stale(addr: &Address, path: &Path) -> Result<()> {
             format!("cannot bind {addr}: the path exists and is not a socket (not removing it)"),
         )));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(Error::Io(io::Error::new(
+    let live = || {
+        Error::Io(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("cannot bind {addr}: a live listener is using it"),
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)?;
-            Ok(())
+        ))
+    };
+    for pause in [Duration::ZERO, Duration::from_millis(50)] {
+        std::thread::sleep(pause);
+        let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        probe.set_nonblocking(true)?;
+        match probe.connect(&SockAddr::unix(path)?) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            // Connected, in progress, or a full backlog: someone is listening.
+            Ok(()) => return Err(live()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EAGAIN)) => {
+                return Err(live());
+            }
+            Err(e) => return Err(bind_error(addr, e)),
         }
-        Err(e) => Err(bind_error(addr, e)),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(bind_error(addr, e)),
+        _ => Ok(()),
     }
 }
 
@@ -636,16 +634,14 @@ impl Drop for RawListener {
 /// Waits until the listener has a connection queued or one of `streams` is readable, or
 /// `deadline` passes. Returns whether the listener is ready and the indices of ready streams.
 pub(crate) fn wait_any(
-    listener: &RawListener,
+    listener: Option<&RawListener>,
     streams: &[&Stream],
     deadline: Option<Instant>,
 ) -> io::Result<(bool, Vec<usize>)> {
     let mut fds = Vec::with_capacity(streams.len() + 1);
-    fds.push(libc::pollfd {
-        fd: listener.sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    });
+    // A negative descriptor is ignored by poll(2): the listener sits this round out.
+    let lfd = listener.map_or(-1, |l| l.sock.as_raw_fd());
+    fds.push(libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 });
     fds.extend(streams.iter().map(|s| libc::pollfd {
         fd: s.fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -654,11 +650,6 @@ pub(crate) fn wait_any(
     if poll(&mut fds, deadline)? == 0 {
         return Ok((false, Vec::new()));
     }
-    let ready = fds[1..]
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.revents != 0)
-        .map(|(i, _)| i)
-        .collect();
+    let ready = fds[1..].iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
     Ok((fds[0].revents != 0, ready))
 }

@@ -75,10 +75,7 @@ const CHILD_UNSUPPORTED: &str = "passing connections to children on Windows is n
 /// A new directory for the user. `%TEMP%` on Windows is already private to its user, and a new
 /// directory inherits that ACL.
 pub(crate) fn private_tempdir() -> io::Result<PathBuf> {
-    Ok(tempfile::Builder::new()
-        .prefix("procwire-")
-        .tempdir()?
-        .keep())
+    Ok(tempfile::Builder::new().prefix("procwire-").tempdir()?.keep())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,15 +100,11 @@ impl Stream {
         // waits with WSAPoll on its own terms (a per-call flag like MSG_DONTWAIT does not exist).
         s.set_nonblocking(true)?;
         s.set_tcp_nodelay(true)?;
-        Ok(Stream {
-            inner: Inner::Tcp(s),
-        })
+        Ok(Stream { inner: Inner::Tcp(s) })
     }
 
     fn pipe(handle: OwnedHandle, dir: Dir) -> io::Result<Stream> {
-        Ok(Stream {
-            inner: Inner::Pipe(MsgPipe::new(handle, dir)?),
-        })
+        Ok(Stream { inner: Inner::Pipe(MsgPipe::new(handle, dir)?) })
     }
 
     fn socket(&self) -> Option<&Socket> {
@@ -155,17 +148,11 @@ impl Stream {
         Ok(n)
     }
 
-    fn read_uninit(
-        &self,
-        buf: &mut [MaybeUninit<u8>],
-        deadline: Option<Instant>,
-    ) -> io::Result<usize> {
+    fn read_uninit(&self, buf: &mut [MaybeUninit<u8>], deadline: Option<Instant>) -> io::Result<usize> {
         match &self.inner {
             Inner::Tcp(s) => loop {
                 match s.recv(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        wait_socket(s, POLLRDNORM, deadline)?
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_socket(s, POLLRDNORM, deadline)?,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => return r,
                 }
@@ -184,9 +171,7 @@ impl Stream {
         match &self.inner {
             Inner::Tcp(s) => loop {
                 match s.send_vectored(bufs) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        wait_socket(s, POLLWRNORM, deadline)?
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_socket(s, POLLWRNORM, deadline)?,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => return r,
                 }
@@ -212,15 +197,11 @@ impl Stream {
     }
 
     pub(crate) fn local_addr(&self) -> Option<Address> {
-        self.socket()
-            .and_then(|s| s.local_addr().ok())
-            .and_then(to_address)
+        self.socket().and_then(|s| s.local_addr().ok()).and_then(to_address)
     }
 
     pub(crate) fn peer_addr(&self) -> Option<Address> {
-        self.socket()
-            .and_then(|s| s.peer_addr().ok())
-            .and_then(to_address)
+        self.socket().and_then(|s| s.peer_addr().ok()).and_then(to_address)
     }
 
     /// Enables TCP keepalive probes after `idle` (sockets only; a no-op for pipes).
@@ -230,18 +211,13 @@ impl Stream {
         };
         match idle {
             None => s.set_keepalive(false),
-            Some(t) => {
-                s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t))
-            }
+            Some(t) => s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t)),
         }
     }
 
     /// Not supported on Windows yet: always an `Unsupported` error.
     pub(crate) fn pass_to_child(&self, _cmd: &mut Command, _var: &str) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            CHILD_UNSUPPORTED,
-        ))
+        Err(io::Error::new(io::ErrorKind::Unsupported, CHILD_UNSUPPORTED))
     }
 
     /// Not supported on Windows yet: always an `Unsupported` error.
@@ -266,11 +242,7 @@ fn to_address(sa: SockAddr) -> Option<Address> {
 }
 
 fn pollfd(s: &Socket, events: i16) -> WSAPOLLFD {
-    WSAPOLLFD {
-        fd: s.as_raw_socket() as SOCKET,
-        events,
-        revents: 0,
-    }
+    WSAPOLLFD { fd: s.as_raw_socket() as SOCKET, events, revents: 0 }
 }
 
 /// WSAPoll with a deadline; returns the number of ready sockets (0: the deadline passed).
@@ -355,9 +327,7 @@ fn wait_event(event: HANDLE, deadline: Option<Instant>) -> io::Result<bool> {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 // Rounded up, so that a sub-millisecond remainder waits instead of spinning.
-                left.as_micros()
-                    .div_ceil(1000)
-                    .min(u128::from(INFINITE - 1)) as u32
+                left.as_micros().div_ceil(1000).min(u128::from(INFINITE - 1)) as u32
             }
         };
         // SAFETY: event is a valid event handle the caller keeps open.
@@ -378,11 +348,7 @@ fn finish(h: HANDLE, ov: *mut OVERLAPPED) -> (usize, u32) {
     // once that operation has finished.
     let ok = unsafe { GetOverlappedResult(h, ov, &mut n, 1) };
     // SAFETY: no preconditions.
-    let status = if ok != 0 {
-        0
-    } else {
-        unsafe { GetLastError() }
-    };
+    let status = if ok != 0 { 0 } else { unsafe { GetLastError() } };
     (n as usize, status)
 }
 
@@ -413,9 +379,7 @@ fn run_io(
     }
     let (n, status) = finish(h, ov.get());
     if cancelled && status == ERROR_OPERATION_ABORTED {
-        return Err(waited
-            .err()
-            .unwrap_or_else(|| io::ErrorKind::TimedOut.into()));
+        return Err(waited.err().unwrap_or_else(|| io::ErrorKind::TimedOut.into()));
     }
     Ok((n, status))
 }
@@ -505,19 +469,14 @@ impl fmt::Debug for MsgPipe {
 }
 
 fn inconsistent() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "a pipe message did not have the length announced for it",
-    )
+    io::Error::new(io::ErrorKind::InvalidData, "a pipe message did not have the length announced for it")
 }
 
 fn frame_error(e: FrameError) -> io::Error {
     match e {
         FrameError::TooLarge { len, max } => io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "a message of {len} bytes does not fit in one pipe message (at most {max} bytes)"
-            ),
+            format!("a message of {len} bytes does not fit in one pipe message (at most {max} bytes)"),
         ),
         FrameError::NegativeLength(n) => io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -601,10 +560,7 @@ impl MsgPipe {
 
     fn read(&self, buf: &mut [MaybeUninit<u8>], deadline: Option<Instant>) -> io::Result<usize> {
         let Some(rx) = &self.rx else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this end of a one-way pipe only sends",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "this end of a one-way pipe only sends"));
         };
         let mut guard = lock(rx);
         let st = &mut *guard;
@@ -643,9 +599,7 @@ impl MsgPipe {
         buf: &mut [MaybeUninit<u8>],
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        let want = usize::try_from(st.rest)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(st.rest).unwrap_or(usize::MAX).min(buf.len());
         match self.read_msg(&st.event, &mut buf[..want], deadline)? {
             Got::Eof => {
                 // Mid-message: the reader above sees a truncated frame.
@@ -728,14 +682,7 @@ impl MsgPipe {
         let mut left = 0u32;
         // SAFETY: no buffer is passed; the out pointer is valid for the call.
         let ok = unsafe {
-            PeekNamedPipe(
-                self.raw(),
-                ptr::null_mut(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                &mut left,
-            )
+            PeekNamedPipe(self.raw(), ptr::null_mut(), 0, ptr::null_mut(), ptr::null_mut(), &mut left)
         };
         if ok == 0 {
             return Err(io::Error::last_os_error());
@@ -783,12 +730,7 @@ impl MsgPipe {
                 "a message on this pipe went out only in part earlier; sending is over",
             ));
         }
-        let mut input = Input {
-            bufs,
-            idx: 0,
-            off: 0,
-            pos: 0,
-        };
+        let mut input = Input { bufs, idx: 0, off: 0, pos: 0 };
         let mut done = 0;
         loop {
             let saved = (st.head_len, st.want, st.body.len());
@@ -809,11 +751,7 @@ impl MsgPipe {
                             break w;
                         }
                         Ok(None) => {
-                            let need = if st.head_len < 4 {
-                                4 - st.head_len
-                            } else {
-                                HEAD - st.head_len
-                            };
+                            let need = if st.head_len < 4 { 4 - st.head_len } else { HEAD - st.head_len };
                             let got = input.take(need);
                             if got.is_empty() {
                                 return Ok(input.pos);
@@ -823,11 +761,7 @@ impl MsgPipe {
                         }
                         Err(e) => {
                             restore(st);
-                            return if done > 0 {
-                                Ok(done)
-                            } else {
-                                Err(frame_error(e))
-                            };
+                            return if done > 0 { Ok(done) } else { Err(frame_error(e)) };
                         }
                     }
                 },
@@ -869,18 +803,10 @@ impl MsgPipe {
     /// Sends `payload` as one message. Without a deadline it goes out from `payload` and the
     /// call waits for it; with one it goes out from a copy that may outlive the call
     /// ([`InFlight`]).
-    fn send_msg(
-        &self,
-        st: &mut TxState,
-        payload: &[u8],
-        deadline: Option<Instant>,
-    ) -> io::Result<()> {
+    fn send_msg(&self, st: &mut TxState, payload: &[u8], deadline: Option<Instant>) -> io::Result<()> {
         self.settle(st, deadline)?;
         let len = u32::try_from(payload.len()).map_err(|_| {
-            frame_error(FrameError::TooLarge {
-                len: payload.len() as u64,
-                max: u64::from(u32::MAX),
-            })
+            frame_error(FrameError::TooLarge { len: payload.len() as u64, max: u64::from(u32::MAX) })
         })?;
         let h = self.raw();
         let event = st.event.as_raw_handle();
@@ -895,14 +821,10 @@ impl MsgPipe {
         let mut data = mem::take(&mut st.spare);
         data.clear();
         data.extend_from_slice(payload);
-        let fl = Box::new(InFlight {
-            ov: UnsafeCell::new(overlapped(event)),
-            data,
-        });
+        let fl = Box::new(InFlight { ov: UnsafeCell::new(overlapped(event)), data });
         // SAFETY: fl (the OVERLAPPED and the data, both on the heap) stays alive until the
         // write has finished: below, in settle, or in Drop.
-        if let Some(e) =
-            started(unsafe { WriteFile(h, fl.data.as_ptr(), len, ptr::null_mut(), fl.ov.get()) })
+        if let Some(e) = started(unsafe { WriteFile(h, fl.data.as_ptr(), len, ptr::null_mut(), fl.ov.get()) })
         {
             st.spare = fl.data;
             return Err(io::Error::from_raw_os_error(e as i32));
@@ -929,10 +851,7 @@ impl MsgPipe {
             return Ok(());
         };
         if !wait_event(st.event.as_raw_handle(), deadline)? {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the previous message is still being sent",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the previous message is still being sent"));
         }
         let (n, status) = finish(self.raw(), ov);
         let Some(fl) = st.in_flight.take() else {
@@ -980,10 +899,7 @@ impl Drop for MsgPipe {
             // Give the reader a while to take the last message, as a socket's kernel buffer
             // would, then give up on it.
             let deadline = Instant::now() + DROP_WAIT;
-            if !matches!(
-                wait_event(st.event.as_raw_handle(), Some(deadline)),
-                Ok(true)
-            ) {
+            if !matches!(wait_event(st.event.as_raw_handle(), Some(deadline)), Ok(true)) {
                 cancel(h, fl.ov.get());
             }
             // The kernel may use fl until the write has finished.
@@ -1004,9 +920,7 @@ fn pipe_path(addr: &Address, name: &str) -> Result<String> {
     }
     let path = format!(r"\\.\pipe\{name}");
     if path.encode_utf16().count() > 256 {
-        return Err(
-            addr.invalid(r"a pipe name is limited to 256 characters with its \\.\pipe\ prefix")
-        );
+        return Err(addr.invalid(r"a pipe name is limited to 256 characters with its \\.\pipe\ prefix"));
     }
     Ok(path)
 }
@@ -1061,21 +975,15 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
                 None => ConnectWaitMode::Unbounded,
                 Some(d) => ConnectWaitMode::Timeout(left(d)),
             };
-            let c = DuplexPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(
-                path.as_str(),
-                wait,
-            )?;
+            let c =
+                DuplexPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path.as_str(), wait)?;
             let h = OwnedHandle::try_from(c).map_err(shared_stream)?;
             Ok(Stream::pipe(h, Dir::Duplex)?)
         }
         Address::Tcp { host, port } => {
             let mut last = None;
             for sa in resolve(addr, host, *port)? {
-                let s = Socket::new(
-                    Domain::for_address(sa),
-                    Type::STREAM,
-                    Some(socket2::Protocol::TCP),
-                )?;
+                let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                 let r = match deadline {
                     None => s.connect(&sa.into()),
                     Some(d) => s.connect_timeout(&sa.into(), left(d).max(Duration::from_millis(1))),
@@ -1085,9 +993,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
                     Err(e) => last = Some(e),
                 }
             }
-            Err(Error::Io(
-                last.unwrap_or_else(|| io::ErrorKind::NotFound.into()),
-            ))
+            Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
         }
         Address::Unix(_) | Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
     }
@@ -1100,10 +1006,7 @@ fn fresh_pipe_path() -> io::Result<String> {
         e => io::Error::other(e.to_string()),
     })?;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        r"\\.\pipe\procwire-pair-{}-{hex}",
-        std::process::id()
-    ))
+    Ok(format!(r"\\.\pipe\procwire-pair-{}-{hex}", std::process::id()))
 }
 
 /// A connected pair of message pipe ends: (server end, client end) for `duplex`, else (a
@@ -1127,10 +1030,7 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
         let s = listener.accept()?;
         ours(s.client_process_id())?;
         let server = OwnedHandle::try_from(s).map_err(shared_stream)?;
-        Ok((
-            Stream::pipe(server, Dir::Duplex)?,
-            Stream::pipe(client, Dir::Duplex)?,
-        ))
+        Ok((Stream::pipe(server, Dir::Duplex)?, Stream::pipe(client, Dir::Duplex)?))
     } else {
         let listener = opts.create_recv_only::<pipe_mode::Messages>()?;
         let c = SendPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path, once)
@@ -1141,10 +1041,7 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
         let s = listener.accept()?;
         ours(s.client_process_id())?;
         let server = OwnedHandle::try_from(s).map_err(shared_stream)?;
-        Ok((
-            Stream::pipe(server, Dir::RecvOnly)?,
-            Stream::pipe(client, Dir::SendOnly)?,
-        ))
+        Ok((Stream::pipe(server, Dir::RecvOnly)?, Stream::pipe(client, Dir::SendOnly)?))
     }
 }
 
@@ -1153,10 +1050,7 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
 /// connect. That pair is refused rather than shared.
 fn stranger_first(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::TimedOut {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process connected to a fresh private pipe first",
-        )
+        io::Error::new(io::ErrorKind::AddrInUse, "another process connected to a fresh private pipe first")
     } else {
         e
     }
@@ -1166,10 +1060,7 @@ fn stranger_first(e: io::Error) -> io::Error {
 /// may not be exclusive to our listener (Wine does not enforce that).
 fn ours(peer: io::Result<u32>) -> io::Result<()> {
     if peer.ok() != Some(std::process::id()) {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process is on a fresh private pipe",
-        ));
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, "another process is on a fresh private pipe"));
     }
     Ok(())
 }
@@ -1210,35 +1101,28 @@ impl RawListener {
         match addr {
             Address::Pipe(name) => {
                 let path = pipe_path(addr, name)?;
-                let listener =
-                    pipe_options(&path).nonblocking(true).create_duplex::<pipe_mode::Messages>().map_err(|e| {
-                        if e.kind() == io::ErrorKind::PermissionDenied {
-                            // The first instance of a name is exclusive: someone else has it.
-                            Error::Io(io::Error::new(
-                                io::ErrorKind::AddrInUse,
-                                format!("cannot bind {addr}: the pipe name is taken (or access to it is denied)"),
-                            ))
-                        } else {
-                            bind_error(addr, e)
-                        }
-                    })?;
+                let listener = pipe_options(&path)
+                    .nonblocking(true)
+                    .create_duplex::<pipe_mode::Messages>()
+                    .map_err(|e| {
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        // The first instance of a name is exclusive: someone else has it.
+                        Error::Io(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("cannot bind {addr}: the pipe name is taken (or access to it is denied)"),
+                        ))
+                    } else {
+                        bind_error(addr, e)
+                    }
+                })?;
                 let accepted = Mutex::new(VecDeque::new());
-                Ok(RawListener {
-                    inner: ListenerInner::Pipe {
-                        listener,
-                        name: name.clone(),
-                        accepted,
-                    },
-                })
+                Ok(RawListener { inner: ListenerInner::Pipe { listener, name: name.clone(), accepted } })
             }
             Address::Tcp { host, port } => {
                 let mut last = None;
                 for sa in resolve(addr, host, *port)? {
-                    let sock = Socket::new(
-                        Domain::for_address(sa),
-                        Type::STREAM,
-                        Some(socket2::Protocol::TCP),
-                    )?;
+                    let sock =
+                        Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                     // No SO_REUSEADDR: on Windows it would let another socket take over a bound
                     // port (CPython sets it on POSIX only).
                     if sa.is_ipv6() {
@@ -1248,9 +1132,7 @@ impl RawListener {
                         Ok(()) => {
                             sock.listen(opts.backlog)?;
                             sock.set_nonblocking(true)?;
-                            return Ok(RawListener {
-                                inner: ListenerInner::Tcp(sock),
-                            });
+                            return Ok(RawListener { inner: ListenerInner::Tcp(sock) });
                         }
                         Err(e) => last = Some(bind_error(addr, e)),
                     }
@@ -1272,8 +1154,9 @@ impl RawListener {
     /// The bound address (the real port after binding port 0).
     pub(crate) fn local_addr(&self) -> io::Result<Address> {
         match &self.inner {
-            ListenerInner::Tcp(sock) => to_address(sock.local_addr()?)
-                .ok_or_else(|| io::Error::other("listener has no address")),
+            ListenerInner::Tcp(sock) => {
+                to_address(sock.local_addr()?).ok_or_else(|| io::Error::other("listener has no address"))
+            }
             ListenerInner::Pipe { name, .. } => Ok(Address::Pipe(name.clone())),
         }
     }
@@ -1296,9 +1179,7 @@ impl RawListener {
                     Err(e) => return Err(e),
                 }
             },
-            ListenerInner::Pipe {
-                listener, accepted, ..
-            } => {
+            ListenerInner::Pipe { listener, accepted, .. } => {
                 if let Some(s) = lock(accepted).pop_front() {
                     return Ok(Some((s, None)));
                 }
@@ -1313,9 +1194,7 @@ impl RawListener {
             ListenerInner::Tcp(sock) => {
                 Ok(poll_sockets(&mut [pollfd(sock, POLLRDNORM)], Some(Instant::now()))? > 0)
             }
-            ListenerInner::Pipe {
-                listener, accepted, ..
-            } => {
+            ListenerInner::Pipe { listener, accepted, .. } => {
                 let mut accepted = lock(accepted);
                 if !accepted.is_empty() {
                     return Ok(true);
@@ -1340,41 +1219,33 @@ impl RawListener {
 /// included) only to a read. So for pipes this looks at everything, then sleeps a little
 /// (1 ms, doubling up to about 15 ms) and looks again: readiness is noticed up to that late,
 /// and an idle listener wakes about 60 times a second.
+///
+/// Without a listener (it rests, or enough handshakes are under way) only the streams count.
 pub(crate) fn wait_any(
-    listener: &RawListener,
+    listener: Option<&RawListener>,
     streams: &[&Stream],
     deadline: Option<Instant>,
 ) -> io::Result<(bool, Vec<usize>)> {
-    if let ListenerInner::Tcp(sock) = &listener.inner
-        && let Some(socks) = streams
-            .iter()
-            .map(|s| s.socket())
-            .collect::<Option<Vec<_>>>()
+    if let Some(listener) = listener
+        && let ListenerInner::Tcp(sock) = &listener.inner
+        && let Some(socks) = streams.iter().map(|s| s.socket()).collect::<Option<Vec<_>>>()
     {
-        let mut fds: Vec<WSAPOLLFD> = std::iter::once(sock)
-            .chain(socks)
-            .map(|s| pollfd(s, POLLRDNORM))
-            .collect();
+        let mut fds: Vec<WSAPOLLFD> =
+            std::iter::once(sock).chain(socks).map(|s| pollfd(s, POLLRDNORM)).collect();
         if poll_sockets(&mut fds, deadline)? == 0 {
             return Ok((false, Vec::new()));
         }
-        let ready = fds[1..]
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(i, _)| i)
-            .collect();
+        let ready = fds[1..].iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
         return Ok((fds[0].revents != 0, ready));
     }
     let mut nap = Duration::from_millis(1);
     loop {
-        let listener_ready = listener.probe()?;
-        let ready: Vec<usize> = streams
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.probe())
-            .map(|(i, _)| i)
-            .collect();
+        let listener_ready = match listener {
+            Some(l) => l.probe()?,
+            None => false,
+        };
+        let ready: Vec<usize> =
+            streams.iter().enumerate().filter(|(_, s)| s.probe()).map(|(i, _)| i).collect();
         if listener_ready || !ready.is_empty() {
             return Ok((listener_ready, ready));
         }

@@ -42,10 +42,7 @@ impl ChildGuard {
                 let _ = self.stdout.read_to_string(&mut rest);
                 return (status.code(), rest);
             }
-            assert!(
-                start.elapsed() < limit,
-                "child did not exit within {limit:?}"
-            );
+            assert!(start.elapsed() < limit, "child did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -82,14 +79,7 @@ pub fn spawn_child(role: &str, env: &[(&str, String)]) -> ChildGuard {
 pub fn child_command(role: &str, env: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ]);
+    cmd.args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"]);
     cmd.env(ROLE, role);
     for (k, v) in env {
         cmd.env(k, v);
@@ -132,12 +122,5 @@ pub fn transports() -> Vec<Address> {
 
 /// A recognisable payload of `n` bytes.
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            (i as u8)
-                .wrapping_mul(31)
-                .wrapping_add(seed)
-                .wrapping_add((i >> 8) as u8)
-        })
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
 }
