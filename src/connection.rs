@@ -287,9 +287,10 @@ impl Writer {
             self.buf.extend_from_slice(payload);
             return if self.should_flush() { self.flush(stream) } else { Ok(()) };
         }
-        let deadline = deadline_of(self.timeout);
         let queued = std::mem::take(&mut self.buf);
-        self.write_all(stream, &[&queued, header.as_bytes(), payload], deadline)
+        let r = self.write_all(stream, &[&queued, header.as_bytes(), payload], deadline_of(self.timeout));
+        self.recycle(queued);
+        r
     }
 
     fn send_value<T: Serialize + ?Sized>(&mut self, stream: &Stream, value: &T) -> Result<()> {
@@ -322,15 +323,17 @@ impl Writer {
         }
         let queued = std::mem::take(&mut self.buf);
         let r = self.write_all(stream, &[&queued], deadline);
-        if self.buf.is_empty() {
-            // Keep the allocation for the next frames unless a huge message inflated it.
-            let mut queued = queued;
-            queued.clear();
-            if queued.capacity() <= 4 * DEFAULT_BATCH {
-                self.buf = queued;
-            }
-        }
+        self.recycle(queued);
         r
+    }
+
+    /// Gives a written-out queue's allocation back for the next frames (unless a write left
+    /// something queued, or a huge message inflated it).
+    fn recycle(&mut self, mut written: Vec<u8>) {
+        if self.buf.is_empty() && written.capacity() <= 4 * DEFAULT_BATCH {
+            written.clear();
+            self.buf = written;
+        }
     }
 
     /// Writes all of `parts`. If it stops early (timeout, error), whatever was not written is
