@@ -450,6 +450,11 @@ impl Connection {
         &self.rx.stream
     }
 
+    /// Whether a receive can make progress without the socket (buffered data, or an error).
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.rx.has_buffered()
+    }
+
     pub(crate) fn refuse_challenge(&mut self) {
         self.rx.reader.refuse_challenge = true;
     }
@@ -754,6 +759,13 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.reader.has_data() || self.reader.broken.is_some()
+    }
     /// As [`Connection::recv_bytes`].
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
         let mut v = Vec::new();

@@ -35,9 +35,11 @@ pub mod connection;
 mod error;
 mod listener;
 mod transport;
+pub mod wait;
 
 pub use address::{Address, Family};
 pub use auth::AuthKey;
 pub use connection::{Connection, Receiver, Sender, pipe};
 pub use error::{Error, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
+pub use wait::{Waitable, wait};

@@ -280,6 +280,15 @@ impl Listener {
         Incoming { listener: self }
     }
 
+    pub(crate) fn raw(&self) -> &RawListener {
+        &self.raw
+    }
+
+    /// Whether a finished handshake (or a per-client error) waits for `accept`.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.lock().ready.is_empty()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -15,7 +15,7 @@ mod windows;
 #[cfg(windows)]
 use windows as sys;
 
-pub(crate) use sys::{BindOptions, RawListener, Stream, connect, pipe, wait_any};
+pub(crate) use sys::{BindOptions, Pollable, RawListener, Stream, connect, pipe, wait_any, wait_ready};
 
 /// The platform's default family.
 pub(crate) const DEFAULT_FAMILY: crate::Family = sys::DEFAULT_FAMILY;

@@ -653,3 +653,29 @@ pub(crate) fn wait_any(
     let ready = fds[1..].iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
     Ok((fds[0].revents != 0, ready))
 }
+
+/// Something `wait_ready` can watch: a stream, or a listening socket.
+pub(crate) enum Pollable<'a> {
+    Stream(&'a Stream),
+    Listener(&'a RawListener),
+}
+
+/// Waits until at least one of `items` is readable (a listener: has a connection queued) or
+/// `deadline` passes; returns the indices of the ready ones (empty after the deadline). One
+/// poll(2) call over all of them, so there is no limit on their number.
+pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
+    let mut fds: Vec<libc::pollfd> = items
+        .iter()
+        .map(|p| {
+            let fd = match p {
+                Pollable::Stream(s) => s.fd.as_raw_fd(),
+                Pollable::Listener(l) => l.sock.as_raw_fd(),
+            };
+            libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+        })
+        .collect();
+    if poll(&mut fds, deadline)? == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(fds.iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect())
+}

@@ -1259,3 +1259,41 @@ pub(crate) fn wait_any(
         nap = (nap * 2).min(MAX_NAP);
     }
 }
+
+/// Something `wait_ready` can watch: a stream, or a listener.
+pub(crate) enum Pollable<'a> {
+    Stream(&'a Stream),
+    Listener(&'a RawListener),
+}
+
+/// Waits until at least one of `items` is readable (a listener: has a client to accept) or
+/// `deadline` passes; returns the indices of the ready ones (empty after the deadline).
+///
+/// Named pipes offer nothing to wait on together (see [`wait_any`]), so this looks at every
+/// item, sleeps a little (1 ms, doubling up to about 15 ms) and looks again.
+pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
+    let mut nap = Duration::from_millis(1);
+    loop {
+        let mut ready = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let is_ready = match item {
+                Pollable::Stream(s) => s.probe(),
+                Pollable::Listener(l) => l.probe()?,
+            };
+            if is_ready {
+                ready.push(i);
+            }
+        }
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        let now = Instant::now();
+        let pause = match deadline {
+            Some(d) if d <= now => return Ok(Vec::new()),
+            Some(d) => nap.min(d - now),
+            None => nap,
+        };
+        std::thread::sleep(pause);
+        nap = (nap * 2).min(MAX_NAP);
+    }
+}
