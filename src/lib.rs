@@ -24,7 +24,8 @@
 //!
 //! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
-//! [`Client`] (endpoints), and a transport per platform underneath.
+//! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
+//! of them, and [`process`] (child processes that run a Rust function).
 
 #![deny(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod connection;
 mod error;
 mod listener;
+pub mod process;
 mod transport;
 pub mod wait;
 

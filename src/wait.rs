@@ -1,10 +1,11 @@
-//! [`wait`]: readiness over many connections and listeners at once, like CPython's
-//! `multiprocessing.connection.wait`.
+//! [`wait`]: readiness over many connections, listeners and child processes at once, like
+//! CPython's `multiprocessing.connection.wait`.
 
 use std::time::{Duration, Instant};
 
 use crate::connection::deadline_of;
-use crate::transport::{Pollable, wait_ready};
+use crate::process::Sentinel;
+use crate::transport::{Pollable, wait_ready, wait_ready_with};
 use crate::{Connection, Listener, Receiver, Result};
 
 /// Something [`wait`] can watch. Build one with `From`: `(&conn).into()`.
@@ -19,6 +20,11 @@ pub enum Waitable<'a> {
     /// Ready when a client is waiting to be accepted or a finished handshake waits for
     /// `accept`. `accept` may still wait for a new client's handshake to finish.
     Listener(&'a Listener),
+    /// Ready when the child process behind the sentinel has exited (whether or not it was
+    /// joined yet), or was never started. Build one from a
+    /// [`Process`](crate::process::Process) with `From`, or with
+    /// [`Channel::sentinel`](crate::process::Channel::sentinel).
+    Process(&'a Sentinel),
 }
 
 impl<'a> From<&'a Connection> for Waitable<'a> {
@@ -39,6 +45,12 @@ impl<'a> From<&'a Listener> for Waitable<'a> {
     }
 }
 
+impl<'a, R> From<&'a crate::process::Process<R>> for Waitable<'a> {
+    fn from(p: &'a crate::process::Process<R>) -> Self {
+        Waitable::Process(p.sentinel())
+    }
+}
+
 impl Waitable<'_> {
     /// Ready without asking the OS: data already buffered, a queued accepted connection.
     fn ready_now(&self) -> bool {
@@ -46,14 +58,16 @@ impl Waitable<'_> {
             Waitable::Connection(c) => c.has_buffered(),
             Waitable::Receiver(r) => r.has_buffered(),
             Waitable::Listener(l) => l.has_ready(),
+            Waitable::Process(s) => s.raw().is_none(),
         }
     }
 
-    fn pollable(&self) -> Pollable<'_> {
+    fn pollable(&self) -> Option<Pollable<'_>> {
         match self {
-            Waitable::Connection(c) => Pollable::Stream(c.stream()),
-            Waitable::Receiver(r) => Pollable::Stream(r.stream()),
-            Waitable::Listener(l) => Pollable::Listener(l.raw()),
+            Waitable::Connection(c) => Some(Pollable::Stream(c.stream())),
+            Waitable::Receiver(r) => Some(Pollable::Stream(r.stream())),
+            Waitable::Listener(l) => Some(Pollable::Listener(l.raw())),
+            Waitable::Process(_) => None,
         }
     }
 }
@@ -62,6 +76,10 @@ impl Waitable<'_> {
 /// returns the indices of the ready ones, in order (empty after a timeout). Objects that
 /// already hold buffered data count as ready without waiting; the others are then only checked,
 /// not waited for. Any number of objects works (one `poll(2)` over all of them on Unix).
+///
+/// A process counts as ready once it has exited; [`Process::join`](crate::process::Process::join)
+/// then reaps it without waiting (or after a few microseconds, while the kernel finishes the
+/// exit).
 ///
 /// ```
 /// use std::time::Duration;
@@ -77,8 +95,26 @@ impl Waitable<'_> {
 pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let buffered: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].ready_now()).collect();
     let deadline = if buffered.is_empty() { deadline_of(timeout) } else { Some(Instant::now()) };
-    let pollables: Vec<Pollable<'_>> = objects.iter().map(|o| o.pollable()).collect();
-    let mut ready = wait_ready(&pollables, deadline)?;
+    let (mut pollables, mut at) = (Vec::new(), Vec::new());
+    let (mut sentinels, mut sentinel_at) = (Vec::new(), Vec::new());
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(p) = o.pollable() {
+            pollables.push(p);
+            at.push(i);
+        } else if let Waitable::Process(s) = o
+            && let Some(raw) = s.raw()
+        {
+            sentinels.push(raw);
+            sentinel_at.push(i);
+        }
+    }
+    let got = if sentinels.is_empty() {
+        wait_ready(&pollables, deadline)?
+    } else {
+        wait_ready_with(&pollables, &sentinels, deadline)?
+    };
+    at.extend(sentinel_at);
+    let mut ready: Vec<usize> = got.into_iter().map(|j| at[j]).collect();
     ready.extend(buffered);
     ready.sort_unstable();
     ready.dedup();

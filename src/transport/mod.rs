@@ -15,7 +15,10 @@ mod windows;
 #[cfg(windows)]
 use windows as sys;
 
-pub(crate) use sys::{BindOptions, Pollable, RawListener, Stream, connect, pipe, wait_any, wait_ready};
+pub(crate) use sys::{
+    BindOptions, Pollable, RawListener, Sentinel, Stream, connect, fork, keep_sentinel, parent_id, pipe,
+    prepare_child, reap, signal, spawn, wait_any, wait_ready, wait_ready_with, watch_parent,
+};
 
 /// The platform's default family.
 pub(crate) const DEFAULT_FAMILY: crate::Family = sys::DEFAULT_FAMILY;

@@ -1,0 +1,61 @@
+//! The seed's worker that squares numbers coming through a pipe until it is told to stop, with
+//! procwire's child processes: `start` gives the child its end of a duplex pipe (the channel),
+//! and a `Process` returns a typed result.
+//!
+//! ```text
+//! cargo run --example squares
+//! ```
+
+use std::time::Duration;
+
+use procwire::Connection;
+use procwire::process::{ChannelFunction, Function, Process, start, waitall};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Job {
+    Square(i64),
+    Stop,
+}
+
+/// The child: squares every number that arrives until `Stop`.
+fn squarer(mut pipe: Connection, greeting: String) {
+    println!("[child {}] {greeting}", std::process::id());
+    while let Ok(Job::Square(n)) = pipe.recv::<Job>() {
+        if pipe.send(&(n, n * n)).is_err() {
+            return;
+        }
+    }
+    println!("[child {}] got STOP", std::process::id());
+}
+
+/// A child with a result: the sum of the squares of `values`.
+fn sum_of_squares(values: Vec<i64>) -> i64 {
+    values.iter().map(|v| v * v).sum()
+}
+
+static SQUARER: ChannelFunction<String> = ChannelFunction::new("squarer", squarer);
+static SUM_OF_SQUARES: Function<Vec<i64>, i64> = Function::new("sum_of_squares", sum_of_squares);
+
+fn main() -> procwire::Result<()> {
+    // In a child this runs the requested function and exits.
+    procwire::process::init(&[&SQUARER, &SUM_OF_SQUARES]);
+
+    let mut pipe = start(&SQUARER, "hello from the parent".to_string())?;
+    pipe.set_read_timeout(Some(Duration::from_secs(10)));
+    for n in 1..=10 {
+        pipe.send(&Job::Square(n))?;
+        let (x, sq): (i64, i64) = pipe.recv()?;
+        println!("[parent] {x} squared is {sq}");
+    }
+    pipe.send(&Job::Stop)?;
+    println!("[parent] squarer {} exited with {:?}", pipe.pid(), pipe.join(Some(Duration::from_secs(10)))?);
+
+    let mut p = Process::new(&SUM_OF_SQUARES, (1..=10).collect());
+    p.set_name("summer");
+    p.start()?;
+    let sum = p.result(Some(Duration::from_secs(10)))?;
+    println!("[parent] {} (pid {:?}) says the sum is {sum}", p.name(), p.pid());
+    waitall(Some(Duration::from_secs(10)))?;
+    Ok(())
+}
