@@ -60,7 +60,9 @@ fn main() -> procwire::Result<()> {
     let mut conn = listener.accept_timeout(Duration::from_secs(30))?;
     println!(
         "[listener] accepted an authenticated client from {} in {:?}",
-        listener.last_accepted().map_or("an unnamed socket".into(), |a| a.to_string()),
+        listener
+            .last_accepted()
+            .map_or("a peer without an address (Unix socket or pipe)".into(), |a| a.to_string()),
         started.elapsed()
     );
     conn.set_read_timeout(Some(Duration::from_secs(30)));

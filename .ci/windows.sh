@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
+# unit tests, tests/windows.rs (named pipes and TCP between Windows processes), its doc tests and
+# the exchange example (README's main job) over a named pipe.
+#
+# Needs only the Rust toolchain (rustup), gcc and python3 on Debian 12; installs the rest itself
+# (mingw-w64 and Wine 8.0 from Debian, the Rust target). Everything it makes lives under the
+# target directory ($CARGO_TARGET_DIR or target/): the ProcessPrng shim DLL and the Wine prefix
+# in <target>/wine/. Re-runs reuse both. The Windows linker and runner are set through
+# CARGO_TARGET_X86_64_PC_WINDOWS_GNU_{LINKER,RUNNER} for this run only: no .cargo/config.toml.
+#
+#   bash .ci/windows.sh                         # unit tests, tests/windows.rs, doc tests, example
+#   bash .ci/windows.sh -- <test name filter>   # extra arguments go to the first test run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+export CARGO_TERM_COLOR=never
+target=x86_64-pc-windows-gnu
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
+wine_dir="$target_dir/wine"
+# Upper bound for the test run itself (not the build): a hung Wine must not hang CI.
+test_limit="${PROCWIRE_WINE_TEST_LIMIT:-900}"
+
+step() { printf '\n== %s\n' "$*"; }
+run() {
+    printf '+ %s\n' "$*"
+    "$@"
+}
+# Wine's helper processes inherit the standard streams of whatever starts them and outlive it,
+# which would keep a CI log pipe open forever: anything that may start them gets /dev/null.
+quiet() {
+    printf '+ %s  (stdio on /dev/null)\n' "$*"
+    "$@" </dev/null >/dev/null 2>&1
+}
+
+step "packages"
+missing=()
+for p in gcc-mingw-w64-x86-64 wine wine64; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    run "${sudo[@]}" apt-get update
+    run "${sudo[@]}" apt-get install -y --no-install-recommends gcc-mingw-w64-x86-64 wine wine64
+else
+    echo "gcc-mingw-w64-x86-64, wine and wine64 are installed"
+fi
+if ! rustup target list --installed | grep -qx "$target"; then
+    run rustup target add "$target"
+fi
+WINEDEBUG=-all wine --version
+x86_64-w64-mingw32-gcc --version | head -n1
+cargo --version
+
+export WINEPREFIX="$wine_dir/prefix"
+export WINEDEBUG=-all
+export WINEDLLOVERRIDES="mscoree,mshtml="
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$repo/.ci/wine/run.sh"
+echo "WINEPREFIX=$WINEPREFIX WINEDEBUG=$WINEDEBUG WINEDLLOVERRIDES=$WINEDLLOVERRIDES"
+echo "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=$CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER"
+echo "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER"
+
+step "ProcessPrng shim (Wine 8.0 has no bcryptprimitives.dll; Rust's std needs it)"
+mkdir -p "$wine_dir"
+shim_src=.ci/wine/processprng.c
+shim="$wine_dir/bcryptprimitives.dll"
+if [ ! -f "$shim" ] || [ "$shim_src" -nt "$shim" ]; then
+    run x86_64-w64-mingw32-gcc -shared -O2 -s -o "$shim.tmp" "$shim_src" -ladvapi32
+    mv "$shim.tmp" "$shim"
+else
+    echo "$shim is up to date"
+fi
+
+step "Wine prefix"
+# A prefix counts as made once the marker exists; an interrupted boot is started over.
+marker="$wine_dir/prefix.ready"
+if [ ! -f "$marker" ] && [ -e "$WINEPREFIX" ]; then
+    quiet wineserver -k || true
+    run rm -rf "$WINEPREFIX"
+fi
+mkdir -p "$WINEPREFIX"
+# One persistent server for the whole run, so that each test process does not start its own;
+# it and everything Wine started under it go at exit.
+if ! quiet wineserver -p; then
+    echo "a wineserver already runs for this prefix (an earlier run that did not finish?); using it"
+fi
+trap 'printf "+ wineserver -k\n"; wineserver -k </dev/null >/dev/null 2>&1 || true' EXIT
+# Makes the prefix the first time (4-6 s); later only starts Wine's services (under a second).
+# Either way they start here, with /dev/null for stdio, and not from a test with cargo's pipes.
+quiet wine wineboot --init
+sys32="$WINEPREFIX/drive_c/windows/system32"
+if ! cmp -s "$shim" "$sys32/bcryptprimitives.dll"; then
+    run cp "$shim" "$sys32/bcryptprimitives.dll"
+fi
+touch "$marker"
+echo "prefix ready"
+
+step "build the tests and the example for $target"
+run cargo test --target "$target" --all-features --lib --test windows --no-run
+run cargo build --target "$target" --all-features --example exchange
+
+step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
+run timeout --kill-after=10 "$test_limit" \
+    cargo test --target "$target" --all-features --lib --test windows "$@"
+
+step "doc tests under Wine"
+run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-features --doc
+
+step "main job under Wine: the exchange example over a named pipe"
+run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example exchange
