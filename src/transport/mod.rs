@@ -20,6 +20,23 @@ pub(crate) use sys::{
     prepare_child, reap, signal, spawn, wait_any, wait_ready, wait_ready_with, watch_parent,
 };
 
+/// The socket addresses a TCP host name or literal stands for.
+pub(crate) fn resolve(
+    addr: &crate::Address,
+    host: &str,
+    port: u16,
+) -> crate::Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| addr.invalid(format!("cannot resolve host: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(addr.invalid("host resolves to no address"));
+    }
+    Ok(addrs)
+}
+
 /// The platform's default family.
 pub(crate) const DEFAULT_FAMILY: crate::Family = sys::DEFAULT_FAMILY;
 

@@ -4,7 +4,6 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::net::ToSocketAddrs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -402,17 +401,6 @@ fn abstract_sockaddr(addr: &Address, _name: &str) -> Result<SockAddr> {
     Err(addr.invalid("abstract Unix socket names exist only on Linux"))
 }
 
-fn resolve(addr: &Address, host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| addr.invalid(format!("cannot resolve host: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(addr.invalid("host resolves to no address"));
-    }
-    Ok(addrs)
-}
-
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
@@ -440,7 +428,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         }
         Address::Tcp { host, port } => {
             let mut last = None;
-            for sa in resolve(addr, host, *port)? {
+            for sa in super::resolve(addr, host, *port)? {
                 let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                 let r = match deadline {
                     None => s.connect(&sa.into()),
@@ -519,7 +507,7 @@ impl RawListener {
             }
             Address::Tcp { host, port } => {
                 let mut last = None;
-                for sa in resolve(addr, host, *port)? {
+                for sa in super::resolve(addr, host, *port)? {
                     let sock =
                         Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                     // Lets a restarted server bind while old connections sit in TIME_WAIT.

@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::mem::{self, MaybeUninit};
-use std::net::ToSocketAddrs;
 use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle};
 use std::path::PathBuf;
 use std::process::Command;
@@ -954,17 +953,6 @@ fn accept_pipe(listener: &MsgListener) -> io::Result<Option<Stream>> {
     }
 }
 
-fn resolve(addr: &Address, host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| addr.invalid(format!("cannot resolve host: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(addr.invalid("host resolves to no address"));
-    }
-    Ok(addrs)
-}
-
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
@@ -982,7 +970,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         }
         Address::Tcp { host, port } => {
             let mut last = None;
-            for sa in resolve(addr, host, *port)? {
+            for sa in super::resolve(addr, host, *port)? {
                 let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                 let r = match deadline {
                     None => s.connect(&sa.into()),
@@ -1120,7 +1108,7 @@ impl RawListener {
             }
             Address::Tcp { host, port } => {
                 let mut last = None;
-                for sa in resolve(addr, host, *port)? {
+                for sa in super::resolve(addr, host, *port)? {
                     let sock =
                         Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
                     // No SO_REUSEADDR: on Windows it would let another socket take over a bound
