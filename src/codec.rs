@@ -188,8 +188,16 @@ impl FrameBuf {
     /// Free room at the end, moving buffered bytes to the front first if that makes room.
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+            // Start a large empty buffer where a payload after a short header lands on a
+            // 64-byte boundary: copying a big payload out of a misaligned source is up to
+            // twice as slow on some CPUs (glibc's `rep movsb` on AMD Zen).
+            let aligned = if self.buf.len() >= 4096 {
+                (64 - (self.buf.as_ptr() as usize + SHORT_HEADER_LEN) % 64) % 64
+            } else {
+                0
+            };
+            self.start = aligned;
+            self.end = aligned;
         } else if self.start > 0 && self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -218,6 +226,19 @@ impl FrameBuf {
             Some(h) if (buffered.len() - h.header_len) as u64 >= h.payload_len => Peek::Complete(h),
             Some(h) => Peek::Partial(h),
         })
+    }
+
+    /// Takes the payload of the frame at the front if it has a short header and is complete
+    /// (and within the maximum); `None` leaves everything else, errors included, to
+    /// [`peek`](FrameBuf::peek).
+    #[inline]
+    pub(crate) fn take_complete_short(&mut self) -> Option<&[u8]> {
+        let buffered = &self.buf[self.start..self.end];
+        let n = i32::from_be_bytes(*buffered.first_chunk::<4>()?);
+        let len = usize::try_from(n).ok().filter(|&n| n as u64 <= self.max && n <= buffered.len() - 4)?;
+        let at = self.start + 4;
+        self.start = at + len;
+        Some(&self.buf[at..at + len])
     }
 
     /// Whether a frame with this header can be completed inside the buffer (after compaction).
@@ -319,6 +340,33 @@ mod tests {
         fb.filled(4);
         assert_eq!(fb.next_frame().unwrap().unwrap(), b"hello");
         assert!(fb.is_empty());
+    }
+
+    #[test]
+    fn the_short_frame_fast_path_agrees_with_the_general_one() {
+        let mut wire = Vec::new();
+        for p in [&b"abc"[..], b"", &[7u8; 300][..]] {
+            wire.extend_from_slice(encode_header(p.len() as u64).as_bytes());
+            wire.extend_from_slice(p);
+        }
+        let mut fast = FrameBuf::new(8192, 1000);
+        let mut slow = FrameBuf::new(8192, 1000);
+        for fb in [&mut fast, &mut slow] {
+            fb.spare()[..wire.len()].copy_from_slice(&wire);
+            fb.filled(wire.len());
+        }
+        while let Some(f) = slow.next_frame().unwrap() {
+            assert_eq!(fast.take_complete_short().unwrap(), &f[..]);
+        }
+        assert!(fast.take_complete_short().is_none());
+        // Anything unusual is left to the general path: over the max, negative, long header.
+        for bad in [&[0u8, 0, 4, 0][..], &[0xff, 0xff, 0xff, 0xfe], &[0xff, 0xff, 0xff, 0xff]] {
+            let mut fb = FrameBuf::new(64, 1000);
+            fb.spare()[..4].copy_from_slice(bad);
+            fb.filled(4);
+            assert!(fb.take_complete_short().is_none());
+            assert_eq!(fb.buffered().len(), 4);
+        }
     }
 
     #[test]

@@ -230,7 +230,23 @@ impl Reader {
         }
     }
 
+    /// The next frame, if it is complete in the buffer and nothing unusual is pending (a
+    /// partial large frame, an earlier error, a keyless client's first message): the common
+    /// case of a stream of small messages, without the general path's checks and moves.
+    #[inline]
+    fn take_buffered(&mut self) -> Option<&[u8]> {
+        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge {
+            return None;
+        }
+        self.fb.take_complete_short()
+    }
+
     fn recv_into(&mut self, stream: &Stream, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize> {
+        if let Some(payload) = self.take_buffered() {
+            out.clear();
+            out.extend_from_slice(payload);
+            return Ok(out.len());
+        }
         match self.next(stream, out, deadline)? {
             Got::Buffered { start, len } => {
                 out.clear();
@@ -281,12 +297,14 @@ impl Writer {
 
     fn send(&mut self, stream: &Stream, payload: &[u8]) -> Result<()> {
         Self::check(stream)?;
-        let header = encode_header(payload.len() as u64);
-        if header.as_bytes().len() + payload.len() <= COPY_LIMIT {
-            self.buf.extend_from_slice(header.as_bytes());
+        if 4 + payload.len() <= COPY_LIMIT {
+            // Well under 2 GiB: the short header, copied in front of the payload.
+            self.buf.reserve(4 + payload.len());
+            self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             self.buf.extend_from_slice(payload);
             return if self.should_flush() { self.flush(stream) } else { Ok(()) };
         }
+        let header = encode_header(payload.len() as u64);
         let queued = std::mem::take(&mut self.buf);
         let r = self.write_all(stream, &[&queued, header.as_bytes(), payload], deadline_of(self.timeout));
         self.recycle(queued);
@@ -495,6 +513,13 @@ impl Connection {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        if self.tx.writer.buf.is_empty()
+            && let Some(payload) = self.rx.reader.take_buffered()
+        {
+            buf.clear();
+            buf.extend_from_slice(payload);
+            return Ok(buf.len());
+        }
         self.flush_before_receive(None);
         let r = self.rx.recv_bytes_into(buf);
         self.answer_refusal(r)

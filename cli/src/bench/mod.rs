@@ -1,0 +1,406 @@
+//! `procwire bench`: every transport, every message size, four workloads, each beside a
+//! hand-written raw baseline (and optionally CPython) measured in the same run.
+//!
+//! Each run is two fresh worker processes (this binary started again, or `python3`): one
+//! sends or echoes, the other receives or times round trips. A cell (transport, workload,
+//! size) runs its implementations interleaved, procwire, raw[, python], `--repeat` times, and
+//! reports the median of the repetitions and their spread, (max - min) / median.
+
+mod report;
+mod runner;
+pub mod worker;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::Failure;
+use crate::units::{parse_duration, parse_sizes};
+use worker::{Outcome, Role};
+
+/// Options of `procwire bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Message sizes, comma-separated, with k/m suffixes (KiB, MiB).
+    #[arg(long, default_value = "16,1k,64k,1m", value_name = "LIST")]
+    sizes: String,
+    /// Time per run of each cell (e.g. 50ms, 1s).
+    #[arg(long, default_value = "150ms", value_parser = parse_duration)]
+    duration: Duration,
+    /// Transports to measure, comma-separated (default: all this platform has).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    transports: Vec<Transport>,
+    /// Workloads to measure, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    workloads: Vec<Workload>,
+    /// Repetitions of every cell; the median is reported (at least 3 for a spread that means something).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// Also run CPython's multiprocessing.connection on the same workloads (needs python3).
+    #[arg(long)]
+    compare_python: bool,
+    /// The Python interpreter for --compare-python.
+    #[arg(long, default_value = "python3", value_name = "PATH")]
+    python: String,
+    /// Print the results as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A transport under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Unix domain socket at a filesystem path.
+    Unix,
+    /// Linux abstract Unix socket.
+    UnixAbstract,
+    /// TCP over 127.0.0.1.
+    Tcp,
+    /// `procwire::pipe(true)`: a socketpair, one end in each process.
+    Pipe,
+    /// `procwire::pipe(false)`: an OS pipe, one way.
+    PipeOneway,
+}
+
+impl Transport {
+    /// Every transport this platform benchmarks.
+    pub fn all() -> Vec<Transport> {
+        if cfg!(target_os = "linux") {
+            vec![
+                Transport::Unix,
+                Transport::UnixAbstract,
+                Transport::Tcp,
+                Transport::Pipe,
+                Transport::PipeOneway,
+            ]
+        } else if cfg!(unix) {
+            vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway]
+        } else {
+            vec![Transport::Tcp]
+        }
+    }
+
+    /// The name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::UnixAbstract => "unix-abstract",
+            Transport::Tcp => "tcp",
+            Transport::Pipe => "pipe",
+            Transport::PipeOneway => "pipe-oneway",
+        }
+    }
+
+    /// Reached through an address (listen and connect) rather than an inherited pipe.
+    pub fn is_socket(self) -> bool {
+        matches!(self, Transport::Unix | Transport::UnixAbstract | Transport::Tcp)
+    }
+
+    /// Whether `w` makes sense here: no round trips on a one-way pipe, connections only on sockets.
+    fn supports(self, w: Workload) -> bool {
+        match w {
+            Workload::Stream | Workload::Batched => true,
+            Workload::PingPong => self != Transport::PipeOneway,
+            Workload::Connect => self.is_socket(),
+        }
+    }
+}
+
+/// What a cell measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// One-way streaming, one send (one write) per message.
+    Stream,
+    /// One-way streaming, batched: many sends, one flush.
+    Batched,
+    /// Round trips of one message.
+    #[value(name = "pingpong")]
+    #[serde(rename = "pingpong")]
+    PingPong,
+    /// Connect, authenticate, close.
+    Connect,
+}
+
+impl Workload {
+    const ALL: [Workload; 4] = [Workload::Stream, Workload::Batched, Workload::PingPong, Workload::Connect];
+
+    /// The passive role (listens, or gets the first pipe end) and the active one.
+    fn roles(self) -> (Role, Role) {
+        match self {
+            Workload::Stream => (Role::StreamRecv, Role::StreamSend),
+            Workload::Batched => (Role::BatchedRecv, Role::BatchedSend),
+            Workload::PingPong => (Role::Echo, Role::Ping),
+            Workload::Connect => (Role::Accept, Role::Connect),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Stream => "stream",
+            Workload::Batched => "batched",
+            Workload::PingPong => "pingpong",
+            Workload::Connect => "connect",
+        }
+    }
+}
+
+/// Who runs a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Procwire,
+    Raw,
+    Python,
+}
+
+impl Impl {
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Procwire => "procwire",
+            Impl::Raw => "raw",
+            Impl::Python => "python",
+        }
+    }
+}
+
+/// One repetition's figures.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Messages, round trips or connections per second.
+    pub rate: f64,
+    /// Ping-pong: median and 99th percentile round trip in µs.
+    pub latency: Option<(f64, f64)>,
+}
+
+impl Sample {
+    fn of(w: Workload, o: &Outcome) -> Sample {
+        let rate = o.count as f64 / o.secs;
+        let latency = match (w, o.median_us, o.p99_us) {
+            (Workload::PingPong, Some(m), Some(p)) => Some((m, p)),
+            _ => None,
+        };
+        Sample { rate, latency }
+    }
+
+    /// The figure a cell is judged by: the median round trip for ping-pong, else the rate.
+    fn headline(&self) -> f64 {
+        self.latency.map_or(self.rate, |(m, _)| m)
+    }
+}
+
+/// The repetitions of one implementation in one cell, or why they failed.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub reps: Vec<Sample>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Stats {
+    fn of(&self, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
+        self.reps.iter().map(f).collect()
+    }
+
+    /// Median of the headline figure.
+    pub fn headline(&self) -> f64 {
+        median(&self.of(Sample::headline))
+    }
+
+    /// Median rate.
+    pub fn rate(&self) -> f64 {
+        median(&self.of(|s| s.rate))
+    }
+
+    /// Medians of the round-trip median and p99.
+    pub fn latency(&self) -> Option<(f64, f64)> {
+        let m: Vec<f64> = self.reps.iter().filter_map(|s| s.latency.map(|l| l.0)).collect();
+        let p: Vec<f64> = self.reps.iter().filter_map(|s| s.latency.map(|l| l.1)).collect();
+        (!m.is_empty()).then(|| (median(&m), median(&p)))
+    }
+
+    /// (max - min) / median of the headline figure.
+    pub fn spread(&self) -> f64 {
+        let v = self.of(Sample::headline);
+        let (lo, hi) =
+            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        (hi - lo) / median(&v)
+    }
+}
+
+/// A cell's results.
+#[derive(Debug)]
+pub struct Cell {
+    pub transport: Transport,
+    pub workload: Workload,
+    /// Message size; none for connect.
+    pub size: Option<usize>,
+    pub procwire: Result<Stats, String>,
+    pub raw: Result<Stats, String>,
+    /// None when Python is not compared (or cannot run this workload).
+    pub python: Option<Result<Stats, String>>,
+}
+
+/// Everything a bench run found, and under what conditions.
+#[derive(Debug)]
+pub struct Report {
+    pub duration: Duration,
+    pub repeat: u32,
+    pub sizes: Vec<usize>,
+    pub transports: Vec<Transport>,
+    pub workloads: Vec<Workload>,
+    pub python: Option<String>,
+    /// The 1, 5 and 15 minute load averages when the run started (Linux), to tell a busy machine.
+    pub load: Option<[f64; 3]>,
+    pub cells: Vec<Cell>,
+}
+
+/// The system's load averages, where the OS tells them simply.
+fn load_average() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// The version of `python` if it can run multiprocessing.connection.
+fn python_version(python: &str) -> Result<String, String> {
+    let out = std::process::Command::new(python)
+        .args(["-c", "import sys, multiprocessing.connection; print(sys.version.split()[0])"])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{python} cannot import multiprocessing.connection"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Runs `procwire bench`.
+pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let sizes = parse_sizes(&args.sizes).map_err(Failure::new)?;
+    if let Some(&big) = sizes.iter().find(|&&s| s as u64 > procwire::connection::DEFAULT_MAX_MESSAGE_SIZE) {
+        return Err(Failure::new(format!("size {big} is over the 64 MiB message limit")));
+    }
+    if args.duration < Duration::from_millis(1) {
+        return Err(Failure::new("--duration must be at least 1ms"));
+    }
+    let available = Transport::all();
+    let transports = if args.transports.is_empty() { available.clone() } else { args.transports.clone() };
+    if let Some(t) = transports.iter().find(|t| !available.contains(t)) {
+        return Err(Failure::new(format!("transport {} is not available on this platform", t.name())));
+    }
+    let workloads = if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
+    let python = if args.compare_python {
+        match python_version(&args.python) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("procwire bench: no python column: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // The plan: (transport, workload, size) cells in the order they run.
+    let mut plan = Vec::new();
+    for &t in &transports {
+        for &w in workloads.iter().filter(|&&w| t.supports(w)) {
+            if w == Workload::Connect {
+                plan.push((t, w, None));
+            } else {
+                plan.extend(sizes.iter().map(|&s| (t, w, Some(s))));
+            }
+        }
+    }
+    let imps_of = |w: Workload| {
+        let mut v = vec![Impl::Procwire, Impl::Raw];
+        // CPython has no batched sender: its column would repeat the streaming one.
+        if python.is_some() && w != Workload::Batched {
+            v.push(Impl::Python);
+        }
+        v
+    };
+    let total: u64 = plan.iter().map(|&(_, w, _)| imps_of(w).len() as u64 * u64::from(args.repeat)).sum();
+
+    let load = load_average();
+    let mut runner = runner::Runner::new(args.python.clone()).map_err(Failure::new)?;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} runs, about {eta} left  {msg}")
+            .map_err(|e| Failure::new(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    let mut cells = Vec::new();
+    for (t, w, size) in plan {
+        let imps = imps_of(w);
+        let mut results: Vec<Result<Vec<Sample>, String>> = vec![Ok(Vec::new()); imps.len()];
+        for rep in 1..=args.repeat {
+            for (i, &imp) in imps.iter().enumerate() {
+                let what = size.map_or(String::new(), |s| format!(" {}", crate::units::size(s)));
+                bar.set_message(format!(
+                    "{} {}{what}: {} ({rep}/{})",
+                    t.name(),
+                    w.name(),
+                    imp.name(),
+                    args.repeat
+                ));
+                // After a failure, later repetitions of the same implementation are skipped.
+                if let Ok(samples) = &mut results[i] {
+                    match runner.run(imp, t, w, size.unwrap_or(0), args.duration) {
+                        Ok(o) => samples.push(Sample::of(w, &o)),
+                        Err(e) => {
+                            bar.suspend(|| eprintln!("procwire bench: {} {}: {e}", t.name(), w.name()));
+                            results[i] = Err(e);
+                        }
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        let mut stats = results.into_iter().map(|r| r.map(|reps| Stats { reps }));
+        let (Some(procwire), Some(raw)) = (stats.next(), stats.next()) else {
+            unreachable!("procwire and raw always run")
+        };
+        cells.push(Cell { transport: t, workload: w, size, procwire, raw, python: stats.next() });
+    }
+    bar.finish_and_clear();
+
+    let failed = cells
+        .iter()
+        .any(|c| c.procwire.is_err() || c.raw.is_err() || c.python.as_ref().is_some_and(|p| p.is_err()));
+    let rep = Report {
+        duration: args.duration,
+        repeat: args.repeat,
+        sizes,
+        transports,
+        workloads,
+        python,
+        load,
+        cells,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(&rep)).map_err(|e| Failure::new(e.to_string()))?
+        );
+    } else {
+        print!("{}", report::tables(&rep));
+    }
+    if failed {
+        return Err(Failure::new("some runs failed (see above)"));
+    }
+    Ok(())
+}

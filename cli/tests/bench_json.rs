@@ -1,0 +1,184 @@
+//! `procwire bench` in CI mode: a short run whose JSON is checked for every transport,
+//! workload and field (not for speed, which a shared CI machine cannot promise).
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_procwire");
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(EXE).arg("bench").args(args).output().expect("run procwire bench")
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"))
+}
+
+fn transports() -> Vec<&'static str> {
+    if cfg!(target_os = "linux") {
+        vec!["unix", "unix-abstract", "tcp", "pipe", "pipe-oneway"]
+    } else if cfg!(unix) {
+        vec!["unix", "tcp", "pipe", "pipe-oneway"]
+    } else {
+        vec!["tcp"]
+    }
+}
+
+fn is_socket(t: &str) -> bool {
+    matches!(t, "unix" | "unix-abstract" | "tcp")
+}
+
+/// A positive, finite number.
+fn positive(v: &Value, what: &str) -> f64 {
+    let x = v.as_f64().unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!(x.is_finite() && x > 0.0, "{what} = {x}");
+    x
+}
+
+/// Checks one implementation's figures in a cell.
+fn check_figures(cell: &Value, imp: &str, repeat: usize) {
+    let what = format!("{} {} {} {imp}", cell["transport"], cell["workload"], cell["size"]);
+    let f = &cell[imp];
+    assert!(f.get("error").is_none(), "{what} failed: {}", f["error"]);
+    let fields: &[&str] = match cell["workload"].as_str().unwrap() {
+        "stream" | "batched" => &["msgs_per_sec", "mb_per_sec", "spread", "reps"],
+        "pingpong" => &["median_us", "p99_us", "round_trips_per_sec", "spread", "reps"],
+        "connect" => &["connections_per_sec", "spread", "reps"],
+        w => panic!("unknown workload {w}"),
+    };
+    let mut keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = fields.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "{what}: fields");
+    for k in fields.iter().filter(|k| !matches!(**k, "spread" | "reps")) {
+        positive(&f[k], &format!("{what} {k}"));
+    }
+    let spread = f["spread"].as_f64().unwrap();
+    assert!(spread.is_finite() && spread >= 0.0, "{what} spread {spread}");
+    let reps = f["reps"].as_array().unwrap();
+    assert_eq!(reps.len(), repeat, "{what}: one figure per repetition");
+    for r in reps {
+        positive(r, &format!("{what} rep"));
+    }
+    if cell["workload"] == "pingpong" {
+        assert!(f["p99_us"].as_f64() >= f["median_us"].as_f64(), "{what}: p99 below the median");
+    }
+    if matches!(cell["workload"].as_str(), Some("stream" | "batched")) {
+        let size = cell["size"].as_f64().unwrap();
+        let mb = f["msgs_per_sec"].as_f64().unwrap() * size / 1e6;
+        assert!((f["mb_per_sec"].as_f64().unwrap() - mb).abs() <= mb * 1e-9, "{what}: MB/s");
+    }
+}
+
+#[test]
+fn ci_mode_json_has_every_transport_workload_and_field() {
+    let out = bench(&["--sizes", "16", "--duration", "50ms", "--json"]);
+    let v = json_of(&out);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["machine"]["os"].is_string() && v["machine"]["arch"].is_string());
+    positive(&v["machine"]["cpus"], "cpus");
+    assert!(v["machine"].get("cpu").is_some() && v["machine"].get("load_average").is_some());
+    assert_eq!(v["duration_ms"].as_f64(), Some(50.0));
+    assert_eq!(v["repeat"], 3);
+    assert_eq!(v["sizes"], serde_json::json!([16]));
+    assert_eq!(v["transports"], serde_json::json!(transports()));
+    assert_eq!(v["workloads"], serde_json::json!(["stream", "batched", "pingpong", "connect"]));
+    assert!(v["python"].is_null());
+
+    let cells = v["cells"].as_array().unwrap();
+    for t in transports() {
+        let mut want = vec![("stream", Some(16)), ("batched", Some(16))];
+        if t != "pipe-oneway" {
+            want.push(("pingpong", Some(16)));
+        }
+        if is_socket(t) {
+            want.push(("connect", None));
+        }
+        let got: Vec<(&str, Option<u64>)> = cells
+            .iter()
+            .filter(|c| c["transport"] == t)
+            .map(|c| (c["workload"].as_str().unwrap(), c["size"].as_u64()))
+            .collect();
+        assert_eq!(got, want, "cells of {t}");
+    }
+    for c in cells {
+        check_figures(c, "procwire", 3);
+        check_figures(c, "raw", 3);
+        assert!(c["python"].is_null() && c["speedup_vs_python"].is_null());
+        positive(&c["ratio_procwire_raw"], "ratio");
+        let (p, r) = match c["workload"].as_str().unwrap() {
+            "pingpong" => (&c["procwire"]["median_us"], &c["raw"]["median_us"]),
+            "connect" => (&c["procwire"]["connections_per_sec"], &c["raw"]["connections_per_sec"]),
+            _ => (&c["procwire"]["msgs_per_sec"], &c["raw"]["msgs_per_sec"]),
+        };
+        let ratio = p.as_f64().unwrap() / r.as_f64().unwrap();
+        assert!((c["ratio_procwire_raw"].as_f64().unwrap() - ratio).abs() < 1e-9 * ratio);
+    }
+}
+
+#[test]
+fn the_python_column_runs_cpython_on_the_same_workloads() {
+    let Ok(py) = Command::new("python3").arg("--version").output() else {
+        eprintln!("no python3: the python column is not tested here");
+        return;
+    };
+    assert!(py.status.success());
+    let out = bench(&[
+        "--sizes",
+        "1k",
+        "--duration",
+        "50ms",
+        "--repeat",
+        "1",
+        "--transports",
+        "unix,tcp,pipe,pipe-oneway",
+        "--compare-python",
+        "--json",
+    ]);
+    let v = json_of(&out);
+    assert!(v["python"].as_str().is_some_and(|s| s.starts_with('3')), "python version: {}", v["python"]);
+    for c in v["cells"].as_array().unwrap() {
+        if c["workload"] == "batched" {
+            // CPython has no batched sender.
+            assert!(c["python"].is_null(), "{c}");
+            continue;
+        }
+        check_figures(c, "python", 1);
+        positive(&c["speedup_vs_python"], "speedup");
+    }
+}
+
+#[test]
+fn tables_go_to_stdout_and_nothing_else() {
+    let out = bench(&["--sizes", "16,4k", "--duration", "20ms", "--repeat", "1", "--transports", "unix"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for heading in
+        ["Streaming, one send per message", "Streaming, batched", "Ping-pong", "Connect + handshake"]
+    {
+        assert!(stdout.contains(heading), "missing {heading:?}:\n{stdout}");
+    }
+    assert!(stdout.contains("16 B") && stdout.contains("4 KiB"), "{stdout}");
+    assert!(!stdout.contains("Failed runs"), "{stdout}");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    for args in [
+        &["--sizes", "16,x"][..],
+        &["--duration", "5"],
+        &["--transports", "carrier-pigeon"],
+        &["--sizes", "128m"],
+        &["--repeat", "0"],
+        &["--duration", "0s"],
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,162 @@
+//! `procwire echo` and `procwire ping` as a user runs them: over a Unix socket and TCP, with the
+//! key from a file or from PROCWIRE_AUTHKEY, and a wrong key that must fail clearly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+const EXE: &str = env!("CARGO_BIN_EXE_procwire");
+
+/// An echo server that is killed when dropped.
+struct Echo {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `procwire echo --listen addr` with `args` and the key `env_key` in the environment;
+/// returns it once it says where it listens.
+fn echo(addr: &str, args: &[&str], env_key: Option<&str>) -> Echo {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["echo", "--listen", addr]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.env_remove("PROCWIRE_AUTHKEY");
+    if let Some(k) = env_key {
+        cmd.env("PROCWIRE_AUTHKEY", k);
+    }
+    let mut child = cmd.spawn().expect("start procwire echo");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read echo's address");
+    let addr = line
+        .trim()
+        .strip_prefix("procwire echo: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Echo { child, addr }
+}
+
+/// Runs `procwire ping` with `args` and the key `env_key`, with a time limit.
+fn ping(args: &[&str], env_key: Option<&str>) -> Output {
+    let mut cmd = Command::new(EXE);
+    cmd.arg("ping").args(args).args(["--timeout", "5s"]);
+    cmd.env_remove("PROCWIRE_AUTHKEY");
+    if let Some(k) = env_key {
+        cmd.env("PROCWIRE_AUTHKEY", k);
+    }
+    // --timeout bounds every wait of ping (connect, handshake, each reply).
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start procwire ping");
+    child.wait_with_output().expect("wait for procwire ping")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_pinged(out: &Output, count: u32, size: usize) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "ping failed: {stdout}\n{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("seq=")).count(), count as usize, "{stdout}");
+    assert!(stdout.contains(&format!("{count} round trips of {size} bytes, all replies intact")), "{stdout}");
+    assert!(stdout.contains("rtt min/median/p99/max = "), "{stdout}");
+}
+
+#[test]
+fn echo_and_ping_over_a_unix_socket_with_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"unix secret\n").unwrap();
+    let key = key.to_str().unwrap();
+    let server =
+        echo(&format!("unix:{}", dir.path().join("echo.sock").display()), &["--authkey-file", key], None);
+    let out = ping(&[&server.addr, "--authkey-file", key, "--count", "5", "--size", "4k"], None);
+    assert_pinged(&out, 5, 4096);
+    // The same key from the environment (the file's content, newline included).
+    let out = ping(&[&server.addr, "-c", "2", "-s", "0"], Some("unix secret\n"));
+    assert_pinged(&out, 2, 0);
+}
+
+#[test]
+fn echo_and_ping_over_tcp_with_a_key_from_the_environment() {
+    let server = echo("tcp:127.0.0.1:0", &[], Some("tcp secret"));
+    assert!(server.addr.starts_with("tcp:127.0.0.1:") && !server.addr.ends_with(":0"), "{}", server.addr);
+    let out = ping(&[&server.addr, "--count", "3", "--size", "1m"], Some("tcp secret"));
+    assert_pinged(&out, 3, 1 << 20);
+    let out = ping(&[&server.addr, "--count", "20", "--quiet"], Some("tcp secret"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("seq="), "--quiet prints only the summary");
+}
+
+#[test]
+fn ping_with_a_wrong_key_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in [format!("unix:{}", dir.path().join("echo.sock").display()), "tcp:127.0.0.1:0".to_string()] {
+        let server = echo(&addr, &[], Some("right key"));
+        let out = ping(&[&server.addr, "-c", "1"], Some("wrong key"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "exit code 3 means authentication failed: {stderr}");
+        assert!(stderr.contains("authentication with"), "{stderr}");
+        assert!(stderr.contains("different authkeys"), "{stderr}");
+        assert!(stderr.contains("PROCWIRE_AUTHKEY"), "the hint names where keys come from: {stderr}");
+        assert!(!text(&out.stdout).contains("seq="), "no round trip happened");
+        // The server is still there for a client with the right key.
+        assert_pinged(&ping(&[&server.addr, "-c", "1"], Some("right key")), 1, 64);
+    }
+}
+
+#[test]
+fn ping_and_echo_without_a_key_say_where_to_put_one() {
+    let out = ping(&["tcp:127.0.0.1:9"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no authkey: pass --authkey-file FILE or set"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(EXE)
+        .args(["echo", "--listen", "tcp:127.0.0.1:0"])
+        .env_remove("PROCWIRE_AUTHKEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no authkey"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ping_to_nothing_fails_with_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let out = ping(&[&addr], Some("k"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nobody.sock"), "{}", text(&out.stderr));
+}
+
+/// What `procwire echo` is for: a peer in another language. CPython's own client (HMAC-MD5 in
+/// 3.11, so the server accepts the legacy handshake) sends messages and gets them back.
+#[cfg(feature = "legacy-md5")]
+#[test]
+fn a_cpython_client_gets_its_messages_back() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("no python3: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let server = echo(&format!("unix:{}", path.display()), &["--legacy-md5"], Some("py key"));
+    assert!(server.addr.ends_with("echo.sock"));
+    let script = r#"
+import sys
+from multiprocessing.connection import Client
+c = Client(sys.argv[1], "AF_UNIX", authkey=b"py key")
+for msg in [b"", b"hello", bytes(range(256)) * 300]:
+    c.send_bytes(msg)
+    assert c.recv_bytes() == msg
+print("OK")
+"#;
+    let out = Command::new("python3").args(["-c", script, path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "OK");
+}
