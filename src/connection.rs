@@ -444,19 +444,21 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) fn from_stream(stream: Stream, max: u64) -> Connection {
+        Connection::with_buffer(stream, READ_BUFFER, max)
+    }
+
+    fn with_buffer(stream: Stream, capacity: usize, max: u64) -> Connection {
         let stream = Arc::new(stream);
         Connection {
             tx: Sender { stream: stream.clone(), writer: Writer::new() },
-            rx: Receiver { stream, reader: Reader::new(READ_BUFFER, max), scratch: Vec::new() },
+            rx: Receiver { stream, reader: Reader::new(capacity, max), scratch: Vec::new() },
         }
     }
 
     /// A connection for a handshake: a small buffer and the handshake's message cap, until
     /// [`finish_handshake`](Connection::finish_handshake).
     pub(crate) fn for_handshake(stream: Stream) -> Connection {
-        let mut c = Connection::from_stream(stream, crate::auth::MAX_HANDSHAKE_MESSAGE);
-        c.rx.reader.fb = FrameBuf::new(512, crate::auth::MAX_HANDSHAKE_MESSAGE);
-        c
+        Connection::with_buffer(stream, 512, crate::auth::MAX_HANDSHAKE_MESSAGE)
     }
 
     pub(crate) fn finish_handshake(&mut self, opts: &ConnOptions) {

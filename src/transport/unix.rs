@@ -401,42 +401,88 @@ fn abstract_sockaddr(addr: &Address, _name: &str) -> Result<SockAddr> {
     Err(addr.invalid("abstract Unix socket names exist only on Linux"))
 }
 
+/// A new stream socket in nonblocking mode (one system call where the OS allows it).
+fn nonblocking_socket(domain: Domain, protocol: Option<socket2::Protocol>) -> io::Result<Socket> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        Socket::new(domain, Type::STREAM.nonblocking(), protocol)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let s = Socket::new(domain, Type::STREAM, protocol)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+}
+
+/// Makes a socket blocking with one `ioctl` (socket2's `set_nonblocking` reads the flags first).
+fn set_blocking(s: &Socket) -> io::Result<()> {
+    let mut off: libc::c_int = 0;
+    // SAFETY: FIONBIO takes a pointer to an int, valid for the duration of the call.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONBIO, &mut off) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits for a nonblocking TCP connect in progress to finish, until `deadline` (`TimedOut`).
+fn wait_connected(s: &Socket, deadline: Option<Instant>) -> io::Result<()> {
+    let mut p = [libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 }];
+    if poll(&mut p, deadline)? == 0 {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    if p[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+        return Err(s.take_error()?.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(())
+}
+
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     match addr {
         Address::Unix(_) | Address::UnixAbstract(_) => {
             let sa = unix_sockaddr(addr)?;
-            let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-            // A connect to a listener whose backlog is full waits (Linux bounds that wait by
-            // SO_SNDTIMEO and then says EAGAIN); a nonblocking one would fail at once.
-            if let Some(d) = deadline {
-                s.set_write_timeout(Some(timeout(d)))?;
-            }
-            match s.connect(&sa) {
+            // A nonblocking connect to a Unix socket completes at once unless the listener's
+            // backlog is full; only then is it worth setting a timeout and waiting.
+            let s = nonblocking_socket(Domain::UNIX, None)?;
+            let r = s.connect(&sa);
+            set_blocking(&s)?;
+            match r {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && deadline.is_some() => {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the listener's backlog stayed full",
-                    )));
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A blocking connect waits for room in the backlog; Linux bounds that wait
+                    // by SO_SNDTIMEO and then says EAGAIN.
+                    if let Some(d) = deadline {
+                        s.set_write_timeout(Some(timeout(d)))?;
+                    }
+                    match s.connect(&sa) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && deadline.is_some() => {
+                            return Err(Error::Io(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the listener's backlog stayed full",
+                            )));
+                        }
+                        Err(e) => return Err(Error::Io(e)),
+                    }
+                    s.set_write_timeout(None)?;
                 }
                 Err(e) => return Err(Error::Io(e)),
             }
-            s.set_write_timeout(None)?;
             Ok(Stream::new(s.into(), Kind::Unix))
         }
         Address::Tcp { host, port } => {
             let mut last = None;
             for sa in super::resolve(addr, host, *port)? {
-                let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(socket2::Protocol::TCP))?;
-                let r = match deadline {
-                    None => s.connect(&sa.into()),
-                    Some(d) => s.connect_timeout(&sa.into(), timeout(d)),
+                let s = nonblocking_socket(Domain::for_address(sa), Some(socket2::Protocol::TCP))?;
+                let r = match s.connect(&sa.into()) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => wait_connected(&s, deadline),
+                    r => r,
                 };
                 match r {
                     Ok(()) => {
-                        s.set_nonblocking(false)?;
+                        set_blocking(&s)?;
                         s.set_tcp_nodelay(true)?;
                         return Ok(Stream::new(s.into(), Kind::Tcp));
                     }
@@ -540,7 +586,9 @@ impl RawListener {
         loop {
             match self.sock.accept() {
                 Ok((s, sa)) => {
-                    // Accepted sockets inherit O_NONBLOCK on BSDs; ours are blocking.
+                    // Accepted sockets inherit O_NONBLOCK on BSDs (not on Linux, where accept4
+                    // makes them blocking); ours are blocking.
+                    #[cfg(not(any(target_os = "linux", target_os = "android")))]
                     s.set_nonblocking(false)?;
                     if self.kind == Kind::Tcp {
                         s.set_tcp_nodelay(true)?;
