@@ -409,7 +409,7 @@ impl Writer {
     }
 }
 
-fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
     let v = ciborium::from_reader(&mut bytes).map_err(|e| Error::Decode(e.to_string()))?;
     if !bytes.is_empty() {
         return Err(Error::Decode(format!("{} bytes left over after the CBOR value", bytes.len())));
@@ -769,6 +769,21 @@ impl Sender {
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.writer.timeout = timeout;
     }
+
+    /// Writes `frames`, bytes that are already whole frames (headers included), after anything
+    /// queued. What a timeout leaves unwritten stays queued, as for a send.
+    pub(crate) fn write_frames(&mut self, frames: &[u8], deadline: Option<Instant>) -> Result<()> {
+        Writer::check(&self.stream)?;
+        let queued = std::mem::take(&mut self.writer.buf);
+        let r = self.writer.write_all(&self.stream, &[&queued, frames], deadline);
+        self.writer.recycle(queued);
+        r
+    }
+
+    /// Writes what is queued, waiting until `deadline` at most.
+    pub(crate) fn flush_until(&mut self, deadline: Option<Instant>) -> Result<()> {
+        self.writer.flush_until(&self.stream, deadline)
+    }
 }
 
 impl Drop for Sender {
@@ -825,6 +840,21 @@ impl Receiver {
     /// As [`Connection::set_max_message_size`].
     pub fn set_max_message_size(&mut self, max: u64) {
         self.reader.fb.set_max(max);
+    }
+
+    /// Receives one message, waiting until `deadline`, then every further message already
+    /// complete in the buffer, handing each to `f` in order (without copying buffered ones).
+    /// Stops at the first error of `f`.
+    pub(crate) fn recv_batch(
+        &mut self,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.reader.recv_with(&self.stream, &mut self.scratch, deadline, &mut *f)??;
+        while let Some(frame) = self.reader.take_buffered() {
+            f(frame)?;
+        }
+        Ok(())
     }
 }
 

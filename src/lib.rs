@@ -25,7 +25,8 @@
 //! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
-//! of them, and [`process`] (child processes that run a Rust function).
+//! of them, [`process`] (child processes that run a Rust function), and [`queue`] (queues shared
+//! between processes).
 
 #![deny(missing_docs)]
 
@@ -36,6 +37,7 @@ pub mod connection;
 mod error;
 mod listener;
 pub mod process;
+pub mod queue;
 mod transport;
 pub mod wait;
 

@@ -1,0 +1,606 @@
+//! A handle's connection to a queue served by another process (or by this one, reached
+//! through its address): a feeder thread that writes puts in batches, and reads shared by
+//! whichever calling thread needs the next message.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::server::lock;
+use super::wire::{self, Info};
+use crate::connection::deadline_of;
+use crate::{Address, AuthKey, Client, Error, Receiver, Result, Sender};
+
+/// How long a handle waits for the server's answer to a control message before it calls the
+/// connection broken.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long dropping a handle waits for its last puts to be written.
+const DROP_FLUSH: Duration = Duration::from_secs(10);
+/// A feeder idle this long gives unused reserved slots back.
+const RELEASE_IDLE: Duration = Duration::from_millis(5);
+
+/// The sending side: puts wait in `pending` for the feeder (or for a thread that must see its
+/// own message written before it returns).
+struct Tx {
+    /// `None` while a thread is writing with it.
+    sender: Option<Sender>,
+    pending: Vec<u8>,
+    /// Bytes appended to `pending` so far, and bytes written so far.
+    enq: u64,
+    done: u64,
+    broken: Option<String>,
+    waiters: usize,
+    feeder_waiting: bool,
+    stop: bool,
+}
+
+/// The receiving side's state.
+pub(crate) struct Rx {
+    /// Items received and not yet taken, oldest first.
+    items: VecDeque<Vec<u8>>,
+    /// Items the server may still send us (asked for with `WANT`, not received).
+    credit: u64,
+    /// How many items to keep asked for or buffered; grows up to `prefetch`.
+    window: u64,
+    pub(crate) prefetch: u64,
+    getters: usize,
+    /// Reserved slots this handle may fill with `PUT`, and slots asked for and not granted.
+    put_credit: u64,
+    reserve_asked: u64,
+    cancelled: u64,
+    unreserved: u64,
+    sizes: VecDeque<u64>,
+    done: VecDeque<Option<String>>,
+    joins_sent: u64,
+    joined: u64,
+    reading: bool,
+    waiters: usize,
+    broken: Option<String>,
+}
+
+pub(crate) struct Link {
+    tx: Mutex<Tx>,
+    tx_cv: Condvar,
+    st: Mutex<Rx>,
+    cv: Condvar,
+    rx: Mutex<Receiver>,
+    /// Serialises request/answer pairs (`QSIZE`, `TASK_DONE`).
+    call: Mutex<()>,
+    pub(crate) info: Info,
+}
+
+/// The owner of a link: stops and joins the feeder when the last handle goes.
+pub(crate) struct Remote {
+    pub(crate) link: Arc<Link>,
+    feeder: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn broken_error(why: &str) -> Error {
+    if why == "closed" { Error::Closed } else { Error::Protocol(format!("queue connection lost: {why}")) }
+}
+
+fn describe(e: &Error) -> String {
+    match e {
+        Error::Closed => "closed".into(),
+        e => e.to_string(),
+    }
+}
+
+impl Remote {
+    pub(crate) fn connect(address: &Address, key: AuthKey, prefetch: u64, max_item: u64) -> Result<Remote> {
+        let mut conn = Client::builder().authkey(key).max_message_size(max_item + 1).connect(address)?;
+        let mut hello = Vec::new();
+        wire::push_value(&mut hello, wire::HELLO, &wire::VERSION)?;
+        let (mut tx, mut rx) = {
+            conn.set_read_timeout(Some(CONTROL_TIMEOUT));
+            conn.split()
+        };
+        tx.write_frames(&hello, deadline_of(Some(CONTROL_TIMEOUT)))?;
+        let reply = rx.recv_bytes()?;
+        let (op, body) = wire::split(&reply)?;
+        let info: Info = match op {
+            wire::INFO => wire::value(op, body)?,
+            wire::REFUSED => {
+                let why: String = wire::value(op, body)?;
+                return Err(Error::Protocol(format!("the queue refused this handle: {why}")));
+            }
+            _ => return Err(Error::Protocol(format!("expected INFO from the queue, got {op:#04x}"))),
+        };
+        rx.set_read_timeout(None);
+        let link = Link {
+            tx: Mutex::new(Tx {
+                sender: Some(tx),
+                pending: Vec::new(),
+                enq: 0,
+                done: 0,
+                broken: None,
+                waiters: 0,
+                feeder_waiting: false,
+                stop: false,
+            }),
+            tx_cv: Condvar::new(),
+            st: Mutex::new(Rx {
+                items: VecDeque::new(),
+                credit: 0,
+                window: 1,
+                prefetch,
+                getters: 0,
+                put_credit: 0,
+                reserve_asked: 0,
+                cancelled: 0,
+                unreserved: 0,
+                sizes: VecDeque::new(),
+                done: VecDeque::new(),
+                joins_sent: 0,
+                joined: 0,
+                reading: false,
+                waiters: 0,
+                broken: None,
+            }),
+            cv: Condvar::new(),
+            rx: Mutex::new(rx),
+            call: Mutex::new(()),
+            info,
+        };
+        Ok(Remote { link: Arc::new(link), feeder: Mutex::new(None) })
+    }
+
+    /// Queues an encoded item; the feeder writes it. With a maxsize, waits for a reserved
+    /// slot until `deadline` first (`Ok(false)`: none came).
+    pub(crate) fn put(&self, item: &[u8], deadline: Option<Instant>) -> Result<bool> {
+        if let Some(max) = self.link.info.maxsize
+            && !self.link.reserve_slot(max, deadline)?
+        {
+            return Ok(false);
+        }
+        self.ensure_feeder()?;
+        let mut tx = lock(&self.link.tx);
+        if let Some(why) = &tx.broken {
+            return Err(broken_error(why));
+        }
+        if tx.stop {
+            return Err(Error::Closed);
+        }
+        let before = tx.pending.len();
+        wire::push_frame(&mut tx.pending, wire::PUT, item);
+        tx.enq += (tx.pending.len() - before) as u64;
+        if tx.feeder_waiting {
+            self.link.tx_cv.notify_all();
+        }
+        Ok(true)
+    }
+
+    fn ensure_feeder(&self) -> Result<()> {
+        let mut f = lock(&self.feeder);
+        if f.is_none() {
+            let link = self.link.clone();
+            *f = Some(thread::Builder::new().name("procwire-queue-feed".into()).spawn(move || link.feed())?);
+        }
+        Ok(())
+    }
+
+    /// Writes every put made so far and stops the feeder; later puts fail.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.link.send_now(&[], deadline_of(Some(DROP_FLUSH)))?;
+        lock(&self.link.tx).stop = true;
+        self.link.tx_cv.notify_all();
+        if let Some(h) = lock(&self.feeder).take() {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        {
+            let mut tx = lock(&self.link.tx);
+            tx.stop = true;
+        }
+        self.link.tx_cv.notify_all();
+        let feeder = lock(&self.feeder).take();
+        if let Some(h) = feeder {
+            let _ = h.join();
+        }
+        // Puts made without a feeder running (none) or after it stopped: best effort.
+        let _ = self.link.send_now(&[], deadline_of(Some(DROP_FLUSH)));
+    }
+}
+
+impl Link {
+    /// The feeder: writes what puts queued, in batches, until stopped and drained.
+    fn feed(&self) {
+        let mut tx = lock(&self.tx);
+        // Whether reserved slots were given back since the last write (bounded queues only).
+        let mut released = self.info.maxsize.is_none();
+        loop {
+            while tx.pending.is_empty() || tx.sender.is_none() {
+                if tx.stop && tx.pending.is_empty() || tx.broken.is_some() {
+                    return;
+                }
+                tx.feeder_waiting = true;
+                if released {
+                    tx = self.tx_cv.wait(tx).unwrap_or_else(|p| p.into_inner());
+                    tx.feeder_waiting = false;
+                    continue;
+                }
+                let (g, timeout) =
+                    self.tx_cv.wait_timeout(tx, RELEASE_IDLE).unwrap_or_else(|p| p.into_inner());
+                tx = g;
+                tx.feeder_waiting = false;
+                if timeout.timed_out() && tx.pending.is_empty() {
+                    drop(tx);
+                    self.release_idle_slots();
+                    released = true;
+                    tx = lock(&self.tx);
+                }
+            }
+            tx = self.write_pending(tx, None);
+            released = self.info.maxsize.is_none();
+        }
+    }
+
+    /// Gives back reserved slots this handle did not use, so other producers can have them.
+    fn release_idle_slots(&self) {
+        let n = {
+            let mut st = lock(&self.st);
+            std::mem::take(&mut st.put_credit)
+        };
+        if n > 0 {
+            let mut f = Vec::new();
+            if wire::push_value(&mut f, wire::RELEASE, &n).is_ok() {
+                let _ = self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)));
+            }
+        }
+    }
+
+    /// Writes everything pending with the sender (which must be free), then hands it back.
+    fn write_pending<'a>(
+        &'a self,
+        mut tx: MutexGuard<'a, Tx>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Tx> {
+        let Some(mut sender) = tx.sender.take() else { return tx };
+        let batch = std::mem::take(&mut tx.pending);
+        let end = tx.enq;
+        drop(tx);
+        let r = sender.write_frames(&batch, deadline);
+        let mut tx = lock(&self.tx);
+        tx.sender = Some(sender);
+        match r {
+            Ok(()) => tx.done = end,
+            Err(e) => {
+                tx.broken.get_or_insert(describe(&e));
+            }
+        }
+        if tx.pending.is_empty() {
+            let mut batch = batch;
+            batch.clear();
+            tx.pending = batch;
+        }
+        if tx.waiters > 0 || tx.feeder_waiting {
+            self.tx_cv.notify_all();
+        }
+        tx
+    }
+
+    /// Appends `frames` after everything queued and returns once all of it is written.
+    pub(crate) fn send_now(&self, frames: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let mut tx = lock(&self.tx);
+        tx.pending.extend_from_slice(frames);
+        tx.enq += frames.len() as u64;
+        let target = tx.enq;
+        loop {
+            if tx.done >= target {
+                return Ok(());
+            }
+            if let Some(why) = &tx.broken {
+                return Err(broken_error(why));
+            }
+            if tx.sender.is_some() {
+                tx = self.write_pending(tx, deadline);
+                continue;
+            }
+            tx.waiters += 1;
+            tx = match deadline {
+                None => self.tx_cv.wait(tx).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tx.waiters -= 1;
+                        return Err(Error::Timeout("writing to the queue".into()));
+                    }
+                    self.tx_cv.wait_timeout(tx, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+            tx.waiters -= 1;
+        }
+    }
+
+    fn send_value(&self, op: u8, v: u64) -> Result<()> {
+        let mut f = Vec::new();
+        wire::push_value(&mut f, op, &v)?;
+        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
+    }
+
+    /// One step of waiting for a message: reads a batch if no other thread is reading, or
+    /// waits for the reader to hand over what it read. Returns the state and whether
+    /// `deadline` passed.
+    fn step<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, Rx>,
+        deadline: Option<Instant>,
+    ) -> Result<(MutexGuard<'a, Rx>, bool)> {
+        if let Some(why) = &st.broken {
+            return Err(broken_error(why));
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let passed = left.is_some_and(|l| l.is_zero());
+        if st.reading {
+            if passed {
+                return Ok((st, true));
+            }
+            st.waiters += 1;
+            st = match left {
+                None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(l) => self.cv.wait_timeout(st, l).unwrap_or_else(|p| p.into_inner()).0,
+            };
+            st.waiters -= 1;
+            return Ok((st, false));
+        }
+        st.reading = true;
+        drop(st);
+        let mut guard: Option<MutexGuard<'_, Rx>> = None;
+        let r = {
+            let mut rx = lock(&self.rx);
+            rx.recv_batch(deadline, &mut |frame| {
+                let st = guard.get_or_insert_with(|| lock(&self.st));
+                Self::dispatch(st, frame)
+            })
+        };
+        let mut st = guard.unwrap_or_else(|| lock(&self.st));
+        st.reading = false;
+        match r {
+            Ok(()) | Err(Error::Timeout(_)) => {}
+            Err(e) => {
+                st.broken.get_or_insert(describe(&e));
+            }
+        }
+        if st.waiters > 0 {
+            self.cv.notify_all();
+        }
+        // Past the deadline the read above only looked at what had already arrived.
+        let passed = passed || deadline.is_some_and(|d| Instant::now() >= d);
+        Ok((st, passed))
+    }
+
+    fn dispatch(st: &mut Rx, frame: &[u8]) -> Result<()> {
+        let (op, body) = wire::split(frame)?;
+        match op {
+            wire::ITEM => {
+                st.items.push_back(body.to_vec());
+                st.credit = st.credit.saturating_sub(1);
+            }
+            wire::GRANT => {
+                let n: u64 = wire::value(op, body)?;
+                st.put_credit += n;
+                st.reserve_asked = st.reserve_asked.saturating_sub(n);
+            }
+            wire::CANCELLED => {
+                st.cancelled += 1;
+                st.credit = 0;
+            }
+            wire::UNRESERVED => {
+                st.unreserved += 1;
+                st.reserve_asked = 0;
+            }
+            wire::SIZE => st.sizes.push_back(wire::value(op, body)?),
+            wire::DONE => st.done.push_back(wire::value(op, body)?),
+            wire::JOINED => st.joined += 1,
+            _ => return Err(Error::Protocol(format!("unexpected queue message {op:#04x}"))),
+        }
+        Ok(())
+    }
+
+    /// Takes a reserved slot, asking the server for more when none is left.
+    fn reserve_slot(&self, max: u64, deadline: Option<Instant>) -> Result<bool> {
+        let mut st = lock(&self.st);
+        loop {
+            if st.put_credit > 0 {
+                st.put_credit -= 1;
+                return Ok(true);
+            }
+            if st.reserve_asked == 0 {
+                // A few slots at a time, so one producer does not pay a round trip per put
+                // yet cannot hold much of a small queue; unused ones go back when it idles.
+                let n = (max / 8).clamp(1, 64);
+                st.reserve_asked = n;
+                drop(st);
+                self.send_value(wire::RESERVE, n)?;
+                st = lock(&self.st);
+                continue;
+            }
+            let (g, timed_out) = self.step(st, deadline)?;
+            st = g;
+            if timed_out && st.put_credit == 0 {
+                // Withdraw the request; a grant may cross it, and then the put goes ahead.
+                let seen = st.unreserved;
+                drop(st);
+                self.send_now(&[0, 0, 0, 1, wire::UNRESERVE], deadline_of(Some(CONTROL_TIMEOUT)))?;
+                st = self.wait_until(lock(&self.st), |st| st.unreserved > seen)?;
+                if st.put_credit > 0 {
+                    st.put_credit -= 1;
+                    return Ok(true);
+                }
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Waits (reading as needed) until `cond` holds, at most [`CONTROL_TIMEOUT`].
+    fn wait_until<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, Rx>,
+        cond: impl Fn(&Rx) -> bool,
+    ) -> Result<MutexGuard<'a, Rx>> {
+        let deadline = deadline_of(Some(CONTROL_TIMEOUT));
+        while !cond(&st) {
+            let (g, timed_out) = self.step(st, deadline)?;
+            st = g;
+            if timed_out && !cond(&st) {
+                st.broken.get_or_insert_with(|| "the queue did not answer".into());
+                return Err(Error::Timeout("waiting for the queue to answer".into()));
+            }
+        }
+        Ok(st)
+    }
+
+    /// Takes the next item, waiting until `deadline` (`None` after it).
+    pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
+        let mut st = lock(&self.st);
+        st.getters += 1;
+        let r = self.get_locked(st, deadline);
+        lock(&self.st).getters -= 1;
+        r
+    }
+
+    fn get_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, Rx>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut waited = false;
+        loop {
+            if let Some(item) = st.items.pop_front() {
+                self.ack_taken(st, 1)?;
+                return Ok(Some(item));
+            }
+            if st.credit == 0 {
+                let n = st.window.max(1);
+                st.credit = n;
+                drop(st);
+                self.send_value(wire::WANT, n)?;
+                st = lock(&self.st);
+                continue;
+            }
+            if !waited {
+                // Items ran out while this consumer wanted more: ask further ahead next time.
+                waited = true;
+                st.window = (st.window * 2).clamp(1, st.prefetch.max(1));
+            }
+            let (g, timed_out) = self.step(st, deadline)?;
+            st = g;
+            if timed_out && st.items.is_empty() {
+                return self.give_up(st);
+            }
+        }
+    }
+
+    /// Acknowledges `n` items just taken (the write happens before the caller gets them, so
+    /// a consumer that dies later does not return them), and tops the window up.
+    fn ack_taken(&self, mut st: MutexGuard<'_, Rx>, n: u64) -> Result<()> {
+        let outstanding = st.credit + st.items.len() as u64;
+        let target = if st.prefetch == 0 { 0 } else { st.window };
+        let want = if outstanding * 2 <= target { target - outstanding } else { 0 };
+        st.credit += want;
+        drop(st);
+        let mut f = Vec::with_capacity(16);
+        wire::push_value(&mut f, wire::ACK, &n)?;
+        if want > 0 {
+            wire::push_value(&mut f, wire::WANT, &want)?;
+        }
+        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
+    }
+
+    /// A get that timed out: withdraws this handle's request so no item waits here for a
+    /// consumer that stopped asking; an item that crossed the withdrawal is taken after all,
+    /// and any further ones go back to the queue.
+    fn give_up<'a>(&'a self, st: MutexGuard<'a, Rx>) -> Result<Option<Vec<u8>>> {
+        if st.getters > 1 || st.credit == 0 {
+            return Ok(None);
+        }
+        let seen = st.cancelled;
+        drop(st);
+        self.send_now(&[0, 0, 0, 1, wire::CANCEL], deadline_of(Some(CONTROL_TIMEOUT)))?;
+        let mut st = self.wait_until(lock(&self.st), |st| st.cancelled > seen)?;
+        let Some(item) = st.items.pop_front() else { return Ok(None) };
+        let rest = st.items.len() as u64;
+        if st.getters > 1 || rest == 0 {
+            self.ack_taken(st, 1)?;
+            return Ok(Some(item));
+        }
+        st.items.clear();
+        drop(st);
+        let mut f = Vec::new();
+        wire::push_value(&mut f, wire::ACK, &1u64)?;
+        wire::push_value(&mut f, wire::RETURN, &rest)?;
+        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))?;
+        Ok(Some(item))
+    }
+
+    /// Asks the server for a value with `op` and waits for the answer `take` finds.
+    fn call<R>(&self, frames: &[u8], take: impl Fn(&mut Rx) -> Option<R>) -> Result<R> {
+        let _turn = lock(&self.call);
+        self.send_now(frames, deadline_of(Some(CONTROL_TIMEOUT)))?;
+        let deadline = deadline_of(Some(CONTROL_TIMEOUT));
+        let mut st = lock(&self.st);
+        loop {
+            if let Some(r) = take(&mut st) {
+                return Ok(r);
+            }
+            let (g, timed_out) = self.step(st, deadline)?;
+            st = g;
+            if timed_out {
+                st.broken.get_or_insert_with(|| "the queue did not answer".into());
+                return Err(Error::Timeout("waiting for the queue to answer".into()));
+            }
+        }
+    }
+
+    pub(crate) fn qsize(&self) -> Result<u64> {
+        self.call(&[0, 0, 0, 1, wire::QSIZE], |st| st.sizes.pop_front())
+    }
+
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let mut f = Vec::new();
+        wire::push_value(&mut f, wire::TASK_DONE, &1u64)?;
+        match self.call(&f, |st| st.done.pop_front())? {
+            None => Ok(()),
+            Some(message) => Err(Error::Remote { kind: "value".into(), message }),
+        }
+    }
+
+    /// Waits until every item put so far (this handle's included) was marked done.
+    /// The server answers `JOIN`s in the order they were sent, so this request is answered
+    /// once `joined` reaches its number.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<bool> {
+        let number = {
+            let _turn = lock(&self.call);
+            let number = {
+                let mut st = lock(&self.st);
+                st.joins_sent += 1;
+                st.joins_sent
+            };
+            self.send_now(&[0, 0, 0, 1, wire::JOIN], deadline_of(Some(CONTROL_TIMEOUT)))?;
+            number
+        };
+        let mut st = lock(&self.st);
+        loop {
+            if st.joined >= number {
+                return Ok(true);
+            }
+            let (g, timed_out) = self.step(st, deadline)?;
+            st = g;
+            if timed_out && st.joined < number {
+                return Ok(false);
+            }
+        }
+    }
+
+    pub(crate) fn set_prefetch(&self, n: u64) {
+        let mut st = lock(&self.st);
+        st.prefetch = n;
+        st.window = st.window.min(n.max(1));
+    }
+}

@@ -1,0 +1,527 @@
+//! The queue's server: its items, the local handles' direct access to them, and the threads
+//! that serve other processes' handles (an acceptor, and a reader and a writer per connection).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::wire::{self, Info};
+use crate::connection::deadline_of;
+use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sender};
+
+/// How often an idle server thread looks whether the queue was dropped.
+const TICK: Duration = Duration::from_millis(500);
+/// Stack size of the per-connection threads (they decode only small control values).
+const STACK: usize = 256 << 10;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a connection's writer thread sends next, in order.
+enum Out {
+    Frame(Vec<u8>),
+    Item(Bytes),
+}
+
+/// A connected handle of another process (or of a handle that was sent and came back).
+struct Conn {
+    /// How many more items the client asked for (`WANT`) and has not received.
+    credit: u64,
+    in_hungry: bool,
+    /// Items sent (or about to be), oldest first, that the client has not acknowledged.
+    unacked: VecDeque<Bytes>,
+    out: Vec<Out>,
+    writer_waiting: bool,
+    cv: Arc<Condvar>,
+    /// Slots asked for with `RESERVE` and not granted yet.
+    reserve_pending: u64,
+    in_reserve_queue: bool,
+    /// Slots granted and not used by a `PUT` yet.
+    reserved: u64,
+    /// `JOIN`s waiting for the count of unfinished tasks to reach zero.
+    joining: u64,
+}
+
+impl Conn {
+    fn push(&mut self, out: Out) {
+        self.out.push(out);
+        if self.writer_waiting {
+            self.cv.notify_one();
+        }
+    }
+
+    fn push_value<V: serde::Serialize>(&mut self, op: u8, v: &V) {
+        let mut f = Vec::new();
+        if wire::push_value(&mut f, op, v).is_ok() {
+            // The frame without its header: the writer adds one to every frame.
+            self.push(Out::Frame(f.split_off(4)));
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    items: VecDeque<Bytes>,
+    unacked_total: u64,
+    reserved_total: u64,
+    unfinished: u64,
+    conns: HashMap<u64, Conn>,
+    hungry: VecDeque<u64>,
+    reserve_queue: VecDeque<u64>,
+    next_id: u64,
+    pub(crate) local_getters: usize,
+    pub(crate) local_putters: usize,
+    pub(crate) local_joiners: usize,
+}
+
+impl State {
+    /// Items in the queue or handed to a consumer's prefetch and not yet taken by it.
+    pub(crate) fn qsize(&self) -> u64 {
+        self.items.len() as u64 + self.unacked_total
+    }
+
+    fn occupancy(&self) -> u64 {
+        self.qsize() + self.reserved_total
+    }
+}
+
+pub(crate) struct Server {
+    pub(crate) st: Mutex<State>,
+    /// Local getters, putters and joiners wait here.
+    pub(crate) local_cv: Condvar,
+    pub(crate) maxsize: Option<u64>,
+    pub(crate) joinable: bool,
+    stop: AtomicBool,
+    pub(crate) address: Address,
+    pub(crate) key: AuthKey,
+    pub(crate) max_item_size: u64,
+}
+
+impl Server {
+    /// Binds `address` and starts the acceptor thread.
+    pub(crate) fn start(
+        address: &Address,
+        key: AuthKey,
+        maxsize: Option<u64>,
+        joinable: bool,
+        max_item_size: u64,
+    ) -> Result<Arc<Server>> {
+        // A message is an opcode and an item.
+        let listener =
+            Listener::builder().authkey(key.clone()).max_message_size(max_item_size + 1).bind(address)?;
+        let server = Arc::new(Server {
+            st: Mutex::new(State::default()),
+            local_cv: Condvar::new(),
+            maxsize,
+            joinable,
+            stop: AtomicBool::new(false),
+            address: listener.address().clone(),
+            key,
+            max_item_size,
+        });
+        let s = server.clone();
+        thread::Builder::new()
+            .name("procwire-queue-accept".into())
+            .stack_size(STACK)
+            .spawn(move || s.accept_loop(listener))?;
+        Ok(server)
+    }
+
+    pub(crate) fn info(&self) -> Info {
+        Info { version: wire::VERSION, maxsize: self.maxsize, joinable: self.joinable }
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops serving: the threads end within a tick and close their connections, so other
+    /// processes' handles see [`Error::Closed`].
+    pub(crate) fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let st = lock(&self.st);
+        for c in st.conns.values() {
+            c.cv.notify_all();
+        }
+        self.local_cv.notify_all();
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: Listener) {
+        while !self.stopped() {
+            let conn = match listener.accept_timeout(TICK) {
+                Ok(c) => c,
+                // A client's failed handshake, or no client this tick.
+                Err(_) => continue,
+            };
+            let s = self.clone();
+            let _ = thread::Builder::new()
+                .name("procwire-queue-read".into())
+                .stack_size(STACK)
+                .spawn(move || s.serve(conn));
+        }
+    }
+
+    /// Serves one connection: `HELLO`, then its requests until it closes.
+    fn serve(self: Arc<Self>, mut conn: Connection) {
+        conn.set_read_timeout(Some(self.handshake_limit()));
+        let hello = match conn.recv_bytes() {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        let mut reply = Vec::new();
+        match wire::split(&hello).and_then(|(op, body)| Ok((op, wire::value::<u64>(op, body)?))) {
+            Ok((wire::HELLO, wire::VERSION)) => {
+                let _ = wire::push_value(&mut reply, wire::INFO, &self.info());
+            }
+            _ => {
+                let _ = wire::push_value(
+                    &mut reply,
+                    wire::REFUSED,
+                    &format!("this queue speaks version {} of the queue protocol", wire::VERSION),
+                );
+                let (mut tx, _) = conn.split();
+                let _ = tx.write_frames(&reply, deadline_of(Some(self.handshake_limit())));
+                return;
+            }
+        }
+        let (mut tx, mut rx) = conn.split();
+        if tx.write_frames(&reply, deadline_of(Some(self.handshake_limit()))).is_err() {
+            return;
+        }
+        let cv = Arc::new(Condvar::new());
+        let id = {
+            let mut st = lock(&self.st);
+            let id = st.next_id;
+            st.next_id += 1;
+            st.conns.insert(
+                id,
+                Conn {
+                    credit: 0,
+                    in_hungry: false,
+                    unacked: VecDeque::new(),
+                    out: Vec::new(),
+                    writer_waiting: false,
+                    cv: cv.clone(),
+                    reserve_pending: 0,
+                    in_reserve_queue: false,
+                    reserved: 0,
+                    joining: 0,
+                },
+            );
+            id
+        };
+        let s = self.clone();
+        let spawned = thread::Builder::new()
+            .name("procwire-queue-write".into())
+            .stack_size(STACK)
+            .spawn(move || s.write_loop(id, tx, cv));
+        if spawned.is_ok() {
+            self.read_loop(id, &mut rx);
+        }
+        self.drop_conn(id);
+    }
+
+    fn handshake_limit(&self) -> Duration {
+        crate::listener::DEFAULT_HANDSHAKE_TIMEOUT
+    }
+
+    fn read_loop(&self, id: u64, rx: &mut Receiver) {
+        loop {
+            let mut guard: Option<MutexGuard<'_, State>> = None;
+            let r = rx.recv_batch(Some(Instant::now() + TICK), &mut |frame| {
+                let st = guard.get_or_insert_with(|| lock(&self.st));
+                self.on_message(st, id, frame)
+            });
+            if let Some(mut st) = guard {
+                self.distribute(&mut st);
+                self.grant(&mut st);
+            }
+            match r {
+                Ok(()) => {}
+                Err(Error::Timeout(_)) => {}
+                Err(_) => return,
+            }
+            if self.stopped() || !lock(&self.st).conns.contains_key(&id) {
+                return;
+            }
+        }
+    }
+
+    fn write_loop(&self, id: u64, mut tx: Sender, cv: Arc<Condvar>) {
+        let mut buf = Vec::new();
+        loop {
+            {
+                let mut st = lock(&self.st);
+                loop {
+                    if self.stopped() {
+                        return;
+                    }
+                    let Some(c) = st.conns.get_mut(&id) else { return };
+                    if !c.out.is_empty() {
+                        c.writer_waiting = false;
+                        for o in c.out.drain(..) {
+                            match o {
+                                Out::Frame(f) => wire::push_frame(&mut buf, f[0], &f[1..]),
+                                Out::Item(b) => wire::push_frame(&mut buf, wire::ITEM, &b),
+                            }
+                        }
+                        break;
+                    }
+                    c.writer_waiting = true;
+                    st = cv.wait_timeout(st, TICK).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+            let mut r = tx.write_frames(&buf, Some(Instant::now() + TICK));
+            while let Err(Error::Timeout(_)) = r {
+                // A client that does not read: keep trying while it is connected.
+                if self.stopped() || !lock(&self.st).conns.contains_key(&id) {
+                    return;
+                }
+                r = tx.flush_until(Some(Instant::now() + TICK));
+            }
+            buf.clear();
+            if r.is_err() {
+                self.drop_conn(id);
+                return;
+            }
+        }
+    }
+
+    /// Forgets a connection: what it was sent and did not acknowledge goes back to the front
+    /// of the queue in its order, its reserved slots are freed.
+    fn drop_conn(&self, id: u64) {
+        let mut st = lock(&self.st);
+        let Some(c) = st.conns.remove(&id) else { return };
+        c.cv.notify_all();
+        st.unacked_total -= c.unacked.len() as u64;
+        for item in c.unacked.into_iter().rev() {
+            st.items.push_front(item);
+        }
+        st.reserved_total -= c.reserved;
+        self.distribute(&mut st);
+        self.grant(&mut st);
+        self.wake_local(&st);
+    }
+
+    fn on_message(&self, st: &mut State, id: u64, frame: &[u8]) -> Result<()> {
+        let (op, body) = wire::split(frame)?;
+        let maxsize = self.maxsize;
+        let Some(c) = st.conns.get_mut(&id) else { return Err(Error::Closed) };
+        match op {
+            wire::PUT => {
+                if maxsize.is_some() {
+                    if c.reserved == 0 {
+                        return Err(Error::Protocol("PUT without a reserved slot".into()));
+                    }
+                    c.reserved -= 1;
+                    st.reserved_total -= 1;
+                }
+                st.items.push_back(Bytes::copy_from_slice(body));
+                if self.joinable {
+                    st.unfinished += 1;
+                }
+            }
+            wire::WANT => {
+                let n: u64 = wire::value(op, body)?;
+                c.credit = c.credit.saturating_add(n);
+                if c.credit > 0 && !c.in_hungry {
+                    c.in_hungry = true;
+                    st.hungry.push_back(id);
+                }
+            }
+            wire::ACK => {
+                let n: u64 = wire::value(op, body)?;
+                if n > c.unacked.len() as u64 {
+                    return Err(Error::Protocol("ACK for more items than were sent".into()));
+                }
+                c.unacked.drain(..n as usize);
+                st.unacked_total -= n;
+            }
+            wire::CANCEL => {
+                c.credit = 0;
+                c.push(Out::Frame(vec![wire::CANCELLED]));
+            }
+            wire::RETURN => {
+                let n: u64 = wire::value(op, body)?;
+                if n > c.unacked.len() as u64 {
+                    return Err(Error::Protocol("RETURN of more items than were sent".into()));
+                }
+                for _ in 0..n {
+                    if let Some(item) = c.unacked.pop_back() {
+                        st.items.push_front(item);
+                    }
+                }
+                st.unacked_total -= n;
+            }
+            wire::RESERVE => {
+                let n: u64 = wire::value(op, body)?;
+                if maxsize.is_none() {
+                    return Err(Error::Protocol("RESERVE on a queue without maxsize".into()));
+                }
+                c.reserve_pending = c.reserve_pending.saturating_add(n);
+                if !c.in_reserve_queue {
+                    c.in_reserve_queue = true;
+                    st.reserve_queue.push_back(id);
+                }
+            }
+            wire::UNRESERVE => {
+                c.reserve_pending = 0;
+                c.push(Out::Frame(vec![wire::UNRESERVED]));
+            }
+            wire::RELEASE => {
+                let n: u64 = wire::value(op, body)?;
+                let n = n.min(c.reserved);
+                c.reserved -= n;
+                st.reserved_total -= n;
+            }
+            wire::QSIZE => {
+                let size = st.items.len() as u64 + st.unacked_total;
+                c.push_value(wire::SIZE, &size);
+            }
+            wire::TASK_DONE => {
+                let n: u64 = wire::value(op, body)?;
+                let r = self.task_done_locked(st, n).map_err(|e| e.to_string());
+                let c = st.conns.get_mut(&id).ok_or(Error::Closed)?;
+                c.push_value(wire::DONE, &r.err());
+            }
+            wire::JOIN => {
+                if st.unfinished == 0 {
+                    c.push(Out::Frame(vec![wire::JOINED]));
+                } else {
+                    c.joining += 1;
+                }
+            }
+            _ => return Err(Error::Protocol(format!("unknown queue message {op:#04x}"))),
+        }
+        Ok(())
+    }
+
+    /// Marks `n` tasks done; wakes joiners when none is left.
+    pub(crate) fn task_done_locked(&self, st: &mut State, n: u64) -> Result<()> {
+        if !self.joinable {
+            return Err(Error::Remote {
+                kind: "value".into(),
+                message: "task_done() on a queue that is not joinable".into(),
+            });
+        }
+        if n > st.unfinished {
+            return Err(Error::Remote {
+                kind: "value".into(),
+                message: "task_done() called too many times".into(),
+            });
+        }
+        st.unfinished -= n;
+        if st.unfinished == 0 {
+            for c in st.conns.values_mut() {
+                for _ in 0..std::mem::take(&mut c.joining) {
+                    c.push(Out::Frame(vec![wire::JOINED]));
+                }
+            }
+            if st.local_joiners > 0 {
+                self.local_cv.notify_all();
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unfinished(st: &State) -> u64 {
+        st.unfinished
+    }
+
+    /// Adds an item from a local handle (space was checked by the caller).
+    pub(crate) fn push_local(&self, st: &mut State, item: Bytes) {
+        st.items.push_back(item);
+        if self.joinable {
+            st.unfinished += 1;
+        }
+        self.distribute(st);
+        if st.local_getters > 0 {
+            self.local_cv.notify_all();
+        }
+    }
+
+    /// Takes the next item for a local getter.
+    pub(crate) fn pop_local(&self, st: &mut State) -> Option<Bytes> {
+        let item = st.items.pop_front()?;
+        self.grant(st);
+        if st.local_putters > 0 {
+            self.local_cv.notify_all();
+        }
+        Some(item)
+    }
+
+    /// Whether a local put may add an item now.
+    pub(crate) fn has_room(&self, st: &State) -> bool {
+        self.maxsize.is_none_or(|m| st.occupancy() < m)
+    }
+
+    fn wake_local(&self, st: &State) {
+        if st.local_getters + st.local_putters + st.local_joiners > 0 {
+            self.local_cv.notify_all();
+        }
+    }
+
+    /// Hands queued items to connections that asked for them, round robin, leaving one for
+    /// each waiting local getter.
+    pub(crate) fn distribute(&self, st: &mut State) {
+        let keep = st.local_getters;
+        while st.items.len() > keep {
+            let Some(id) = st.hungry.pop_front() else { break };
+            let share = (st.items.len() - keep).div_ceil(st.hungry.len() + 1) as u64;
+            let Some(c) = st.conns.get_mut(&id) else { continue };
+            let n = c.credit.min(share);
+            for _ in 0..n {
+                let Some(item) = st.items.pop_front() else { break };
+                c.unacked.push_back(item.clone());
+                c.push(Out::Item(item));
+            }
+            c.credit -= n;
+            st.unacked_total += n;
+            if c.credit > 0 {
+                st.hungry.push_back(id);
+            } else {
+                c.in_hungry = false;
+            }
+        }
+        if st.local_getters > 0 && !st.items.is_empty() {
+            self.local_cv.notify_all();
+        }
+    }
+
+    /// Grants free slots to connections waiting in `RESERVE`, oldest first; local putters
+    /// waiting for room go first.
+    pub(crate) fn grant(&self, st: &mut State) {
+        let Some(max) = self.maxsize else { return };
+        if st.local_putters > 0 {
+            if st.occupancy() < max {
+                self.local_cv.notify_all();
+            }
+            return;
+        }
+        while st.occupancy() < max {
+            let Some(&id) = st.reserve_queue.front() else { break };
+            let free = max - st.occupancy();
+            let Some(c) = st.conns.get_mut(&id) else {
+                st.reserve_queue.pop_front();
+                continue;
+            };
+            let k = c.reserve_pending.min(free);
+            if k > 0 {
+                c.reserve_pending -= k;
+                c.reserved += k;
+                c.push_value(wire::GRANT, &k);
+            }
+            let done = c.reserve_pending == 0;
+            if done {
+                c.in_reserve_queue = false;
+                st.reserve_queue.pop_front();
+            }
+            st.reserved_total += k;
+        }
+    }
+}

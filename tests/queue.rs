@@ -1,0 +1,313 @@
+//! Queue and JoinableQueue with real processes: handles passed to children, many producers and
+//! consumers, backpressure, timeouts, a consumer killed while it holds prefetched items.
+
+#![cfg(unix)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
+use procwire::queue::{JoinableQueue, Queue, QueueBuilder};
+use procwire::{Address, AuthKey, Connection, Error};
+
+const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
+
+/// Puts `count` ids starting at `first`, then returns (dropping the handle writes them all).
+fn produce((q, first, count): (Queue<Option<u64>>, u64, u64)) -> u64 {
+    for id in first..first + count {
+        q.put(&Some(id)).expect("put");
+    }
+    count
+}
+
+/// Gets until a `None`; returns what it got.
+fn consume(q: Queue<Option<u64>>) -> Vec<u64> {
+    let mut got = Vec::new();
+    while let Some(id) = q.get().expect("get") {
+        got.push(id);
+    }
+    got
+}
+
+/// Gets slowly and reports each item to the parent before taking the next; never returns.
+fn slow_consumer(mut ch: Connection, q: Queue<Option<u64>>) {
+    loop {
+        let item = q.get().expect("get");
+        ch.send(&item).expect("report");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Opens the queue from its address and key, as an unrelated process would, and puts squares.
+fn by_address((address, key, n): (String, Vec<u8>, u64)) -> u64 {
+    let q: Queue<u64> = Queue::connect(&address.parse().expect("address"), key).expect("connect");
+    for i in 0..n {
+        q.put(&(i * i)).expect("put");
+    }
+    q.close().expect("close");
+    n
+}
+
+/// Takes tasks until none comes for a while, marking each done after some work.
+fn worker(q: JoinableQueue<u64>) -> u64 {
+    let mut done = 0;
+    while let Some(_task) = q.get_timeout(Duration::from_millis(500)).expect("get") {
+        std::thread::sleep(Duration::from_millis(10));
+        q.task_done().expect("task_done");
+        done += 1;
+    }
+    done
+}
+
+/// Reports timings of a get and a put that must time out against the parent's full queue.
+fn timeouts(q: Queue<u64>) -> (bool, u128, Option<u64>, u128) {
+    let t = Instant::now();
+    let put = q.put_timeout(&7, Duration::from_millis(200)).expect("put_timeout");
+    let put_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    let other: Queue<u64> = q.clone();
+    let got = other.get_timeout(Duration::from_millis(200)).expect("get_timeout");
+    (put, put_ms, got, t.elapsed().as_millis())
+}
+
+static PRODUCE: Function<(Queue<Option<u64>>, u64, u64), u64> = Function::new("produce", produce);
+static CONSUME: Function<Queue<Option<u64>>, Vec<u64>> = Function::new("consume", consume);
+static SLOW_CONSUMER: ChannelFunction<Queue<Option<u64>>> =
+    ChannelFunction::new("slow_consumer", slow_consumer);
+static BY_ADDRESS: Function<(String, Vec<u8>, u64), u64> = Function::new("by_address", by_address);
+static WORKER: Function<JoinableQueue<u64>, u64> = Function::new("worker", worker);
+static TIMEOUTS: Function<Queue<u64>, (bool, u128, Option<u64>, u128)> = Function::new("timeouts", timeouts);
+
+#[test]
+#[ignore = "the entry point of child processes"]
+fn procwire_child() {
+    procwire::process::init(&[&PRODUCE, &CONSUME, &SLOW_CONSUMER, &BY_ADDRESS, &WORKER, &TIMEOUTS]);
+}
+
+fn spawn<A: serde::Serialize, R: serde::de::DeserializeOwned>(
+    f: &procwire::process::Function<A, R>,
+    args: A,
+) -> Process<R> {
+    use_test_entry("procwire_child");
+    let mut p = Process::new(f, args);
+    p.start().expect("start child");
+    p
+}
+
+#[test]
+fn four_producers_four_consumers_move_every_item_exactly_once() {
+    const N: u64 = 100_000;
+    let q: Queue<Option<u64>> = Queue::new().unwrap();
+    let producers: Vec<_> = (0..4).map(|i| spawn(&PRODUCE, (q.clone(), i * N / 4, N / 4))).collect();
+    let consumers: Vec<_> = (0..4).map(|_| spawn(&CONSUME, q.clone())).collect();
+    let mut put = 0;
+    for mut p in producers {
+        put += p.result(LIMIT).expect("producer");
+    }
+    assert_eq!(put, N);
+    for _ in 0..4 {
+        q.put(&None).unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut per_consumer = Vec::new();
+    for mut c in consumers {
+        let got = c.result(LIMIT).expect("consumer");
+        per_consumer.push(got.len());
+        for id in got {
+            assert!(seen.insert(id), "item {id} delivered twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, N, "items lost; per consumer: {per_consumer:?}");
+    assert!(seen.iter().all(|&id| id < N));
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn a_child_producer_puts_then_exits_and_nothing_is_lost() {
+    let q: Queue<Option<u64>> = Queue::new().unwrap();
+    let mut p = spawn(&PRODUCE, (q.clone(), 0, 20_000));
+    assert_eq!(p.result(LIMIT).unwrap(), 20_000);
+    // The producer is gone: everything it put must be here already or arrive now.
+    for want in 0..20_000 {
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), Some(Some(want)));
+    }
+    assert_eq!(q.try_get().unwrap(), None);
+}
+
+#[test]
+fn a_child_consumer_gets_in_order_what_the_parent_put() {
+    let q: Queue<Option<u64>> = Queue::new().unwrap();
+    let mut c = spawn(&CONSUME, q.clone());
+    for i in 0..5000 {
+        q.put(&Some(i)).unwrap();
+    }
+    q.put(&None).unwrap();
+    assert_eq!(c.result(LIMIT).unwrap(), (0..5000).collect::<Vec<_>>());
+}
+
+#[test]
+fn maxsize_blocks_a_child_producer_until_the_parent_gets() {
+    let q: Queue<Option<u64>> = Queue::with_maxsize(3).unwrap();
+    let mut p = spawn(&PRODUCE, (q.clone(), 0, 40));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(p.is_alive(), "the producer must be blocked by the full queue");
+    let n = q.qsize().unwrap();
+    assert!(n <= 3, "qsize {n} over the maxsize");
+    assert!(q.is_full().unwrap() || n > 0);
+    for want in 0..40 {
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), Some(Some(want)));
+        assert!(q.qsize().unwrap() <= 3);
+    }
+    assert_eq!(p.result(LIMIT).unwrap(), 40);
+}
+
+#[test]
+fn timeouts_in_a_child_return_on_time() {
+    let q: Queue<u64> = Queue::with_maxsize(1).unwrap();
+    q.put(&1).unwrap();
+    let mut c = spawn(&TIMEOUTS, q.clone());
+    let (put, put_ms, got, get_ms) = c.result(LIMIT).unwrap();
+    assert!(!put, "a put into a full queue timed out");
+    assert!((200..5000).contains(&put_ms), "put_timeout took {put_ms} ms");
+    // The parent's item is the only one; the child got it (its put failed).
+    assert_eq!(got, Some(1));
+    assert!(get_ms < 5000);
+    // Local timeouts too.
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(Duration::from_millis(100)).unwrap(), None);
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    q.put(&2).unwrap();
+    let t = Instant::now();
+    assert!(!q.put_timeout(&3, Duration::from_millis(100)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(!q.try_put(&3).unwrap());
+}
+
+#[test]
+fn a_consumer_killed_while_holding_items_loses_none() {
+    let q: Queue<Option<u64>> = Queue::new().unwrap();
+    for i in 0..200 {
+        q.put(&Some(i)).unwrap();
+    }
+    use_test_entry("procwire_child");
+    let mut ch = start(&SLOW_CONSUMER, q.clone()).expect("start");
+    let mut taken = HashSet::new();
+    for _ in 0..5 {
+        let item: Option<u64> = ch.recv().expect("report");
+        taken.insert(item.expect("an item"));
+    }
+    // It holds prefetched items it has not taken: they must come back when it dies.
+    let before_kill = q.qsize().unwrap();
+    assert!(before_kill <= 195);
+    ch.kill().unwrap();
+    ch.join(Some(Duration::from_secs(10))).unwrap();
+    // Whatever it reported after the fifth counts as taken too.
+    let mut conn = ch.into_connection();
+    conn.set_read_timeout(Some(Duration::from_millis(100)));
+    while let Ok(item) = conn.recv::<Option<u64>>() {
+        taken.insert(item.expect("an item"));
+    }
+    let mut rest = HashSet::new();
+    while let Some(item) = q.get_timeout(Duration::from_secs(2)).unwrap() {
+        assert!(rest.insert(item.unwrap()), "delivered twice");
+    }
+    assert!(taken.is_disjoint(&rest), "an item both taken by the dead consumer and still queued");
+    assert_eq!(taken.len() + rest.len(), 200, "taken {} + queued {}", taken.len(), rest.len());
+}
+
+#[test]
+fn an_unrelated_process_opens_the_queue_by_address_and_key() {
+    let q: Queue<u64> = QueueBuilder::new().authkey(AuthKey::new(b"queue key".to_vec())).build().unwrap();
+    let mut p = spawn(&BY_ADDRESS, (q.address().to_string(), b"queue key".to_vec(), 1000));
+    assert_eq!(p.result(LIMIT).unwrap(), 1000);
+    for i in 0..1000u64 {
+        assert_eq!(q.get().unwrap(), i * i);
+    }
+    // A wrong key is refused.
+    let err = Queue::<u64>::connect(q.address(), b"wrong".to_vec()).unwrap_err();
+    assert!(matches!(err, Error::AuthenticationFailed(_)), "{err:?}");
+    // And a JoinableQueue is not a Queue.
+    let j: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    let err = Queue::<u64>::connect(j.address(), j.authkey().clone()).unwrap_err();
+    assert!(err.to_string().contains("JoinableQueue"), "{err}");
+}
+
+#[test]
+fn join_returns_only_after_every_task_done() {
+    let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    for i in 0..30 {
+        q.put(&i).unwrap();
+    }
+    let workers: Vec<_> = (0..2).map(|_| spawn(&WORKER, q.clone())).collect();
+    assert!(!q.join_timeout(Duration::from_millis(50)).unwrap(), "30 tasks of 10 ms cannot be done yet");
+    q.join().unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+    let done: u64 = workers.into_iter().map(|mut w| w.result(LIMIT).unwrap()).sum();
+    assert_eq!(done, 30);
+    let err = q.task_done().unwrap_err();
+    assert!(matches!(&err, Error::Remote { kind, .. } if kind == "value"), "{err:?}");
+}
+
+#[test]
+fn remote_handles_in_one_process_share_the_work() {
+    // Handles opened by address work over the socket even in the creator's process: many
+    // threads put and get through them at once.
+    let q: JoinableQueue<u64> = JoinableQueue::with_maxsize(50).unwrap();
+    let addr: Address = q.address().clone();
+    let key = q.authkey().clone();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (addr, key) = (addr.clone(), key.clone());
+            std::thread::spawn(move || {
+                let r: JoinableQueue<u64> = JoinableQueue::connect(&addr, key).unwrap();
+                for i in 0..2000 {
+                    r.put(&(t * 2000 + i)).unwrap();
+                }
+                r.close().unwrap();
+                assert!(matches!(r.put(&0), Err(Error::Closed)));
+            })
+        })
+        .collect();
+    let r: JoinableQueue<u64> = JoinableQueue::connect(&addr, key).unwrap();
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(v) = r.get_timeout(Duration::from_secs(2)).unwrap() {
+                    r.task_done().unwrap();
+                    got.push(v);
+                }
+                got
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    q.join().unwrap();
+    let mut all: Vec<u64> = getters.into_iter().flat_map(|g| g.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..8000).collect::<Vec<_>>());
+}
+
+#[test]
+fn dropping_the_creators_queue_closes_other_handles() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+    q.put(&1).unwrap();
+    assert_eq!(r.get().unwrap(), 1);
+    drop(q);
+    let err = r.get_timeout(Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+}
+
+#[test]
+fn an_item_over_the_limit_is_refused_before_it_travels() {
+    let q: Queue<Vec<u8>> = QueueBuilder::new().max_item_size(1000).build().unwrap();
+    let err = q.put(&vec![0u8; 2000]).unwrap_err();
+    assert!(matches!(err, Error::MessageTooLarge { max: 1000, .. }), "{err:?}");
+    let r: Queue<Vec<u8>> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+    r.put(&vec![7u8; 900]).unwrap();
+    assert_eq!(q.get().unwrap(), vec![7u8; 900]);
+}
