@@ -63,6 +63,9 @@ struct Reader {
     refuse_challenge: bool,
     /// Such a challenge arrived; the connection owes the listener a [`crate::auth::NO_KEY`].
     challenge_seen: bool,
+    /// The capacity the buffer grows to before its next read: a connection that never reads
+    /// after its handshake never allocates (and zeroes) the full buffer.
+    capacity: usize,
 }
 
 /// Where [`Reader::next`] left the frame.
@@ -82,6 +85,7 @@ impl Reader {
             broken: None,
             refuse_challenge: false,
             challenge_seen: false,
+            capacity,
         }
     }
 
@@ -126,6 +130,9 @@ impl Reader {
         if let Some((data, len, header_len)) = self.partial.take() {
             *out = data;
             return self.finish_large(stream, out, len, header_len, deadline);
+        }
+        if self.fb.capacity() < self.capacity {
+            self.fb.grow_to(self.capacity);
         }
         loop {
             let h = match self.fb.peek() {
@@ -462,7 +469,7 @@ impl Connection {
     }
 
     pub(crate) fn finish_handshake(&mut self, opts: &ConnOptions) {
-        self.rx.reader.fb.grow_to(READ_BUFFER);
+        self.rx.reader.capacity = READ_BUFFER;
         opts.apply(self);
     }
 
@@ -899,4 +906,31 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
         Connection::from_stream(a, DEFAULT_MAX_MESSAGE_SIZE),
         Connection::from_stream(b, DEFAULT_MAX_MESSAGE_SIZE),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Address, Client, Family, Listener};
+
+    #[test]
+    fn the_receive_buffer_grows_to_full_size_at_the_first_read_after_the_handshake() {
+        let listener =
+            Listener::builder().authkey("k").bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+        let addr = listener.address().clone();
+        let t = std::thread::spawn(move || Client::builder().authkey("k").connect(&addr));
+        let mut server = listener.accept().unwrap();
+        let mut client = t.join().unwrap().unwrap();
+        // Connected and authenticated: neither side has allocated its full buffer yet.
+        assert!(server.rx.reader.fb.capacity() < READ_BUFFER);
+        assert!(client.rx.reader.fb.capacity() < READ_BUFFER);
+        // Frames bigger than the handshake buffer still travel through the full one.
+        let msg = vec![7u8; 4 << 10];
+        for _ in 0..3 {
+            client.send_bytes(&msg).unwrap();
+        }
+        assert_eq!(server.recv_bytes().unwrap(), msg);
+        assert_eq!(server.rx.reader.fb.capacity(), READ_BUFFER);
+        assert_eq!(server.rx.reader.fb.buffered().len(), 2 * (4 + msg.len()));
+    }
 }
