@@ -668,8 +668,8 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 /// ```
 /// use procwire::queue::JoinableQueue;
 ///
-/// let q: JoinableQueue<&str> = JoinableQueue::new()?;
-/// q.put(&"task")?;
+/// let q: JoinableQueue<String> = JoinableQueue::new()?;
+/// q.put(&"task".to_string())?;
 /// let worker = { let q = q.clone(); std::thread::spawn(move || -> procwire::Result<()> {
 ///     let _task = q.get()?;
 ///     q.task_done()

@@ -249,9 +249,8 @@ impl Link {
         };
         if n > 0 {
             let mut f = Vec::new();
-            if wire::push_value(&mut f, wire::RELEASE, &n).is_ok() {
-                let _ = self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)));
-            }
+            wire::push_count(&mut f, wire::RELEASE, n);
+            let _ = self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)));
         }
     }
 
@@ -320,7 +319,7 @@ impl Link {
 
     fn send_value(&self, op: u8, v: u64) -> Result<()> {
         let mut f = Vec::new();
-        wire::push_value(&mut f, op, &v)?;
+        wire::push_count(&mut f, op, v);
         self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
     }
 
@@ -383,7 +382,7 @@ impl Link {
                 st.credit = st.credit.saturating_sub(1);
             }
             wire::GRANT => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 st.put_credit += n;
                 st.reserve_asked = st.reserve_asked.saturating_sub(n);
             }
@@ -395,7 +394,7 @@ impl Link {
                 st.unreserved += 1;
                 st.reserve_asked = 0;
             }
-            wire::SIZE => st.sizes.push_back(wire::value(op, body)?),
+            wire::SIZE => st.sizes.push_back(wire::count(op, body)?),
             wire::DONE => st.done.push_back(wire::value(op, body)?),
             wire::JOINED => st.joined += 1,
             _ => return Err(Error::Protocol(format!("unexpected queue message {op:#04x}"))),
@@ -506,9 +505,9 @@ impl Link {
         st.credit += want;
         drop(st);
         let mut f = Vec::with_capacity(16);
-        wire::push_value(&mut f, wire::ACK, &n)?;
+        wire::push_count(&mut f, wire::ACK, n);
         if want > 0 {
-            wire::push_value(&mut f, wire::WANT, &want)?;
+            wire::push_count(&mut f, wire::WANT, want);
         }
         self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
     }
@@ -533,8 +532,8 @@ impl Link {
         st.items.clear();
         drop(st);
         let mut f = Vec::new();
-        wire::push_value(&mut f, wire::ACK, &1u64)?;
-        wire::push_value(&mut f, wire::RETURN, &rest)?;
+        wire::push_count(&mut f, wire::ACK, 1);
+        wire::push_count(&mut f, wire::RETURN, rest);
         self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))?;
         Ok(Some(item))
     }
@@ -564,7 +563,7 @@ impl Link {
 
     pub(crate) fn task_done(&self) -> Result<()> {
         let mut f = Vec::new();
-        wire::push_value(&mut f, wire::TASK_DONE, &1u64)?;
+        wire::push_count(&mut f, wire::TASK_DONE, 1);
         match self.call(&f, |st| st.done.pop_front())? {
             None => Ok(()),
             Some(message) => Err(Error::Remote { kind: "value".into(), message }),

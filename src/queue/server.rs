@@ -15,6 +15,8 @@ use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sen
 
 /// How often an idle server thread looks whether the queue was dropped.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a connection's reader pauses after a batch of acknowledgements only.
+const ACK_GATHER: Duration = Duration::from_micros(50);
 /// Stack size of the per-connection threads (they decode only small control values).
 const STACK: usize = 256 << 10;
 
@@ -53,6 +55,12 @@ impl Conn {
         if self.writer_waiting {
             self.cv.notify_one();
         }
+    }
+
+    fn push_count(&mut self, op: u8, n: u64) {
+        let mut f = Vec::with_capacity(16);
+        wire::push_count(&mut f, op, n);
+        self.push(Out::Frame(f.split_off(4)));
     }
 
     fn push_value<V: serde::Serialize>(&mut self, op: u8, v: &V) {
@@ -233,7 +241,9 @@ impl Server {
     fn read_loop(&self, id: u64, rx: &mut Receiver) {
         loop {
             let mut guard: Option<MutexGuard<'_, State>> = None;
+            let mut only_acks = true;
             let r = rx.recv_batch(Some(Instant::now() + TICK), &mut |frame| {
+                only_acks &= frame.first() == Some(&wire::ACK);
                 let st = guard.get_or_insert_with(|| lock(&self.st));
                 self.on_message(st, id, frame)
             });
@@ -242,6 +252,12 @@ impl Server {
                 self.grant(&mut st);
             }
             match r {
+                Ok(()) if only_acks => {
+                    // A consumer acknowledges every get with a write of its own; nothing waits
+                    // for the server to count them, so let a few gather instead of waking for
+                    // each (a request behind them waits this long at most).
+                    thread::sleep(ACK_GATHER);
+                }
                 Ok(()) => {}
                 Err(Error::Timeout(_)) => {}
                 Err(_) => return,
@@ -327,7 +343,7 @@ impl Server {
                 }
             }
             wire::WANT => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 c.credit = c.credit.saturating_add(n);
                 if c.credit > 0 && !c.in_hungry {
                     c.in_hungry = true;
@@ -335,7 +351,7 @@ impl Server {
                 }
             }
             wire::ACK => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 if n > c.unacked.len() as u64 {
                     return Err(Error::Protocol("ACK for more items than were sent".into()));
                 }
@@ -347,7 +363,7 @@ impl Server {
                 c.push(Out::Frame(vec![wire::CANCELLED]));
             }
             wire::RETURN => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 if n > c.unacked.len() as u64 {
                     return Err(Error::Protocol("RETURN of more items than were sent".into()));
                 }
@@ -359,7 +375,7 @@ impl Server {
                 st.unacked_total -= n;
             }
             wire::RESERVE => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 if maxsize.is_none() {
                     return Err(Error::Protocol("RESERVE on a queue without maxsize".into()));
                 }
@@ -374,17 +390,17 @@ impl Server {
                 c.push(Out::Frame(vec![wire::UNRESERVED]));
             }
             wire::RELEASE => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 let n = n.min(c.reserved);
                 c.reserved -= n;
                 st.reserved_total -= n;
             }
             wire::QSIZE => {
                 let size = st.items.len() as u64 + st.unacked_total;
-                c.push_value(wire::SIZE, &size);
+                c.push_count(wire::SIZE, size);
             }
             wire::TASK_DONE => {
-                let n: u64 = wire::value(op, body)?;
+                let n = wire::count(op, body)?;
                 let r = self.task_done_locked(st, n).map_err(|e| e.to_string());
                 let c = st.conns.get_mut(&id).ok_or(Error::Closed)?;
                 c.push_value(wire::DONE, &r.err());
@@ -514,7 +530,7 @@ impl Server {
             if k > 0 {
                 c.reserve_pending -= k;
                 c.reserved += k;
-                c.push_value(wire::GRANT, &k);
+                c.push_count(wire::GRANT, k);
             }
             let done = c.reserve_pending == 0;
             if done {

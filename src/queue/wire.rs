@@ -69,6 +69,51 @@ pub(crate) fn push_value<V: Serialize + ?Sized>(out: &mut Vec<u8>, op: u8, value
     Ok(())
 }
 
+/// Appends one frame, `op` followed by `n` as a CBOR unsigned integer, to `out`: the body of
+/// the frequent count messages, written without going through serde.
+pub(crate) fn push_count(out: &mut Vec<u8>, op: u8, n: u64) {
+    let mut body = [0u8; 9];
+    let len = match n {
+        0..=23 => {
+            body[0] = n as u8;
+            1
+        }
+        24..=0xff => {
+            body[..2].copy_from_slice(&[0x18, n as u8]);
+            2
+        }
+        0x100..=0xffff => {
+            body[0] = 0x19;
+            body[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+            3
+        }
+        0x1_0000..=0xffff_ffff => {
+            body[0] = 0x1a;
+            body[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+            5
+        }
+        _ => {
+            body[0] = 0x1b;
+            body[1..9].copy_from_slice(&n.to_be_bytes());
+            9
+        }
+    };
+    push_frame(out, op, &body[..len]);
+}
+
+/// Decodes a body that is one CBOR unsigned integer (any of its encodings).
+pub(crate) fn count(op: u8, body: &[u8]) -> Result<u64> {
+    let n = match body {
+        [b] if *b <= 23 => Some(*b as u64),
+        [0x18, b] => Some(*b as u64),
+        [0x19, rest @ ..] => rest.try_into().ok().map(|b: [u8; 2]| u16::from_be_bytes(b) as u64),
+        [0x1a, rest @ ..] => rest.try_into().ok().map(|b: [u8; 4]| u32::from_be_bytes(b) as u64),
+        [0x1b, rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
+    };
+    n.ok_or_else(|| Error::Protocol(format!("queue message {op:#04x} without an unsigned integer body")))
+}
+
 /// The CBOR encoding of an item.
 pub(crate) fn encode_item<T: Serialize + ?Sized>(item: &T) -> Result<Vec<u8>> {
     let mut v = Vec::new();
@@ -88,4 +133,24 @@ pub(crate) fn split(frame: &[u8]) -> Result<(u8, &[u8])> {
 pub(crate) fn value<V: DeserializeOwned>(op: u8, body: &[u8]) -> Result<V> {
     crate::connection::decode(body)
         .map_err(|e| Error::Protocol(format!("queue message {op:#04x} with a bad body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_match_ciborium_both_ways() {
+        for n in [0, 1, 23, 24, 255, 256, 65535, 65536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+            let mut ours = Vec::new();
+            push_count(&mut ours, ACK, n);
+            let mut theirs = Vec::new();
+            push_value(&mut theirs, ACK, &n).unwrap();
+            assert_eq!(ours, theirs, "{n}");
+            assert_eq!(count(ACK, &ours[5..]).unwrap(), n);
+        }
+        assert!(count(ACK, &[]).is_err());
+        assert!(count(ACK, &[0x19, 1]).is_err());
+        assert!(count(ACK, &[0x20]).is_err(), "a negative integer");
+    }
 }
