@@ -354,6 +354,8 @@ pub struct Handshake {
     /// The challenge body we sent (digest prefix + random), kept to verify the answer.
     sent: Vec<u8>,
     pending_failure: bool,
+    /// A client that sent its challenge with its answer ([`Handshake::challenge_early`]).
+    early: bool,
 }
 
 impl fmt::Debug for Handshake {
@@ -369,7 +371,7 @@ impl Handshake {
             Role::Listener => State::AwaitAnswer,
             Role::Client => State::AwaitChallenge,
         };
-        Handshake { key, legacy: false, state, sent: Vec::new(), pending_failure: false }
+        Handshake { key, legacy: false, state, sent: Vec::new(), pending_failure: false, early: false }
     }
 
     /// Allows the legacy HMAC-MD5 scheme (it still needs the `legacy-md5` feature).
@@ -384,6 +386,37 @@ impl Handshake {
             State::AwaitAnswer => Ok(Some(self.make_challenge()?)),
             _ => Ok(None),
         }
+    }
+
+    /// A client's own challenge (step 4), to send right behind its answer (step 2) instead of
+    /// after the listener's `#WELCOME#`: the handshake then takes two round trips instead of
+    /// three. `Some` once, right after a client answered; `None` otherwise. The listener still
+    /// reads it only after it accepted the answer (a procwire listener takes buffered frames in
+    /// order, CPython's reads one frame at a time), and the client's next messages are then the
+    /// welcome followed by the listener's answer.
+    ///
+    /// ```
+    /// use procwire::auth::{AuthKey, Handshake, Role, Status};
+    /// let key = AuthKey::new(b"secret".to_vec());
+    /// let mut listener = Handshake::new(Role::Listener, key.clone());
+    /// let mut client = Handshake::new(Role::Client, key);
+    /// let challenge = listener.start().unwrap().unwrap();
+    /// let answer = client.on_message(&challenge).unwrap().send.unwrap();
+    /// let early = client.challenge_early().unwrap().expect("right after answering");
+    /// let welcome = listener.on_message(&answer).unwrap().send.unwrap();
+    /// let reply = listener.on_message(&early).unwrap().send.unwrap();
+    /// assert!(client.on_message(&welcome).unwrap().send.is_none());
+    /// let last = client.on_message(&reply).unwrap().send.unwrap();
+    /// assert!(listener.on_message(&last).unwrap().send.is_none());
+    /// assert_eq!((client.status(), listener.status()), (Status::Done, Status::Done));
+    /// ```
+    pub fn challenge_early(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.state != State::AwaitOurWelcome || self.early {
+            return Ok(None);
+        }
+        let msg = self.make_challenge()?;
+        self.early = true;
+        Ok(Some(msg))
     }
 
     /// Where the handshake is.
@@ -483,7 +516,8 @@ impl Handshake {
                 }
                 if self.state == State::AwaitOurWelcome {
                     self.state = State::AwaitPeerAnswer;
-                    Ok(Output { send: Some(self.make_challenge()?) })
+                    let send = if self.early { None } else { Some(self.make_challenge()?) };
+                    Ok(Output { send })
                 } else {
                     self.state = State::Done;
                     Ok(Output { send: None })
@@ -622,6 +656,31 @@ mod tests {
         assert!(e.contains("rejected our answer"), "{e}");
         assert_eq!(l.status(), Status::Failed);
         assert_eq!(c.status(), Status::Failed);
+    }
+
+    #[test]
+    fn an_early_challenge_is_offered_once_and_only_right_after_answering() {
+        let k = AuthKey::new(KEY.to_vec());
+        let mut l = Handshake::new(Role::Listener, k.clone());
+        let mut c = Handshake::new(Role::Client, k);
+        assert!(c.challenge_early().unwrap().is_none());
+        let challenge = l.start().unwrap().unwrap();
+        assert!(l.challenge_early().unwrap().is_none());
+        c.on_message(&challenge).unwrap();
+        let early = c.challenge_early().unwrap().unwrap();
+        assert!(early.starts_with(CHALLENGE));
+        assert!(c.challenge_early().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_wrong_key_fails_on_both_sides_with_an_early_challenge() {
+        let mut l = Handshake::new(Role::Listener, AuthKey::new(b"a".to_vec()));
+        let mut c = Handshake::new(Role::Client, AuthKey::new(b"b".to_vec()));
+        let answer = c.on_message(&l.start().unwrap().unwrap()).unwrap().send.unwrap();
+        c.challenge_early().unwrap().unwrap();
+        assert!(matches!(l.on_message(&answer), Err(Error::AuthenticationFailed(_))));
+        let e = c.on_message(&l.failure_message().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("rejected our answer"), "{e}");
     }
 
     #[test]

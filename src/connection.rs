@@ -686,8 +686,12 @@ impl Connection {
     }
 
     /// Turns TCP keepalive on with probes after `idle` of silence, so that a peer that vanished
-    /// without closing (host down, link cut) is eventually reported by a receive. No-op on
-    /// other transports.
+    /// without closing (host down, link cut) is eventually reported by a receive: an
+    /// [`Error::Io`] of kind `TimedOut` (not [`Error::Timeout`], which is a deadline of ours).
+    /// On Linux and macOS the loss is reported after 3 unanswered probes `idle` apart, about
+    /// 4 × `idle` after the peer fell silent, and on Linux a send whose data stays
+    /// unacknowledged that long fails too (`TCP_USER_TIMEOUT`); elsewhere the OS default number
+    /// of probes applies. `None` turns it off. No-op on other transports.
     pub fn set_keepalive(&self, idle: Option<Duration>) -> Result<()> {
         Ok(self.stream().set_keepalive(idle)?)
     }

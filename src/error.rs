@@ -82,11 +82,18 @@ impl Error {
     }
 
     /// Maps an I/O error raised while waiting on a deadline to [`Error::Timeout`] with `what`.
+    ///
+    /// Only our own deadlines become `Timeout`: they are errors made here, without an OS error
+    /// code. `ETIMEDOUT` from the OS means the connection itself is lost (TCP keepalive or
+    /// retransmissions went unanswered) and stays an I/O error that says so.
     pub(crate) fn from_io_waiting(e: io::Error, what: impl FnOnce() -> String) -> Error {
-        if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
-            Error::Timeout(what())
-        } else {
-            Error::Io(e)
+        match (e.kind(), e.raw_os_error()) {
+            (io::ErrorKind::TimedOut, None) | (io::ErrorKind::WouldBlock, _) => Error::Timeout(what()),
+            (io::ErrorKind::TimedOut, Some(_)) => Error::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connection lost: the peer stopped answering (TCP keepalive or retransmission): {e}"),
+            )),
+            _ => Error::Io(e),
         }
     }
 }

@@ -25,6 +25,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const ACCEPT_BURST: usize = 64;
 /// How long the listening socket rests after the OS refused an accept for lack of resources.
 const RESOURCE_REST: Duration = Duration::from_millis(100);
+/// The error for TCP without an authkey and without the explicit opt-out.
+fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
+             connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
+        ),
+    ))
+}
 
 /// Adds the peer to an error's message.
 fn with_peer(e: Error, peer: &Option<Address>) -> Error {
@@ -54,6 +64,8 @@ fn with_peer(e: Error, peer: &Option<Address>) -> Error {
 pub struct ListenerBuilder {
     key: Option<AuthKey>,
     legacy: bool,
+    keyless_tcp: bool,
+    keepalive: Option<Duration>,
     backlog: i32,
     handshake_timeout: Duration,
     max_pending: usize,
@@ -66,6 +78,8 @@ impl Default for ListenerBuilder {
         ListenerBuilder {
             key: None,
             legacy: false,
+            keyless_tcp: false,
+            keepalive: None,
             backlog: 128,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_pending: 1024,
@@ -77,9 +91,38 @@ impl Default for ListenerBuilder {
 
 impl ListenerBuilder {
     /// Requires clients to prove they hold `key` (and proves it to them). Without a key there
-    /// is no handshake at all, as in CPython: anyone who can connect is accepted.
+    /// is no handshake at all, as in CPython: anyone who can connect is accepted. That is
+    /// allowed for Unix path sockets (the socket file's mode, 0600 by default, decides who can
+    /// connect), abstract Unix sockets (no protection at all: any process in the same network
+    /// namespace can connect) and named pipes, but refused for TCP unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Allows binding a TCP address without an [`authkey`](Self::authkey) (default: refused,
+    /// unlike CPython). Without a key, anyone who can reach the port is accepted and can send
+    /// any message; use it only on a network where that is acceptable.
+    ///
+    /// ```
+    /// use procwire::{Address, Family, Listener};
+    /// let addr = Address::fresh(Family::Tcp)?;
+    /// assert!(Listener::builder().bind(&addr).is_err());
+    /// let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.keyless_tcp = allow;
+        self
+    }
+
+    /// Turns on TCP keepalive for every accepted TCP connection, probing after `idle` of
+    /// silence, so that a client that vanished without closing (host down, link cut) is
+    /// eventually reported by a receive (see [`Connection::set_keepalive`]). Default: off.
+    /// No effect on other transports.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
         self
     }
 
@@ -141,7 +184,14 @@ impl ListenerBuilder {
     /// A Unix socket file left behind by a dead process is removed and bound again; one that a
     /// live listener answers on is an [`io::ErrorKind::AddrInUse`] error, and a path that is
     /// not a socket is never removed. The file is removed when the listener is dropped.
+    ///
+    /// A TCP address without an authkey is an [`Error::Io`] of kind
+    /// [`io::ErrorKind::InvalidInput`] unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn bind(self, addr: &Address) -> Result<Listener> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "listen on", "ListenerBuilder"));
+        }
         let raw = RawListener::bind(
             addr,
             &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
@@ -188,6 +238,8 @@ struct State {
     ready: Found,
     /// Whether a thread is driving: only one polls at a time, the others wait for its results.
     driving: bool,
+    /// Threads waiting for the driver's results: with none, nobody needs waking.
+    waiting: usize,
     /// After the OS ran out of descriptors or memory, the listening socket rests until then.
     accept_rest_until: Option<Instant>,
     /// When the last driving round ended. Handshakes only move while some thread is inside
@@ -234,7 +286,8 @@ impl Listener {
     }
 
     /// Binds `addr` with default options and **no authentication** (as CPython's
-    /// `Listener(address)` without an authkey). Use [`Listener::builder`] to set a key.
+    /// `Listener(address)` without an authkey). Use [`Listener::builder`] to set a key. A TCP
+    /// address is refused (see [`ListenerBuilder::allow_unauthenticated_tcp`]).
     pub fn bind(addr: &Address) -> Result<Listener> {
         Listener::builder().bind(addr)
     }
@@ -267,7 +320,7 @@ impl Listener {
     /// An endless iterator of [`accept`](Listener::accept) results.
     ///
     /// ```no_run
-    /// # let listener = procwire::Listener::bind(&"tcp:127.0.0.1:0".parse()?)?;
+    /// # let listener = procwire::Listener::builder().authkey("secret").bind(&"tcp:127.0.0.1:0".parse()?)?;
     /// for conn in listener.incoming() {
     ///     match conn {
     ///         Ok(mut c) => { c.send_bytes(b"hi")?; }
@@ -307,10 +360,12 @@ impl Listener {
             }
             if st.driving {
                 // Another thread is polling; it hands over what it finds, or the turn.
+                st.waiting += 1;
                 st = match deadline {
                     None => self.turn.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(d) => self.turn.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0,
                 };
+                st.waiting -= 1;
                 continue;
             }
             st.driving = true;
@@ -333,7 +388,9 @@ impl Listener {
             if rested.is_some() {
                 st.accept_rest_until = rested;
             }
-            self.turn.notify_all();
+            if st.waiting > 0 {
+                self.turn.notify_all();
+            }
         }
     }
 
@@ -397,6 +454,12 @@ impl Listener {
     }
 
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
+        if let Some(idle) = self.opts.keepalive
+            && let Err(e) = stream.set_keepalive(Some(idle))
+        {
+            found.push_back(Err(with_peer(Error::Io(e), &peer)));
+            return;
+        }
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.key else {
             conn.finish_handshake(&self.opts.conn);
@@ -457,8 +520,31 @@ impl Listener {
 /// Accepted connections and per-client errors, in the order they happened.
 type Found = VecDeque<Result<(Connection, Option<Address>)>>;
 
+/// Batching limit while handshake replies are gathered into one write (they are far smaller).
+const HANDSHAKE_BATCH: usize = 4 * crate::auth::MAX_HANDSHAKE_MESSAGE as usize;
+
 /// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
+/// Replies to messages that arrived together (a client's answer and its early challenge)
+/// leave together, in one write.
 fn step_handshake(p: &mut Pending) -> Result<bool> {
+    p.conn.set_batching(Some(HANDSHAKE_BATCH));
+    let r = feed_handshake(p);
+    p.conn.set_batching(None);
+    let flushed = p.conn.flush();
+    r.and_then(|done| flushed.map(|()| done))
+}
+
+/// The loop of [`step_handshake`], with the replies queued.
+fn feed_handshake(p: &mut Pending) -> Result<bool> {
+    p.conn.set_batching(Some(HANDSHAKE_BATCH));
+    let r = feed_handshake(p);
+    p.conn.set_batching(None);
+    let flushed = p.conn.flush();
+    r.and_then(|done| flushed.map(|()| done))
+}
+
+/// The loop of [`step_handshake`], with the replies queued.
+fn feed_handshake(p: &mut Pending) -> Result<bool> {
     while let Some(msg) = p.conn.buffered_frame()? {
         if let Some(reply) = p.hs.on_message(&msg)?.send {
             p.conn.send_bytes(&reply)?;
@@ -491,6 +577,8 @@ impl Iterator for Incoming<'_> {
 /// use procwire::Client;
 /// let conn = Client::builder()
 ///     .authkey(procwire::AuthKey::from_file("/etc/myapp/key")?)
+    keyless_tcp: bool,
+    keepalive: Option<Duration>,
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .wait_for_listener(Duration::from_secs(30))
 ///     .connect(&"tcp:10.0.0.5:7000".parse()?)?;
@@ -502,6 +590,8 @@ pub struct ClientBuilder {
     legacy: bool,
     connect_timeout: Duration,
     wait: Option<Duration>,
+            keyless_tcp: false,
+            keepalive: None,
     handshake_timeout: Duration,
     conn: ConnOptions,
 }
@@ -519,8 +609,26 @@ impl Default for ClientBuilder {
     }
 }
 
+    /// Allows connecting to a TCP address without an [`authkey`](Self::authkey) (default:
+    /// refused, unlike CPython). Without a key the client cannot tell the listener it meant
+    /// from anyone else who took the port, and the listener accepts anyone.
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.keyless_tcp = allow;
+        self
+    }
+
+    /// Turns on TCP keepalive, probing after `idle` of silence, so that a listener that
+    /// vanished without closing (host down, link cut) is eventually reported by a receive
+    /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
 impl ClientBuilder {
-    /// Answers the listener's challenge with `key` and challenges it back.
+    /// Answers the listener's challenge with `key` and challenges it back. Without a key
+    /// there is no handshake (as in CPython), which is refused for TCP addresses unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
         self.key = Some(key.into());
         self
@@ -562,7 +670,14 @@ impl ClientBuilder {
     pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
         self.conn.read_timeout = t;
         self
+    ///
+    /// A TCP address without an authkey is an [`Error::Io`] of kind
+    /// [`io::ErrorKind::InvalidInput`] unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     }
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
+        }
 
     /// The connection's write timeout (default none).
     pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
@@ -624,26 +739,37 @@ impl ClientBuilder {
                 Error::Timeout(_) => {
                     with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer)
                 }
-                Error::Closed => with_peer(
-                    Error::AuthenticationFailed(
-                        "the listener closed the connection during the handshake".into(),
-                    ),
+                // A listener that refuses us closes with our early challenge unread, which
+                // some systems turn into a reset that overtakes its #FAILURE#.
+                e if hung_up(&e) => with_peer(
+                    Error::AuthenticationFailed(format!(
+                        "the listener closed the connection during the handshake ({e})"
+                    )),
                     &peer,
                 ),
                 e => with_peer(e, &peer),
             })?;
             match hs.on_message(&msg) {
-                Ok(out) => {
-                    if let Some(reply) = out.send {
+                Ok(out) => match (out.send, hs.challenge_early()?) {
+                    // Our challenge rides with our answer, in one write: a round trip saved.
+                    (Some(reply), Some(challenge)) => {
+                        conn.set_batching(Some(HANDSHAKE_BATCH));
                         conn.send_bytes(&reply)?;
+                        conn.send_bytes(&challenge)?;
+                        conn.set_batching(None);
+                        conn.flush()?;
                     }
-                }
+                    (Some(reply), None) => conn.send_bytes(&reply)?,
+                    (None, _) => {}
+                },
                 Err(e) => {
                     if let Some(f) = hs.failure_message() {
                         let _ = conn.send_bytes(&f);
                     }
                     return Err(with_peer(e, &peer));
-                }
+                    (Some(reply), None) => conn.send_bytes(&reply)?,
+                    (None, _) => {}
+                },
             }
         }
         Ok(())

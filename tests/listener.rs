@@ -109,12 +109,14 @@ fn too_long_unix_path_is_a_clear_error() {
 
 #[test]
 fn tcp_port_zero_resolves_to_the_real_port() {
-    let l = Listener::bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
     let Address::Tcp { host, port } = l.address() else { panic!() };
     assert_eq!(host, "127.0.0.1");
     assert_ne!(*port, 0);
-    let c = Client::connect(l.address()).unwrap();
+    let bound = l.address().clone();
+    let t = std::thread::spawn(move || Client::builder().authkey(KEY).connect(&bound));
     let _s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+    let c = t.join().unwrap().unwrap();
     assert_eq!(c.peer_addr().as_ref(), Some(l.address()));
     assert_eq!(l.last_accepted(), c.local_addr());
 }
@@ -372,11 +374,18 @@ fn huge_timeouts_mean_forever_and_do_not_panic() {
     a.send_bytes(b"y").unwrap();
     assert_eq!(b.recv_bytes().unwrap(), b"y");
     let l = Listener::builder()
+        .authkey(KEY)
         .handshake_timeout(Duration::MAX)
         .bind(&Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let addr = l.address().clone();
-    let t = std::thread::spawn(move || Client::builder().connect_timeout(Duration::MAX).connect(&addr));
+    let t = std::thread::spawn(move || {
+        Client::builder()
+            .authkey(KEY)
+            .connect_timeout(Duration::MAX)
+            .handshake_timeout(Duration::MAX)
+            .connect(&addr)
+    });
     l.accept_timeout(Duration::MAX).unwrap();
     t.join().unwrap().unwrap();
 }

@@ -579,9 +579,12 @@ fn wait_over_pipes_a_socket_and_a_listener() {
     let (a1, mut b1) = procwire::pipe(true).unwrap();
     let (mut a2, mut b2) = procwire::pipe(true).unwrap();
     let listener = Listener::bind(&Address::fresh(Family::Pipe).unwrap()).unwrap();
-    let tcp = Listener::bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let tcp = Listener::builder()
+        .allow_unauthenticated_tcp(true)
+        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .unwrap();
     let tcp_addr = tcp.address().clone();
-    let t = std::thread::spawn(move || Client::connect(&tcp_addr));
+    let t = std::thread::spawn(move || Client::builder().allow_unauthenticated_tcp(true).connect(&tcp_addr));
     let mut tcp_server = tcp.accept_timeout(LIMIT).unwrap();
     let mut tcp_client = t.join().unwrap().unwrap();
     let ready = |b1: &Connection, b2: &Connection, l: &Listener, s: &Connection, t: Duration| {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::server::lock;
+use super::server::{lock, read_batch};
 use super::wire::{self, Info};
 use crate::connection::deadline_of;
 use crate::{Address, AuthKey, Client, Error, Receiver, Result, Sender};
@@ -353,7 +353,7 @@ impl Link {
         let mut guard: Option<MutexGuard<'_, Rx>> = None;
         let r = {
             let mut rx = lock(&self.rx);
-            rx.recv_batch(deadline, &mut |frame| {
+            read_batch(&mut rx, deadline, &mut |frame| {
                 let st = guard.get_or_insert_with(|| lock(&self.st));
                 Self::dispatch(st, frame)
             })

@@ -18,6 +18,9 @@ use crate::{Address, Error, Family, Result};
 
 pub(crate) const DEFAULT_FAMILY: Family = Family::Unix;
 
+/// Unanswered keepalive probes after which a TCP connection counts as lost.
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// A new directory only the owner can enter (mode 0700).
 pub(crate) fn private_tempdir() -> io::Result<PathBuf> {
     Ok(tempfile::Builder::new()
@@ -218,16 +221,26 @@ impl Stream {
         self.kind.is_socket().then(|| SockRef::from(&self.fd).peer_addr().ok()).flatten().and_then(to_address)
     }
 
-    /// Enables TCP keepalive probes after `idle` (sockets only; a no-op elsewhere).
+    /// Enables TCP keepalive probes after `idle` (TCP only; a no-op elsewhere): on Linux and
+    /// macOS [`KEEPALIVE_PROBES`] probes `idle` apart, and on Linux a `TCP_USER_TIMEOUT` that
+    /// ends a connection whose sent data stays unacknowledged as long.
     pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         if self.kind != Kind::Tcp {
             return Ok(());
         }
         let s = SockRef::from(&self.fd);
-        match idle {
-            None => s.set_keepalive(false),
-            Some(t) => s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t).with_interval(t)),
-        }
+        let Some(t) = idle else {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            s.set_tcp_user_timeout(None)?;
+            return s.set_keepalive(false);
+        };
+        let ka = socket2::TcpKeepalive::new().with_time(t).with_interval(t);
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        let ka = ka.with_retries(KEEPALIVE_PROBES);
+        s.set_tcp_keepalive(&ka)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        s.set_tcp_user_timeout(t.checked_mul(KEEPALIVE_PROBES + 1))?;
+        Ok(())
     }
 
     /// Makes a duplicate of the descriptor inheritable by `cmd`'s child only, and names it in
