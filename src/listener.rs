@@ -536,15 +536,6 @@ fn step_handshake(p: &mut Pending) -> Result<bool> {
 
 /// The loop of [`step_handshake`], with the replies queued.
 fn feed_handshake(p: &mut Pending) -> Result<bool> {
-    p.conn.set_batching(Some(HANDSHAKE_BATCH));
-    let r = feed_handshake(p);
-    p.conn.set_batching(None);
-    let flushed = p.conn.flush();
-    r.and_then(|done| flushed.map(|()| done))
-}
-
-/// The loop of [`step_handshake`], with the replies queued.
-fn feed_handshake(p: &mut Pending) -> Result<bool> {
     while let Some(msg) = p.conn.buffered_frame()? {
         if let Some(reply) = p.hs.on_message(&msg)?.send {
             p.conn.send_bytes(&reply)?;
@@ -577,8 +568,6 @@ impl Iterator for Incoming<'_> {
 /// use procwire::Client;
 /// let conn = Client::builder()
 ///     .authkey(procwire::AuthKey::from_file("/etc/myapp/key")?)
-    keyless_tcp: bool,
-    keepalive: Option<Duration>,
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .wait_for_listener(Duration::from_secs(30))
 ///     .connect(&"tcp:10.0.0.5:7000".parse()?)?;
@@ -588,10 +577,10 @@ impl Iterator for Incoming<'_> {
 pub struct ClientBuilder {
     key: Option<AuthKey>,
     legacy: bool,
+    keyless_tcp: bool,
+    keepalive: Option<Duration>,
     connect_timeout: Duration,
     wait: Option<Duration>,
-            keyless_tcp: false,
-            keepalive: None,
     handshake_timeout: Duration,
     conn: ConnOptions,
 }
@@ -601,6 +590,8 @@ impl Default for ClientBuilder {
         ClientBuilder {
             key: None,
             legacy: false,
+            keyless_tcp: false,
+            keepalive: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -608,6 +599,15 @@ impl Default for ClientBuilder {
         }
     }
 }
+
+impl ClientBuilder {
+    /// Answers the listener's challenge with `key` and challenges it back. Without a key
+    /// there is no handshake (as in CPython), which is refused for TCP addresses unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
 
     /// Allows connecting to a TCP address without an [`authkey`](Self::authkey) (default:
     /// refused, unlike CPython). Without a key the client cannot tell the listener it meant
@@ -622,15 +622,6 @@ impl Default for ClientBuilder {
     /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.keepalive = idle;
-        self
-    }
-
-impl ClientBuilder {
-    /// Answers the listener's challenge with `key` and challenges it back. Without a key
-    /// there is no handshake (as in CPython), which is refused for TCP addresses unless
-    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.key = Some(key.into());
         self
     }
 
@@ -670,14 +661,7 @@ impl ClientBuilder {
     pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
         self.conn.read_timeout = t;
         self
-    ///
-    /// A TCP address without an authkey is an [`Error::Io`] of kind
-    /// [`io::ErrorKind::InvalidInput`] unless
-    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     }
-        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
-            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
-        }
 
     /// The connection's write timeout (default none).
     pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
@@ -686,8 +670,18 @@ impl ClientBuilder {
     }
 
     /// Connects to `addr` and runs the handshake.
+    ///
+    /// A TCP address without an authkey is an [`Error::Io`] of kind
+    /// [`io::ErrorKind::InvalidInput`] unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn connect(self, addr: &Address) -> Result<Connection> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
+        }
         let stream = self.open(addr)?;
+        if let Some(idle) = self.keepalive {
+            stream.set_keepalive(Some(idle))?;
+        }
         let mut conn = Connection::for_handshake(stream);
         match &self.key {
             Some(key) => self.handshake(&mut conn, key, addr)?,
@@ -767,9 +761,7 @@ impl ClientBuilder {
                         let _ = conn.send_bytes(&f);
                     }
                     return Err(with_peer(e, &peer));
-                    (Some(reply), None) => conn.send_bytes(&reply)?,
-                    (None, _) => {}
-                },
+                }
             }
         }
         Ok(())
@@ -792,7 +784,8 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Connects to `addr` with default options and **no authentication**.
+    /// Connects to `addr` with default options and **no authentication**. A TCP address is
+    /// refused (see [`ClientBuilder::allow_unauthenticated_tcp`]).
     pub fn connect(addr: &Address) -> Result<Connection> {
         Client::builder().connect(addr)
     }
