@@ -189,7 +189,9 @@ impl Reader {
             }
             match stream.read_spare(out, len - out.len(), deadline) {
                 Ok(0) => {
-                    let (received, expected) = ((header_len + out.len()) as u64, (header_len + len) as u64);
+                    // A length near u64::MAX (no maximum set) must not overflow the sum.
+                    let received = (header_len + out.len()) as u64;
+                    let expected = (header_len as u64).saturating_add(len as u64);
                     return Err(self.fail(Error::Truncated { received, expected }));
                 }
                 Ok(_) => {}
@@ -210,7 +212,7 @@ impl Reader {
         let buffered = self.fb.buffered();
         let received = buffered.len() as u64;
         let expected = match self.fb.peek() {
-            Ok(Peek::Partial(h)) => h.header_len as u64 + h.payload_len,
+            Ok(Peek::Partial(h)) => (h.header_len as u64).saturating_add(h.payload_len),
             // Cut inside the header: at least the header was due.
             _ if buffered.starts_with(&[0xff; 4]) => crate::codec::LONG_HEADER_LEN as u64,
             _ => crate::codec::SHORT_HEADER_LEN as u64,
