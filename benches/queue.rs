@@ -118,7 +118,12 @@ fn main() {
     procwire::process::init(&[&PRODUCE, &CONSUME]);
     let n = arg("--items", 500_000);
     let repeat = arg("--repeat", 3).max(1) as usize;
-    let names = ["procwire child -> creator", "procwire creator -> child", "procwire child -> child", "CPython mp.Queue"];
+    let names = [
+        "procwire child -> creator",
+        "procwire creator -> child",
+        "procwire child -> child",
+        "CPython mp.Queue",
+    ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for round in 0..repeat {
         eprintln!("round {}/{repeat}: {n} items per workload", round + 1);
@@ -140,7 +145,9 @@ fn main() {
         }
     }
     let python = (!rates[3].is_empty()).then(|| median(&mut rates[3].clone()));
-    println!("queue throughput, one producer process to one consumer process, {n} integers, median of {repeat}");
+    println!(
+        "queue throughput, one producer process to one consumer process, {n} integers, median of {repeat}"
+    );
     println!("{:<28} {:>14} {:>22} {:>12}", "workload", "items/s", "spread (min..max)", "vs CPython");
     for (name, r) in names.iter().zip(&rates) {
         if r.is_empty() {

@@ -197,8 +197,6 @@ fn a_consumer_killed_while_holding_items_loses_none() {
         taken.insert(item.expect("an item"));
     }
     // It holds prefetched items it has not taken: they must come back when it dies.
-    let before_kill = q.qsize().unwrap();
-    assert!(before_kill <= 195);
     ch.kill().unwrap();
     ch.join(Some(Duration::from_secs(10))).unwrap();
     // Whatever it reported after the fifth counts as taken too.

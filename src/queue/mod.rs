@@ -14,8 +14,10 @@
 //! No item is lost or delivered twice while processes come and go:
 //! - A put from another process is written by a background thread of that handle (puts in a
 //!   burst leave in one write). Dropping the handle, or [`Queue::close`], writes every put
-//!   made so far before it returns; a process that ends with `std::process::exit` or a signal
-//!   skips that and loses its unwritten puts.
+//!   made so far and waits until the server has them, so items a producer put before it
+//!   finished are in the queue before anything another process puts once it learns that (the
+//!   usual "stop" sentinels); a process that ends with `std::process::exit` or a signal skips
+//!   that and loses its unwritten puts.
 //! - A consumer in another process asks for items ahead of its gets (its *prefetch*, at most
 //!   [`DEFAULT_PREFETCH`] by default, growing from 1 only while it finds its buffer empty), so
 //!   a get rarely waits a round trip. Each get acknowledges its item with a write before it
@@ -543,8 +545,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// This process will put no more items with this handle (and its clones): writes every
-    /// put made so far, reporting a failure, and makes later puts fail with
-    /// [`Error::Closed`]. Gets still work. Dropping the last handle does the same silently.
+    /// put made so far and waits until the queue has them, reporting a failure, and makes
+    /// later puts fail with [`Error::Closed`]. Gets still work. Dropping the last handle does
+    /// the same silently.
     pub fn close(&self) -> Result<()> {
         self.h.close()
     }

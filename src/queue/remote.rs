@@ -80,9 +80,17 @@ fn broken_error(why: &str) -> Error {
     if why == "closed" { Error::Closed } else { Error::Protocol(format!("queue connection lost: {why}")) }
 }
 
+/// What broke a connection, as [`broken_error`] reads it back: the server going away is
+/// "closed", whether it closed in order or reset a connection it had not read to the end.
 fn describe(e: &Error) -> String {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match e {
         Error::Closed => "closed".into(),
+        Error::Io(io)
+            if matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof) =>
+        {
+            "closed".into()
+        }
         e => e.to_string(),
     }
 }
@@ -181,30 +189,30 @@ impl Remote {
     }
 
     /// Writes every put made so far and stops the feeder; later puts fail.
+    ///
+    /// Returns once the server has every put: a process that closes its handle (or drops it)
+    /// and then tells another process it is done cannot have its items overtaken by what
+    /// that process puts next, such as the sentinels that tell consumers to stop.
     pub(crate) fn close(&self) -> Result<()> {
         self.link.send_now(&[], deadline_of(Some(DROP_FLUSH)))?;
+        self.finish()
+    }
+
+    /// Stops the feeder after it wrote everything, then, if this handle ever put, waits for
+    /// the server to answer a request sent after the puts (it handles messages in order).
+    fn finish(&self) -> Result<()> {
         lock(&self.link.tx).stop = true;
         self.link.tx_cv.notify_all();
-        if let Some(h) = lock(&self.feeder).take() {
-            let _ = h.join();
-        }
-        Ok(())
+        let feeder = lock(&self.feeder).take();
+        let Some(h) = feeder else { return Ok(()) };
+        let _ = h.join();
+        self.link.qsize().map(drop)
     }
 }
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        {
-            let mut tx = lock(&self.link.tx);
-            tx.stop = true;
-        }
-        self.link.tx_cv.notify_all();
-        let feeder = lock(&self.feeder).take();
-        if let Some(h) = feeder {
-            let _ = h.join();
-        }
-        // Puts made without a feeder running (none) or after it stopped: best effort.
-        let _ = self.link.send_now(&[], deadline_of(Some(DROP_FLUSH)));
+        let _ = self.finish();
     }
 }
 

@@ -63,6 +63,8 @@ struct Conn {
     reserved: u64,
     /// `JOIN`s waiting for the count of unfinished tasks to reach zero.
     joining: u64,
+    /// A write to it failed: it gets nothing more.
+    dead: bool,
 }
 
 impl Conn {
@@ -235,6 +237,7 @@ impl Server {
                     in_reserve_queue: false,
                     reserved: 0,
                     joining: 0,
+                    dead: false,
                 },
             );
             id
@@ -318,7 +321,13 @@ impl Server {
             }
             buf.clear();
             if r.is_err() {
-                self.drop_conn(id);
+                // The reader forgets the connection once it has read to the end: acknowledgements
+                // may still be waiting there, and taking the items back before reading them
+                // would deliver them twice. Until then nothing more goes to this connection.
+                if let Some(c) = lock(&self.st).conns.get_mut(&id) {
+                    c.credit = 0;
+                    c.dead = true;
+                }
                 return;
             }
         }
@@ -360,6 +369,9 @@ impl Server {
             }
             wire::WANT => {
                 let n = wire::count(op, body)?;
+                if c.dead {
+                    return Ok(());
+                }
                 c.credit = c.credit.saturating_add(n);
                 if c.credit > 0 && !c.in_hungry {
                     c.in_hungry = true;
