@@ -309,3 +309,39 @@ fn an_item_over_the_limit_is_refused_before_it_travels() {
     r.put(&vec![7u8; 900]).unwrap();
     assert_eq!(q.get().unwrap(), vec![7u8; 900]);
 }
+
+#[test]
+fn gets_that_time_out_while_items_arrive_lose_and_repeat_nothing() {
+    // Every get here gives up after a millisecond while items keep arriving, so withdrawals
+    // cross deliveries all the time (CANCEL, items after it, RETURN of the extras).
+    const N: u64 = 20_000;
+    let q: Queue<u64> = Queue::new().unwrap();
+    let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+    let consumer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_millis(500) {
+            if let Some(v) = r.get_timeout(Duration::from_millis(1)).unwrap() {
+                got.push(v);
+                idle = Instant::now();
+            }
+        }
+        got
+    });
+    for i in 0..N {
+        q.put(&i).unwrap();
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    let taken = consumer.join().unwrap();
+    let mut all: HashSet<u64> = HashSet::new();
+    for v in &taken {
+        assert!(all.insert(*v), "{v} delivered twice");
+    }
+    while let Some(v) = q.try_get().unwrap() {
+        assert!(all.insert(v), "{v} delivered twice");
+    }
+    assert_eq!(all.len() as u64, N, "{} taken remotely", taken.len());
+    assert!(!taken.is_empty());
+}
