@@ -84,13 +84,15 @@ impl Error {
     /// Maps an I/O error raised while waiting on a deadline to [`Error::Timeout`] with `what`.
     ///
     /// Only our own deadlines become `Timeout`: they are errors made here, without an OS error
-    /// code. `ETIMEDOUT` from the OS means the connection itself is lost (TCP keepalive or
-    /// retransmissions went unanswered) and stays an I/O error that says so.
+    /// code. `ETIMEDOUT` from the OS means the connection itself is lost (TCP keepalive probes
+    /// or retransmissions went unanswered), as do `EHOSTUNREACH` and `ENETUNREACH` (the OS gave
+    /// up on the way to the peer): they stay I/O errors of their kind, saying so.
     pub(crate) fn from_io_waiting(e: io::Error, what: impl FnOnce() -> String) -> Error {
+        use io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut, WouldBlock};
         match (e.kind(), e.raw_os_error()) {
-            (io::ErrorKind::TimedOut, None) | (io::ErrorKind::WouldBlock, _) => Error::Timeout(what()),
-            (io::ErrorKind::TimedOut, Some(_)) => Error::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
+            (TimedOut, None) | (WouldBlock, _) => Error::Timeout(what()),
+            (kind @ (TimedOut | HostUnreachable | NetworkUnreachable), Some(_)) => Error::Io(io::Error::new(
+                kind,
                 format!("connection lost: the peer stopped answering (TCP keepalive or retransmission): {e}"),
             )),
             _ => Error::Io(e),
