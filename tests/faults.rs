@@ -2,8 +2,8 @@
 //! right after a header, on every transport (Unix path and abstract sockets, TCP over IPv4 and
 //! IPv6, a socket pair and an OS pipe handed to a child); a listener process killed while
 //! clients are connected; a TCP peer that vanishes without a FIN (a network namespace whose
-//! link is taken down; root only); binding on a full or read-only filesystem (root only) or an
-//! unwritable directory.
+//! link is taken down; root only), and the keepalive options that make that loss show;
+//! binding on a full or read-only filesystem (root only) or an unwritable directory.
 
 #![cfg(target_os = "linux")]
 
@@ -563,4 +563,48 @@ fn binding_on_a_full_or_read_only_filesystem_or_an_unwritable_directory_is_a_cle
     assert!(e.to_string().contains("Read-only file system"), "{e}");
     drop(read_only);
     drop(full);
+}
+
+#[test]
+fn keepalive_options_reach_the_sockets_on_both_sides() {
+    let idle = Duration::from_secs(7);
+    let l = Listener::builder()
+        .authkey(KEY)
+        .tcp_keepalive(Some(idle))
+        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .unwrap();
+    let bound = l.address().clone();
+    let t =
+        std::thread::spawn(move || Client::builder().authkey(KEY).tcp_keepalive(Some(idle)).connect(&bound));
+    let accepted = l.accept_timeout(LIMIT).unwrap();
+    let connected = t.join().unwrap().unwrap();
+    for c in [&accepted, &connected] {
+        let s = socket2::SockRef::from(c);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), idle);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), idle);
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(idle * 4));
+        // And off again.
+        c.set_keepalive(None).unwrap();
+        assert!(!s.keepalive().unwrap());
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
+    }
+    // Without the option, nothing is set; on other transports the option does nothing.
+    let plain = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let bound = plain.address().clone();
+    let t = std::thread::spawn(move || Client::builder().authkey(KEY).connect(&bound));
+    let accepted = plain.accept_timeout(LIMIT).unwrap();
+    assert!(!socket2::SockRef::from(&accepted).keepalive().unwrap());
+    assert!(!socket2::SockRef::from(&t.join().unwrap().unwrap()).keepalive().unwrap());
+    let unix = Listener::builder()
+        .authkey(KEY)
+        .tcp_keepalive(Some(idle))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let bound = unix.address().clone();
+    let t =
+        std::thread::spawn(move || Client::builder().authkey(KEY).tcp_keepalive(Some(idle)).connect(&bound));
+    unix.accept_timeout(LIMIT).unwrap();
+    t.join().unwrap().unwrap();
 }
