@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
-# unit tests, tests/windows.rs (named pipes and TCP between Windows processes), its doc tests and
-# the exchange example (README's main job) over a named pipe.
+# unit tests, tests/windows.rs (named pipes and TCP between Windows processes), its doc tests,
+# the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
+# (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
+# `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).
 #
 # Needs only the Rust toolchain (rustup), gcc and python3 on Debian 12; installs the rest itself
 # (mingw-w64 and Wine 8.0 from Debian, the Rust target). Everything it makes lives under the
@@ -9,7 +11,7 @@
 # in <target>/wine/. Re-runs reuse both. The Windows linker and runner are set through
 # CARGO_TARGET_X86_64_PC_WINDOWS_GNU_{LINKER,RUNNER} for this run only: no .cargo/config.toml.
 #
-#   bash .ci/windows.sh                         # unit tests, tests/windows.rs, doc tests, example
+#   bash .ci/windows.sh                         # unit tests, tests/windows.rs, doc tests, example, cli
 #   bash .ci/windows.sh -- <test name filter>   # extra arguments go to the first test run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,9 +101,10 @@ fi
 touch "$marker"
 echo "prefix ready"
 
-step "build the tests and the example for $target"
+step "build the tests, the example and the procwire command for $target"
 run cargo test --target "$target" --all-features --lib --test windows --no-run
 run cargo build --target "$target" --all-features --example exchange
+run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
 step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
 run timeout --kill-after=10 "$test_limit" \
@@ -112,3 +115,9 @@ run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-fe
 
 step "main job under Wine: the exchange example over a named pipe"
 run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example exchange
+
+step "the procwire command under Wine: bench JSON over pipe and tcp, echo and ping on a pipe: address"
+# cli/tests run procwire.exe as a user would: `bench --transports pipe,tcp --sizes 16 --duration
+# 50ms --repeat 1 --json` with every cell and field checked (not speed: Wine's pipes go through
+# wineserver), and `echo --listen pipe:...` with `ping` against it, a wrong key exiting with 3.
+run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-features -p procwire-cli

@@ -748,10 +748,15 @@ impl ClientBuilder {
                     // Our challenge rides with our answer, in one write: a round trip saved.
                     (Some(reply), Some(challenge)) => {
                         conn.set_batching(Some(HANDSHAKE_BATCH));
-                        conn.send_bytes(&reply)?;
-                        conn.send_bytes(&challenge)?;
+                        let sent = conn.send_bytes(&reply).and_then(|()| conn.send_bytes(&challenge));
                         conn.set_batching(None);
-                        conn.flush()?;
+                        match sent.and_then(|()| conn.flush()) {
+                            // A listener that refused our answer may close before our challenge
+                            // is written (a Windows pipe sends the two one by one); its verdict
+                            // can still be read, and the next receive reports it.
+                            Err(e) if hung_up(&e) => {}
+                            r => r?,
+                        }
                     }
                     (Some(reply), None) => conn.send_bytes(&reply)?,
                     (None, _) => {}

@@ -44,7 +44,8 @@ impl KeyArgs {
 /// Options of `procwire echo`.
 #[derive(Args, Debug)]
 pub struct EchoArgs {
-    /// The address to listen on: unix:/path, unix:@name, tcp:host:port (port 0: any free port).
+    /// The address to listen on: unix:/path, unix:@name (Linux), tcp:host:port (port 0: any
+    /// free port), pipe:NAME (a Windows named pipe).
     #[arg(long, value_name = "ADDR")]
     listen: Address,
     #[command(flatten)]

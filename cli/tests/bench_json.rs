@@ -23,13 +23,21 @@ fn transports() -> Vec<&'static str> {
     } else if cfg!(unix) {
         vec!["unix", "tcp", "pipe", "pipe-oneway"]
     } else {
-        vec!["tcp"]
+        vec!["pipe", "tcp"]
     }
 }
 
-fn is_socket(t: &str) -> bool {
-    matches!(t, "unix" | "unix-abstract" | "tcp")
+/// Transports a client reaches by address (so they have a connect cell): sockets, and named
+/// pipes on Windows.
+fn by_address(t: &str) -> bool {
+    matches!(t, "unix" | "unix-abstract" | "tcp") || (cfg!(windows) && t == "pipe")
 }
+
+/// The platform's local transport: Unix sockets, or named pipes on Windows.
+const LOCAL: &str = if cfg!(windows) { "pipe" } else { "unix" };
+
+/// Repetitions of the CI run: one under Windows, where it runs under Wine (slow process starts).
+const CI_REPEAT: usize = if cfg!(windows) { 1 } else { 3 };
 
 /// A positive, finite number.
 fn positive(v: &Value, what: &str) -> f64 {
@@ -76,14 +84,16 @@ fn check_figures(cell: &Value, imp: &str, repeat: usize) {
 
 #[test]
 fn ci_mode_json_has_every_transport_workload_and_field() {
-    let out = bench(&["--sizes", "16", "--duration", "50ms", "--json"]);
+    let (all, repeat) = (transports().join(","), CI_REPEAT.to_string());
+    let out =
+        bench(&["--transports", &all, "--sizes", "16", "--duration", "50ms", "--repeat", &repeat, "--json"]);
     let v = json_of(&out);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["machine"]["os"].is_string() && v["machine"]["arch"].is_string());
     positive(&v["machine"]["cpus"], "cpus");
     assert!(v["machine"].get("cpu").is_some() && v["machine"].get("load_average").is_some());
     assert_eq!(v["duration_ms"].as_f64(), Some(50.0));
-    assert_eq!(v["repeat"], 3);
+    assert_eq!(v["repeat"], CI_REPEAT);
     assert_eq!(v["sizes"], serde_json::json!([16]));
     assert_eq!(v["transports"], serde_json::json!(transports()));
     assert_eq!(v["workloads"], serde_json::json!(["stream", "batched", "pingpong", "connect"]));
@@ -95,7 +105,7 @@ fn ci_mode_json_has_every_transport_workload_and_field() {
         if t != "pipe-oneway" {
             want.push(("pingpong", Some(16)));
         }
-        if is_socket(t) {
+        if by_address(t) {
             want.push(("connect", None));
         }
         let got: Vec<(&str, Option<u64>)> = cells
@@ -106,8 +116,8 @@ fn ci_mode_json_has_every_transport_workload_and_field() {
         assert_eq!(got, want, "cells of {t}");
     }
     for c in cells {
-        check_figures(c, "procwire", 3);
-        check_figures(c, "raw", 3);
+        check_figures(c, "procwire", CI_REPEAT);
+        check_figures(c, "raw", CI_REPEAT);
         assert!(c["python"].is_null() && c["speedup_vs_python"].is_null());
         positive(&c["ratio_procwire_raw"], "ratio");
         let (p, r) = match c["workload"].as_str().unwrap() {
@@ -135,7 +145,7 @@ fn the_python_column_runs_cpython_on_the_same_workloads() {
         "--repeat",
         "1",
         "--transports",
-        "unix,tcp,pipe,pipe-oneway",
+        if cfg!(windows) { "pipe,tcp" } else { "unix,tcp,pipe,pipe-oneway" },
         "--compare-python",
         "--json",
     ]);
@@ -154,7 +164,7 @@ fn the_python_column_runs_cpython_on_the_same_workloads() {
 
 #[test]
 fn tables_go_to_stdout_and_nothing_else() {
-    let out = bench(&["--sizes", "16,4k", "--duration", "20ms", "--repeat", "1", "--transports", "unix"]);
+    let out = bench(&["--sizes", "16,4k", "--duration", "20ms", "--repeat", "1", "--transports", LOCAL]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for heading in

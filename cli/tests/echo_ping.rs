@@ -1,5 +1,6 @@
-//! `procwire echo` and `procwire ping` as a user runs them: over a Unix socket and TCP, with the
-//! key from a file or from PROCWIRE_AUTHKEY, and a wrong key that must fail clearly.
+//! `procwire echo` and `procwire ping` as a user runs them: over a Unix socket (a named pipe on
+//! Windows) and TCP, with the key from a file or from PROCWIRE_AUTHKEY, and a wrong key that
+//! must fail clearly.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -52,6 +53,17 @@ fn ping(args: &[&str], env_key: Option<&str>) -> Output {
     child.wait_with_output().expect("wait for procwire ping")
 }
 
+/// An address of the platform's local transport named `name`: a Unix socket in `dir`, or a
+/// named pipe on Windows.
+fn local(dir: &std::path::Path, name: &str) -> String {
+    if cfg!(windows) {
+        let unique = dir.file_name().map_or_else(String::new, |d| d.to_string_lossy().into_owned());
+        format!("pipe:procwire-cli-test-{}-{unique}-{name}", std::process::id())
+    } else {
+        format!("unix:{}", dir.join(name).display())
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -65,17 +77,18 @@ fn assert_pinged(out: &Output, count: u32, size: usize) {
 }
 
 #[test]
-fn echo_and_ping_over_a_unix_socket_with_a_key_file() {
+fn echo_and_ping_over_the_local_transport_with_a_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
-    std::fs::write(&key, b"unix secret\n").unwrap();
+    std::fs::write(&key, b"local secret\n").unwrap();
     let key = key.to_str().unwrap();
-    let server =
-        echo(&format!("unix:{}", dir.path().join("echo.sock").display()), &["--authkey-file", key], None);
+    let addr = local(dir.path(), "echo.sock");
+    let server = echo(&addr, &["--authkey-file", key], None);
+    assert_eq!(server.addr, addr);
     let out = ping(&[&server.addr, "--authkey-file", key, "--count", "5", "--size", "4k"], None);
     assert_pinged(&out, 5, 4096);
     // The same key from the environment (the file's content, newline included).
-    let out = ping(&[&server.addr, "-c", "2", "-s", "0"], Some("unix secret\n"));
+    let out = ping(&[&server.addr, "-c", "2", "-s", "0"], Some("local secret\n"));
     assert_pinged(&out, 2, 0);
 }
 
@@ -93,7 +106,7 @@ fn echo_and_ping_over_tcp_with_a_key_from_the_environment() {
 #[test]
 fn ping_with_a_wrong_key_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    for addr in [format!("unix:{}", dir.path().join("echo.sock").display()), "tcp:127.0.0.1:0".to_string()] {
+    for addr in [local(dir.path(), "echo.sock"), "tcp:127.0.0.1:0".to_string()] {
         let server = echo(&addr, &[], Some("right key"));
         let out = ping(&[&server.addr, "-c", "1"], Some("wrong key"));
         let stderr = text(&out.stderr);
@@ -128,7 +141,7 @@ fn ping_and_echo_without_a_key_say_where_to_put_one() {
 #[test]
 fn ping_to_nothing_fails_with_the_address() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let addr = local(dir.path(), "nobody.sock");
     let out = ping(&[&addr], Some("k"));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("nobody.sock"), "{}", text(&out.stderr));

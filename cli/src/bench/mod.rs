@@ -59,7 +59,8 @@ pub enum Transport {
     UnixAbstract,
     /// TCP over 127.0.0.1.
     Tcp,
-    /// `procwire::pipe(true)`: a socketpair, one end in each process.
+    /// `procwire::pipe(true)`: a socketpair, one end in each process. On Windows, a named pipe
+    /// (`pipe:NAME`) that one process listens on and the other connects to.
     Pipe,
     /// `procwire::pipe(false)`: an OS pipe, one way.
     PipeOneway,
@@ -79,7 +80,7 @@ impl Transport {
         } else if cfg!(unix) {
             vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway]
         } else {
-            vec![Transport::Tcp]
+            vec![Transport::Pipe, Transport::Tcp]
         }
     }
 
@@ -94,9 +95,14 @@ impl Transport {
         }
     }
 
-    /// Reached through an address (listen and connect) rather than an inherited pipe.
-    pub fn is_socket(self) -> bool {
-        matches!(self, Transport::Unix | Transport::UnixAbstract | Transport::Tcp)
+    /// Reached through an address (listen and connect) rather than an inherited pipe end:
+    /// sockets, and named pipes on Windows (where connections are not handed to children).
+    pub fn by_address(self) -> bool {
+        match self {
+            Transport::Unix | Transport::UnixAbstract | Transport::Tcp => true,
+            Transport::Pipe => cfg!(windows),
+            Transport::PipeOneway => false,
+        }
     }
 
     /// Whether `w` makes sense here: no round trips on a one-way pipe, connections only on sockets.
@@ -104,7 +110,7 @@ impl Transport {
         match w {
             Workload::Stream | Workload::Batched => true,
             Workload::PingPong => self != Transport::PipeOneway,
-            Workload::Connect => self.is_socket(),
+            Workload::Connect => self.by_address(),
         }
     }
 }

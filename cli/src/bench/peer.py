@@ -43,6 +43,8 @@ def address(s):
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
         return (host, int(port)), "AF_INET"
+    if scheme == "pipe":
+        return "\\\\.\\pipe\\" + rest, "AF_PIPE"
     raise ValueError("unsupported address %r" % s)
 
 

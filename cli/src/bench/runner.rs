@@ -155,7 +155,7 @@ impl Runner {
         cmd
     }
 
-    /// A fresh address of a socket transport.
+    /// A fresh address of a transport reached by address.
     fn address(&mut self, t: Transport) -> String {
         self.seq += 1;
         match t {
@@ -163,6 +163,7 @@ impl Runner {
                 format!("unix:{}", self.dir.path().join(format!("s{}.sock", self.seq)).display())
             }
             Transport::UnixAbstract => format!("unix:@procwire-bench-{}-{}", std::process::id(), self.seq),
+            Transport::Pipe => format!("pipe:procwire-bench-{}-{}", std::process::id(), self.seq),
             _ => "tcp:127.0.0.1:0".into(),
         }
     }
@@ -179,7 +180,7 @@ impl Runner {
         let (passive_role, active_role) = workload.roles();
         let name = |role: Role| format!("{} {} worker", imp.name(), role.name());
         let setup = Instant::now() + SETUP_LIMIT;
-        let (mut passive, mut active) = if transport.is_socket() {
+        let (mut passive, mut active) = if transport.by_address() {
             let addr = self.address(transport);
             let mut cmd = self.command(imp, passive_role, size, duration, &format!("listen:{addr}"));
             let mut passive = Proc::spawn(&mut cmd, name(passive_role))?;

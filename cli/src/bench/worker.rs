@@ -352,7 +352,8 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
     report(&outcome).map_err(fail)
 }
 
-/// The raw baseline: what a careful hand-written length-prefixed loop over std sockets does.
+/// The raw baseline: what a careful hand-written length-prefixed loop over std sockets does
+/// (over a byte-mode named pipe on Windows).
 mod raw {
     use super::*;
 
@@ -366,9 +367,16 @@ mod raw {
                 Stream::Tcp($x) => $body,
                 #[cfg(unix)]
                 Stream::Fd($x) => $body,
+                #[cfg(windows)]
+                Stream::Pipe($x) => $body,
             }
         };
     }
+
+    #[cfg(windows)]
+    use interprocess::os::windows::named_pipe::{
+        DuplexPipeStream, PipeListener, PipeListenerOptions, PipeMode, pipe_mode::Bytes,
+    };
 
     #[cfg(unix)]
     use std::os::unix::net::{UnixListener, UnixStream};
@@ -383,12 +391,26 @@ mod raw {
         /// One end of an OS pipe, or a socketpair end, from the parent.
         #[cfg(unix)]
         Fd(std::fs::File),
+        /// A named pipe in byte mode (the length prefix keeps the frames, as on a socket).
+        #[cfg(windows)]
+        Pipe(DuplexPipeStream<Bytes>),
     }
 
     enum RawListener {
         #[cfg(unix)]
         Unix(UnixListener),
         Tcp(TcpListener),
+        #[cfg(windows)]
+        Pipe(PipeListener<Bytes, Bytes>),
+    }
+
+    /// The path of a `pipe:NAME` address, as procwire names it.
+    #[cfg(windows)]
+    fn pipe_path(addr: &Address) -> Option<String> {
+        match addr {
+            Address::Pipe(name) => Some(format!(r"\\.\pipe\{name}")),
+            _ => None,
+        }
     }
 
     #[cfg(unix)]
@@ -416,6 +438,14 @@ mod raw {
         if let Some(sa) = unix_addr(addr)? {
             return Ok((RawListener::Unix(UnixListener::bind_addr(&sa)?), addr.clone()));
         }
+        #[cfg(windows)]
+        if let Some(path) = pipe_path(addr) {
+            let l = PipeListenerOptions::new()
+                .path(path.as_str())
+                .mode(PipeMode::Bytes)
+                .create_duplex::<Bytes>()?;
+            return Ok((RawListener::Pipe(l), addr.clone()));
+        }
         let l = TcpListener::bind(tcp_addr(addr)?)?;
         let real = Address::tcp(l.local_addr()?);
         Ok((RawListener::Tcp(l), real))
@@ -430,6 +460,8 @@ mod raw {
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
             }
+            #[cfg(windows)]
+            RawListener::Pipe(l) => Ok(Stream::Pipe(l.accept()?)),
         }
     }
 
@@ -437,6 +469,12 @@ mod raw {
         #[cfg(unix)]
         if let Some(sa) = unix_addr(addr)? {
             return Ok(Stream::Unix(UnixStream::connect_addr(&sa)?));
+        }
+        #[cfg(windows)]
+        if let Some(path) = pipe_path(addr) {
+            // Waits for a free instance of the pipe, as procwire's client does.
+            let wait = interprocess::ConnectWaitMode::Timeout(Duration::from_secs(10));
+            return Ok(Stream::Pipe(DuplexPipeStream::connect_by_path_with_wait_mode(path.as_str(), wait)?));
         }
         let s = TcpStream::connect(tcp_addr(addr)?)?;
         s.set_nodelay(true)?;
@@ -456,7 +494,7 @@ mod raw {
 
     #[cfg(not(unix))]
     fn inherit() -> io::Result<Stream> {
-        Err(io::Error::other("pipe transports are benchmarked on Unix only"))
+        Err(io::Error::other("inherited pipe ends are benchmarked on Unix only"))
     }
 
     pub(super) fn run(s: &Spec, ep: &Endpoint) -> Result<(), String> {
