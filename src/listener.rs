@@ -472,7 +472,17 @@ impl Listener {
         let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
             Ok(()) => pending.push(Pending { conn, hs, deadline, peer, heard: false }),
-            Err(e) if hung_up(&e) => {}
+            // Gone before our challenge went out. Silent only if it never said a word either
+            // (a probe); one that wrote something first is reported like any other hang-up.
+            Err(e) if hung_up(&e) => {
+                if matches!(conn.fill_ready(), Ok(true)) {
+                    let e = Error::AuthenticationFailed(format!(
+                        "the client hung up during the handshake ({e}) while {}",
+                        hs.waiting_for()
+                    ));
+                    found.push_back(Err(with_peer(e, &peer)));
+                }
+            }
             Err(e) => found.push_back(Err(with_peer(e, &peer))),
         }
     }

@@ -608,3 +608,40 @@ fn keepalive_options_reach_the_sockets_on_both_sides() {
     unix.accept_timeout(LIMIT).unwrap();
     t.join().unwrap().unwrap();
 }
+
+/// A client process that writes the header of an answer before it even reads the challenge,
+/// and exits at once.
+const HEADER_AND_GONE: &str = "\
+import socket, sys
+family, rest = sys.argv[1].split(':', 1)
+if family == 'unix':
+    s = socket.socket(socket.AF_UNIX)
+    s.connect('\\0' + rest[1:] if rest.startswith('@') else rest)
+else:
+    host, port = rest.rsplit(':', 1)
+    s = socket.create_connection((host.strip('[]'), int(port)))
+s.sendall(b'\\x00\\x00\\x00\\x28')
+";
+
+#[test]
+fn a_client_that_said_something_and_left_before_the_challenge_is_reported_not_dropped() {
+    for addr in common::transports() {
+        let l = Listener::builder().authkey(KEY).bind(&addr).unwrap();
+        let bound = l.address().clone();
+        // It has come and gone before the listener takes it from the queue.
+        let status = Command::new("python3")
+            .args(["-c", HEADER_AND_GONE, &bound.to_string()])
+            .status()
+            .expect("python3 is needed for this test");
+        assert!(status.success(), "{bound}: the Python client failed");
+        match l.accept_timeout(Duration::from_secs(10)) {
+            Err(Error::AuthenticationFailed(m)) => assert!(m.contains("hung up"), "{bound}: {m}"),
+            other => panic!("{bound}: expected AuthenticationFailed, got {other:?}"),
+        }
+        // A probe that says nothing is still dropped silently.
+        if let Address::Unix(p) = &bound {
+            drop(std::os::unix::net::UnixStream::connect(p).unwrap());
+            assert!(l.accept_timeout(Duration::from_millis(300)).unwrap_err().is_timeout(), "{bound}");
+        }
+    }
+}
