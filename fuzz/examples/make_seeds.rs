@@ -61,6 +61,7 @@ fn main() {
     let honest = [0u8, 1, 1, 1, 1, 1, 1, 1, 1];
     for target in ["handshake_listener", "handshake_client"] {
         write(target, "honest", &honest);
+        write(target, "honest_early_challenge", &[4, 1, 1, 1, 1, 1, 1, 1, 1]);
         write(target, "wrong_key", &[1, 1, 1, 1, 1, 1, 1]);
         write(target, "legacy_allowed", &[2, 1, 1, 1, 1, 1, 1, 1]);
         let welcome = frame(b"#WELCOME#");

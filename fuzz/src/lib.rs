@@ -204,7 +204,8 @@ pub const OTHER_KEY: &[u8] = b"fuzz-kez";
 /// whose messages are interleaved, as the input says, with arbitrary peer bytes.
 ///
 /// Input: byte 0 holds options (bit 0: the peer has a different key; bit 1: legacy MD5 allowed
-/// on our side; bits 2-7 seed the read sizes). Then steps: a control byte; bit 0 set means
+/// on our side; bit 2: an honest client sends its challenge right behind its answer, as
+/// procwire's client does; bits 3-7 seed the read sizes). Then steps: a control byte; bit 0 set means
 /// "deliver the honest peer's next message as a frame", clear means "deliver the next
 /// `len` bytes as they are", with `len` the following byte (0 means the rest of the input).
 ///
@@ -217,7 +218,8 @@ pub fn check_handshake(role: Role, data: &[u8]) -> Status {
     let Some((&opts, mut rest)) = data.split_first() else { return Status::InProgress };
     let mismatch = opts & 1 != 0;
     let legacy = opts & 2 != 0;
-    let mut rng = Rng::new(u64::from(opts >> 2));
+    let early = opts & 4 != 0;
+    let mut rng = Rng::new(u64::from(opts >> 3));
     let peer_role = match role {
         Role::Listener => Role::Client,
         Role::Client => Role::Listener,
@@ -243,7 +245,12 @@ pub fn check_handshake(role: Role, data: &[u8]) -> Status {
                 break;
             }
             match peer.on_message(&m) {
-                Ok(out) => from_peer.extend(out.send),
+                Ok(out) => {
+                    from_peer.extend(out.send);
+                    if early {
+                        from_peer.extend(peer.challenge_early().expect("early challenge"));
+                    }
+                }
                 Err(_) => from_peer.extend(peer.failure_message()),
             }
         }
@@ -386,7 +393,8 @@ mod tests {
     fn the_honest_peer_completes_the_handshake_and_a_wrong_key_does_not() {
         for role in [Role::Listener, Role::Client] {
             assert_eq!(check_handshake(role, &[0, 1, 1, 1, 1, 1, 1, 1, 1]), Status::Done, "{role:?}");
-            assert_eq!(check_handshake(role, &[0xfc, 1, 1, 1, 1, 1, 1, 1, 1]), Status::Done, "{role:?}");
+            assert_eq!(check_handshake(role, &[0xf8, 1, 1, 1, 1, 1, 1, 1, 1]), Status::Done, "{role:?}");
+            assert_eq!(check_handshake(role, &[4, 1, 1, 1, 1, 1, 1, 1, 1]), Status::Done, "{role:?}");
             assert_eq!(check_handshake(role, &[1, 1, 1, 1, 1, 1, 1, 1, 1]), Status::Failed, "{role:?}");
         }
     }
