@@ -36,6 +36,7 @@ pub mod codec;
 pub mod connection;
 mod error;
 mod listener;
+pub mod manager;
 pub mod process;
 pub mod queue;
 mod transport;

@@ -1,0 +1,570 @@
+//! Managers: a server process of shared objects that other processes use through proxies,
+//! like `multiprocessing.Manager` (and the `processing` package's managers before it).
+//!
+//! A manager serves objects: the built-in types ([`DictProxy`], [`ListProxy`],
+//! [`ValueProxy`], [`NamespaceProxy`], [`QueueProxy`], and the synchronization primitives
+//! [`LockProxy`], [`RLockProxy`], [`SemaphoreProxy`], [`ConditionProxy`], [`EventProxy`],
+//! [`BarrierProxy`]) and custom Rust types registered in a [`Registry`]. Every call on a proxy
+//! is one request and one reply over an authenticated connection (SPEC.md §12.2).
+//!
+//! Three ways to have one:
+//! - [`Manager::start`] runs one in a new child process (this program started again, see
+//!   [`process`](crate::process): list [`SERVE`] in `process::init`); it ends when this
+//!   process drops its last handle to it, calls [`Manager::shutdown`], or dies.
+//! - [`ManagerServer::bind`] serves one in this process, on a given address.
+//! - [`Manager::connect`] reaches a running one, from any process, local or over TCP, with its
+//!   authkey.
+//!
+//! ```
+//! use procwire::manager::{Manager, ManagerServer, Registry};
+//! use procwire::{Address, AuthKey, Family};
+//!
+//! let key = AuthKey::random()?;
+//! let server = ManagerServer::bind(&Address::fresh(Family::default())?, key.clone(), Registry::new())?;
+//! let manager = Manager::connect(server.address(), key)?;
+//! let l = manager.list(0..10)?;
+//! l.reverse()?;
+//! assert_eq!(l.to_vec()?, vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+//! # Ok::<(), procwire::Error>(())
+//! ```
+//!
+//! # Proxies across processes
+//!
+//! A proxy is a handle: the manager's address and key plus an object id. It serializes (so it
+//! can be a [`Process`](crate::process::Process) argument, or travel in any message) and the
+//! receiving process uses the same object. Objects are reference counted per process: an
+//! object lives while some process holds a proxy of it (or one is in transit), and is freed
+//! when the last one is dropped. Serializing a proxy takes a reference for the message; the
+//! process that deserializes it takes that one over. A proxy serialized and never
+//! deserialized keeps its object alive until the process that serialized it ends.
+//!
+//! # Concurrency, failures, and clients that die
+//!
+//! The manager serves each client connection on its own thread, and each object has its own
+//! lock, so clients do not wait for each other except on the same object. A process opens
+//! as many connections as it has threads making calls at the same time (a blocked
+//! `acquire` on one thread does not hold up the others). An error or a panic inside a method
+//! comes back as [`Error::Remote`] with its kind and message; the manager keeps serving.
+//!
+//! When a client process ends (exit, crash or SIGKILL) its connections close, and the
+//! manager gives back what it held: locks, rlocks and conditions it owned are released,
+//! semaphore permits it took and did not give back are returned, a barrier it was waiting
+//! at breaks (as in `threading`, when a waiting thread is interrupted), and its references
+//! are dropped. CPython's managers leave such locks held forever.
+
+mod objects;
+mod proxies;
+mod server;
+mod wire;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use self::objects::lock;
+pub use self::proxies::{
+    BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy,
+    RLockProxy, SemaphoreProxy, ValueProxy,
+};
+pub use self::server::{BUILTIN_TYPES, ManagerServer, Registry, TypeBuilder};
+use self::wire::{Plain, ProxyRef, ReplyIn, RequestOut, VERSION};
+use crate::process::{Channel, ChannelFunction};
+use crate::{Address, AuthKey, Client, Connection, Error, Family, Result};
+
+/// How long a new connection waits for the manager's answer to its Hello, and a starting
+/// manager for its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Manager::shutdown`] waits for a manager child to exit before killing it.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a payload that is not a string".to_string()
+    }
+}
+
+/// This process's session id: random, new after a fork.
+fn session_id() -> Result<u64> {
+    static SESSION: Mutex<Option<(u32, u64)>> = Mutex::new(None);
+    let mut s = lock(&SESSION);
+    let pid = std::process::id();
+    match *s {
+        Some((p, id)) if p == pid => Ok(id),
+        _ => {
+            let mut b = [0u8; 8];
+            crate::auth::fill_random(&mut b)?;
+            let id = u64::from_le_bytes(b);
+            *s = Some((pid, id));
+            Ok(id)
+        }
+    }
+}
+
+/// A number for the calling thread: locks are owned by a thread of a process.
+pub(crate) fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
+}
+
+/// The connections of this process to one manager.
+struct Pool {
+    address: Address,
+    key: AuthKey,
+    /// Idle connections, and the process they belong to (a forked child does not use its
+    /// parent's).
+    idle: Mutex<(u32, Vec<Connection>)>,
+    /// Shut down, or unreachable: dropped proxies do not try to tell it.
+    dead: AtomicBool,
+    /// The child process serving the manager, when this process started it.
+    owner: Mutex<Option<Channel>>,
+}
+
+impl Pool {
+    fn new(address: Address, key: AuthKey) -> Pool {
+        Pool {
+            address,
+            key,
+            idle: Mutex::new((std::process::id(), Vec::new())),
+            dead: AtomicBool::new(false),
+            owner: Mutex::new(None),
+        }
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let mut c = Client::builder().authkey(self.key.clone()).connect(&self.address)?;
+        c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
+        c.set_read_timeout(Some(START_TIMEOUT));
+        match c.recv::<ReplyIn<()>>()? {
+            ReplyIn::Ok(()) => {
+                c.set_read_timeout(None);
+                Ok(c)
+            }
+            ReplyIn::Err { kind, message } => Err(Error::Remote { kind, message }),
+        }
+    }
+
+    fn take(&self) -> Result<Connection> {
+        {
+            let mut idle = lock(&self.idle);
+            let pid = std::process::id();
+            if idle.0 != pid {
+                *idle = (pid, Vec::new());
+            }
+            if let Some(c) = idle.1.pop() {
+                return Ok(c);
+            }
+        }
+        self.connect()
+    }
+
+    fn give_back(&self, c: Connection) {
+        let mut idle = lock(&self.idle);
+        if idle.0 == std::process::id() {
+            idle.1.push(c);
+        }
+    }
+
+    /// One request and its reply, on an idle connection or a new one.
+    fn request<A: Serialize, R: DeserializeOwned>(&self, req: &RequestOut<'_, A>) -> Result<R> {
+        let mut c = self.take()?;
+        let r = c.send(req).and_then(|()| c.recv::<ReplyIn<R>>());
+        match r {
+            Ok(ReplyIn::Ok(v)) => {
+                self.give_back(c);
+                Ok(v)
+            }
+            Ok(ReplyIn::Err { kind, message }) => {
+                self.give_back(c);
+                Err(Error::Remote { kind, message })
+            }
+            // The reply was read whole; the connection is fine.
+            Err(e @ Error::Decode(_)) => {
+                self.give_back(c);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let r = if self.dead.swap(true, Ordering::SeqCst) {
+            Ok(())
+        } else {
+            self.request::<(), ()>(&Plain::Shutdown)
+        };
+        lock(&self.idle).1.clear();
+        if let Some(child) = lock(&self.owner).take()
+            && child.join(Some(EXIT_GRACE))?.is_none()
+        {
+            child.kill()?;
+            child.join(Some(EXIT_GRACE))?;
+        }
+        r
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if lock(&self.owner).is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// Pools of this process, so that proxies of one manager share connections.
+static POOLS: Mutex<Vec<Weak<Pool>>> = Mutex::new(Vec::new());
+
+fn pool_for(address: &Address, key: &AuthKey) -> Arc<Pool> {
+    let mut pools = lock(&POOLS);
+    pools.retain(|w| w.strong_count() > 0);
+    let found = pools.iter().filter_map(Weak::upgrade).find(|p| {
+        &p.address == address && p.key.as_bytes() == key.as_bytes() && !p.dead.load(Ordering::SeqCst)
+    });
+    if let Some(p) = found {
+        return p;
+    }
+    let p = Arc::new(Pool::new(address.clone(), key.clone()));
+    pools.push(Arc::downgrade(&p));
+    p
+}
+
+/// The arguments of a manager child ([`SERVE`], or a function of yours that calls
+/// [`serve_child`]): where to listen and the key. Made by [`ManagerBuilder`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChildArgs {
+    address: Option<String>,
+    authkey: Vec<u8>,
+}
+
+impl fmt::Debug for ChildArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildArgs").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+/// The function a manager child of the built-in types runs: list it in
+/// [`process::init`](crate::process::init) to use [`Manager::start`].
+pub static SERVE: ChannelFunction<ChildArgs> =
+    ChannelFunction::new("procwire.manager", |channel, args| serve_child(channel, args, Registry::new()));
+
+/// The body of a manager child: binds, reports the address to the parent over `channel`,
+/// serves `registry` until shut down, and exits when the parent dies (its end of `channel`
+/// closes). For custom types, wrap it in a [`ChannelFunction`] of your own:
+///
+/// ```no_run
+/// use procwire::manager::{ChildArgs, Manager, Registry, serve_child};
+/// use procwire::process::ChannelFunction;
+///
+/// struct Foo;
+/// fn registry() -> Registry {
+///     let mut r = Registry::new();
+///     r.register("Foo", |(): ()| Foo).method("bar", |_: &mut Foo, (): ()| println!("BAR"));
+///     r
+/// }
+/// static NEW_MANAGER: ChannelFunction<ChildArgs> =
+///     ChannelFunction::new("new_manager", |ch, args| serve_child(ch, args, registry()));
+///
+/// fn main() -> procwire::Result<()> {
+///     procwire::process::init(&[&NEW_MANAGER]);
+///     let manager = Manager::builder().start_with(&NEW_MANAGER)?;
+///     let foo = manager.create("Foo", &())?;
+///     foo.call::<_, ()>("bar", &())?;
+///     Ok(())
+/// }
+/// ```
+pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry) {
+    let address = match args.address.as_deref().map(str::parse::<Address>) {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => Err(e),
+        None => Address::fresh(Family::default()),
+    };
+    let server = match address.and_then(|a| ManagerServer::bind(&a, args.authkey, registry)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = channel.send(&Err::<String, String>(e.to_string()));
+            return;
+        }
+    };
+    if channel.send(&Ok::<String, String>(server.address().to_string())).is_err() {
+        return;
+    }
+    // The parent holds the other end for as long as it uses the manager: its end of file
+    // means the owner is gone (exited, crashed or killed), and so is the manager.
+    let lifeline = std::thread::Builder::new().name("procwire-manager-lifeline".into()).spawn(move || {
+        while channel.recv_bytes().is_ok() {}
+        std::process::exit(0);
+    });
+    if lifeline.is_err() {
+        return;
+    }
+    server.serve_forever();
+}
+
+/// Options for starting a manager in a child process; from [`Manager::builder`].
+///
+/// ```no_run
+/// use procwire::manager::{Manager, SERVE};
+/// use procwire::{Address, AuthKey};
+///
+/// procwire::process::init(&[&SERVE]);
+/// let m = Manager::builder()
+///     .address("tcp:127.0.0.1:0".parse()?)
+///     .authkey(AuthKey::random()?)
+///     .start()?;
+/// println!("manager at {} (reachable by anyone with the key)", m.address());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<AuthKey>,
+}
+
+impl ManagerBuilder {
+    /// Where the manager listens (default: a fresh address of the platform's default
+    /// family; TCP port 0 takes a free port).
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The key clients must hold (default: 32 random bytes, see [`Manager::authkey`]).
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// Starts a manager of the built-in types in a child process ([`SERVE`] must be listed
+    /// in [`process::init`](crate::process::init)).
+    pub fn start(self) -> Result<Manager> {
+        self.start_with(&SERVE)
+    }
+
+    /// Starts a manager in a child process that runs `f` (a function that calls
+    /// [`serve_child`] with its own [`Registry`]; it must be listed in
+    /// [`process::init`](crate::process::init)), and waits until it listens.
+    pub fn start_with(self, f: &ChannelFunction<ChildArgs>) -> Result<Manager> {
+        let key = match self.authkey {
+            Some(k) => k,
+            None => AuthKey::random()?,
+        };
+        let args =
+            ChildArgs { address: self.address.map(|a| a.to_string()), authkey: key.as_bytes().to_vec() };
+        let mut child = crate::process::start(f, args)?;
+        child.set_read_timeout(Some(START_TIMEOUT));
+        let reported = child.recv::<std::result::Result<String, String>>();
+        let fail = |child: Channel, e: Error| {
+            let _ = child.kill();
+            let _ = child.join(Some(EXIT_GRACE));
+            e
+        };
+        let address: Address = match reported {
+            Ok(Ok(a)) => match a.parse() {
+                Ok(a) => a,
+                Err(e) => return Err(fail(child, e)),
+            },
+            Ok(Err(message)) => return Err(fail(child, Error::Remote { kind: "start".into(), message })),
+            Err(e) => return Err(fail(child, e)),
+        };
+        child.set_read_timeout(None);
+        let pool = Arc::new(Pool::new(address, key));
+        *lock(&pool.owner) = Some(child);
+        lock(&POOLS).push(Arc::downgrade(&pool));
+        let first = pool.connect()?;
+        pool.give_back(first);
+        Ok(Manager { pool })
+    }
+}
+
+/// A handle to a manager: creates shared objects and returns their proxies. Clones share the
+/// connections.
+///
+/// A manager started by this process ([`Manager::start`]) lives until [`shutdown`]
+/// (Manager::shutdown), until this process drops its last `Manager` handle and proxy of it,
+/// or until this process ends.
+///
+/// [`shutdown`]: Manager::shutdown
+#[derive(Clone)]
+pub struct Manager {
+    pool: Arc<Pool>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.pool.address)
+            .field("owner", &lock(&self.pool.owner).is_some())
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Options for [`start`](ManagerBuilder::start).
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Starts a manager of the built-in types in a new child process, at a fresh address
+    /// with a random key ([`SERVE`] must be listed in [`process::init`](crate::process::init)).
+    ///
+    /// ```no_run
+    /// use procwire::manager::{Manager, SERVE};
+    ///
+    /// procwire::process::init(&[&SERVE]);
+    /// let manager = Manager::start()?;
+    /// let l = manager.list(0..10)?;
+    /// l.reverse()?;
+    /// println!("{:?}", l.to_vec()?);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn start() -> Result<Manager> {
+        ManagerBuilder::default().start()
+    }
+
+    /// Connects to the manager at `address` with its key (a wrong key is
+    /// [`Error::AuthenticationFailed`]).
+    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Manager> {
+        let pool = pool_for(address, &key.into());
+        let c = pool.take()?;
+        pool.give_back(c);
+        Ok(Manager { pool })
+    }
+
+    /// The manager's address.
+    pub fn address(&self) -> &Address {
+        &self.pool.address
+    }
+
+    /// The manager's key (give it, with the address, to processes that should connect).
+    pub fn authkey(&self) -> &AuthKey {
+        &self.pool.key
+    }
+
+    /// Creates an object of a registered type from `args` and returns its untyped proxy.
+    /// An unknown type id is an [`Error::Remote`] of kind `create`.
+    pub fn create<A: Serialize>(&self, typeid: &str, args: &A) -> Result<Proxy> {
+        let id: u64 = self.pool.request(&RequestOut::Create { typeid, args })?;
+        Ok(Proxy { inner: Arc::new(ProxyInner { pool: self.pool.clone(), id, typeid: typeid.to_string() }) })
+    }
+
+    /// The number of objects the manager holds (for all its clients).
+    pub fn object_count(&self) -> Result<usize> {
+        self.pool.request::<(), usize>(&Plain::Count)
+    }
+
+    /// Shuts the manager down: its objects are dropped and every proxy of it stops working.
+    /// When this process started it, waits for the child to exit (killing it after 5 s).
+    pub fn shutdown(&self) -> Result<()> {
+        self.pool.shutdown()
+    }
+}
+
+struct ProxyInner {
+    pool: Arc<Pool>,
+    id: u64,
+    typeid: String,
+}
+
+impl Drop for ProxyInner {
+    fn drop(&mut self) {
+        if !self.pool.dead.load(Ordering::SeqCst) {
+            let _ = self.pool.request::<(), ()>(&Plain::DecRef { id: self.id });
+        }
+    }
+}
+
+/// A proxy of any type: calls methods by name with serde arguments and results. Clones share
+/// one reference; the object is freed when the last proxy of every process is gone. It
+/// serializes as the manager's address and key and the object's id (see the [module
+/// documentation](self#proxies-across-processes)).
+///
+/// ```
+/// use procwire::manager::{Manager, ManagerServer, Registry};
+/// use procwire::{Address, AuthKey, Error, Family};
+///
+/// let mut reg = Registry::new();
+/// reg.register("Greeter", |name: String| name)
+///     .method("greet", |name: &mut String, greeting: String| format!("{greeting}, {name}!"));
+/// let key = AuthKey::random()?;
+/// let server = ManagerServer::bind(&Address::fresh(Family::Tcp)?, key.clone(), reg)?;
+/// let m = Manager::connect(server.address(), key)?;
+/// let g = m.create("Greeter", &"world")?;
+/// assert_eq!(g.call::<_, String>("greet", &"Hello")?, "Hello, world!");
+/// match g.call::<_, ()>("shout", &()) {
+///     Err(Error::Remote { kind, .. }) => assert_eq!(kind, "attribute"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<ProxyInner>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Proxy[{}] object {} at {}>", self.inner.typeid, self.inner.id, self.inner.pool.address)
+    }
+}
+
+impl Proxy {
+    /// Calls `method` with `args` and decodes its result as `R`. Errors raised by the method
+    /// (a method that is not exposed: kind `attribute`; arguments that do not decode: kind
+    /// `type`; a panic: kind `panic`) are [`Error::Remote`].
+    pub fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R> {
+        self.inner.pool.request(&RequestOut::Call { id: self.inner.id, method, args })
+    }
+
+    /// The object's type id.
+    pub fn typeid(&self) -> &str {
+        &self.inner.typeid
+    }
+
+    /// The object's id in its manager.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The manager that serves the object.
+    pub fn manager(&self) -> Manager {
+        Manager { pool: self.inner.pool.clone() }
+    }
+}
+
+impl Serialize for Proxy {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let p = &self.inner;
+        // A reference for the message, until the receiver adopts it.
+        p.pool.request::<(), ()>(&Plain::IncRef { id: p.id }).map_err(serde::ser::Error::custom)?;
+        ProxyRef {
+            address: p.pool.address.to_string(),
+            authkey: p.pool.key.as_bytes().to_vec(),
+            id: p.id,
+            typeid: p.typeid.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let r = ProxyRef::deserialize(d)?;
+        let address: Address = r.address.parse().map_err(serde::de::Error::custom)?;
+        let pool = pool_for(&address, &AuthKey::new(r.authkey));
+        pool.request::<(), ()>(&Plain::Adopt { id: r.id }).map_err(|e| {
+            serde::de::Error::custom(format!("cannot take over the proxy of object {}: {e}", r.id))
+        })?;
+        Ok(Proxy { inner: Arc::new(ProxyInner { pool, id: r.id, typeid: r.typeid }) })
+    }
+}
