@@ -25,8 +25,8 @@
 //! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
-//! of them, [`process`] (child processes that run a Rust function), and [`queue`] (queues shared
-//! between processes).
+//! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
+//! between processes), and [`shared`] (values and arrays in shared memory).
 
 #![deny(missing_docs)]
 
@@ -39,6 +39,7 @@ mod listener;
 pub mod manager;
 pub mod process;
 pub mod queue;
+pub mod shared;
 mod transport;
 pub mod wait;
 

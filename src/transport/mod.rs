@@ -15,6 +15,13 @@ mod windows;
 #[cfg(windows)]
 use windows as sys;
 
+#[cfg(unix)]
+#[path = "shm_unix.rs"]
+pub(crate) mod shm;
+#[cfg(windows)]
+#[path = "shm_windows.rs"]
+pub(crate) mod shm;
+
 pub(crate) use sys::{
     BindOptions, Pollable, RawListener, Sentinel, Stream, connect, fork, keep_sentinel, parent_id, pipe,
     prepare_child, reap, signal, spawn, wait_any, wait_ready, wait_ready_with, watch_parent,

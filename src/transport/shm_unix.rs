@@ -1,0 +1,158 @@
+//! Shared memory on Unix: an anonymous memory file (`memfd_create`, Linux) mapped shared, and
+//! a process-shared robust mutex placed in it. Other processes open the file through
+//! `/proc/PID/fd/FD` of a process that holds it, so there is never a name to clean up.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// A shared, writable mapping of a whole memory file.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; every access to it goes
+// through raw pointers whose synchronisation is the caller's (a mutex in the memory, atomics).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+impl Mapping {
+    /// A new zero-filled memory file of `len` bytes, mapped.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn create(len: usize) -> io::Result<Mapping> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the name is a NUL-terminated string; the flags are valid.
+        let fd = cvt(unsafe { libc::memfd_create(c"procwire-shared".as_ptr(), libc::MFD_CLOEXEC) })?;
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid descriptor and size.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        Mapping::map(fd, len)
+    }
+
+    /// Without memfd there is no file without a name: not supported yet.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn create(_len: usize) -> io::Result<Mapping> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "shared memory needs memfd_create (Linux)"))
+    }
+
+    /// Opens the memory file that process `pid` holds as descriptor `fd`, and maps it.
+    pub(crate) fn open(pid: u32, fd: i32) -> io::Result<Mapping> {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open the shared memory of process {pid} ({path}): {e}"))
+        })?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "shared memory too large"))?;
+        Mapping::map(file.into(), len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "an empty shared memory file"));
+        }
+        // SAFETY: mapping a descriptor we own, shared, for its whole length.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { fd, ptr, len })
+    }
+
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what map() mapped; nothing borrows it past the owner.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Bytes reserved for a mutex in shared memory.
+pub(crate) const MUTEX_SPACE: usize = 64;
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_SPACE);
+
+/// Initialises a process-shared mutex at `at` (robust where the OS has it: a holder that dies
+/// leaves it to the next locker with a flag, never held forever).
+///
+/// # Safety
+/// `at` points to `MUTEX_SPACE` writable bytes, suitably aligned, not used by anyone yet.
+pub(crate) unsafe fn mutex_init(at: *mut u8) -> io::Result<()> {
+    let m = at.cast::<libc::pthread_mutex_t>();
+    // SAFETY: attr is initialised by pthread_mutexattr_init before use and destroyed after.
+    unsafe {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+        let attr = attr.as_mut_ptr();
+        let r = (|| {
+            check(libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED))?;
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            check(libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST))?;
+            check(libc::pthread_mutex_init(m, attr))
+        })();
+        libc::pthread_mutexattr_destroy(attr);
+        r
+    }
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
+}
+
+/// Locks the mutex at `at`; `true` when its previous holder died holding it (the data it
+/// guards may be half-updated).
+///
+/// # Safety
+/// `at` points to a mutex initialised by [`mutex_init`] that stays mapped.
+pub(crate) unsafe fn mutex_lock(at: *mut u8) -> io::Result<bool> {
+    let m = at.cast::<libc::pthread_mutex_t>();
+    // SAFETY: the caller guarantees an initialised, mapped mutex.
+    let r = unsafe { libc::pthread_mutex_lock(m) };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if r == libc::EOWNERDEAD {
+        // SAFETY: we hold the mutex now; marking it consistent makes it usable again.
+        check(unsafe { libc::pthread_mutex_consistent(m) })?;
+        return Ok(true);
+    }
+    check(r).map(|()| false)
+}
+
+/// Unlocks the mutex at `at`, which this thread holds.
+///
+/// # Safety
+/// As [`mutex_lock`], and this thread holds the mutex.
+pub(crate) unsafe fn mutex_unlock(at: *mut u8) {
+    // SAFETY: the caller guarantees it holds the initialised mutex.
+    unsafe { libc::pthread_mutex_unlock(at.cast::<libc::pthread_mutex_t>()) };
+}
