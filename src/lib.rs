@@ -26,7 +26,8 @@
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
 //! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
-//! between processes), and [`shared`] (values and arrays in shared memory).
+//! between processes), [`pool`] (a pool of worker processes with `map`, `imap` and
+//! `apply_async`), and [`shared`] (values and arrays in shared memory).
 
 #![deny(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod connection;
 mod error;
 mod listener;
 pub mod manager;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shared;

@@ -156,6 +156,13 @@ mod sealed {
     pub trait Sealed {
         /// Runs the function over the bootstrap connection; returns the exit code.
         fn run_child(&self, conn: crate::Connection) -> i32;
+
+        /// In a pool worker: runs the function over `n` CBOR arguments that follow each other
+        /// in `args`, appending each task's outcome to `out` (SPEC.md §12.4). Only a
+        /// [`Function`](super::Function) can; other entries report every task as not runnable.
+        fn run_tasks(&self, args: &[u8], n: u64, out: &mut Vec<u8>) -> crate::pool::Ran {
+            crate::pool::not_runnable(args, n, out)
+        }
     }
 }
 
@@ -211,6 +218,10 @@ impl<A: DeserializeOwned, R: Serialize> sealed::Sealed for Function<A, R> {
         let _ = conn.close();
         code
     }
+
+    fn run_tasks(&self, args: &[u8], n: u64, out: &mut Vec<u8>) -> crate::pool::Ran {
+        crate::pool::run_tasks(self.f, args, n, out)
+    }
 }
 
 impl<A: DeserializeOwned, R: Serialize> Entry for Function<A, R> {
@@ -265,7 +276,7 @@ impl<A: DeserializeOwned> Entry for ChannelFunction<A> {
 }
 
 /// In the child: decodes the arguments and says `Started`, or says `Refused`.
-fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &str) -> Option<A> {
+pub(crate) fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &str) -> Option<A> {
     match conn.recv::<A>() {
         Ok(a) => {
             conn.set_read_timeout(None);
@@ -281,7 +292,7 @@ fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &str) -> Optio
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -333,6 +344,10 @@ fn run_child(functions: &[&dyn Entry], version: &str) -> i32 {
         transport::watch_parent();
     }
     let _ = NAME.set(start.name.clone());
+    // The pool's worker is built in: it runs the tasks of any function in the list.
+    if start.function == crate::pool::WORKER_ENTRY && start.channel && start.version == VERSION {
+        return crate::pool::run_worker(conn, functions);
+    }
     let exe = std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string());
     let mut found = functions.iter().filter(|f| f.name() == start.function);
     let refusal = match (found.next(), found.next()) {
@@ -443,6 +458,61 @@ fn join_child(
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// A child started for a crate-internal consumer (the pool's workers): as a [`Channel`]'s,
+/// but not registered for [`waitall`], which must not wait for children it did not start.
+#[derive(Debug)]
+pub(crate) struct Child {
+    state: Mutex<ChildState>,
+    sentinel: transport::Sentinel,
+    pid: u32,
+}
+
+impl Child {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit code, once the child has exited (reaping it).
+    pub(crate) fn exitcode(&self) -> Result<Option<i32>> {
+        lock(&self.state).try_reap()
+    }
+
+    /// SIGTERM or SIGKILL, unless it has exited already.
+    pub(crate) fn signal(&self, kill: bool) -> Result<()> {
+        lock(&self.state).signal(kill)
+    }
+
+    /// Waits at most `timeout` for the child to exit; its exit code, or `None`.
+    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        join_child(|| lock(&self.state).try_reap(), &self.sentinel, deadline_of(timeout))
+    }
+}
+
+/// Starts `function` (a name the child's `init` handles, with a channel) in a child, as
+/// [`start`] does, without registering it for [`waitall`].
+pub(crate) fn spawn_child(
+    function: &'static str,
+    args: &[u8],
+    name: &str,
+    daemon: bool,
+) -> Result<(Connection, Child)> {
+    let s = spawn(&SpawnOptions {
+        function,
+        channel: true,
+        args,
+        name,
+        daemon,
+        executable: None,
+        start_timeout: DEFAULT_START_TIMEOUT,
+    })?;
+    let child = Child {
+        state: Mutex::new(ChildState { pid: s.pid, status: None }),
+        sentinel: s.sentinel,
+        pid: s.pid,
+    };
+    Ok((s.conn, child))
 }
 
 /// What [`spawn`] needs to know.

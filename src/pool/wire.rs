@@ -1,0 +1,294 @@
+//! The pool's messages (SPEC.md §12.4): one opcode byte, CBOR unsigned integers, then CBOR
+//! values; and running a chunk's tasks on the worker's side, since both sides share the
+//! outcome layout.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{MAX_SHORT_PAYLOAD, encode_header};
+use crate::{Error, Result};
+
+/// The pool protocol version, in the worker's start arguments.
+pub(crate) const VERSION: u32 = 1;
+
+// Parent to worker.
+pub(crate) const FUNCTION: u8 = 0x01;
+pub(crate) const INIT: u8 = 0x02;
+pub(crate) const CHUNK: u8 = 0x03;
+pub(crate) const EXIT: u8 = 0x04;
+
+// Worker to parent.
+pub(crate) const RESULT: u8 = 0x81;
+pub(crate) const INIT_FAILED: u8 = 0x82;
+
+// The tag in front of each task's outcome in a RESULT.
+pub(crate) const RETURNED: u8 = 0x00;
+pub(crate) const PANICKED: u8 = 0x01;
+pub(crate) const UNSENDABLE: u8 = 0x02;
+pub(crate) const NOT_RUN: u8 = 0x03;
+
+/// Decoding scratch space: CBOR text and byte strings up to this length decode without
+/// allocating twice; longer ones still decode, in pieces.
+pub(crate) const SCRATCH: usize = 512;
+
+/// The worker's start arguments (the ARGS of SPEC.md §12.3).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WorkerStart {
+    pub(crate) version: u32,
+}
+
+/// What running a chunk's tasks did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ran {
+    /// Tasks whose outcome is not `RETURNED`.
+    pub(crate) failed: u64,
+    /// Bytes left over after the `n` arguments (a protocol error when not 0).
+    pub(crate) rest: usize,
+}
+
+/// Appends `n` as a CBOR unsigned integer (its shortest encoding).
+pub(crate) fn push_uint(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=23 => out.push(n as u8),
+        24..=0xff => out.extend_from_slice(&[0x18, n as u8]),
+        0x100..=0xffff => {
+            out.push(0x19);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0x1a);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0x1b);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Takes a CBOR unsigned integer (any of its encodings) off the front of `body`.
+pub(crate) fn take_uint(body: &mut &[u8]) -> Result<u64> {
+    let (n, len) = match *body {
+        [b, ..] if *b <= 23 => (u64::from(*b), 1),
+        [0x18, b, ..] => (u64::from(*b), 2),
+        [0x19, a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 3),
+        [0x1a, rest @ ..] if rest.len() >= 4 => {
+            (u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]])), 5)
+        }
+        [0x1b, rest @ ..] if rest.len() >= 8 => {
+            let mut b = [0; 8];
+            b.copy_from_slice(&rest[..8]);
+            (u64::from_be_bytes(b), 9)
+        }
+        _ => {
+            return Err(Error::Protocol(
+                "a pool message without an unsigned integer where one belongs".into(),
+            ));
+        }
+    };
+    *body = &body[len..];
+    Ok(n)
+}
+
+/// Starts a frame with opcode `op` in `out`; returns where it starts, for [`end_frame`].
+pub(crate) fn start_frame(out: &mut Vec<u8>, op: u8) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, op]);
+    start
+}
+
+/// Writes the header of the frame started at `start`, now that its payload is complete.
+pub(crate) fn end_frame(out: &mut Vec<u8>, start: usize) {
+    let len = (out.len() - start - 4) as u64;
+    let header = encode_header(len);
+    if len <= MAX_SHORT_PAYLOAD {
+        out[start..start + 4].copy_from_slice(header.as_bytes());
+    } else {
+        out.splice(start..start + 4, header.as_bytes().iter().copied());
+    }
+}
+
+/// Appends the CBOR text `s` (encoding a string into a vector cannot fail).
+pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
+    let _ = ciborium::into_writer(s, &mut *out);
+}
+
+/// Takes one CBOR value off the front of `body`.
+pub(crate) fn take_value<T: DeserializeOwned>(body: &mut &[u8], scratch: &mut [u8]) -> Result<T> {
+    ciborium::de::from_reader_with_buffer(&mut *body, scratch).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// In the worker: runs `f` over the `n` arguments in `args`, appending one outcome per task.
+pub(crate) fn run_tasks<A: DeserializeOwned, R: Serialize>(
+    f: fn(A) -> R,
+    args: &[u8],
+    n: u64,
+    out: &mut Vec<u8>,
+) -> Ran {
+    let mut rest = args;
+    let mut scratch = [0u8; SCRATCH];
+    let mut failed = 0;
+    for i in 0..n {
+        let a: A = match ciborium::de::from_reader_with_buffer(&mut rest, &mut scratch) {
+            Ok(a) => a,
+            Err(e) => {
+                // The other arguments cannot be found without this one's end: none of them run.
+                let why = format!(
+                    "the arguments of task {i} of its chunk do not decode as {}: {e}",
+                    std::any::type_name::<A>()
+                );
+                for _ in i..n {
+                    out.push(NOT_RUN);
+                    push_text(out, &why);
+                }
+                return Ran { failed: failed + (n - i), rest: 0 };
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(a))) {
+            Ok(r) => {
+                let mark = out.len();
+                out.push(RETURNED);
+                if let Err(e) = ciborium::into_writer(&r, &mut *out) {
+                    out.truncate(mark);
+                    out.push(UNSENDABLE);
+                    push_text(out, &e.to_string());
+                    failed += 1;
+                }
+            }
+            Err(p) => {
+                out.push(PANICKED);
+                push_text(out, &crate::process::panic_message(&*p));
+                failed += 1;
+            }
+        }
+    }
+    Ran { failed, rest: rest.len() }
+}
+
+/// In the worker: reports each of the `n` tasks as not run, for `why`.
+pub(crate) fn not_run(n: u64, why: &str, out: &mut Vec<u8>) -> Ran {
+    for _ in 0..n {
+        out.push(NOT_RUN);
+        push_text(out, why);
+    }
+    Ran { failed: n, rest: 0 }
+}
+
+/// The default of `Sealed::run_tasks`, for entries that are not a `Function`.
+pub(crate) fn not_runnable(_args: &[u8], n: u64, out: &mut Vec<u8>) -> Ran {
+    not_run(n, "this function takes a channel (a ChannelFunction); a pool runs Function items", out)
+}
+
+/// Takes one task's outcome off the front of `body`. On `Err(_, false)` the position in
+/// `body` is lost (a value that did not decode): the chunk's remaining outcomes cannot be read.
+pub(crate) fn take_outcome<R: DeserializeOwned>(
+    body: &mut &[u8],
+    scratch: &mut [u8],
+) -> std::result::Result<R, (Error, bool)> {
+    let Some((&tag, rest)) = body.split_first() else {
+        return Err((Error::Protocol("a pool result with fewer outcomes than tasks".into()), false));
+    };
+    *body = rest;
+    let kind = match tag {
+        RETURNED => return take_value(body, scratch).map_err(|e| (e, false)),
+        PANICKED => "panic",
+        UNSENDABLE => "encode",
+        NOT_RUN => "start",
+        _ => {
+            return Err((
+                Error::Protocol(format!("a pool result with an unknown outcome tag {tag:#04x}")),
+                false,
+            ));
+        }
+    };
+    match take_value::<String>(body, scratch) {
+        Ok(message) => Err((Error::Remote { kind: kind.into(), message }, true)),
+        Err(e) => Err((e, false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uints_match_ciborium_both_ways() {
+        for n in [0, 1, 23, 24, 255, 256, 65535, 65536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+            let mut ours = Vec::new();
+            push_uint(&mut ours, n);
+            let mut theirs = Vec::new();
+            ciborium::into_writer(&n, &mut theirs).unwrap();
+            assert_eq!(ours, theirs, "{n}");
+            ours.push(0xff);
+            let mut body = &ours[..];
+            assert_eq!(take_uint(&mut body).unwrap(), n);
+            assert_eq!(body, [0xff]);
+        }
+        // The fixed-width form a worker uses for fields it fills in afterwards.
+        let mut body: &[u8] = &[0x1b, 0, 0, 0, 0, 0, 0, 1, 2];
+        assert_eq!(take_uint(&mut body).unwrap(), 258);
+        for bad in [&[][..], &[0x19, 1], &[0x1a, 0, 0, 0], &[0x20], &[0x60]] {
+            assert!(take_uint(&mut &bad[..]).is_err(), "{bad:?}");
+        }
+    }
+
+    fn double(x: u32) -> u32 {
+        if x == 13 {
+            panic!("unlucky {x}");
+        }
+        x * 2
+    }
+
+    #[test]
+    fn outcomes_round_trip_and_a_panic_stays_with_its_task() {
+        let mut args = Vec::new();
+        for x in [1u32, 13, 7] {
+            ciborium::into_writer(&x, &mut args).unwrap();
+        }
+        let mut out = Vec::new();
+        let ran = run_tasks(double, &args, 3, &mut out);
+        assert_eq!(ran, Ran { failed: 1, rest: 0 });
+        let mut body = &out[..];
+        let mut scratch = [0; SCRATCH];
+        assert_eq!(take_outcome::<u32>(&mut body, &mut scratch).unwrap(), 2);
+        match take_outcome::<u32>(&mut body, &mut scratch) {
+            Err((Error::Remote { kind, message }, true)) => {
+                assert_eq!((kind.as_str(), message.as_str()), ("panic", "unlucky 13"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(take_outcome::<u32>(&mut body, &mut scratch).unwrap(), 14);
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn arguments_that_do_not_decode_fail_the_rest_of_the_chunk() {
+        let mut args = Vec::new();
+        ciborium::into_writer(&5u32, &mut args).unwrap();
+        ciborium::into_writer("five", &mut args).unwrap();
+        ciborium::into_writer(&6u32, &mut args).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(run_tasks(double, &args, 3, &mut out).failed, 2);
+        let mut body = &out[..];
+        let mut scratch = [0; SCRATCH];
+        assert_eq!(take_outcome::<u32>(&mut body, &mut scratch).unwrap(), 10);
+        for _ in 0..2 {
+            let e = take_outcome::<u32>(&mut body, &mut scratch).unwrap_err();
+            assert!(
+                matches!(&e.0, Error::Remote { kind, message } if kind == "start" && message.contains("decode"))
+            );
+        }
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn long_frames_get_the_long_header() {
+        let mut out = vec![9];
+        let start = start_frame(&mut out, CHUNK);
+        out.extend_from_slice(&[1, 2, 3]);
+        end_frame(&mut out, start);
+        assert_eq!(out, [9, 0, 0, 0, 4, CHUNK, 1, 2, 3]);
+    }
+}
