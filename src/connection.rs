@@ -484,6 +484,29 @@ impl Connection {
         self.rx.has_buffered()
     }
 
+    /// The bytes received and not yet taken as messages, for handing the connection to
+    /// another process; `None` when a large message is half-read (its state cannot travel).
+    #[cfg(unix)]
+    pub(crate) fn unread(&self) -> Option<&[u8]> {
+        let r = &self.rx.reader;
+        (r.partial.is_none() && r.broken.is_none()).then(|| r.fb.buffered())
+    }
+
+    /// Puts bytes another process had received and not read in front of what this
+    /// connection will read.
+    #[cfg(unix)]
+    pub(crate) fn prime(&mut self, mut bytes: &[u8]) {
+        let fb = &mut self.rx.reader.fb;
+        fb.grow_to(bytes.len().max(READ_BUFFER));
+        while !bytes.is_empty() {
+            let spare = fb.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            fb.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
     pub(crate) fn refuse_challenge(&mut self) {
         self.rx.reader.refuse_challenge = true;
     }

@@ -35,6 +35,8 @@ mod address;
 pub mod auth;
 pub mod codec;
 pub mod connection;
+#[cfg(unix)]
+pub mod handles;
 mod error;
 mod listener;
 pub mod manager;
