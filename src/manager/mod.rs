@@ -117,13 +117,16 @@ pub(crate) fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
+/// A connection not in use, and its receive buffer.
+type Idle = (Connection, Vec<u8>);
+
 /// The connections of this process to one manager.
 struct Pool {
     address: Address,
     key: AuthKey,
-    /// Idle connections, and the process they belong to (a forked child does not use its
-    /// parent's).
-    idle: Mutex<(u32, Vec<Connection>)>,
+    /// Idle connections with their receive buffers, and the process they belong to (a forked
+    /// child does not use its parent's).
+    idle: Mutex<(u32, Vec<Idle>)>,
     /// Shut down, or unreachable: dropped proxies do not try to tell it.
     dead: AtomicBool,
     /// The child process serving the manager, when this process started it.
@@ -154,7 +157,7 @@ impl Pool {
         }
     }
 
-    fn take(&self) -> Result<Connection> {
+    fn take(&self) -> Result<Idle> {
         {
             let mut idle = lock(&self.idle);
             let pid = std::process::id();
@@ -165,20 +168,23 @@ impl Pool {
                 return Ok(c);
             }
         }
-        self.connect()
+        Ok((self.connect()?, Vec::new()))
     }
 
-    fn give_back(&self, c: Connection) {
-        let mut idle = lock(&self.idle);
-        if idle.0 == std::process::id() {
-            idle.1.push(c);
-        }
+    /// Returns a connection taken by `take` in this process (which cleared the pool of a
+    /// parent's connections already if it was forked).
+    fn give_back(&self, c: Idle) {
+        lock(&self.idle).1.push(c);
     }
 
     /// One request and its reply, on an idle connection or a new one.
     fn request<A: Serialize, R: DeserializeOwned>(&self, req: &RequestOut<'_, A>) -> Result<R> {
-        let mut c = self.take()?;
-        let r = c.send(req).and_then(|()| c.recv::<ReplyIn<R>>());
+        let (mut c, mut buf) = self.take()?;
+        let r = c
+            .send(req)
+            .and_then(|()| c.recv_bytes_into(&mut buf))
+            .and_then(|_| wire::decode::<ReplyIn<R>>(&buf));
+        let c = (c, buf);
         match r {
             Ok(ReplyIn::Ok(v)) => {
                 self.give_back(c);
@@ -382,7 +388,7 @@ impl ManagerBuilder {
         *lock(&pool.owner) = Some(child);
         lock(&POOLS).push(Arc::downgrade(&pool));
         let first = pool.connect()?;
-        pool.give_back(first);
+        pool.give_back((first, Vec::new()));
         Ok(Manager { pool })
     }
 }

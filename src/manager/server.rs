@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::objects::{self, Ctx, Fault, Object, Outcome, args, lock, no_method, reply};
-use super::wire::{Reply, Request, VERSION};
+use super::wire::{Reply, Request, VERSION, decode};
 use crate::{Address, AuthKey, Connection, Error, Listener, Result};
 
 type Create = dyn Fn(&Value, &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
@@ -385,11 +385,14 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
         return;
     }
     inner.session_opened(session);
+    let mut buf = Vec::new();
     while !inner.stop.load(Ordering::Relaxed) {
-        let outcome = match conn.recv::<Request>() {
+        if conn.recv_bytes_into(&mut buf).is_err() {
+            break;
+        }
+        let outcome = match decode::<Request>(&buf) {
             Ok(req) => inner.handle(session, req, &mut conn),
-            Err(Error::Decode(e)) => Err(Fault::new("protocol", format!("not a manager request: {e}"))),
-            Err(_) => break,
+            Err(e) => Err(Fault::new("protocol", format!("not a manager request: {e}"))),
         };
         let reply = match outcome {
             Ok(v) => Reply::Ok(v),

@@ -1,6 +1,7 @@
 //! The manager's request and reply messages (SPEC.md §12.2): one CBOR request, one CBOR reply.
 
 use ciborium::Value;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a Hello carries.
@@ -58,6 +59,21 @@ pub(crate) struct ProxyRef {
     pub(crate) authkey: Vec<u8>,
     pub(crate) id: u64,
     pub(crate) typeid: String,
+}
+
+/// Decodes one message as `T`, as `Connection::recv` does (SPEC.md §7.2), but first with a
+/// small scratch buffer: ciborium's default one is 4 KiB, zeroed for every message, which
+/// costs more than the rest of a small request. Anything that fails that way (a long string
+/// read by reference, say) is decoded again the standard way, so the results are the same.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    let mut scratch = [0u8; 256];
+    let mut rest = bytes;
+    if let Ok(v) = ciborium::from_reader_with_buffer(&mut rest, &mut scratch)
+        && rest.is_empty()
+    {
+        return Ok(v);
+    }
+    crate::connection::decode(bytes)
 }
 
 /// An optional value where the value itself may be null: an array of zero or one item.
