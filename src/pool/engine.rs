@@ -1038,6 +1038,7 @@ fn give_up(shared: &Arc<Shared>, e: &Error) {
 fn read_results(shared: &Arc<Shared>, k: usize, generation: u64, rx: &mut Receiver, worker: &Worker) -> End {
     let mut got = Vec::new();
     let mut scratch = [0u8; wire::SCRATCH];
+    let mut exited = false;
     loop {
         let mut bad = None;
         let r = rx.recv_batch(Some(Instant::now() + CHECK_EVERY), &mut |frame| {
@@ -1058,10 +1059,12 @@ fn read_results(shared: &Arc<Shared>, k: usize, generation: u64, rx: &mut Receiv
         match r {
             Ok(()) => {}
             Err(Error::Timeout(_)) => {
-                // The stream stays open while a grandchild holds it: look at the process too.
-                if !matches!(worker.child.exitcode(), Ok(None)) {
+                // The stream stays open while a grandchild holds it: look at the process too,
+                // and once it has exited, read what it wrote before for one more round.
+                if exited {
                     return End::Gone;
                 }
+                exited = !matches!(worker.child.exitcode(), Ok(None));
                 let terminated = lock(&shared.state).terminated;
                 if terminated.is_some_and(|t| t.elapsed() > TERM_GRACE) {
                     let _ = worker.child.signal(true);
@@ -1090,8 +1093,8 @@ fn apply(
                     break;
                 }
                 let Some(c) = slot.in_flight.pop_front() else {
-                    // After terminate: its chunks were failed already.
-                    if st.terminated.is_some() {
+                    // After terminate or a failed initializer: its chunks were failed already.
+                    if st.terminated.is_some() || st.broken.is_some() {
                         continue;
                     }
                     end = Err(End::Broken(Error::Protocol(format!(

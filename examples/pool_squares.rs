@@ -1,0 +1,36 @@
+//! The seed's pool: `p = Pool(4); result = p.mapAsync(f, range(10)); result.get(timeout=1)`,
+//! with procwire's `Pool`: four worker processes square the numbers 0 to 9.
+//!
+//! ```text
+//! cargo run --example pool_squares
+//! ```
+
+use std::time::Duration;
+
+use procwire::pool::Pool;
+use procwire::process::Function;
+
+fn f(x: u64) -> u64 {
+    x * x
+}
+
+static F: Function<u64, u64> = Function::new("f", f);
+
+fn main() -> procwire::Result<()> {
+    // In a worker this runs its tasks and exits; here it returns at once.
+    procwire::process::init(&[&F]);
+
+    let p = Pool::new(4)?;
+    let result = p.map_async(&F, 0..10, None)?;
+    let squares = result.get(Some(Duration::from_secs(1)))?;
+    println!("{squares:?}");
+    assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+
+    // The same with imap, one result at a time as they come, and with one task.
+    for (x, sq) in p.imap(&F, 0..3, None)?.enumerate() {
+        println!("{x} squared is {}", sq?);
+    }
+    println!("apply: 12 squared is {}", p.apply(&F, 12)?);
+    println!("workers: {:?}", p.pids());
+    Ok(())
+}
