@@ -26,8 +26,9 @@
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
 //! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
-//! between processes), [`pool`] (a pool of worker processes with `map`, `imap` and
-//! `apply_async`), and [`shared`] (values and arrays in shared memory).
+//! between processes), [`manager`] (a server process of shared objects used through proxies),
+//! [`pool`] (a pool of worker processes with `map`, `imap` and `apply_async`), and [`shared`]
+//! (values and arrays in shared memory).
 
 #![deny(missing_docs)]
 
