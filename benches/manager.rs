@@ -127,23 +127,23 @@ mod unix {
     }
 
     const PYTHON: &str = r#"
-    import multiprocessing as mp, sys, time
-    if __name__ == "__main__":
-        secs = float(sys.argv[1])
-        with mp.Manager() as m:
-            d = m.dict()
-            d["key"] = 12345
-            t = time.perf_counter()
-            n = 0
-            while True:
-                for _ in range(64):
-                    assert d["key"] == 12345
-                n += 64
-                dt = time.perf_counter() - t
-                if dt >= secs:
-                    break
-            print(n / dt)
-    "#;
+import multiprocessing as mp, sys, time
+if __name__ == "__main__":
+    secs = float(sys.argv[1])
+    with mp.Manager() as m:
+        d = m.dict()
+        d["key"] = 12345
+        t = time.perf_counter()
+        n = 0
+        while True:
+            for _ in range(64):
+                assert d["key"] == 12345
+            n += 64
+            dt = time.perf_counter() - t
+            if dt >= secs:
+                break
+        print(n / dt)
+"#;
 
     fn cpython(secs: f64) -> Option<f64> {
         let out = Command::new("python3").args(["-c", PYTHON, &secs.to_string()]).output().ok()?;
