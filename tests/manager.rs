@@ -394,6 +394,9 @@ fn remote_over_tcp_and_wrong_key() {
     assert_eq!(q.get_timeout(LONG).unwrap(), Some(1));
     // The manager is still there for clients with the right key.
     let other = Manager::connect(&address, key).unwrap();
+    // The dict of the client that exited is freed once the manager sees its connections end
+    // (asynchronously); the queue stays.
+    wait_for_count(&other, 1);
     assert_eq!(
         other.object_count().unwrap(),
         1,
