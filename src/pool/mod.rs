@@ -104,7 +104,8 @@ fn invalid(message: &str) -> Error {
 /// use procwire::pool::default_chunksize;
 /// assert_eq!(default_chunksize(100_000, 2), 12_500);
 /// assert_eq!(default_chunksize(10, 4), 1);
-/// assert_eq!(default_chunksize(33, 4), 2);
+/// assert_eq!(default_chunksize(32, 4), 2);
+/// assert_eq!(default_chunksize(33, 4), 3);
 /// assert_eq!(default_chunksize(0, 4), 1);
 /// ```
 pub fn default_chunksize(len: usize, workers: usize) -> usize {
