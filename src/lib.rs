@@ -36,9 +36,9 @@ mod address;
 pub mod auth;
 pub mod codec;
 pub mod connection;
+mod error;
 #[cfg(unix)]
 pub mod handles;
-mod error;
 mod listener;
 pub mod manager;
 pub mod pool;

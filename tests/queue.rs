@@ -96,8 +96,17 @@ fn spawn<A: serde::Serialize, R: serde::de::DeserializeOwned>(
 
 #[test]
 fn four_producers_four_consumers_move_every_item_exactly_once() {
+    four_by_four(Queue::new().unwrap());
+}
+
+#[test]
+fn four_producers_four_consumers_over_tcp() {
+    let tcp = Address::fresh(procwire::Family::Tcp).unwrap();
+    four_by_four(QueueBuilder::new().address(tcp).build().unwrap());
+}
+
+fn four_by_four(q: Queue<Option<u64>>) {
     const N: u64 = 100_000;
-    let q: Queue<Option<u64>> = Queue::new().unwrap();
     let producers: Vec<_> = (0..4).map(|i| spawn(&PRODUCE, (q.clone(), i * N / 4, N / 4))).collect();
     let consumers: Vec<_> = (0..4).map(|_| spawn(&CONSUME, q.clone())).collect();
     let mut put = 0;
@@ -185,7 +194,17 @@ fn timeouts_in_a_child_return_on_time() {
 
 #[test]
 fn a_consumer_killed_while_holding_items_loses_none() {
-    let q: Queue<Option<u64>> = Queue::new().unwrap();
+    consumer_killed_while_holding_items(Queue::new().unwrap());
+}
+
+#[test]
+fn a_consumer_killed_while_holding_items_loses_none_over_tcp() {
+    // Over TCP consumers acknowledge with messages instead of a shared counter.
+    let tcp = Address::fresh(procwire::Family::Tcp).unwrap();
+    consumer_killed_while_holding_items(QueueBuilder::new().address(tcp).build().unwrap());
+}
+
+fn consumer_killed_while_holding_items(q: Queue<Option<u64>>) {
     for i in 0..200 {
         q.put(&Some(i)).unwrap();
     }

@@ -144,6 +144,15 @@ fn handles_of_another_type_or_size_are_refused() {
     }
     let err = reopen::<_, Array<u64>>(&doc).unwrap_err();
     assert!(err.contains("not the shared memory"), "{err}");
+    // And one that names a descriptor that is not shared memory at all: never opened.
+    let file = tempfile::tempfile().unwrap();
+    for (k, val) in doc.as_map_mut().unwrap() {
+        if k.as_text() == Some("fd") {
+            *val = ciborium::Value::Integer(std::os::fd::AsRawFd::as_raw_fd(&file).into());
+        }
+    }
+    let err = reopen::<_, Array<u64>>(&doc).unwrap_err();
+    assert!(err.contains("not procwire shared memory"), "{err}");
 }
 
 fn shm_entries() -> BTreeSet<String> {

@@ -269,7 +269,7 @@ impl Handle {
                 }
                 let s = &l.owner.server;
                 let mut st = lock(&s.st);
-                while !s.has_room(&st) {
+                while !s.has_room(&mut st) {
                     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                     if left.is_some_and(|l| l.is_zero()) {
                         return Ok(false);

@@ -3,6 +3,7 @@
 //! whichever calling thread needs the next message.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::server::{lock, read_batch};
 use super::wire::{self, Info};
 use crate::connection::deadline_of;
-use crate::{Address, AuthKey, Client, Error, Receiver, Result, Sender};
+use crate::shared::Value;
+use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result, Sender};
 
 /// How long a handle waits for the server's answer to a control message before it calls the
 /// connection broken.
@@ -68,6 +70,8 @@ pub(crate) struct Link {
     /// Serialises request/answer pairs (`QSIZE`, `TASK_DONE`).
     call: Mutex<()>,
     pub(crate) info: Info,
+    /// The shared counter of items taken, when the server maps it (else `ACK` messages).
+    acks: Option<Value<u64>>,
 }
 
 /// The owner of a link: stops and joins the feeder when the last handle goes.
@@ -98,8 +102,16 @@ fn describe(e: &Error) -> String {
 impl Remote {
     pub(crate) fn connect(address: &Address, key: AuthKey, prefetch: u64, max_item: u64) -> Result<Remote> {
         let mut conn = Client::builder().authkey(key).max_message_size(max_item + 1).connect(address)?;
+        // Where this handle counts the items it takes, if shared memory works here: only over
+        // a Unix socket, so the server is on this host (and it says whether it could map it).
+        let local = matches!(address.family(), Family::Unix | Family::UnixAbstract);
+        let acks = if local { Value::new_unlocked(0u64).ok() } else { None };
         let mut hello = Vec::new();
-        wire::push_value(&mut hello, wire::HELLO, &wire::VERSION)?;
+        wire::push_value(
+            &mut hello,
+            wire::HELLO,
+            &wire::Hello { version: wire::VERSION, acks: acks.clone() },
+        )?;
         let (mut tx, mut rx) = {
             conn.set_read_timeout(Some(CONTROL_TIMEOUT));
             conn.split()
@@ -116,7 +128,9 @@ impl Remote {
             _ => return Err(Error::Protocol(format!("expected INFO from the queue, got {op:#04x}"))),
         };
         rx.set_read_timeout(None);
+        let acks = acks.filter(|_| info.acks_shared);
         let link = Link {
+            acks,
             tx: Mutex::new(Tx {
                 sender: Some(tx),
                 pending: Vec::new(),
@@ -513,11 +527,25 @@ impl Link {
         st.credit += want;
         drop(st);
         let mut f = Vec::with_capacity(16);
-        wire::push_count(&mut f, wire::ACK, n);
+        self.ack(&mut f, n);
         if want > 0 {
             wire::push_count(&mut f, wire::WANT, want);
         }
+        if f.is_empty() {
+            return Ok(());
+        }
         self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
+    }
+
+    /// Records `n` items as taken: in the shared counter (a store the server reads even after
+    /// this process is gone), or as an `ACK` appended to `frames`.
+    fn ack(&self, frames: &mut Vec<u8>, n: u64) {
+        match &self.acks {
+            Some(acks) => {
+                acks.atomic().fetch_add(n, Ordering::Release);
+            }
+            None => wire::push_count(frames, wire::ACK, n),
+        }
     }
 
     /// A get that timed out: withdraws this handle's request so no item waits here for a
@@ -540,7 +568,7 @@ impl Link {
         st.items.clear();
         drop(st);
         let mut f = Vec::new();
-        wire::push_count(&mut f, wire::ACK, 1);
+        self.ack(&mut f, 1);
         wire::push_count(&mut f, wire::RETURN, rest);
         self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))?;
         Ok(Some(item))
@@ -609,5 +637,26 @@ impl Link {
         let mut st = lock(&self.st);
         st.prefetch = n;
         st.window = st.window.min(n.max(1));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::queue::Queue;
+
+    #[test]
+    fn consumers_count_in_shared_memory_over_unix_sockets_and_with_messages_over_tcp() {
+        let unix: Queue<u64> = Queue::new().unwrap();
+        let r = Remote::connect(unix.address(), unix.authkey().clone(), 8, 1 << 20).unwrap();
+        assert!(r.link.info.acks_shared && r.link.acks.is_some());
+        unix.put(&5).unwrap();
+        assert_eq!(r.link.get(None).unwrap(), Some(vec![5]));
+        assert_eq!(r.link.acks.as_ref().unwrap().get().unwrap(), 1, "the get was counted");
+
+        let tcp_addr = Address::fresh(Family::Tcp).unwrap();
+        let tcp: Queue<u64> = crate::queue::QueueBuilder::new().address(tcp_addr).build().unwrap();
+        let r = Remote::connect(tcp.address(), tcp.authkey().clone(), 8, 1 << 20).unwrap();
+        assert!(!r.link.info.acks_shared && r.link.acks.is_none());
     }
 }

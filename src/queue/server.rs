@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::wire::{self, Info};
 use crate::connection::deadline_of;
+use crate::shared::Value;
 use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sender};
 
 /// How often an idle server thread looks whether the queue was dropped.
@@ -65,9 +66,28 @@ struct Conn {
     joining: u64,
     /// A write to it failed: it gets nothing more.
     dead: bool,
+    /// The client's acknowledgement counter in shared memory, and its value when last read.
+    acks: Option<Value<u64>>,
+    acks_seen: u64,
 }
 
 impl Conn {
+    /// Forgets the items the client counted as taken in its shared counter since the last
+    /// look; returns how many. A count beyond what it was sent is a protocol error.
+    fn sync_acks(&mut self) -> Result<u64> {
+        let Some(acks) = &self.acks else { return Ok(0) };
+        let now = acks.atomic().load(Ordering::Acquire);
+        let n = now.wrapping_sub(self.acks_seen);
+        if n > self.unacked.len() as u64 {
+            return Err(Error::Protocol(
+                "the shared acknowledgement count ran ahead of the items sent".into(),
+            ));
+        }
+        self.acks_seen = now;
+        self.unacked.drain(..n as usize);
+        Ok(n)
+    }
+
     fn push(&mut self, out: Out) {
         self.out.push(out);
         if self.writer_waiting {
@@ -107,12 +127,23 @@ pub(crate) struct State {
 
 impl State {
     /// Items in the queue or handed to a consumer's prefetch and not yet taken by it.
-    pub(crate) fn qsize(&self) -> u64 {
+    pub(crate) fn qsize(&mut self) -> u64 {
+        self.sync_acks();
         self.items.len() as u64 + self.unacked_total
     }
 
-    fn occupancy(&self) -> u64 {
+    fn occupancy(&mut self) -> u64 {
         self.qsize() + self.reserved_total
+    }
+
+    /// Reads every shared acknowledgement counter. A connection whose count is impossible
+    /// keeps its items; its reader drops it at its next message.
+    fn sync_acks(&mut self) {
+        for c in self.conns.values_mut() {
+            if let Ok(n) = c.sync_acks() {
+                self.unacked_total -= n;
+            }
+        }
     }
 }
 
@@ -159,7 +190,7 @@ impl Server {
     }
 
     pub(crate) fn info(&self) -> Info {
-        Info { version: wire::VERSION, maxsize: self.maxsize, joinable: self.joinable }
+        Info { version: wire::VERSION, maxsize: self.maxsize, joinable: self.joinable, acks_shared: false }
     }
 
     pub(crate) fn stopped(&self) -> bool {
@@ -200,9 +231,16 @@ impl Server {
             Err(_) => return,
         };
         let mut reply = Vec::new();
-        match wire::split(&hello).and_then(|(op, body)| Ok((op, wire::value::<u64>(op, body)?))) {
-            Ok((wire::HELLO, wire::VERSION)) => {
-                let _ = wire::push_value(&mut reply, wire::INFO, &self.info());
+        let acks;
+        match wire::split(&hello)
+            .and_then(|(op, body)| Ok((op, wire::value::<wire::Hello<ciborium::Value>>(op, body)?)))
+        {
+            Ok((wire::HELLO, h)) if h.version == wire::VERSION => {
+                // A client that cannot be mapped (another user, another host, no memfd) sends
+                // ACK messages instead.
+                acks = h.acks.and_then(|v| v.deserialized::<Value<u64>>().ok());
+                let info = wire::Info { acks_shared: acks.is_some(), ..self.info() };
+                let _ = wire::push_value(&mut reply, wire::INFO, &info);
             }
             _ => {
                 let _ = wire::push_value(
@@ -238,6 +276,8 @@ impl Server {
                     reserved: 0,
                     joining: 0,
                     dead: false,
+                    acks_seen: acks.as_ref().map_or(0, |a| a.atomic().load(Ordering::Acquire)),
+                    acks,
                 },
             );
             id
@@ -337,8 +377,12 @@ impl Server {
     /// of the queue in its order, its reserved slots are freed.
     fn drop_conn(&self, id: u64) {
         let mut st = lock(&self.st);
-        let Some(c) = st.conns.remove(&id) else { return };
+        let Some(mut c) = st.conns.remove(&id) else { return };
         c.cv.notify_all();
+        // What the client counted as taken before it went is gone for good.
+        if let Ok(n) = c.sync_acks() {
+            st.unacked_total -= n;
+        }
         st.unacked_total -= c.unacked.len() as u64;
         for item in c.unacked.into_iter().rev() {
             st.items.push_front(item);
@@ -353,6 +397,7 @@ impl Server {
         let (op, body) = wire::split(frame)?;
         let maxsize = self.maxsize;
         let Some(c) = st.conns.get_mut(&id) else { return Err(Error::Closed) };
+        st.unacked_total -= c.sync_acks()?;
         match op {
             wire::PUT => {
                 if maxsize.is_some() {
@@ -424,7 +469,8 @@ impl Server {
                 st.reserved_total -= n;
             }
             wire::QSIZE => {
-                let size = st.items.len() as u64 + st.unacked_total;
+                let size = st.qsize();
+                let c = st.conns.get_mut(&id).ok_or(Error::Closed)?;
                 c.push_count(wire::SIZE, size);
             }
             wire::TASK_DONE => {
@@ -500,7 +546,7 @@ impl Server {
     }
 
     /// Whether a local put may add an item now.
-    pub(crate) fn has_room(&self, st: &State) -> bool {
+    pub(crate) fn has_room(&self, st: &mut State) -> bool {
         self.maxsize.is_none_or(|m| st.occupancy() < m)
     }
 

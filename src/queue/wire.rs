@@ -41,6 +41,17 @@ pub(crate) struct Info {
     pub(crate) version: u64,
     pub(crate) maxsize: Option<u64>,
     pub(crate) joinable: bool,
+    /// Whether the server mapped the client's acknowledgement counter (`HELLO`'s `acks`):
+    /// then gets count there instead of sending `ACK`.
+    pub(crate) acks_shared: bool,
+}
+
+/// The body of `HELLO`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Hello<A> {
+    pub(crate) version: u64,
+    /// A `u64` in shared memory (SPEC.md §12.1) the client adds every item it takes to.
+    pub(crate) acks: Option<A>,
 }
 
 /// Appends one frame, `op` followed by `body`, to `out`.

@@ -47,11 +47,33 @@ impl Mapping {
     }
 
     /// Opens the memory file that process `pid` holds as descriptor `fd`, and maps it.
+    ///
+    /// Only a memory file made by [`create`](Mapping::create) is opened: the numbers come from
+    /// another process, and opening whatever they name (a FIFO would block, a device could
+    /// act) is not something a peer should be able to make us do.
     pub(crate) fn open(pid: u32, fd: i32) -> io::Result<Mapping> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = format!("/proc/{pid}/fd/{fd}");
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| {
+        let target = std::fs::read_link(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot open the shared memory of process {pid} ({path}): {e}"))
         })?;
+        if !target.to_string_lossy().starts_with("/memfd:procwire-shared") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("descriptor {fd} of process {pid} is not procwire shared memory"),
+            ));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open the shared memory of process {pid} ({path}): {e}"),
+                )
+            })?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "shared memory too large"))?;
         Mapping::map(file.into(), len)

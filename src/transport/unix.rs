@@ -434,7 +434,10 @@ impl Stream {
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
             if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "descriptors were cut off in transit"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "descriptors were cut off in transit",
+                ));
             }
             Ok((data[0], got))
         }
