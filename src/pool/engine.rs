@@ -787,19 +787,19 @@ fn start_worker(shared: &Arc<Shared>, k: usize) -> Result<(Receiver, Arc<Worker>
     };
     let (mut tx, rx) = conn.split();
     let worker = Arc::new(Worker { name, child });
-    let mut st = lock(&shared.state);
-    let slot_init = shared.config.initializer.as_ref().map(|(f, a)| (st.fid(f), *f, a));
-    if let Some((fid, f, a)) = slot_init {
+    let init_fid = shared.config.initializer.as_ref().map(|(f, _)| lock(&shared.state).fid(f));
+    if let (Some(fid), Some((f, a))) = (init_fid, &shared.config.initializer) {
         let mut frames = Vec::new();
         push_function(&mut frames, fid, f);
         let at = wire::start_frame(&mut frames, wire::INIT);
         wire::push_uint(&mut frames, fid as u64);
         frames.extend_from_slice(a);
         wire::end_frame(&mut frames, at);
-        // A fresh socket has room for this; a worker that died at once fails it, and the
-        // supervisor then sees how it ended.
+        // Before the writer starts, so these come first. A worker that died at once fails
+        // this write, and the supervisor then sees how it ended.
         let _ = tx.write_frames(&frames, None);
     }
+    let mut st = lock(&shared.state);
     let terminated = st.terminated.is_some();
     let slot = &mut st.slots[k];
     slot.starting = false;
@@ -811,7 +811,7 @@ fn start_worker(shared: &Arc<Shared>, k: usize) -> Result<(Receiver, Arc<Worker>
     slot.assigned = 0;
     slot.exit_sent = false;
     slot.defined.clear();
-    if let Some((fid, _, _)) = slot_init {
+    if let Some(fid) = init_fid {
         slot.defined.resize(fid + 1, false);
         slot.defined[fid] = true;
     }
