@@ -10,11 +10,14 @@
 //!   (default 2): the time of the same work in this one process divided by the pool's time,
 //!   with chunksize 1 and with the default chunksize. CPython runs the same shape with a limit
 //!   20 times smaller (its trial division is that much slower); only its speed-up is compared.
+//!   A baseline row does the same work on P threads of this process: on a machine whose CPUs
+//!   are busy with other work, it shows the best speed-up the run could get.
 //!
 //! Rounds run interleaved (procwire, then CPython); the table shows the median of the rounds
 //! and their spread.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use procwire::pool::Pool;
@@ -85,17 +88,20 @@ if __name__ == "__main__":
         out = pool.map(square, range(n))
         default = n / (time.perf_counter() - t)
         assert out[-1] == (n - 1) ** 2
-        t = time.perf_counter()
-        single = sum(count_primes(r) for r in ranges)
-        t_single = time.perf_counter() - t
-        t = time.perf_counter()
-        par = sum(pool.map(count_primes, ranges, chunksize=1))
-        t_chunk1 = time.perf_counter() - t
-        t = time.perf_counter()
-        par2 = sum(pool.map(count_primes, ranges))
-        t_default = time.perf_counter() - t
-        assert single == par == par2
-    print(chunk1, default, t_single / t_chunk1, t_single / t_default)
+        def single():
+            return sum(count_primes(r) for r in ranges)
+        def ratio(parallel):
+            # single, parallel, parallel, single, as on the Rust side
+            times, results = [], []
+            for f in (single, parallel, parallel, single):
+                t = time.perf_counter()
+                results.append(f())
+                times.append(time.perf_counter() - t)
+            assert len(set(results)) == 1
+            return (times[0] + times[3]) / (times[1] + times[2])
+        cpu1 = ratio(lambda: sum(pool.map(count_primes, ranges, chunksize=1)))
+        cpu_default = ratio(lambda: sum(pool.map(count_primes, ranges)))
+    print(chunk1, default, cpu1, cpu_default)
 "#;
 
 fn cpython(n: u64, procs: u64, limit: u64) -> Option<Vec<f64>> {
@@ -121,18 +127,60 @@ fn map_rate(pool: &Pool, n: u64, chunksize: Option<usize>) -> f64 {
     rate
 }
 
+fn ranges(limit: u64) -> Vec<(u64, u64)> {
+    (0..RANGES).map(|k| (limit * k / RANGES, limit * (k + 1) / RANGES)).collect()
+}
+
+/// The work done in this one process: its time and its result.
+fn single(limit: u64) -> (f64, u64) {
+    let t = Instant::now();
+    let n = ranges(limit).into_iter().map(count_primes).sum();
+    (t.elapsed().as_secs_f64(), n)
+}
+
+/// The time of one process divided by the time of `parallel` (which returns its result), each
+/// measured twice in the order single, parallel, parallel, single, so that a change in the
+/// machine's load during the measurement weighs on both sides alike.
+fn ratio(limit: u64, mut parallel: impl FnMut() -> u64) -> f64 {
+    let timed = |f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        let n = f();
+        (t.elapsed().as_secs_f64(), n)
+    };
+    let (s1, n) = single(limit);
+    let (p1, a) = timed(&mut parallel);
+    let (p2, b) = timed(&mut parallel);
+    let (s2, _) = single(limit);
+    assert_eq!((a, b), (n, n));
+    (s1 + s2) / (p1 + p2)
+}
+
 /// The single-process time divided by the pool's, for one chunksize.
 fn speedup(pool: &Pool, limit: u64, chunksize: Option<usize>) -> f64 {
-    let ranges: Vec<(u64, u64)> =
-        (0..RANGES).map(|k| (limit * k / RANGES, limit * (k + 1) / RANGES)).collect();
-    let t = Instant::now();
-    let single: u64 = ranges.iter().map(|&r| count_primes(r)).sum();
-    let t_single = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let par: u64 = pool.map(&COUNT_PRIMES, ranges, chunksize).expect("map").iter().sum();
-    let t_pool = t.elapsed().as_secs_f64();
-    assert_eq!(single, par);
-    t_single / t_pool
+    ratio(limit, || pool.map(&COUNT_PRIMES, ranges(limit), chunksize).expect("map").iter().sum())
+}
+
+/// The baseline: as [`speedup`], with `threads` threads of this process taking the ranges one
+/// at a time; the best the CPUs left to this run allow.
+fn thread_speedup(threads: u64, limit: u64) -> f64 {
+    ratio(limit, || {
+        let next = AtomicUsize::new(0);
+        let rs = ranges(limit);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut sum = 0;
+                        while let Some(&r) = rs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            sum += count_primes(r);
+                        }
+                        sum
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("thread")).sum()
+        })
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -162,16 +210,17 @@ fn main() {
     let limit = arg("--limit", 3_000_000);
     let pool = Pool::new(procs as usize).expect("start the pool");
     pool.map(&SQUARE, 0..100, None).expect("warm-up");
-    // Rows: procwire chunk 1, procwire default, procwire cpu chunk 1, procwire cpu default;
-    // then CPython's four.
-    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 4];
-    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    // Rows: map chunksize 1, map default, primes chunksize 1, primes default, primes on
+    // threads (no CPython column).
+    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 5];
     for round in 0..repeat {
         eprintln!("round {}/{repeat}", round + 1);
         pw[0].push(map_rate(&pool, n, Some(1)));
         pw[1].push(map_rate(&pool, n, None));
         pw[2].push(speedup(&pool, limit, Some(1)));
         pw[3].push(speedup(&pool, limit, None));
+        pw[4].push(thread_speedup(procs, limit));
         if let Some(v) = cpython(n, procs, limit) {
             for (row, x) in py.iter_mut().zip(v) {
                 row.push(x);
@@ -184,17 +233,18 @@ fn main() {
         "pool benchmark: {procs} workers, {cpus} CPUs, load average {}, median of {repeat} rounds (min..max)",
         load.split_whitespace().next().unwrap_or("?")
     );
-    println!("{:<34} {:>24} {:>24} {:>9}", "workload", "procwire", "CPython mp.Pool", "pw/py");
+    println!("{:<40} {:>26} {:>26} {:>6}", "workload", "procwire", "CPython mp.Pool", "pw/py");
     let rows = [
         (format!("map x*x, {n} ints, chunksize 1"), true),
-        (format!("map x*x, {n} ints, default chunks"), true),
+        (format!("map x*x, {n} ints, default chunksize"), true),
         (format!("primes, {RANGES} ranges, chunksize 1"), false),
-        (format!("primes, {RANGES} ranges, default"), false),
+        (format!("primes, {RANGES} ranges, default chunksize"), false),
+        (format!("primes, {procs} threads (baseline)"), false),
     ];
     for (i, (name, is_rate)) in rows.iter().enumerate() {
         let cell = |v: &[f64]| {
             if v.is_empty() {
-                return ("(no python3)".to_string(), None);
+                return (if i < 4 { "(no python3)" } else { "-" }.to_string(), None);
             }
             let (lo, hi) =
                 (v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(0.0, f64::max));
@@ -212,10 +262,13 @@ fn main() {
             (Some(a), Some(b)) if *is_rate => format!("{:.2}", a / b),
             _ => "-".to_string(),
         };
-        println!("{name:<34} {a:>24} {b:>24} {ratio:>9}");
+        println!("{name:<40} {a:>26} {b:>26} {ratio:>6}");
     }
     println!(
-        "primes rows: the time of the same work in one process divided by the pool's (CPython with a limit of {})",
+        "primes rows: the time of the same work in one process divided by the pool's (CPython: limit {});",
         limit / 20
+    );
+    println!(
+        "the baseline divides it by the time of {procs} threads of one process: what the free CPUs allow."
     );
 }
