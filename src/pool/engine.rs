@@ -111,10 +111,7 @@ impl ChunkOut {
             }
             ChunkOut::Failed { n, kind, message } => {
                 for _ in 0..*n {
-                    each(Err(match *kind {
-                        "encode" => Error::Encode(message.clone()),
-                        kind => Error::Remote { kind: kind.into(), message: message.clone() },
-                    }));
+                    each(Err(Error::Remote { kind: (*kind).into(), message: message.clone() }));
                 }
             }
             ChunkOut::Parts(parts) => {
@@ -142,6 +139,16 @@ struct Split {
     index: usize,
     parts: Vec<Option<ChunkOut>>,
     left: usize,
+}
+
+/// Tasks to submit: `args` holds their CBOR arguments one after the other, `ends[i]` is where
+/// task `i`'s arguments end, and they go in chunks of `chunksize` (at least 1) tasks.
+#[derive(Debug)]
+pub(super) struct Tasks<'a> {
+    pub(super) function: &'static str,
+    pub(super) args: Vec<u8>,
+    pub(super) ends: &'a [usize],
+    pub(super) chunksize: usize,
 }
 
 /// The finished outputs of a job, by chunk.
@@ -407,18 +414,10 @@ impl Shared {
         }
     }
 
-    /// A new job with its chunks: `args` holds every task's CBOR arguments, `ends[i]` is
-    /// where task `i`'s end (so `ends.len()` tasks), cut into chunks of `chunksize` tasks.
-    /// `stream`: an `imap` job that [`Shared::add_chunks`] extends and
-    /// [`Shared::seal`] closes; otherwise it is collected and sealed at once.
-    pub(super) fn submit(
-        self: &Arc<Self>,
-        function: &'static str,
-        args: Vec<u8>,
-        ends: &[usize],
-        chunksize: usize,
-        stream: bool,
-    ) -> Result<u64> {
+    /// A new job with the chunks of `tasks`. `stream`: an `imap` job that
+    /// [`Shared::add_chunks`] extends and [`Shared::seal`] closes; otherwise it is collected,
+    /// and sealed at once.
+    pub(super) fn submit(self: &Arc<Self>, tasks: Tasks<'_>, stream: bool) -> Result<u64> {
         let mut st = lock(&self.state);
         if let Some(e) = st.refusal() {
             return Err(e);
@@ -428,36 +427,30 @@ impl Shared {
         }
         let id = st.next_job;
         st.next_job += 1;
-        let n_chunks = ends.len().div_ceil(chunksize.max(1));
         let out = if stream {
             st.open_jobs += 1;
             JobOut::Stream { by_index: HashMap::new(), arrived: VecDeque::new() }
         } else {
+            let n_chunks = tasks.ends.len().div_ceil(tasks.chunksize);
             JobOut::Collect { outs: (0..n_chunks).map(|_| None).collect(), finished: None }
         };
         st.jobs.insert(
             id,
             Job { chunks: 0, sealed: !stream, done: 0, failed: 0, out, callback: None, handle: true },
         );
-        self.push_chunks(&mut st, id, function, args, ends, chunksize, 0, 0);
-        if let Some(job) = st.jobs.get(&id)
-            && job.complete()
-        {
+        self.push_chunks(&mut st, id, tasks, 0, 0);
+        if st.jobs.get(&id).is_some_and(Job::complete) {
             st.finish(self, id);
         }
         Ok(id)
     }
 
-    /// Adds chunks to an open `imap` job (as [`Shared::submit`], numbering on from
-    /// `first_chunk` and `first_task`).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds the chunks of `tasks` to an open `imap` job, numbering them on from `first_chunk`
+    /// and their tasks from `first_task`.
     pub(super) fn add_chunks(
         self: &Arc<Self>,
         job: u64,
-        function: &'static str,
-        args: Vec<u8>,
-        ends: &[usize],
-        chunksize: usize,
+        tasks: Tasks<'_>,
         first_chunk: usize,
         first_task: usize,
     ) -> Result<()> {
@@ -465,37 +458,26 @@ impl Shared {
         if let Some(e) = st.refusal() {
             return Err(e);
         }
-        self.push_chunks(&mut st, job, function, args, ends, chunksize, first_chunk, first_task);
+        self.push_chunks(&mut st, job, tasks, first_chunk, first_task);
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push_chunks(
-        &self,
-        st: &mut State,
-        job: u64,
-        function: &'static str,
-        args: Vec<u8>,
-        ends: &[usize],
-        chunksize: usize,
-        first_chunk: usize,
-        first_task: usize,
-    ) {
-        let fid = st.fid(function);
-        let args = Arc::new(args);
+    fn push_chunks(&self, st: &mut State, job: u64, tasks: Tasks<'_>, first_chunk: usize, first_task: usize) {
+        let fid = st.fid(tasks.function);
+        let args = Arc::new(tasks.args);
         let mut start = 0;
         let mut added = 0;
-        for (i, tasks) in ends.chunks(chunksize.max(1)).enumerate() {
-            let end = tasks[tasks.len() - 1];
+        for (i, ends) in tasks.ends.chunks(tasks.chunksize).enumerate() {
+            let end = ends[ends.len() - 1];
             let id = st.next_chunk;
             st.next_chunk += 1;
             st.pending.push_back(Chunk {
                 id,
                 job,
                 index: first_chunk + i,
-                first: first_task + i * chunksize,
+                first: first_task + i * tasks.chunksize,
                 fid,
-                n: tasks.len(),
+                n: ends.len(),
                 args: args.clone(),
                 range: start..end,
                 tries: 0,

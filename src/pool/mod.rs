@@ -84,7 +84,7 @@ use crate::connection::deadline_of;
 use crate::process::{Entry, Function};
 use crate::{Error, Result};
 
-use engine::{Config, Outputs, Shared};
+use engine::{Config, Outputs, Shared, Tasks};
 pub(crate) use wire::{Ran, not_runnable, run_tasks};
 pub(crate) use worker::run_worker;
 
@@ -317,7 +317,9 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let (bytes, ends) = encode_all([args])?;
-        let job = self.shared.submit(f.name(), bytes, &ends, 1, false)?;
+        let job = self
+            .shared
+            .submit(Tasks { function: f.name(), args: bytes, ends: &ends, chunksize: 1 }, false)?;
         Ok(AsyncResult { handle: Handle { shared: self.shared.clone(), job }, _r: PhantomData })
     }
 
@@ -355,7 +357,8 @@ impl Pool {
     {
         let (bytes, ends) = encode_all(items)?;
         let chunksize = chunksize_or(chunksize, || default_chunksize(ends.len(), self.processes()))?;
-        let job = self.shared.submit(f.name(), bytes, &ends, chunksize, false)?;
+        let job =
+            self.shared.submit(Tasks { function: f.name(), args: bytes, ends: &ends, chunksize }, false)?;
         Ok(MapResult {
             handle: Handle { shared: self.shared.clone(), job },
             len: ends.len(),
@@ -455,7 +458,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let chunksize = chunksize_or(chunksize, || 1)?;
-        let job = self.shared.submit(f.name(), Vec::new(), &[], chunksize, true)?;
+        let job =
+            self.shared.submit(Tasks { function: f.name(), args: Vec::new(), ends: &[], chunksize }, true)?;
         Ok(IMap {
             handle: Handle { shared: self.shared.clone(), job },
             function: f.name(),
@@ -816,15 +820,9 @@ where
         }
         if !ends.is_empty() {
             let n_chunks = ends.len().div_ceil(self.chunksize);
-            match shared.add_chunks(
-                self.handle.job,
-                self.function,
-                bytes,
-                &ends,
-                self.chunksize,
-                self.submitted,
-                self.tasks,
-            ) {
+            let tasks =
+                Tasks { function: self.function, args: bytes, ends: &ends, chunksize: self.chunksize };
+            match shared.add_chunks(self.handle.job, tasks, self.submitted, self.tasks) {
                 Ok(()) => {
                     self.submitted += n_chunks;
                     self.tasks += ends.len();
