@@ -208,3 +208,50 @@ fn values_without_a_lock_refuse_to_lock() {
     a.set(1, 2.5).unwrap();
     assert_eq!(a.to_vec().unwrap(), [0.0, 2.5]);
 }
+
+fn handle_fd<T: serde::Serialize>(h: &T) -> i32 {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(h, &mut bytes).unwrap();
+    let doc: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+    let fd = doc.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("fd")).unwrap().1.clone();
+    i128::from(fd.as_integer().unwrap()) as i32
+}
+
+/// A process that maps memory another process made (a queue server maps every local
+/// consumer's acknowledgement counter) must not be at the mercy of that process: a memory file
+/// that shrinks under a mapping turns the next access into SIGBUS, which kills the mapper.
+#[test]
+fn no_holder_can_shrink_or_grow_the_memory_and_unsealed_files_are_refused() {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::FromRawFd;
+
+    let v = Value::new_unlocked(5u64).unwrap();
+    let fd = handle_fd(&v);
+    let path = format!("/proc/self/fd/{fd}");
+    let mut holder = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let len = holder.metadata().unwrap().len();
+    assert!(holder.set_len(0).is_err(), "a holder shrank shared memory that others map");
+    assert!(holder.set_len(len * 2).is_err(), "a holder resized shared memory that others map");
+    assert_eq!(v.atomic().load(Ordering::SeqCst), 5);
+
+    // A peer that makes a file of the same name and contents without the seals is refused.
+    let mut contents = Vec::new();
+    holder.rewind().unwrap();
+    holder.read_to_end(&mut contents).unwrap();
+    // SAFETY: a NUL-terminated name; the new descriptor is owned by `fake` from here on.
+    let raw = unsafe { libc::memfd_create(c"procwire-shared".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: memfd_create returned a descriptor nothing else owns.
+    let mut fake = unsafe { std::fs::File::from_raw_fd(raw) };
+    fake.write_all(&contents).unwrap();
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    let mut doc: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+    for (k, val) in doc.as_map_mut().unwrap() {
+        if k.as_text() == Some("fd") {
+            *val = ciborium::Value::Integer(raw.into());
+        }
+    }
+    let err = reopen::<_, Value<u64>>(&doc).unwrap_err();
+    assert!(err.contains("sealed"), "{err}");
+}

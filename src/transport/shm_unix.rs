@@ -25,18 +25,28 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
+/// The seals of every memory file: its size is fixed for good.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
 impl Mapping {
     /// A new zero-filled memory file of `len` bytes, mapped.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) fn create(len: usize) -> io::Result<Mapping> {
         use std::os::fd::FromRawFd;
         // SAFETY: the name is a NUL-terminated string; the flags are valid.
-        let fd = cvt(unsafe { libc::memfd_create(c"procwire-shared".as_ptr(), libc::MFD_CLOEXEC) })?;
+        let fd = cvt(unsafe {
+            libc::memfd_create(c"procwire-shared".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        })?;
         // SAFETY: memfd_create returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid descriptor and size.
         cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        // Every process that opens the file maps all of it: a holder that could shrink it
+        // would turn the others' next access into SIGBUS. Seals can never be removed.
+        // SAFETY: a valid descriptor; F_ADD_SEALS takes an int.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
         Mapping::map(fd, len)
     }
 
@@ -74,6 +84,19 @@ impl Mapping {
                     format!("cannot open the shared memory of process {pid} ({path}): {e}"),
                 )
             })?;
+        // Checked on the descriptor we opened (the link may have changed since it was read):
+        // only a sealed memory file keeps its size while we map it.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // SAFETY: a valid descriptor; F_GET_SEALS takes no argument.
+            let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+            if seals == -1 || seals & libc::F_SEAL_SHRINK == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("descriptor {fd} of process {pid} is not sealed procwire shared memory"),
+                ));
+            }
+        }
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "shared memory too large"))?;
         Mapping::map(file.into(), len)
