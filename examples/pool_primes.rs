@@ -2,7 +2,7 @@
 //! process, then on a pool with one worker per CPU, and print the speed-up.
 //!
 //! ```text
-//! cargo run --release --example pool_primes [LIMIT]     # default 5000000
+//! cargo run --release --example pool_primes [LIMIT [CHUNKSIZE]]   # 5000000 and 1 by default
 //! ```
 //!
 //! On a machine whose CPUs are busy with other work the speed-up is smaller: the pool can only
@@ -40,6 +40,8 @@ static COUNT_PRIMES: Function<(u64, u64), u64> = Function::new("count_primes", c
 fn main() -> procwire::Result<()> {
     procwire::process::init(&[&COUNT_PRIMES]);
     let limit: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5_000_000);
+    // Each range is a sizeable task already: one per chunk keeps the workers evenly busy.
+    let chunksize: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let ranges: Vec<(u64, u64)> = (0..64).map(|k| (limit * k / 64, limit * (k + 1) / 64)).collect();
 
     let t = Instant::now();
@@ -49,13 +51,12 @@ fn main() -> procwire::Result<()> {
 
     let pool = Pool::builder().build()?;
     let t = Instant::now();
-    // Each range is a sizeable task already: one per chunk keeps the workers evenly busy.
-    let counts = pool.map(&COUNT_PRIMES, ranges, Some(1))?;
+    let counts = pool.map(&COUNT_PRIMES, ranges, Some(chunksize))?;
     let t_pool = t.elapsed();
     let total: u64 = counts.iter().sum();
     assert_eq!(total, single);
     println!(
-        "pool of {} workers: {total} primes in {t_pool:.2?}, {:.2}x the speed of one process",
+        "pool of {} workers, chunksize {chunksize}: {total} primes in {t_pool:.2?}, {:.2}x the speed of one process",
         pool.processes(),
         t_single.as_secs_f64() / t_pool.as_secs_f64()
     );

@@ -2,12 +2,12 @@
 //! its results and replaces it when it ends, and a writer thread that sends it chunks.
 //!
 //! Chunks wait in one queue, oldest first. A writer takes chunks for its worker while the
-//! worker has fewer in flight than its *window*: enough chunks to cover the time the parent
-//! needs to react to a result (measured per function from the workers' own timings), so that a
-//! worker never idles waiting for the next chunk; only one chunk for slow functions, so that
-//! chunks are not committed to a worker long before it can start them. A worker answers its
-//! chunks in order, each before it starts the next: when it dies, the first chunk it has not
-//! answered is the one that killed it, and the others were never started.
+//! worker has fewer in flight than its *window*: the chunk it runs and enough queued behind it
+//! to cover the time the parent needs to react to a result (judged per function from the
+//! workers' own timings), so that a worker never idles waiting for its next chunk; no worker
+//! takes more than its share of what is queued. A worker answers its chunks in order, each
+//! before it starts the next: when it dies, the first chunk it has not answered is the one that
+//! killed it, and the others were never started.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -23,10 +23,8 @@ use crate::{Error, Result};
 use super::WORKER_ENTRY;
 use super::wire::{self, WorkerStart};
 
-/// A worker has at least this much work in flight (in its estimated running time).
+/// A worker has at least this much work queued behind the chunk it runs (in estimated time).
 const COVER: Duration = Duration::from_millis(2);
-/// Chunks estimated to run this long or longer go one at a time.
-const SLOW_CHUNK: Duration = Duration::from_millis(20);
 /// The most chunks in flight to one worker.
 const MAX_WINDOW: usize = 4096;
 /// The most argument bytes in flight to one worker (beyond its first chunk).
@@ -245,14 +243,17 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// How many chunks to keep in flight to a worker for chunks estimated at `chunk_ns` each.
+/// How many chunks to keep in flight to a worker for chunks estimated at `chunk_ns` each:
+/// one while there is no estimate (a first chunk may be long: nothing waits behind it), then
+/// the one running and enough to cover [`COVER`], at least one, so that the worker starts its
+/// next chunk without waiting for the pool to react to its result (on a machine whose CPUs are
+/// all busy, that reaction can take milliseconds).
 fn window(chunk_ns: Option<f64>) -> usize {
     match chunk_ns {
         None => 1,
-        Some(t) if t >= SLOW_CHUNK.as_nanos() as f64 => 1,
         Some(t) => {
             let cover = COVER.as_nanos() as f64 / t.max(1.0);
-            (1 + cover.ceil() as usize).min(MAX_WINDOW)
+            (1 + (cover.ceil() as usize).max(1)).min(MAX_WINDOW)
         }
     }
 }
