@@ -364,3 +364,60 @@ fn gets_that_time_out_while_items_arrive_lose_and_repeat_nothing() {
     assert_eq!(all.len() as u64, N, "{} taken remotely", taken.len());
     assert!(!taken.is_empty());
 }
+
+#[test]
+#[ignore = "fails intermittently (an item delivered twice): a thread's RETURN after its CANCEL can take back items sent for another thread's later WANT, still in flight, instead of the ones held; not fixed yet"]
+fn gets_that_time_out_in_threads_sharing_a_handle_lose_and_repeat_nothing() {
+    // Several threads share one connection and give up after a millisecond while items keep
+    // arriving: one thread's withdrawal (CANCEL, then RETURN of what crossed it) races the
+    // others' gets and the requests for more items that follow them.
+    for family in [procwire::Family::default(), procwire::Family::Tcp] {
+        const N: u64 = 20_000;
+        let q: Queue<u64> = QueueBuilder::new().address(Address::fresh(family).unwrap()).build().unwrap();
+        let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+        r.set_prefetch(4);
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut idle = Instant::now();
+                    while idle.elapsed() < Duration::from_millis(500) {
+                        let wait = Duration::from_micros(varied_wait_us(&got));
+                        if let Some(v) = r.get_timeout(wait).unwrap() {
+                            got.push(v);
+                            idle = Instant::now();
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for i in 0..N {
+            q.put(&i).unwrap();
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        let mut all: HashSet<u64> = HashSet::new();
+        let mut taken = 0;
+        for c in consumers {
+            for v in c.join().unwrap() {
+                taken += 1;
+                assert!(all.insert(v), "{v} delivered twice ({family:?})");
+            }
+        }
+        drop(r);
+        while let Some(v) = q.get_timeout(Duration::from_millis(200)).unwrap() {
+            assert!(all.insert(v), "{v} delivered twice ({family:?})");
+        }
+        assert_eq!(all.len() as u64, N, "{taken} taken remotely ({family:?})");
+        assert!(taken > 0);
+    }
+}
+
+/// A wait of 0 to 300 µs that varies from get to get.
+fn varied_wait_us(got: &[u64]) -> u64 {
+    (got.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60 << 4
+        | (got.last().copied().unwrap_or(0) % 16)
+}
