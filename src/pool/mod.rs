@@ -32,7 +32,10 @@
 //! die with the pool's process.
 //!
 //! - A task that panics is an error for that task only ([`Error::Remote`] of kind `"panic"`
-//!   with the panic message); the worker carries on with the next.
+//!   with the panic message); the worker carries on with the next. A function the workers
+//!   cannot run (not in their [`init`](crate::process::init) list, or arguments that do not
+//!   decode there) fails its tasks with kind `"start"`, and a result that cannot be encoded
+//!   with kind `"encode"`.
 //! - A worker that dies (killed, aborted, out of memory, `std::process::exit` in a task) never
 //!   hangs the caller, unlike CPython's pool: the task it was running fails with
 //!   [`Error::Remote`] of kind `"exit"`, whose message names the worker, its pid and how it

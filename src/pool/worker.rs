@@ -63,7 +63,7 @@ pub(crate) fn run_worker(mut conn: Connection, functions: &[&dyn Entry]) -> i32 
     }
 }
 
-impl Worker<'_> {
+impl<'f> Worker<'f> {
     fn handle(&mut self, frame: &[u8], tx: &mut Sender) -> Result<Next> {
         let Some((&op, mut body)) = frame.split_first() else {
             return Err(Error::Protocol("an empty pool message".into()));
@@ -144,19 +144,19 @@ impl Worker<'_> {
         }
     }
 
-    fn lookup<'f>(&self, name: &str) -> std::result::Result<&'f dyn Entry, String>
-    where
-        Self: 'f,
-    {
-        let exe = std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string());
-        let mut found = self.functions.iter().filter(|f| f.name() == name);
+    fn lookup(&self, name: &str) -> std::result::Result<&'f dyn Entry, String> {
+        let functions: &'f [&'f dyn Entry] = self.functions;
+        let mut found = functions.iter().filter(|f| f.name() == name);
+        let exe =
+            || std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string());
         match (found.next(), found.next()) {
             (Some(f), None) => Ok(*f),
             (None, _) => Err(format!(
                 "function {name:?} is not registered: it is not in the list given to procwire::process::init \
-                 in {exe}"
+                 in {}",
+                exe()
             )),
-            (Some(_), Some(_)) => Err(format!("function name {name:?} is registered twice in {exe}")),
+            (Some(_), Some(_)) => Err(format!("function name {name:?} is registered twice in {}", exe())),
         }
     }
 }
