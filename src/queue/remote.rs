@@ -56,6 +56,8 @@ pub(crate) struct Rx {
     done: VecDeque<Option<String>>,
     joins_sent: u64,
     joined: u64,
+    /// A thread is withdrawing this handle's request (CANCEL sent, CANCELLED not handled).
+    cancelling: bool,
     reading: bool,
     waiters: usize,
     broken: Option<String>,
@@ -156,6 +158,7 @@ impl Remote {
                 done: VecDeque::new(),
                 joins_sent: 0,
                 joined: 0,
+                cancelling: false,
                 reading: false,
                 waiters: 0,
                 broken: None,
@@ -308,10 +311,30 @@ impl Link {
 
     /// Appends `frames` after everything queued and returns once all of it is written.
     pub(crate) fn send_now(&self, frames: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let target = self.enqueue(frames);
+        self.wait_written(target, deadline)
+    }
+
+    /// Appends `frames` to what goes out next; returns the stream position they end at.
+    fn enqueue(&self, frames: &[u8]) -> u64 {
         let mut tx = lock(&self.tx);
         tx.pending.extend_from_slice(frames);
         tx.enq += frames.len() as u64;
-        let target = tx.enq;
+        tx.enq
+    }
+
+    /// Sends `frames` in the order of the state change the caller made under `st`: they are
+    /// queued before `st` is released (the order `st` then `tx` is the allowed one), so two
+    /// threads' messages reach the server in the order their changes were made.
+    fn send_locked(&self, st: MutexGuard<'_, Rx>, frames: &[u8]) -> Result<()> {
+        let target = self.enqueue(frames);
+        drop(st);
+        self.wait_written(target, deadline_of(Some(CONTROL_TIMEOUT)))
+    }
+
+    /// Waits until the stream position `target` is written, writing if nobody else is.
+    fn wait_written(&self, target: u64, deadline: Option<Instant>) -> Result<()> {
+        let mut tx = lock(&self.tx);
         loop {
             if tx.done >= target {
                 return Ok(());
@@ -497,11 +520,27 @@ impl Link {
                 self.ack_taken(st, 1)?;
                 return Ok(Some(item));
             }
+            if st.cancelling {
+                // Another thread is withdrawing this handle's request: no WANT may cross its
+                // CANCEL. Wait for it without reading (it reads), then ask again.
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Ok(None);
+                }
+                st.waiters += 1;
+                st = match left {
+                    None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    Some(l) => self.cv.wait_timeout(st, l).unwrap_or_else(|p| p.into_inner()).0,
+                };
+                st.waiters -= 1;
+                continue;
+            }
             if st.credit == 0 {
                 let n = st.window.max(1);
                 st.credit = n;
-                drop(st);
-                self.send_value(wire::WANT, n)?;
+                let mut f = Vec::with_capacity(16);
+                wire::push_count(&mut f, wire::WANT, n);
+                self.send_locked(st, &f)?;
                 st = lock(&self.st);
                 continue;
             }
@@ -522,10 +561,9 @@ impl Link {
     /// a consumer that dies later does not return them), and tops the window up.
     fn ack_taken(&self, mut st: MutexGuard<'_, Rx>, n: u64) -> Result<()> {
         let outstanding = st.credit + st.items.len() as u64;
-        let target = if st.prefetch == 0 { 0 } else { st.window };
+        let target = if st.prefetch == 0 || st.cancelling { 0 } else { st.window };
         let want = if outstanding * 2 <= target { target - outstanding } else { 0 };
         st.credit += want;
-        drop(st);
         let mut f = Vec::with_capacity(16);
         self.ack(&mut f, n);
         if want > 0 {
@@ -534,7 +572,7 @@ impl Link {
         if f.is_empty() {
             return Ok(());
         }
-        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
+        self.send_locked(st, &f)
     }
 
     /// Records `n` items as taken: in the shared counter (a store the server reads even after
@@ -551,26 +589,41 @@ impl Link {
     /// A get that timed out: withdraws this handle's request so no item waits here for a
     /// consumer that stopped asking; an item that crossed the withdrawal is taken after all,
     /// and any further ones go back to the queue.
-    fn give_up<'a>(&'a self, st: MutexGuard<'a, Rx>) -> Result<Option<Vec<u8>>> {
-        if st.getters > 1 || st.credit == 0 {
+    fn give_up<'a>(&'a self, mut st: MutexGuard<'a, Rx>) -> Result<Option<Vec<u8>>> {
+        if st.getters > 1 || st.credit == 0 || st.cancelling {
             return Ok(None);
         }
+        // While this runs no thread of this handle sends WANT (see get_locked and
+        // ack_taken), so after CANCELLED the server has sent this handle exactly what it
+        // holds unacknowledged, and a RETURN takes back exactly the items buffered here.
+        st.cancelling = true;
         let seen = st.cancelled;
-        drop(st);
-        self.send_now(&[0, 0, 0, 1, wire::CANCEL], deadline_of(Some(CONTROL_TIMEOUT)))?;
-        let mut st = self.wait_until(lock(&self.st), |st| st.cancelled > seen)?;
+        let r = self.send_locked(st, &[0, 0, 0, 1, wire::CANCEL]).and_then(|()| {
+            let st = self.wait_until(lock(&self.st), |st| st.cancelled > seen)?;
+            self.after_cancel(st)
+        });
+        let mut st = lock(&self.st);
+        st.cancelling = false;
+        if st.waiters > 0 {
+            self.cv.notify_all();
+        }
+        r
+    }
+
+    /// The end of [`give_up`](Link::give_up), once CANCELLED arrived: take the first item
+    /// that crossed the withdrawal, hand the others back if no other thread wants them.
+    fn after_cancel(&self, mut st: MutexGuard<'_, Rx>) -> Result<Option<Vec<u8>>> {
         let Some(item) = st.items.pop_front() else { return Ok(None) };
         let rest = st.items.len() as u64;
-        if st.getters > 1 || rest == 0 {
-            self.ack_taken(st, 1)?;
-            return Ok(Some(item));
-        }
-        st.items.clear();
-        drop(st);
         let mut f = Vec::new();
         self.ack(&mut f, 1);
-        wire::push_count(&mut f, wire::RETURN, rest);
-        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))?;
+        if st.getters == 1 && rest > 0 {
+            st.items.clear();
+            wire::push_count(&mut f, wire::RETURN, rest);
+        }
+        if !f.is_empty() {
+            self.send_locked(st, &f)?;
+        }
         Ok(Some(item))
     }
 

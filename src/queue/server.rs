@@ -16,6 +16,8 @@ use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sen
 
 /// How often an idle server thread looks whether the queue was dropped.
 const TICK: Duration = Duration::from_millis(500);
+/// Answers and items waiting for a connection's writer beyond which its reader stops reading.
+const OUT_LIMIT: usize = 4096;
 /// How long a connection's reader pauses after a batch of acknowledgements only.
 const ACK_GATHER: Duration = Duration::from_micros(50);
 /// Stack size of the per-connection threads (they decode only small control values).
@@ -56,6 +58,8 @@ struct Conn {
     unacked: VecDeque<Bytes>,
     out: Vec<Out>,
     writer_waiting: bool,
+    /// The reader waits for the writer to drain `out` (a client that asks without reading).
+    reader_waiting: bool,
     cv: Arc<Condvar>,
     /// Slots asked for with `RESERVE` and not granted yet.
     reserve_pending: u64,
@@ -91,7 +95,7 @@ impl Conn {
     fn push(&mut self, out: Out) {
         self.out.push(out);
         if self.writer_waiting {
-            self.cv.notify_one();
+            self.cv.notify_all();
         }
     }
 
@@ -270,6 +274,7 @@ impl Server {
                     unacked: VecDeque::new(),
                     out: Vec::new(),
                     writer_waiting: false,
+                    reader_waiting: false,
                     cv: cv.clone(),
                     reserve_pending: 0,
                     in_reserve_queue: false,
@@ -309,6 +314,19 @@ impl Server {
             if let Some(mut st) = guard {
                 self.distribute(&mut st);
                 self.grant(&mut st);
+                // Answers this client does not read pile up here: stop reading its requests
+                // until the writer got them out, so its socket fills and it waits instead.
+                while !self.stopped() && st.conns.get(&id).is_some_and(|c| c.out.len() > OUT_LIMIT) {
+                    let cv = st.conns.get_mut(&id).map(|c| {
+                        c.reader_waiting = true;
+                        c.cv.clone()
+                    });
+                    let Some(cv) = cv else { break };
+                    st = cv.wait_timeout(st, TICK).unwrap_or_else(|p| p.into_inner()).0;
+                    if let Some(c) = st.conns.get_mut(&id) {
+                        c.reader_waiting = false;
+                    }
+                }
             }
             match r {
                 Ok(()) if only_acks => {
@@ -339,6 +357,9 @@ impl Server {
                     let Some(c) = st.conns.get_mut(&id) else { return };
                     if !c.out.is_empty() {
                         c.writer_waiting = false;
+                        if c.reader_waiting {
+                            c.cv.notify_all();
+                        }
                         for o in c.out.drain(..) {
                             match o {
                                 Out::Frame(f) => wire::push_frame(&mut buf, f[0], &f[1..]),
