@@ -209,6 +209,11 @@ fn apply_apply_async_and_callbacks() {
     got.sort();
     assert_eq!(got, [("apply", 200), ("map", 285)]);
     assert_eq!(slow.get(None).unwrap(), 200);
+    // A callback that panics does not stop the next ones.
+    let _bad = p.apply_async(&SQUARE, 1).unwrap().on_complete(|_| panic!("a callback that panics"));
+    let (tx, rx) = mpsc::channel();
+    let _good = p.apply_async(&SQUARE, 2).unwrap().on_complete(move |r| tx.send(r.unwrap()).unwrap());
+    assert_eq!(rx.recv_timeout(LIMIT.unwrap()).unwrap(), 4);
     // Many tasks at once from several threads.
     let p = Arc::new(p);
     let threads: Vec<_> = (0..4u64)
@@ -454,6 +459,10 @@ fn close_and_join_finish_queued_work() {
     assert!(p.join(Some(Duration::ZERO)).is_err(), "join before close");
     let r = p.map_async(&SLEEP, [50; 8], Some(1)).unwrap();
     let mut it = p.imap(&SQUARE, 0..100, Some(10)).unwrap();
+    // An endless imap dropped early takes nothing more, and does not keep the pool open.
+    let mut endless = p.imap(&SQUARE, 0u64.., Some(3)).unwrap();
+    assert_eq!(endless.next().unwrap().unwrap(), 0);
+    drop(endless);
     let pids = p.pids();
     p.close();
     assert!(p.apply_async(&SQUARE, 1).is_err(), "submitted to a closed pool");
