@@ -46,9 +46,10 @@
 //!
 //! Tasks run in chunks: `chunksize` consecutive tasks travel together and come back together.
 //! The default for `map` and `starmap` is CPython's: the number of tasks divided by four times
-//! the number of workers, rounded up; for `imap` and `imap_unordered` it is 1. When a worker
-//! dies in a chunk of several tasks, all the tasks of that chunk that were not reported fail
-//! (their messages say which), or with `retry_lost` each of them is retried alone.
+//! the number of workers, rounded up; for `imap` and `imap_unordered` it is 1. A chunk's results
+//! come back together, so when a worker dies in a chunk of several tasks, all of that chunk's
+//! tasks fail (their messages say which tasks were in it), or with `retry_lost` each of them is
+//! retried alone.
 //!
 //! # How it works
 //!
