@@ -158,7 +158,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
 proxy_type! {
     /// A shared list of `T`. Indices are `i64` and, as in Python, negative ones count from the
-    /// end; one out of range is an [`Error::Remote`] of kind `index`. From [`Manager::list`].
+    /// end; one out of range is an [`Error::Remote`](crate::Error::Remote) of kind `index`. From [`Manager::list`].
     ListProxy[T] "list"
 }
 
@@ -274,7 +274,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
 proxy_type! {
     /// A shared bag of named attributes of any serde type, like `Manager().Namespace()`.
-    /// Reading a missing one is an [`Error::Remote`] of kind `attribute`. From
+    /// Reading a missing one is an [`Error::Remote`](crate::Error::Remote) of kind `attribute`. From
     /// [`Manager::namespace`].
     NamespaceProxy[] "namespace"
 }
@@ -497,7 +497,7 @@ impl EventProxy {
 
 proxy_type! {
     /// A shared `threading.Barrier` for a number of parties. A broken barrier is an
-    /// [`Error::Remote`] of kind `broken_barrier`. From [`Manager::barrier`].
+    /// [`Error::Remote`](crate::Error::Remote) of kind `broken_barrier`. From [`Manager::barrier`].
     BarrierProxy[] "barrier"
 }
 
