@@ -11,7 +11,8 @@
 //!   with chunksize 1 and with the default chunksize. CPython runs the same shape with a limit
 //!   20 times smaller (its trial division is that much slower); only its speed-up is compared.
 //!   A baseline row does the same work on P threads of this process: on a machine whose CPUs
-//!   are busy with other work, it shows the best speed-up the run could get.
+//!   are busy with other work, it shows the best speed-up the run could get; the pool/threads
+//!   rows compare the pool with it, measured side by side.
 //!
 //! Rounds run interleaved (procwire, then CPython); the table shows the median of the rounds
 //! and their spread.
@@ -131,56 +132,48 @@ fn ranges(limit: u64) -> Vec<(u64, u64)> {
     (0..RANGES).map(|k| (limit * k / RANGES, limit * (k + 1) / RANGES)).collect()
 }
 
-/// The work done in this one process: its time and its result.
-fn single(limit: u64) -> (f64, u64) {
-    let t = Instant::now();
-    let n = ranges(limit).into_iter().map(count_primes).sum();
-    (t.elapsed().as_secs_f64(), n)
-}
-
-/// The time of one process divided by the time of `parallel` (which returns its result), each
-/// measured twice in the order single, parallel, parallel, single, so that a change in the
-/// machine's load during the measurement weighs on both sides alike.
-fn ratio(limit: u64, mut parallel: impl FnMut() -> u64) -> f64 {
-    let timed = |f: &mut dyn FnMut() -> u64| {
-        let t = Instant::now();
-        let n = f();
-        (t.elapsed().as_secs_f64(), n)
-    };
-    let (s1, n) = single(limit);
-    let (p1, a) = timed(&mut parallel);
-    let (p2, b) = timed(&mut parallel);
-    let (s2, _) = single(limit);
-    assert_eq!((a, b), (n, n));
-    (s1 + s2) / (p1 + p2)
-}
-
-/// The single-process time divided by the pool's, for one chunksize.
-fn speedup(pool: &Pool, limit: u64, chunksize: Option<usize>) -> f64 {
-    ratio(limit, || pool.map(&COUNT_PRIMES, ranges(limit), chunksize).expect("map").iter().sum())
-}
-
-/// The baseline: as [`speedup`], with `threads` threads of this process taking the ranges one
-/// at a time; the best the CPUs left to this run allow.
-fn thread_speedup(threads: u64, limit: u64) -> f64 {
-    ratio(limit, || {
-        let next = AtomicUsize::new(0);
-        let rs = ranges(limit);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut sum = 0;
-                        while let Some(&r) = rs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            sum += count_primes(r);
-                        }
-                        sum
-                    })
+/// Counts the primes on `threads` threads of this process taking the ranges one at a time:
+/// the best parallel run the CPUs left to this benchmark allow.
+fn on_threads(threads: u64, limit: u64) -> u64 {
+    let next = AtomicUsize::new(0);
+    let rs = ranges(limit);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut sum = 0;
+                    while let Some(&r) = rs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        sum += count_primes(r);
+                    }
+                    sum
                 })
-                .collect();
-            workers.into_iter().map(|w| w.join().expect("thread")).sum()
-        })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("thread")).sum()
     })
+}
+
+/// One round of the CPU-bound work: the speed-ups over one process of the pool with chunksize
+/// 1, with the default chunksize, and of threads, then the threads' time over the pool's for
+/// both chunksizes. Each is measured twice, in the order single, pool 1, pool default,
+/// threads, threads, pool default, pool 1, single, so that a change in the machine's load
+/// during the round weighs on every side alike.
+fn cpu_round(pool: &Pool, threads: u64, limit: u64) -> [f64; 5] {
+    let mut times = [0.0; 4];
+    let mut expected = None;
+    for i in [0, 1, 2, 3, 3, 2, 1, 0] {
+        let t = Instant::now();
+        let n: u64 = match i {
+            0 => ranges(limit).into_iter().map(count_primes).sum(),
+            1 => pool.map(&COUNT_PRIMES, ranges(limit), Some(1)).expect("map").iter().sum(),
+            2 => pool.map(&COUNT_PRIMES, ranges(limit), None).expect("map").iter().sum(),
+            _ => on_threads(threads, limit),
+        };
+        times[i] += t.elapsed().as_secs_f64();
+        assert_eq!(*expected.get_or_insert(n), n);
+    }
+    let [s, p1, pd, t] = times;
+    [s / p1, s / pd, s / t, t / p1, t / pd]
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -210,17 +203,17 @@ fn main() {
     let limit = arg("--limit", 3_000_000);
     let pool = Pool::new(procs as usize).expect("start the pool");
     pool.map(&SQUARE, 0..100, None).expect("warm-up");
-    // Rows: map chunksize 1, map default, primes chunksize 1, primes default, primes on
-    // threads (no CPython column).
-    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 5];
-    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    // Rows: map chunksize 1, map default, primes chunksize 1, primes default, then without a
+    // CPython column: primes on threads, pool over threads with chunksize 1 and the default.
+    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 7];
     for round in 0..repeat {
         eprintln!("round {}/{repeat}", round + 1);
         pw[0].push(map_rate(&pool, n, Some(1)));
         pw[1].push(map_rate(&pool, n, None));
-        pw[2].push(speedup(&pool, limit, Some(1)));
-        pw[3].push(speedup(&pool, limit, None));
-        pw[4].push(thread_speedup(procs, limit));
+        for (row, x) in pw[2..].iter_mut().zip(cpu_round(&pool, procs, limit)) {
+            row.push(x);
+        }
         if let Some(v) = cpython(n, procs, limit) {
             for (row, x) in py.iter_mut().zip(v) {
                 row.push(x);
@@ -240,6 +233,8 @@ fn main() {
         (format!("primes, {RANGES} ranges, chunksize 1"), false),
         (format!("primes, {RANGES} ranges, default chunksize"), false),
         (format!("primes, {procs} threads (baseline)"), false),
+        ("primes, pool/threads, chunksize 1".to_string(), false),
+        ("primes, pool/threads, default".to_string(), false),
     ];
     for (i, (name, is_rate)) in rows.iter().enumerate() {
         let cell = |v: &[f64]| {
@@ -269,6 +264,7 @@ fn main() {
         limit / 20
     );
     println!(
-        "the baseline divides it by the time of {procs} threads of one process: what the free CPUs allow."
+        "the baseline divides it by the time of {procs} threads of one process: what the free CPUs allow;"
     );
+    println!("pool/threads: the threads' time divided by the pool's (1.00: the pool is as fast as threads).");
 }
