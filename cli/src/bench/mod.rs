@@ -3,8 +3,9 @@
 //!
 //! Each run is two fresh worker processes (this binary started again, or `python3`): one
 //! sends or echoes, the other receives or times round trips. A cell (transport, workload,
-//! size) runs its implementations interleaved, procwire, raw[, python], `--repeat` times, and
-//! reports the median of the repetitions and their spread, (max - min) / median.
+//! size) runs its implementations interleaved, `--repeat` times, in alternating order
+//! (procwire, raw[, python], then [python, ]raw, procwire, ...), and reports the median of the
+//! repetitions and their spread, (max - min) / median.
 
 mod report;
 mod runner;
@@ -354,7 +355,12 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         let imps = imps_of(w);
         let mut results: Vec<Result<Vec<Sample>, String>> = vec![Ok(Vec::new()); imps.len()];
         for rep in 1..=args.repeat {
-            for (i, &imp) in imps.iter().enumerate() {
+            // Every other repetition runs them in reverse (procwire, raw, raw, procwire, ...), so
+            // that none always goes first after the previous cell.
+            let order: Vec<usize> =
+                if rep % 2 == 1 { (0..imps.len()).collect() } else { (0..imps.len()).rev().collect() };
+            for i in order {
+                let imp = imps[i];
                 let what = size.map_or(String::new(), |s| format!(" {}", crate::units::size(s)));
                 bar.set_message(format!(
                     "{} {}{what}: {} ({rep}/{})",

@@ -189,8 +189,9 @@ pub fn tables(r: &Report) -> String {
         ));
     }
     out.push_str(&format!(
-        "Every figure is the median of {} run{} of {:?} each, run interleaved ({}), each run a fresh\n\
-         sender and receiver process; (n%) is the spread of the runs, (max - min) / median.\n",
+        "Every figure is the median of {} run{} of {:?} each, run interleaved ({}, then in reverse\n\
+         order, and so on), each run a fresh sender and receiver process; (n%) is the spread of the\n\
+         runs, (max - min) / median.\n",
         r.repeat,
         if r.repeat == 1 { "" } else { "s" },
         r.duration,
