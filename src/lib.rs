@@ -28,7 +28,9 @@
 //! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
 //! between processes), [`manager`] (a server process of shared objects used through proxies),
 //! [`pool`] (a pool of worker processes with `map`, `imap` and `apply_async`), and [`shared`]
-//! (values and arrays in shared memory).
+//! (values and arrays in shared memory). [`dummy`] has the same API over threads: a program
+//! switches from processes to threads by changing `use procwire as pw` to
+//! `use procwire::dummy as pw`.
 
 #![deny(missing_docs)]
 
@@ -36,6 +38,7 @@ mod address;
 pub mod auth;
 pub mod codec;
 pub mod connection;
+pub mod dummy;
 mod error;
 #[cfg(unix)]
 pub mod handles;

@@ -188,6 +188,11 @@ impl<A, R> Function<A, R> {
     pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
         Function { name, f }
     }
+
+    /// The name and the function, for [`dummy`](crate::dummy), which calls it on a thread.
+    pub(crate) fn parts(&self) -> (&'static str, fn(A) -> R) {
+        (self.name, self.f)
+    }
 }
 
 impl<A, R> fmt::Debug for Function<A, R> {
@@ -246,6 +251,11 @@ impl<A> ChannelFunction<A> {
     /// [`init`].
     pub const fn new(name: &'static str, f: fn(Connection, A)) -> Self {
         ChannelFunction { name, f }
+    }
+
+    /// The name and the function, for [`dummy`](crate::dummy), which calls it on a thread.
+    pub(crate) fn parts(&self) -> (&'static str, fn(Connection, A)) {
+        (self.name, self.f)
     }
 }
 
