@@ -1125,3 +1125,50 @@ impl BarrierProxy {
         Ok(self.o.lock()?.broken)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_wakes_a_blocked_waiter_with_closed() {
+        let m = Manager::start().unwrap();
+        let ev = m.event().unwrap();
+        let waiter = {
+            let ev = ev.clone();
+            std::thread::spawn(move || ev.wait(None))
+        };
+        // Waiting or about to: either way the wait ends with Closed.
+        std::thread::sleep(Duration::from_millis(20));
+        m.shutdown().unwrap();
+        assert!(matches!(waiter.join().unwrap(), Err(Error::Closed)));
+        assert!(matches!(m.lock(), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn values_need_not_be_serde() {
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        struct Key(u8);
+        let m = Manager::start().unwrap();
+        let d = m.dict::<Key, std::sync::Arc<str>>().unwrap();
+        d.insert(&Key(1), &"one".into()).unwrap();
+        assert_eq!(d.get(&Key(1)).unwrap().as_deref(), Some("one"));
+        let l = m.list([Key(3), Key(1)]).unwrap();
+        l.sort().unwrap();
+        assert_eq!(l.to_vec().unwrap(), [Key(1), Key(3)]);
+    }
+
+    #[test]
+    fn a_timed_out_barrier_wait_breaks_the_barrier_for_the_others() {
+        let m = Manager::start().unwrap();
+        let b = m.barrier(3).unwrap();
+        let other = {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait(Some(Duration::from_secs(60))))
+        };
+        assert!(
+            matches!(b.wait(Some(Duration::from_millis(50))), Err(Error::Remote { kind, .. }) if kind == "broken_barrier")
+        );
+        assert!(matches!(other.join().unwrap(), Err(Error::Remote { kind, .. }) if kind == "broken_barrier"));
+    }
+}

@@ -1271,3 +1271,63 @@ where
         self.next_timeout(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    static SLEEP_MS: Function<u64, u64> = Function::new("sleep_ms", sleep_ms);
+
+    /// Neither `Clone` nor serde.
+    #[derive(Debug, PartialEq)]
+    struct Token(u64);
+    fn next_token(x: Token) -> Token {
+        Token(x.0 + 1)
+    }
+    static NEXT_TOKEN: Function<Token, Token> = Function::new("next_token", next_token);
+
+    #[test]
+    fn terminate_fails_a_running_task_at_once_and_join_waits_for_it() {
+        let pool = Pool::new(1).unwrap();
+        let r = pool.apply_async(&SLEEP_MS, 300).unwrap();
+        while lock(&pool.shared.st).pending.len() == 1 {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        pool.terminate();
+        assert!(
+            matches!(r.get(Some(Duration::ZERO)), Err(Error::Remote { kind, .. }) if kind == "terminated")
+        );
+        pool.join(Some(Duration::from_secs(60))).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100), "join waited for the running task");
+        assert!(
+            matches!(r.get(None), Err(Error::Remote { kind, .. }) if kind == "terminated"),
+            "its result was dropped"
+        );
+    }
+
+    #[test]
+    fn results_need_not_be_clone_for_map_apply_and_imap() {
+        let pool = Pool::new(2).unwrap();
+        assert_eq!(pool.apply(&NEXT_TOKEN, Token(1)).unwrap(), Token(2));
+        let got: Vec<u64> =
+            pool.map(&NEXT_TOKEN, (0..5).map(Token), None).unwrap().into_iter().map(|t| t.0).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        let mut it = pool.imap(&NEXT_TOKEN, (0..3).map(Token), None).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), Token(1));
+    }
+
+    #[test]
+    fn a_dropped_imap_leaves_a_closed_pool_joinable() {
+        let pool = Pool::new(1).unwrap();
+        let mut it = pool.imap(&SLEEP_MS, std::iter::repeat(1), None).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 1);
+        pool.close();
+        drop(it);
+        pool.join(Some(Duration::from_secs(60))).unwrap();
+    }
+}

@@ -565,3 +565,83 @@ pub fn waitall(timeout: Option<Duration>) -> Result<Vec<(u32, i32)>> {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    static SLEEP_MS: Function<u64, u64> = Function::new("sleep_ms", sleep_ms);
+
+    fn not_serde(x: std::sync::Arc<Mutex<Vec<u8>>>) -> usize {
+        lock(&x).push(1);
+        lock(&x).len()
+    }
+    static NOT_SERDE: Function<std::sync::Arc<Mutex<Vec<u8>>>, usize> = Function::new("not_serde", not_serde);
+
+    #[test]
+    fn a_running_thread_cannot_be_terminated_and_has_no_pid() {
+        let mut p = Process::new(&SLEEP_MS, 200);
+        assert!(p.terminate().is_err(), "not started");
+        p.start().unwrap();
+        assert_eq!(p.pid(), None);
+        for r in [p.terminate(), p.kill()] {
+            match r {
+                Err(Error::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::Unsupported),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(p.join(None).unwrap(), Some(0));
+        p.terminate().unwrap();
+    }
+
+    #[test]
+    fn another_executable_is_refused() {
+        let mut p = Process::new(&SLEEP_MS, 0);
+        p.set_executable("/bin/true");
+        match p.start() {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::Unsupported),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_need_not_be_serde() {
+        let shared = std::sync::Arc::new(Mutex::new(vec![0u8]));
+        let mut p = Process::new(&NOT_SERDE, shared.clone());
+        p.start().unwrap();
+        assert_eq!(p.result(None).unwrap(), 2);
+        assert_eq!(*lock(&shared), [0, 1]);
+    }
+
+    #[test]
+    fn a_name_with_a_nul_byte_still_starts() {
+        let mut p = Process::new(&SLEEP_MS, 1);
+        p.set_name("odd\0name");
+        p.start().unwrap();
+        assert_eq!(p.result(None).unwrap(), 1);
+    }
+
+    fn wait_for_close(mut ch: Connection, _: ()) {
+        let _ = ch.recv::<u8>();
+    }
+    static WAIT_FOR_CLOSE: ChannelFunction<()> = ChannelFunction::new("wait_for_close", wait_for_close);
+
+    #[test]
+    fn waitall_reports_each_thread_once_and_times_out() {
+        let ch = start(&WAIT_FOR_CLOSE, ()).unwrap();
+        let pid = ch.pid();
+        assert!(ch.terminate().is_err());
+        assert!(matches!(waitall(Some(Duration::from_millis(20))), Err(Error::Timeout(_))));
+        drop(ch.into_connection());
+        let mut seen = Vec::new();
+        while !seen.iter().any(|(p, _)| *p == pid) {
+            seen.extend(waitall(Some(Duration::from_secs(60))).unwrap());
+        }
+        assert!(seen.contains(&(pid, 0)));
+        assert!(!waitall(Some(Duration::from_secs(60))).unwrap().iter().any(|(p, _)| *p == pid));
+    }
+}
