@@ -6,6 +6,7 @@
 //! | `unix:@name` | Linux abstract-namespace Unix socket (no file) |
 //! | `tcp:127.0.0.1:7000`, `tcp:[::1]:7000`, `tcp:localhost:7000` | TCP |
 //! | `pipe:name` | Windows named pipe `\\.\pipe\name` |
+//! | `inproc:name` | in-process listener: threads of this process only, no socket |
 //!
 //! ```
 //! use procwire::Address;
@@ -39,6 +40,10 @@ pub enum Address {
     },
     /// A Windows named pipe `\\.\pipe\name`: `pipe:name`.
     Pipe(String),
+    /// An in-process listener, `inproc:name`: reachable from threads of this process only,
+    /// with no socket and no system call per message (see [`crate::dummy`]). Names are
+    /// process-wide; a listener's name is free again when it is dropped.
+    InProc(String),
 }
 
 /// A transport family, for [`Address::fresh`].
@@ -55,6 +60,8 @@ pub enum Family {
     Tcp6,
     /// Windows named pipe.
     Pipe,
+    /// In-process listener (threads of this process only).
+    InProc,
 }
 
 impl Default for Family {
@@ -96,6 +103,7 @@ impl Address {
             Family::Tcp => Address::Tcp { host: "127.0.0.1".into(), port: 0 },
             Family::Tcp6 => Address::Tcp { host: "::1".into(), port: 0 },
             Family::Pipe => Address::Pipe(format!("procwire-{}-{}", std::process::id(), random_name()?)),
+            Family::InProc => Address::InProc(format!("procwire-{}", random_name()?)),
         })
     }
 
@@ -107,6 +115,7 @@ impl Address {
             Address::Tcp { host, .. } if host.contains(':') => Family::Tcp6,
             Address::Tcp { .. } => Family::Tcp,
             Address::Pipe(_) => Family::Pipe,
+            Address::InProc(_) => Family::InProc,
         }
     }
 
@@ -133,6 +142,7 @@ impl fmt::Display for Address {
             Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Address::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Address::Pipe(n) => write!(f, "pipe:{n}"),
+            Address::InProc(n) => write!(f, "inproc:{n}"),
         }
     }
 }
@@ -144,7 +154,7 @@ impl FromStr for Address {
         let bad = |reason: &str| Error::InvalidAddress { addr: s.to_string(), reason: reason.to_string() };
         let (scheme, rest) = s
             .split_once(':')
-            .ok_or_else(|| bad("expected unix:/path, unix:@name, tcp:host:port or pipe:name"))?;
+            .ok_or_else(|| bad("expected unix:/path, unix:@name, tcp:host:port, pipe:name or inproc:name"))?;
         match scheme {
             "unix" => {
                 if let Some(name) = rest.strip_prefix('@') {
@@ -186,7 +196,9 @@ impl FromStr for Address {
                 }
                 Ok(Address::Pipe(name.to_string()))
             }
-            _ => Err(bad("unknown scheme; expected unix:, tcp: or pipe:")),
+            "inproc" if rest.is_empty() => Err(bad("empty in-process name")),
+            "inproc" => Ok(Address::InProc(rest.to_string())),
+            _ => Err(bad("unknown scheme; expected unix:, tcp:, pipe: or inproc:")),
         }
     }
 }
@@ -212,6 +224,7 @@ mod tests {
             "tcp:localhost:80",
             "tcp:[fe80::1]:65535",
             "pipe:my-pipe",
+            "inproc:some name:with colons",
         ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -245,6 +258,7 @@ mod tests {
             "unix:",
             "unix:@",
             "pipe:",
+            "inproc:",
             "ftp:x",
         ] {
             let e = s.parse::<Address>().unwrap_err();

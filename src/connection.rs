@@ -510,6 +510,21 @@ impl Connection {
         &self.rx.stream
     }
 
+    /// Whether this connection is in-process (from [`crate::dummy::pipe`] or an `inproc:`
+    /// address): its bytes move in memory between threads, with no descriptor or handle, so it
+    /// cannot be passed to another process.
+    ///
+    /// ```
+    /// let (a, _b) = procwire::dummy::pipe(true)?;
+    /// assert!(a.is_in_process());
+    /// let (c, _d) = procwire::pipe(true)?;
+    /// assert!(!c.is_in_process());
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn is_in_process(&self) -> bool {
+        matches!(*self.rx.stream, Stream::Mem(_))
+    }
+
     /// Whether a receive can make progress without the socket (buffered data, or an error).
     pub(crate) fn has_buffered(&self) -> bool {
         self.rx.has_buffered()
@@ -517,7 +532,6 @@ impl Connection {
 
     /// The bytes received and not yet taken as messages, for handing the connection to
     /// another process; `None` when a large message is half-read (its state cannot travel).
-    #[cfg(unix)]
     pub(crate) fn unread(&self) -> Option<&[u8]> {
         let r = &self.rx.reader;
         (r.partial.is_none() && r.broken.is_none()).then(|| r.fb.buffered())
@@ -525,7 +539,6 @@ impl Connection {
 
     /// Puts bytes another process had received and not read in front of what this
     /// connection will read.
-    #[cfg(unix)]
     pub(crate) fn prime(&mut self, mut bytes: &[u8]) {
         let fb = &mut self.rx.reader.fb;
         fb.grow_to(bytes.len().max(READ_BUFFER));
@@ -966,6 +979,15 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
         Connection::from_stream(a, DEFAULT_MAX_MESSAGE_SIZE),
         Connection::from_stream(b, DEFAULT_MAX_MESSAGE_SIZE),
     ))
+}
+
+/// A connected pair of in-process connections (see [`crate::dummy::pipe`]).
+pub(crate) fn pipe_in_process(duplex: bool) -> (Connection, Connection) {
+    let (a, b) = crate::transport::pipe_in_process(duplex);
+    (
+        Connection::from_stream(a, DEFAULT_MAX_MESSAGE_SIZE),
+        Connection::from_stream(b, DEFAULT_MAX_MESSAGE_SIZE),
+    )
 }
 
 #[cfg(test)]

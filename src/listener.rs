@@ -189,9 +189,7 @@ impl ListenerBuilder {
     /// [`io::ErrorKind::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn bind(self, addr: &Address) -> Result<Listener> {
-        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
-            return Err(keyless_tcp_refused(addr, "listen on", "ListenerBuilder"));
-        }
+        self.check_keyless(addr)?;
         let raw = RawListener::bind(
             addr,
             &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
@@ -205,6 +203,16 @@ impl ListenerBuilder {
             turn: Condvar::new(),
             last_peer: Mutex::new(None),
         })
+    }
+}
+
+impl ListenerBuilder {
+    /// Refuses a TCP address without a key unless that was allowed.
+    pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "listen on", "ListenerBuilder"));
+        }
+        Ok(())
     }
 }
 
@@ -685,9 +693,7 @@ impl ClientBuilder {
     /// [`io::ErrorKind::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn connect(self, addr: &Address) -> Result<Connection> {
-        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
-            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
-        }
+        self.check_keyless(addr)?;
         let stream = self.open(addr)?;
         if let Some(idle) = self.keepalive {
             stream.set_keepalive(Some(idle))?;
@@ -699,6 +705,14 @@ impl ClientBuilder {
         }
         conn.finish_handshake(&self.conn);
         Ok(conn)
+    }
+
+    /// Refuses a TCP address without a key unless that was allowed.
+    pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
+        }
+        Ok(())
     }
 
     fn open(&self, addr: &Address) -> Result<Stream> {

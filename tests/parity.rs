@@ -678,3 +678,146 @@ parity! { sync {
         assert!(v.get().is_err());
     }
 }}
+
+parity! { connection {
+    use procwire::{Address, Family};
+
+    fn fresh() -> Address {
+        Address::fresh(Family::default()).unwrap()
+    }
+
+    #[test]
+    fn pipe_messages_arrive_whole_in_order_in_both_directions() {
+        let (mut a, mut b) = pw::pipe(true).unwrap();
+        let t = std::thread::spawn(move || {
+            for i in 0..10_000u32 {
+                b.send(&i).unwrap();
+            }
+            let big = b.recv_bytes().unwrap();
+            b.send_bytes(&big).unwrap();
+            b.send_bytes(b"").unwrap();
+        });
+        for i in 0..10_000u32 {
+            assert_eq!(a.recv::<u32>().unwrap(), i);
+        }
+        let big: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
+        a.send_bytes(&big).unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), big);
+        assert_eq!(a.recv_bytes().unwrap(), b"");
+        t.join().unwrap();
+        // The sender is gone: end of stream.
+        assert!(matches!(a.recv_bytes(), Err(Error::Closed)), "expected Closed");
+        assert!(a.send_bytes(b"x").is_err());
+    }
+
+    #[test]
+    fn a_one_way_pipe_refuses_the_wrong_direction() {
+        let (mut rx, mut tx) = pw::pipe(false).unwrap();
+        tx.send_bytes(b"one way").unwrap();
+        assert_eq!(rx.recv_bytes().unwrap(), b"one way");
+        assert!(rx.send_bytes(b"no").is_err());
+        assert!(tx.recv_bytes().is_err());
+    }
+
+    #[test]
+    fn receive_timeouts_and_the_size_limit_hold() {
+        let (mut a, mut b) = pw::pipe(true).unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(30)));
+        assert!(matches!(b.recv_bytes(), Err(Error::Timeout(_))));
+        assert!(!b.poll(Some(Duration::from_millis(10))).unwrap());
+        b.set_max_message_size(100);
+        a.send_bytes(&[0u8; 101]).unwrap();
+        assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+        assert!(matches!(b.recv_bytes(), Err(Error::MessageTooLarge { len: 101, max: 100 })));
+    }
+
+    #[test]
+    fn split_halves_work_from_two_threads() {
+        let (a, mut b) = pw::pipe(true).unwrap();
+        let (mut tx, mut rx) = a.split();
+        let sender = std::thread::spawn(move || {
+            for i in 0..1000u64 {
+                tx.send(&i).unwrap();
+            }
+        });
+        let receiver = std::thread::spawn(move || {
+            for i in 0..1000u64 {
+                assert_eq!(rx.recv::<u64>().unwrap(), i + 1);
+            }
+        });
+        for i in 0..1000u64 {
+            let n: u64 = b.recv().unwrap();
+            assert_eq!(n, i);
+            b.send(&(n + 1)).unwrap();
+        }
+        sender.join().unwrap();
+        receiver.join().unwrap();
+    }
+
+    #[test]
+    fn wait_reports_the_ready_ends() {
+        let (mut a1, b1) = pw::pipe(true).unwrap();
+        let (a2, b2) = pw::pipe(true).unwrap();
+        assert!(pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::ZERO)).unwrap().is_empty());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            a1.send_bytes(b"hi").unwrap();
+            a1
+        });
+        let ready = pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ready, [0]);
+        let _a1 = t.join().unwrap();
+        drop(a2);
+        let ready = pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ready, [0, 1], "the dropped peer makes b2 ready (end of stream)");
+    }
+
+    #[test]
+    fn listener_and_client_authenticate_and_talk() {
+        let listener = pw::Listener::builder().authkey("parity key").bind(&fresh()).unwrap();
+        let addr = listener.address().clone();
+        let t = std::thread::spawn(move || {
+            let mut c = pw::Client::builder().authkey("parity key").connect(&addr).unwrap();
+            c.send(&"ping").unwrap();
+            c.recv::<String>().unwrap()
+        });
+        let mut s = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(s.recv::<String>().unwrap(), "ping");
+        s.send(&"pong").unwrap();
+        assert_eq!(t.join().unwrap(), "pong");
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_on_both_sides_and_the_listener_goes_on() {
+        let listener = pw::Listener::builder().authkey("right").bind(&fresh()).unwrap();
+        let addr = listener.address().clone();
+        let a2 = addr.clone();
+        let bad = std::thread::spawn(move || pw::Client::builder().authkey("wrong").connect(&a2));
+        assert!(matches!(listener.accept_timeout(Duration::from_secs(10)), Err(Error::AuthenticationFailed(_))));
+        assert!(matches!(bad.join().unwrap(), Err(Error::AuthenticationFailed(_))));
+        let good = std::thread::spawn(move || pw::Client::builder().authkey("right").connect(&addr));
+        let _s = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+        good.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn wait_sees_a_listener_with_a_client_to_accept() {
+        let listener = pw::Listener::builder().authkey("k").bind(&fresh()).unwrap();
+        assert!(pw::wait(&[(&listener).into()], Some(Duration::from_millis(10))).unwrap().is_empty());
+        let addr = listener.address().clone();
+        let t = std::thread::spawn(move || pw::Client::builder().authkey("k").connect(&addr));
+        assert_eq!(pw::wait(&[(&listener).into()], Some(Duration::from_secs(10))).unwrap(), [0]);
+        let _s = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn nobody_listening_is_an_error_and_keyless_tcp_is_refused() {
+        let addr = fresh();
+        let e = pw::Client::builder().authkey("k").connect(&addr).unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        let tcp = Address::fresh(Family::Tcp).unwrap();
+        assert!(pw::Listener::bind(&tcp).is_err());
+        assert!(pw::Client::connect(&tcp).is_err());
+    }
+}}

@@ -19,11 +19,11 @@ fn json_of(out: &Output) -> Value {
 
 fn transports() -> Vec<&'static str> {
     if cfg!(target_os = "linux") {
-        vec!["unix", "unix-abstract", "tcp", "pipe", "pipe-oneway"]
+        vec!["unix", "unix-abstract", "tcp", "pipe", "pipe-oneway", "inproc"]
     } else if cfg!(unix) {
-        vec!["unix", "tcp", "pipe", "pipe-oneway"]
+        vec!["unix", "tcp", "pipe", "pipe-oneway", "inproc"]
     } else {
-        vec!["pipe", "tcp"]
+        vec!["pipe", "tcp", "inproc"]
     }
 }
 

@@ -63,10 +63,9 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 
-// In-process connections: `pipe`, `Listener`, `ListenerBuilder`, `Client`, `ClientBuilder`
-// (added with the in-process transport, in `connection.rs`).
-// ---- connection: begin ----
-// ---- connection: end ----
+// In-process connections over the in-process transport: `pipe`, `Listener`, `Client`.
+mod connection;
+pub use connection::{Client, ClientBuilder, Listener, ListenerBuilder, pipe};
 
 pub use crate::{
     Address, AuthKey, Connection, Error, Family, Receiver, Result, Sender, Waitable, auth, codec, shared,

@@ -509,7 +509,7 @@ impl DerefMut for Channel {
 /// ```
 pub fn start<A: Send + 'static>(f: &ChannelFunction<A>, args: A) -> Result<Channel> {
     let (_, f) = f.parts();
-    let (mine, theirs) = crate::pipe(true)?;
+    let (mine, theirs) = crate::connection::pipe_in_process(true);
     let name = format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
     let exit = Exit::new();
     {

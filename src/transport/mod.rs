@@ -1,9 +1,16 @@
-//! Transports: one [`Stream`] type and one [`RawListener`] type over Unix domain sockets, TCP
-//! and Windows named pipes. Platform code lives in `unix.rs` and `windows.rs` only; the rest of
-//! the crate sees the types re-exported here.
+//! Transports: one [`Stream`] type and one [`RawListener`] type over Unix domain sockets, TCP,
+//! Windows named pipes and memory (the in-process transport). Platform code lives in `unix.rs`
+//! and `windows.rs` only, the in-process transport in `inproc.rs`; the rest of the crate sees
+//! the types defined here, which pass each call to the one or the other.
 
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Address, Result};
+
+pub(crate) mod inproc;
 
 #[cfg(unix)]
 mod unix;
@@ -23,8 +30,7 @@ pub(crate) mod shm;
 pub(crate) mod shm;
 
 pub(crate) use sys::{
-    BindOptions, Pollable, RawListener, Sentinel, Stream, connect, fork, keep_sentinel, parent_id, pipe,
-    prepare_child, reap, signal, spawn, wait_any, wait_ready, wait_ready_with, watch_parent,
+    BindOptions, Sentinel, fork, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,
 };
 
 /// The socket addresses a TCP host name or literal stands for.
@@ -63,5 +69,374 @@ pub(crate) fn remove_fresh_dir(dir: &Path) {
     if let Some(i) = dirs.iter().position(|d| d == dir) {
         dirs.swap_remove(i);
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// A connected byte stream: an OS one (socket, pipe, named pipe) or an in-process one.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Os(sys::Stream),
+    Mem(inproc::Stream),
+}
+
+/// The error for what an in-process stream cannot do.
+fn in_process_only(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("an in-process connection cannot {what}"))
+}
+
+impl Stream {
+    pub(crate) fn can_read(&self) -> bool {
+        match self {
+            Stream::Os(s) => s.can_read(),
+            Stream::Mem(s) => s.can_read(),
+        }
+    }
+
+    pub(crate) fn can_write(&self) -> bool {
+        match self {
+            Stream::Os(s) => s.can_write(),
+            Stream::Mem(s) => s.can_write(),
+        }
+    }
+
+    /// Reads into `buf`; 0 means end of stream; `TimedOut` when `deadline` passes first.
+    pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        match self {
+            Stream::Os(s) => s.read(buf, deadline),
+            Stream::Mem(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
+        }
+    }
+
+    /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
+    pub(crate) fn read_spare(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        match self {
+            Stream::Os(s) => s.read_spare(v, max, deadline),
+            Stream::Mem(s) => s.read_spare(v, max, deadline),
+        }
+    }
+
+    /// Writes some of `bufs`; `TimedOut` when `deadline` passes first.
+    pub(crate) fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        match self {
+            Stream::Os(s) => s.write_vectored(bufs, deadline),
+            Stream::Mem(s) => s.write_vectored(bufs, deadline),
+        }
+    }
+
+    /// Whether data (or end of stream) can be read now, waiting up to `timeout` (`None`: forever).
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        match self {
+            Stream::Os(s) => s.wait_readable(timeout),
+            Stream::Mem(s) => s.wait_readable(timeout),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<Address> {
+        match self {
+            Stream::Os(s) => s.local_addr(),
+            Stream::Mem(s) => s.local_addr(),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<Address> {
+        match self {
+            Stream::Os(s) => s.peer_addr(),
+            Stream::Mem(s) => s.peer_addr(),
+        }
+    }
+
+    /// TCP keepalive; nothing to do for the other kinds.
+    pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Os(s) => s.set_keepalive(idle),
+            Stream::Mem(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> io::Result<()> {
+        match self {
+            Stream::Os(s) => s.pass_to_child(cmd, var),
+            Stream::Mem(_) => Err(in_process_only("be passed to a child process")),
+        }
+    }
+
+    pub(crate) fn from_env(var: &str) -> Result<Stream> {
+        sys::Stream::from_env(var).map(Stream::Os)
+    }
+
+    /// The OS stream, for what only OS streams do (passing descriptors and handles).
+    pub(crate) fn os(&self) -> io::Result<&sys::Stream> {
+        match self {
+            Stream::Os(s) => Ok(s),
+            Stream::Mem(_) => Err(in_process_only("pass descriptors or handles")),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Stream {
+    pub(crate) fn can_pass_fds(&self) -> bool {
+        matches!(self, Stream::Os(s) if s.can_pass_fds())
+    }
+
+    pub(crate) fn dup_for_passing(&self) -> io::Result<(std::os::fd::OwnedFd, &'static str)> {
+        self.os()?.dup_for_passing()
+    }
+
+    pub(crate) fn from_passed(fd: std::os::fd::OwnedFd, tag: &str) -> Option<Stream> {
+        sys::Stream::from_passed(fd, tag).map(Stream::Os)
+    }
+
+    pub(crate) fn send_fd(
+        &self,
+        byte: u8,
+        fd: std::os::fd::BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        self.os()?.send_fd(byte, fd, deadline)
+    }
+
+    pub(crate) fn recv_fd(
+        &self,
+        deadline: Option<Instant>,
+    ) -> io::Result<(u8, Option<std::os::fd::OwnedFd>)> {
+        self.os()?.recv_fd(deadline)
+    }
+}
+
+#[cfg(windows)]
+impl Stream {
+    pub(crate) fn peer_process(&self) -> io::Result<u32> {
+        self.os()?.peer_process()
+    }
+
+    pub(crate) fn share_handle(&self, h: std::os::windows::io::BorrowedHandle<'_>) -> io::Result<Vec<u8>> {
+        self.os()?.share_handle(h)
+    }
+
+    pub(crate) fn take_handle(&self, shared: &[u8]) -> io::Result<std::os::windows::io::OwnedHandle> {
+        self.os()?.take_handle(shared)
+    }
+
+    pub(crate) fn share_socket(&self, s: std::os::windows::io::BorrowedSocket<'_>) -> io::Result<Vec<u8>> {
+        self.os()?.share_socket(s)
+    }
+
+    pub(crate) fn take_socket(&self, shared: &[u8]) -> io::Result<std::os::windows::io::OwnedSocket> {
+        self.os()?.take_socket(shared)
+    }
+
+    pub(crate) fn share_stream(&self, carrier: &Stream) -> io::Result<(Vec<u8>, &'static str, Vec<u8>)> {
+        self.os()?.share_stream(carrier.os()?)
+    }
+
+    pub(crate) fn take_stream(&self, shared: &[u8], tag: &str) -> io::Result<Option<Stream>> {
+        Ok(self.os()?.take_stream(shared, tag)?.map(Stream::Os))
+    }
+}
+
+/// Connects to `addr`: an OS connection, or one to an in-process listener.
+pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
+    match addr {
+        Address::InProc(name) => Ok(Stream::Mem(inproc::connect(name, deadline)?)),
+        _ => sys::connect(addr, deadline).map(Stream::Os),
+    }
+}
+
+/// A connected pair of OS streams (see [`crate::pipe`]).
+pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
+    let (a, b) = sys::pipe(duplex)?;
+    Ok((Stream::Os(a), Stream::Os(b)))
+}
+
+/// A connected pair of in-process streams.
+pub(crate) fn pipe_in_process(duplex: bool) -> (Stream, Stream) {
+    let (a, b) = inproc::pair(duplex);
+    (Stream::Mem(a), Stream::Mem(b))
+}
+
+/// A listening socket or named pipe, or an in-process listener.
+#[derive(Debug)]
+pub(crate) enum RawListener {
+    Os(sys::RawListener),
+    Mem(inproc::Listener),
+}
+
+impl RawListener {
+    pub(crate) fn bind(addr: &Address, opts: &BindOptions) -> Result<RawListener> {
+        match addr {
+            Address::InProc(name) => Ok(RawListener::Mem(inproc::Listener::bind(addr, name, opts.backlog)?)),
+            _ => sys::RawListener::bind(addr, opts).map(RawListener::Os),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Address> {
+        match self {
+            RawListener::Os(l) => l.local_addr(),
+            RawListener::Mem(l) => Ok(l.local_addr()),
+        }
+    }
+
+    /// A connection waiting to be accepted, if there is one, and its peer's address.
+    pub(crate) fn try_accept(&self) -> io::Result<Option<(Stream, Option<Address>)>> {
+        match self {
+            RawListener::Os(l) => Ok(l.try_accept()?.map(|(s, a)| (Stream::Os(s), a))),
+            RawListener::Mem(l) => Ok(l.try_accept().map(|s| (Stream::Mem(s), None))),
+        }
+    }
+}
+
+/// Something [`wait_ready`] can watch: a stream, or a listener.
+pub(crate) enum Pollable<'a> {
+    Stream(&'a Stream),
+    Listener(&'a RawListener),
+}
+
+/// The longest an OS wait lasts, when in-process objects are watched too, before those are
+/// looked at again.
+const MIXED_SLICE: Duration = Duration::from_millis(1);
+
+/// Waits until the listener has a connection queued or one of `streams` is readable, or
+/// `deadline` passes. Returns whether the listener is ready and the indices of ready streams.
+pub(crate) fn wait_any(
+    listener: Option<&RawListener>,
+    streams: &[&Stream],
+    deadline: Option<Instant>,
+) -> io::Result<(bool, Vec<usize>)> {
+    let os_listener = match listener {
+        None => Some(None),
+        Some(RawListener::Os(l)) => Some(Some(l)),
+        Some(RawListener::Mem(_)) => None,
+    };
+    if let Some(l) = os_listener {
+        let os: Option<Vec<&sys::Stream>> =
+            streams.iter().map(|s| if let Stream::Os(s) = s { Some(s) } else { None }).collect();
+        if let Some(os) = os {
+            return sys::wait_any(l, &os, deadline);
+        }
+    }
+    let items: Vec<Pollable<'_>> = listener
+        .map(Pollable::Listener)
+        .into_iter()
+        .chain(streams.iter().map(|s| Pollable::Stream(s)))
+        .collect();
+    let ready = wait_ready(&items, deadline)?;
+    let skip = usize::from(listener.is_some());
+    Ok((
+        skip == 1 && ready.first() == Some(&0),
+        ready.into_iter().filter(|&i| i >= skip).map(|i| i - skip).collect(),
+    ))
+}
+
+/// Waits until at least one of `items` is readable (a listener: has a connection queued) or
+/// `deadline` passes; returns the indices of the ready ones (empty after the deadline).
+pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
+    wait_ready_with(items, &[], deadline)
+}
+
+/// Waits as [`wait_ready`] over `items` and the exit of the children behind `sentinels`; the
+/// indices returned count `items` first, then `sentinels`.
+///
+/// OS objects alone go to one OS wait. In-process objects alone are waited for on a signal
+/// they fire when data arrives. With both, the OS wait runs in slices of [`MIXED_SLICE`],
+/// with the in-process ones looked at between them.
+pub(crate) fn wait_ready_with(
+    items: &[Pollable<'_>],
+    sentinels: &[&Sentinel],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<usize>> {
+    let mut os = Vec::new();
+    let mut os_index = Vec::new();
+    let mut mem = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Pollable::Stream(Stream::Os(s)) => {
+                os.push(sys::Pollable::Stream(s));
+                os_index.push(i);
+            }
+            Pollable::Listener(RawListener::Os(l)) => {
+                os.push(sys::Pollable::Listener(l));
+                os_index.push(i);
+            }
+            Pollable::Stream(Stream::Mem(s)) => mem.push((i, Mem::Stream(s))),
+            Pollable::Listener(RawListener::Mem(l)) => mem.push((i, Mem::Listener(l))),
+        }
+    }
+    let os_ready = |r: Vec<usize>| -> Vec<usize> {
+        r.into_iter()
+            .map(|j| if j < os_index.len() { os_index[j] } else { items.len() + j - os_index.len() })
+            .collect()
+    };
+    if mem.is_empty() {
+        return Ok(os_ready(sys::wait_ready_with(&os, sentinels, deadline)?));
+    }
+    let signal = Arc::new(inproc::Signal::default());
+    for (_, m) in &mem {
+        m.watch(&signal);
+    }
+    let result = (|| loop {
+        let mut ready: Vec<usize> = mem.iter().filter(|(_, m)| m.ready_now()).map(|(i, _)| *i).collect();
+        let nothing_else = os.is_empty() && sentinels.is_empty();
+        if !nothing_else {
+            // Already something ready: only look at the OS objects, do not wait.
+            let until = if ready.is_empty() {
+                let slice = Instant::now() + MIXED_SLICE;
+                Some(deadline.map_or(slice, |d| d.min(slice)))
+            } else {
+                Some(Instant::now())
+            };
+            ready.extend(os_ready(sys::wait_ready_with(&os, sentinels, until)?));
+        }
+        if !ready.is_empty() || deadline.is_some_and(|d| d <= Instant::now()) {
+            ready.sort_unstable();
+            return Ok(ready);
+        }
+        if nothing_else {
+            signal.wait(deadline);
+        }
+    })();
+    for (_, m) in &mem {
+        m.unwatch(&signal);
+    }
+    result
+}
+
+/// An in-process object being waited for.
+enum Mem<'a> {
+    Stream(&'a inproc::Stream),
+    Listener(&'a inproc::Listener),
+}
+
+impl Mem<'_> {
+    fn watch(&self, signal: &Arc<inproc::Signal>) {
+        match self {
+            Mem::Stream(s) => {
+                s.watch(signal);
+            }
+            Mem::Listener(l) => l.watch(signal),
+        }
+    }
+
+    fn unwatch(&self, signal: &Arc<inproc::Signal>) {
+        match self {
+            Mem::Stream(s) => s.unwatch(signal),
+            Mem::Listener(l) => l.unwatch(signal),
+        }
+    }
+
+    fn ready_now(&self) -> bool {
+        match self {
+            Mem::Stream(s) => s.readable_now(),
+            Mem::Listener(l) => l.ready_now(),
+        }
     }
 }

@@ -468,15 +468,25 @@ impl AsFd for Stream {
     }
 }
 
+/// The connection's socket or pipe descriptor.
+///
+/// # Panics
+///
+/// An in-process connection ([`crate::dummy::pipe`], `inproc:` addresses) has no descriptor:
+/// asking for one panics. [`Connection::is_in_process`](crate::Connection::is_in_process) tells.
 impl AsRawFd for crate::Connection {
     fn as_raw_fd(&self) -> RawFd {
-        self.stream().fd.as_raw_fd()
+        self.as_fd().as_raw_fd()
     }
 }
 
+/// As [`AsRawFd`] for [`Connection`](crate::Connection): panics for an in-process connection.
 impl AsFd for crate::Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream().fd.as_fd()
+        match self.stream() {
+            super::Stream::Os(s) => s.fd.as_fd(),
+            super::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
+        }
     }
 }
 
@@ -622,6 +632,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
             Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
         }
         Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
+        Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS socket")),
     }
 }
 
@@ -706,6 +717,7 @@ impl RawListener {
                 Err(last.unwrap_or_else(|| addr.invalid("no address to bind")))
             }
             Address::Pipe(_) => Err(addr.invalid("named pipes exist only on Windows")),
+            Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS socket")),
         }
     }
 
@@ -832,26 +844,6 @@ pub(crate) enum Pollable<'a> {
     Listener(&'a RawListener),
 }
 
-/// Waits until at least one of `items` is readable (a listener: has a connection queued) or
-/// `deadline` passes; returns the indices of the ready ones (empty after the deadline). One
-/// poll(2) call over all of them, so there is no limit on their number.
-pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
-    let mut fds: Vec<libc::pollfd> = items
-        .iter()
-        .map(|p| {
-            let fd = match p {
-                Pollable::Stream(s) => s.fd.as_raw_fd(),
-                Pollable::Listener(l) => l.sock.as_raw_fd(),
-            };
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
-        })
-        .collect();
-    if poll(&mut fds, deadline)? == 0 {
-        return Ok(Vec::new());
-    }
-    Ok(fds.iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect())
-}
-
 /// Readiness of a child process's exit: the read end of a pipe whose only write end the child
 /// holds. The kernel closes it when the child exits (however it dies), so the read end turns
 /// readable (end of file) then; until then nothing is ever written to it.
@@ -871,8 +863,10 @@ impl Sentinel {
     }
 }
 
-/// Waits as [`wait_ready`] over `items` and the exit of the children behind `sentinels`; the
-/// indices returned count `items` first, then `sentinels`.
+/// Waits until at least one of `items` is readable (a listener: has a connection queued), or a
+/// child behind `sentinels` has exited, or `deadline` passes; returns the indices of the ready
+/// ones (empty after the deadline), counting `items` first, then `sentinels`. One poll(2) call
+/// over all of them, so there is no limit on their number.
 pub(crate) fn wait_ready_with(
     items: &[Pollable<'_>],
     sentinels: &[&Sentinel],

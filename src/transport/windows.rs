@@ -984,6 +984,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
             Err(Error::Io(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
         }
         Address::Unix(_) | Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
+        Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
     }
 }
 
@@ -1136,6 +1137,7 @@ impl RawListener {
                 Err(addr.invalid(UNIX_ONLY))
             }
             Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
+            Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
         }
     }
 

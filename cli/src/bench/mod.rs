@@ -65,6 +65,9 @@ pub enum Transport {
     Pipe,
     /// `procwire::pipe(false)`: an OS pipe, one way.
     PipeOneway,
+    /// `procwire::dummy::pipe(true)`: the in-process transport, both ends threads of one
+    /// worker process (the raw baseline: a byte stream over std `mpsc` channels).
+    Inproc,
 }
 
 impl Transport {
@@ -77,11 +80,12 @@ impl Transport {
                 Transport::Tcp,
                 Transport::Pipe,
                 Transport::PipeOneway,
+                Transport::Inproc,
             ]
         } else if cfg!(unix) {
-            vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway]
+            vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway, Transport::Inproc]
         } else {
-            vec![Transport::Pipe, Transport::Tcp]
+            vec![Transport::Pipe, Transport::Tcp, Transport::Inproc]
         }
     }
 
@@ -93,6 +97,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Pipe => "pipe",
             Transport::PipeOneway => "pipe-oneway",
+            Transport::Inproc => "inproc",
         }
     }
 
@@ -102,7 +107,7 @@ impl Transport {
         match self {
             Transport::Unix | Transport::UnixAbstract | Transport::Tcp => true,
             Transport::Pipe => cfg!(windows),
-            Transport::PipeOneway => false,
+            Transport::PipeOneway | Transport::Inproc => false,
         }
     }
 
@@ -332,15 +337,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             }
         }
     }
-    let imps_of = |w: Workload| {
+    let imps_of = |t: Transport, w: Workload| {
         let mut v = vec![Impl::Procwire, Impl::Raw];
-        // CPython has no batched sender: its column would repeat the streaming one.
-        if python.is_some() && w != Workload::Batched {
+        // CPython has no batched sender: its column would repeat the streaming one; nor an
+        // in-process Connection.
+        if python.is_some() && w != Workload::Batched && t != Transport::Inproc {
             v.push(Impl::Python);
         }
         v
     };
-    let total: u64 = plan.iter().map(|&(_, w, _)| imps_of(w).len() as u64 * u64::from(args.repeat)).sum();
+    let total: u64 = plan.iter().map(|&(t, w, _)| imps_of(t, w).len() as u64 * u64::from(args.repeat)).sum();
 
     let load = load_average();
     let mut runner = runner::Runner::new(args.python.clone()).map_err(Failure::new)?;
@@ -352,7 +358,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     );
     let mut cells = Vec::new();
     for (t, w, size) in plan {
-        let imps = imps_of(w);
+        let imps = imps_of(t, w);
         let mut results: Vec<Result<Vec<Sample>, String>> = vec![Ok(Vec::new()); imps.len()];
         for rep in 1..=args.repeat {
             // Every other repetition runs them in reverse (procwire, raw, raw, procwire, ...), so

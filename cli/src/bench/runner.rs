@@ -180,14 +180,18 @@ impl Runner {
         let (passive_role, active_role) = workload.roles();
         let name = |role: Role| format!("{} {} worker", imp.name(), role.name());
         let setup = Instant::now() + SETUP_LIMIT;
-        let (mut passive, mut active) = if transport.by_address() {
+        // An in-process run is one worker with both sides: it is both `passive` and `active`.
+        let (mut passive, mut active) = if transport == Transport::Inproc {
+            let mut cmd = self.command(imp, active_role, size, duration, "inproc");
+            (None, Proc::spawn(&mut cmd, format!("{} in-process worker", imp.name()))?)
+        } else if transport.by_address() {
             let addr = self.address(transport);
             let mut cmd = self.command(imp, passive_role, size, duration, &format!("listen:{addr}"));
             let mut passive = Proc::spawn(&mut cmd, name(passive_role))?;
             let real = passive.expect("ADDR ", setup)?;
             let mut cmd = self.command(imp, active_role, size, duration, &format!("connect:{real}"));
             let active = Proc::spawn(&mut cmd, name(active_role))?;
-            (passive, active)
+            (Some(passive), active)
         } else {
             // The first end receives (a one-way pipe's read end); each child inherits its end
             // through its command, and the commands and our ends are dropped right after
@@ -201,13 +205,16 @@ impl Runner {
             b.pass_to_child(&mut cmd, CONN_VAR).map_err(|e| e.to_string())?;
             let active = Proc::spawn(&mut cmd, name(active_role))?;
             drop((cmd, b));
-            (passive, active)
+            (Some(passive), active)
         };
-        passive.expect("READY", setup)?;
+        if let Some(p) = &mut passive {
+            p.expect("READY", setup)?;
+        }
         active.expect("READY", setup)?;
         active.go()?;
         let done = Instant::now() + duration + REPORT_GRACE;
         let active_out = parse_outcome(&active.expect("RESULT ", done)?, &active.name)?;
+        let passive = passive.as_mut().unwrap_or(&mut active);
         let too_short = || format!("{}: too little happened to time; use a longer --duration", imp.name());
         match workload {
             Workload::Connect | Workload::PingPong => {

@@ -4,7 +4,11 @@
 //! IMPL is `procwire` or `raw` (a hand-written loop over std sockets: a 4-byte big-endian
 //! length, one write per message, `read_exact` on the other side; in batched mode the same
 //! through a `BufWriter`/`BufReader` of procwire's batch size). ENDPOINT is `listen:ADDR`,
-//! `connect:ADDR` or `inherit` (a pipe end passed with `Connection::pass_to_child`).
+//! `connect:ADDR` or `inherit` (a pipe end passed with `Connection::pass_to_child`), or
+//! `inproc`: both sides in this one process, on two threads, the active ROLE on this one and
+//! its passive partner on another (procwire: `procwire::dummy::pipe`; raw: a byte stream over
+//! std's `mpsc` channels, one `Vec` per write). Such a worker reports the active side's
+//! `RESULT` line first, then the passive side's.
 //!
 //! Talking to the parent, one line each on stdout: `ADDR <address>` once listening, `READY`
 //! once connected, `RESULT <json>` at the end ([`Outcome`]), `ERROR <text>` on failure. The
@@ -118,25 +122,28 @@ enum Endpoint {
     Listen(Address),
     Connect(Address),
     Inherit,
+    InProc,
 }
 
 impl Endpoint {
     fn parse(s: &str) -> Result<Endpoint, String> {
-        if s == "inherit" {
-            return Ok(Endpoint::Inherit);
+        match s {
+            "inherit" => return Ok(Endpoint::Inherit),
+            "inproc" => return Ok(Endpoint::InProc),
+            _ => {}
         }
         let parse = |a: &str| a.parse::<Address>().map_err(|e| e.to_string());
         match s.split_once(':') {
             Some(("listen", a)) => Ok(Endpoint::Listen(parse(a)?)),
             Some(("connect", a)) => Ok(Endpoint::Connect(parse(a)?)),
-            _ => Err(format!("bad endpoint {s:?}: expected listen:ADDR, connect:ADDR or inherit")),
+            _ => Err(format!("bad endpoint {s:?}: expected listen:ADDR, connect:ADDR, inherit or inproc")),
         }
     }
 
     fn address(&self) -> Result<&Address, String> {
         match self {
             Endpoint::Listen(a) | Endpoint::Connect(a) => Ok(a),
-            Endpoint::Inherit => Err("this role needs an address, not an inherited pipe".into()),
+            Endpoint::Inherit | Endpoint::InProc => Err("this role needs an address, not a pipe".into()),
         }
     }
 }
@@ -149,6 +156,18 @@ struct Spec {
 }
 
 impl Spec {
+    /// The passive partner of an active role, for a worker that runs both (`inproc`); it
+    /// never waits for `GO`.
+    fn partner(&self) -> Result<Spec, String> {
+        let role = match self.role {
+            Role::StreamSend => Role::StreamRecv,
+            Role::BatchedSend => Role::BatchedRecv,
+            Role::Ping => Role::Echo,
+            other => return Err(format!("{} is not an active role that runs in-process", other.name())),
+        };
+        Ok(Spec { role, size: self.size, duration: self.duration, go: mpsc::channel().1 })
+    }
+
     /// Waits for the parent's `GO`.
     fn wait_go(&self) -> Result<(), String> {
         self.go.recv().map_err(|_| "the bench went away before saying GO".to_string())
@@ -267,7 +286,7 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
         }
         _ => {}
     }
-    let mut conn = match ep {
+    let conn = match ep {
         Endpoint::Listen(a) => {
             let listener = Listener::builder().authkey(key).bind(a)?;
             say(&format!("ADDR {}", listener.address()));
@@ -275,8 +294,25 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
         }
         Endpoint::Connect(a) => Client::builder().authkey(key).connect(a)?,
         Endpoint::Inherit => Connection::from_env(CONN_VAR)?,
+        Endpoint::InProc => {
+            let partner = s.partner().map_err(fail)?;
+            let (passive, active) = procwire::dummy::pipe(true)?;
+            let other = std::thread::spawn(move || procwire_session(&partner, passive));
+            say("READY");
+            let mine = procwire_session(s, active)?;
+            report(&mine).map_err(fail)?;
+            let theirs = other.join().map_err(|_| fail("the passive thread panicked".into()))??;
+            return report(&theirs).map_err(fail);
+        }
     };
     say("READY");
+    let outcome = procwire_session(s, conn)?;
+    report(&outcome).map_err(fail)
+}
+
+/// One side of a session over `conn`, with the role of `s`.
+fn procwire_session(s: &Spec, mut conn: Connection) -> procwire::Result<Outcome> {
+    let fail = |m: String| Error::Io(io::Error::other(m));
     let wrong_size = |n: usize| fail(format!("received {n} bytes, expected {}", s.size));
     let outcome = match s.role {
         Role::StreamRecv | Role::BatchedRecv => {
@@ -347,9 +383,9 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
             drop(conn);
             latency_outcome(ns, secs)
         }
-        Role::Accept | Role::Connect => unreachable!("handled above"),
+        Role::Accept | Role::Connect => return Err(fail("connect roles need an address".into())),
     };
-    report(&outcome).map_err(fail)
+    Ok(outcome)
 }
 
 /// The raw baseline: what a careful hand-written length-prefixed loop over std sockets does
@@ -536,11 +572,65 @@ mod raw {
             }
             Endpoint::Connect(a) => connect(a).map_err(e)?,
             Endpoint::Inherit => inherit().map_err(e)?,
+            Endpoint::InProc => {
+                let partner = s.partner()?;
+                let (mut passive, mut active) = channel_pair();
+                let other = std::thread::spawn(move || session(&partner, &mut passive).map_err(e));
+                say("READY");
+                let mine = session(s, &mut active).map_err(e)?;
+                drop(active);
+                report(&mine)?;
+                let theirs = other.join().map_err(|_| "the passive thread panicked".to_string())??;
+                return report(&theirs);
+            }
         };
         say("READY");
         let outcome = with_stream!(stream, |x| session(s, x)).map_err(e)?;
         drop(stream);
         report(&outcome)
+    }
+
+    /// One end of the in-process baseline: a byte stream over two std `mpsc` channels, each
+    /// write one `Vec` sent, reads served from the `Vec` at the front.
+    struct ChannelStream {
+        tx: mpsc::Sender<Vec<u8>>,
+        rx: mpsc::Receiver<Vec<u8>>,
+        front: Vec<u8>,
+        at: usize,
+    }
+
+    fn channel_pair() -> (ChannelStream, ChannelStream) {
+        let (tx_a, rx_b) = mpsc::channel();
+        let (tx_b, rx_a) = mpsc::channel();
+        let end = |tx, rx| ChannelStream { tx, rx, front: Vec::new(), at: 0 };
+        (end(tx_a, rx_a), end(tx_b, rx_b))
+    }
+
+    impl Read for ChannelStream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.at == self.front.len() {
+                match self.rx.recv() {
+                    Ok(v) => (self.front, self.at) = (v, 0),
+                    // The other end is gone: end of stream.
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.front.len() - self.at);
+            buf[..n].copy_from_slice(&self.front[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for ChannelStream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.tx.send(buf.to_vec()).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     /// The frame the raw sender writes for every message: built once, written with one call.

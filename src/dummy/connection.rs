@@ -1,0 +1,301 @@
+//! In-process connections: [`pipe`], [`Listener`] and [`Client`] with the process versions'
+//! names and methods, over the in-process transport (no socket, no system call per message).
+//!
+//! A dummy listener bound to any address (`unix:/run/app.sock`, `tcp:127.0.0.1:0`, ...) binds
+//! the in-process address of that name instead (`inproc:unix:/run/app.sock`), so a program's
+//! addresses work unchanged with threads; a dummy client maps addresses the same way.
+//! Connections keep every message rule of the socket ones: the frame format, the authkey
+//! handshake, the largest message size, timeouts, and [`Error::Closed`](crate::Error::Closed)
+//! when the other end is dropped.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use crate::{Address, AuthKey, Connection, Error, Incoming, Result, Waitable};
+
+/// A connected pair of in-process connections, like [`crate::pipe`] for threads.
+///
+/// With `duplex` both ends send and receive; without, the first end only receives and the
+/// second only sends. The bytes move through memory (at most 1 MiB buffered per direction
+/// before a sender waits), not through the kernel. Unlike [`crate::pipe`], the ends cannot be
+/// handed to a child process ([`Connection::pass_to_child`] fails).
+///
+/// ```
+/// use procwire::dummy as pw;
+/// let (mut a, mut b) = pw::pipe(true)?;
+/// let t = std::thread::spawn(move || -> procwire::Result<()> {
+///     let n: u64 = b.recv()?;
+///     b.send(&(n * 2))
+/// });
+/// a.send(&21u64)?;
+/// assert_eq!(a.recv::<u64>()?, 42);
+/// t.join().unwrap()?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    Ok(crate::connection::pipe_in_process(duplex))
+}
+
+/// The in-process address standing for `addr`.
+fn in_process(addr: &Address) -> Address {
+    match addr {
+        Address::InProc(_) => addr.clone(),
+        other => Address::InProc(other.to_string()),
+    }
+}
+
+/// Made-up ports for listeners bound to TCP port 0, so that each gets its own name.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(49152);
+
+/// Options for [`Listener::bind`], as [`crate::ListenerBuilder`]; get one from
+/// [`Listener::builder`]. Options about sockets (backlog aside) are accepted and have no
+/// effect in-process.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerBuilder {
+    inner: crate::ListenerBuilder,
+}
+
+impl ListenerBuilder {
+    /// As [`crate::ListenerBuilder::authkey`]: clients run the same handshake, in memory.
+    pub fn authkey(self, key: impl Into<AuthKey>) -> Self {
+        ListenerBuilder { inner: self.inner.authkey(key) }
+    }
+
+    /// As [`crate::ListenerBuilder::allow_unauthenticated_tcp`]: a `tcp:` address without a
+    /// key is refused here too, so a program behaves the same with processes and threads.
+    pub fn allow_unauthenticated_tcp(self, allow: bool) -> Self {
+        ListenerBuilder { inner: self.inner.allow_unauthenticated_tcp(allow) }
+    }
+
+    /// Accepted for the same signature; no effect in-process.
+    pub fn tcp_keepalive(self, idle: Option<Duration>) -> Self {
+        ListenerBuilder { inner: self.inner.tcp_keepalive(idle) }
+    }
+
+    /// As [`crate::ListenerBuilder::legacy_md5`].
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(self, allow: bool) -> Self {
+        ListenerBuilder { inner: self.inner.legacy_md5(allow) }
+    }
+
+    /// How many connections may wait for `accept` (default 128); further clients wait in
+    /// `connect`, up to their connect timeout.
+    pub fn backlog(self, backlog: u32) -> Self {
+        ListenerBuilder { inner: self.inner.backlog(backlog) }
+    }
+
+    /// As [`crate::ListenerBuilder::handshake_timeout`].
+    pub fn handshake_timeout(self, t: Duration) -> Self {
+        ListenerBuilder { inner: self.inner.handshake_timeout(t) }
+    }
+
+    /// As [`crate::ListenerBuilder::max_pending_handshakes`].
+    pub fn max_pending_handshakes(self, n: usize) -> Self {
+        ListenerBuilder { inner: self.inner.max_pending_handshakes(n) }
+    }
+
+    /// As [`crate::ListenerBuilder::max_message_size`].
+    pub fn max_message_size(self, max: u64) -> Self {
+        ListenerBuilder { inner: self.inner.max_message_size(max) }
+    }
+
+    /// Accepted for the same signature; no effect in-process (there is no socket file).
+    pub fn socket_mode(self, mode: u32) -> Self {
+        ListenerBuilder { inner: self.inner.socket_mode(mode) }
+    }
+
+    /// As [`crate::ListenerBuilder::read_timeout`].
+    pub fn read_timeout(self, t: Option<Duration>) -> Self {
+        ListenerBuilder { inner: self.inner.read_timeout(t) }
+    }
+
+    /// As [`crate::ListenerBuilder::write_timeout`].
+    pub fn write_timeout(self, t: Option<Duration>) -> Self {
+        ListenerBuilder { inner: self.inner.write_timeout(t) }
+    }
+
+    /// Binds the in-process address standing for `addr` (see the [module docs](self)); TCP
+    /// port 0 gets a made-up free port, so [`Listener::address`] differs from every other.
+    /// Binding a name already bound in this process is an [`std::io::ErrorKind::AddrInUse`]
+    /// error.
+    pub fn bind(self, addr: &Address) -> Result<Listener> {
+        self.inner.check_keyless(addr)?;
+        let fresh_dir = match addr {
+            Address::Unix(p) => p.parent().map(PathBuf::from),
+            _ => None,
+        };
+        let inner = match addr {
+            Address::Tcp { host, port: 0 } => loop {
+                let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(49152);
+                let named = Address::Tcp { host: host.clone(), port };
+                match self.inner.clone().bind(&in_process(&named)) {
+                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                    r => break r?,
+                }
+            },
+            _ => self.inner.bind(&in_process(addr))?,
+        };
+        Ok(Listener { inner, fresh_dir })
+    }
+}
+
+/// Accepts in-process connections, like [`crate::Listener`] for threads.
+///
+/// ```
+/// use procwire::dummy as pw;
+/// use procwire::{Address, Family};
+/// let listener = pw::Listener::builder().authkey("key").bind(&Address::fresh(Family::default())?)?;
+/// let addr = listener.address().clone();
+/// let t = std::thread::spawn(move || pw::Client::builder().authkey("key").connect(&addr));
+/// let mut server_side = listener.accept()?;
+/// let mut client_side = t.join().unwrap()?;
+/// client_side.send(&[1, 2, 3])?;
+/// assert_eq!(server_side.recv::<Vec<u8>>()?, [1, 2, 3]);
+/// assert!(server_side.is_in_process());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    inner: crate::Listener,
+    /// A private directory `Address::fresh(Family::Unix)` made for the path: removed on drop,
+    /// as the socket listener does (only if `fresh` made it).
+    fresh_dir: Option<PathBuf>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.fresh_dir {
+            crate::transport::remove_fresh_dir(dir);
+        }
+    }
+}
+
+impl Listener {
+    /// Options for binding: authkey, backlog, timeouts, limits.
+    pub fn builder() -> ListenerBuilder {
+        ListenerBuilder::default()
+    }
+
+    /// Binds with default options and no authentication (a `tcp:` address is refused, as
+    /// with [`crate::Listener::bind`]).
+    pub fn bind(addr: &Address) -> Result<Listener> {
+        Listener::builder().bind(addr)
+    }
+
+    /// The in-process address the listener is bound to (an [`Address::InProc`]); clients of
+    /// either kind in this process reach it with it.
+    pub fn address(&self) -> &Address {
+        self.inner.address()
+    }
+
+    /// Always `None`: in-process peers have no address.
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.inner.last_accepted()
+    }
+
+    /// As [`crate::Listener::accept`].
+    pub fn accept(&self) -> Result<Connection> {
+        self.inner.accept()
+    }
+
+    /// As [`crate::Listener::accept_timeout`].
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
+        self.inner.accept_timeout(timeout)
+    }
+
+    /// As [`crate::Listener::incoming`].
+    pub fn incoming(&self) -> Incoming<'_> {
+        self.inner.incoming()
+    }
+}
+
+impl<'a> From<&'a Listener> for Waitable<'a> {
+    fn from(l: &'a Listener) -> Self {
+        Waitable::Listener(&l.inner)
+    }
+}
+
+/// Options for [`Client::connect`], as [`crate::ClientBuilder`]; get one from
+/// [`Client::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct ClientBuilder {
+    inner: crate::ClientBuilder,
+}
+
+impl ClientBuilder {
+    /// As [`crate::ClientBuilder::authkey`].
+    pub fn authkey(self, key: impl Into<AuthKey>) -> Self {
+        ClientBuilder { inner: self.inner.authkey(key) }
+    }
+
+    /// As [`crate::ClientBuilder::allow_unauthenticated_tcp`].
+    pub fn allow_unauthenticated_tcp(self, allow: bool) -> Self {
+        ClientBuilder { inner: self.inner.allow_unauthenticated_tcp(allow) }
+    }
+
+    /// Accepted for the same signature; no effect in-process.
+    pub fn tcp_keepalive(self, idle: Option<Duration>) -> Self {
+        ClientBuilder { inner: self.inner.tcp_keepalive(idle) }
+    }
+
+    /// As [`crate::ClientBuilder::legacy_md5`].
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(self, allow: bool) -> Self {
+        ClientBuilder { inner: self.inner.legacy_md5(allow) }
+    }
+
+    /// How long `connect` waits while the listener's backlog is full.
+    pub fn connect_timeout(self, t: Duration) -> Self {
+        ClientBuilder { inner: self.inner.connect_timeout(t) }
+    }
+
+    /// As [`crate::ClientBuilder::wait_for_listener`]: retries while nothing is bound yet.
+    pub fn wait_for_listener(self, t: Duration) -> Self {
+        ClientBuilder { inner: self.inner.wait_for_listener(t) }
+    }
+
+    /// As [`crate::ClientBuilder::handshake_timeout`].
+    pub fn handshake_timeout(self, t: Duration) -> Self {
+        ClientBuilder { inner: self.inner.handshake_timeout(t) }
+    }
+
+    /// As [`crate::ClientBuilder::max_message_size`].
+    pub fn max_message_size(self, max: u64) -> Self {
+        ClientBuilder { inner: self.inner.max_message_size(max) }
+    }
+
+    /// As [`crate::ClientBuilder::read_timeout`].
+    pub fn read_timeout(self, t: Option<Duration>) -> Self {
+        ClientBuilder { inner: self.inner.read_timeout(t) }
+    }
+
+    /// As [`crate::ClientBuilder::write_timeout`].
+    pub fn write_timeout(self, t: Option<Duration>) -> Self {
+        ClientBuilder { inner: self.inner.write_timeout(t) }
+    }
+
+    /// Connects to the in-process listener standing for `addr` and runs the handshake. With no
+    /// listener of that name, the error is an [`std::io::ErrorKind::ConnectionRefused`]
+    /// (after [`wait_for_listener`](Self::wait_for_listener), if set).
+    pub fn connect(self, addr: &Address) -> Result<Connection> {
+        self.inner.check_keyless(addr)?;
+        self.inner.connect(&in_process(addr))
+    }
+}
+
+/// Connects to a [`Listener`] of this process, like [`crate::Client`] for threads.
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Options for connecting: authkey, timeouts, retry, limits.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with default options and no authentication.
+    pub fn connect(addr: &Address) -> Result<Connection> {
+        Client::builder().connect(addr)
+    }
+}
