@@ -40,7 +40,7 @@ pub mod codec;
 pub mod connection;
 pub mod dummy;
 mod error;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub mod handles;
 mod listener;
 pub mod manager;

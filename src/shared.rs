@@ -1,27 +1,41 @@
 //! [`Value`] and [`Array`]: plain data in shared memory, like `multiprocessing.Value` and
 //! `Array`, for when a server process is more than the data needs.
 //!
-//! The memory is an anonymous memory file (Linux `memfd_create`): it never has a name in
-//! `/dev/shm`, so nothing is left behind whatever happens to the processes, and the kernel
-//! frees it when the last process that maps or holds it closes it. A handle travels to other
-//! processes (as a [`Process`](crate::process::Process) argument, or any serde channel) as the
-//! creator's pid and descriptor number; the receiver opens the file through
-//! `/proc/PID/fd/FD`, so the creator (or another holder whose handle was sent) must still be
-//! alive when a receiver first uses it, and the receiver must be allowed to read that
-//! process's descriptors (the same user, as for `ptrace` reads).
+//! The memory is freed when the last process that maps or holds it closes it, however the
+//! processes end: nothing is ever left behind.
 //!
-//! Each value or array has a process-shared mutex next to its data (unless made without one):
+//! - Linux: an anonymous memory file (`memfd_create`, sealed at its size). It never has a name
+//!   in `/dev/shm`. A handle travels to other processes (as a
+//!   [`Process`](crate::process::Process) argument, or any serde channel) as the sending
+//!   process's pid and descriptor number; the receiver opens the file through
+//!   `/proc/PID/fd/FD`, so the sender (the creator, or another holder that sent the handle on)
+//!   must still be alive when a receiver first uses it, and the receiver must be allowed to
+//!   read that process's descriptors (the same user, as for `ptrace` reads).
+//! - Windows: a file mapping backed by the paging file, named `Local\procwire-shm-PID-ID` (the
+//!   creator's pid and 32 random bits). A handle carries those two numbers, and the receiver
+//!   opens the mapping by name: any process may have the handle from any holder, as long as
+//!   some process still has the memory open (when none has, the name is gone and opening
+//!   fails with a `NotFound` error). The mapping gets the default security of the creator
+//!   (its user, SYSTEM, administrators), and `Local\` names reach the processes of one logon
+//!   session.
+//! - macOS and other Unix systems: not supported (no memory file without a name, no robust
+//!   mutex); creation fails with an `Unsupported` error.
+//!
+//! Each value or array has a process-shared lock next to its data (unless made without one):
 //! [`Value::lock`], [`Value::with_lock`], and `get`/`set` take it. It is robust: if a process
-//! dies holding it, the next locker gets it, with [`Guard::previous_owner_died`] set. Integer
-//! values and elements can also be used lock-free through their atomic type
-//! ([`Value::atomic`], [`Array::atomic`]).
+//! (or thread) dies holding it, the next locker gets it, with [`Guard::previous_owner_died`]
+//! set. On Linux it is a robust process-shared pthread mutex in the memory (`EOWNERDEAD`); on
+//! Windows a named mutex object (`Local\procwire-shm-PID-ID-lock`, `WAIT_ABANDONED`). Do not
+//! lock again on a thread that holds the lock: Windows says so with a `Deadlock` error, Linux
+//! waits forever. Integer values and elements can also be used lock-free through their atomic
+//! type ([`Value::atomic`], [`Array::atomic`]).
 //!
 //! Types are plain data: [`bytemuck::Pod`] (integers, floats, arrays of them, and
-//! `#[repr(C)]` structs that derive it). Linux only for now; elsewhere creation fails with an
-//! `Unsupported` error.
+//! `#[repr(C)]` structs that derive it). A handle opened as another type, another element
+//! size, or another length than it was made with is refused with an `InvalidData` error.
 //!
 //! ```
-//! # #[cfg(target_os = "linux")] {
+//! # #[cfg(any(target_os = "linux", windows))] {
 //! use procwire::shared::Value;
 //!
 //! let counter = Value::new(0u64)?;
@@ -45,7 +59,7 @@ use std::sync::atomic::{
 pub use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::transport::shm::{self, Mapping};
+use crate::transport::shm::{self, Lock, Mapping};
 use crate::{Error, Result};
 
 const MAGIC: u64 = u64::from_be_bytes(*b"PWSHM\0\0\x01");
@@ -77,10 +91,11 @@ fn invalid(why: String) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
-/// The mapped memory of one value or array.
+/// The mapped memory of one value or array, and its lock.
 struct Segment {
     map: Mapping,
     header: Header,
+    lock: Option<Lock>,
 }
 
 impl Segment {
@@ -106,14 +121,16 @@ impl Segment {
             type_hash: type_hash::<T>(),
             has_lock: lock as u64,
         };
-        if lock {
+        let lock = if lock {
             // SAFETY: the mutex space lies inside the new mapping, 64-byte aligned, unused.
-            unsafe { shm::mutex_init(map.ptr().add(MUTEX_AT))? };
-        }
+            Some(unsafe { Lock::create(&map, MUTEX_AT)? })
+        } else {
+            None
+        };
         // SAFETY: the header fits at the start of the mapping (page aligned); written last, so a
         // process that sees the magic sees an initialised mutex.
         unsafe { map.ptr().cast::<Header>().write(header) };
-        Ok(Segment { map, header })
+        Ok(Segment { map, header, lock })
     }
 
     fn open<T: Pod>(r: &HandleRef) -> Result<Segment> {
@@ -125,8 +142,9 @@ impl Segment {
         let header = unsafe { map.ptr().cast::<Header>().read() };
         if header.magic != MAGIC || header.token != r.token {
             return Err(invalid(format!(
-                "descriptor {} of process {} is not the shared memory this handle names (was it freed?)",
-                r.fd, r.pid
+                "the shared memory found for this handle (process {}, number {}) is not the shared \
+                 memory it names (was it freed?)",
+                r.pid, r.fd
             )));
         }
         let want = (size_of::<T>() as u64, type_hash::<T>());
@@ -150,7 +168,13 @@ impl Segment {
         if needed.is_none() {
             return Err(invalid("shared memory shorter than its header says".into()));
         }
-        Ok(Segment { map, header })
+        let lock = if header.has_lock != 0 {
+            // SAFETY: the mutex space of a checked header, initialised by the creator.
+            Some(unsafe { Lock::open(&map, MUTEX_AT)? })
+        } else {
+            None
+        };
+        Ok(Segment { map, header, lock })
     }
 
     fn data(&self) -> *mut u8 {
@@ -158,15 +182,15 @@ impl Segment {
         unsafe { self.map.ptr().add(DATA_AT) }
     }
 
-    fn mutex(&self) -> Option<*mut u8> {
-        // SAFETY: as data(); the mutex was initialised when has_lock was set.
-        (self.header.has_lock != 0).then(|| unsafe { self.map.ptr().add(MUTEX_AT) })
+    fn has_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     fn handle(&self) -> HandleRef {
+        let (pid, fd) = self.map.origin();
         HandleRef {
-            pid: std::process::id(),
-            fd: self.map.raw_fd(),
+            pid,
+            fd,
             token: self.header.token,
             elem_size: self.header.elem_size,
             len: self.header.len,
@@ -174,7 +198,9 @@ impl Segment {
     }
 }
 
-/// What a [`Value`] or [`Array`] handle serializes as.
+/// What a [`Value`] or [`Array`] handle serializes as. `pid` and `fd` are what the platform's
+/// [`Mapping::open`] takes: a holder's pid and descriptor on Linux, the creator's pid and the
+/// mapping's ID on Windows.
 #[derive(Serialize, Deserialize)]
 struct HandleRef {
     pid: u32,
@@ -216,17 +242,17 @@ impl<D: ?Sized> DerefMut for Guard<'_, D> {
 
 impl<D: ?Sized> Drop for Guard<'_, D> {
     fn drop(&mut self) {
-        if let Some(m) = self.seg.mutex() {
-            // SAFETY: this guard locked it.
-            unsafe { shm::mutex_unlock(m) };
+        if let Some(l) = &self.seg.lock {
+            // SAFETY: this guard locked it, on this thread (a guard is not Send).
+            unsafe { l.unlock(&self.seg.map) };
         }
     }
 }
 
 fn lock<'a, D: ?Sized>(seg: &'a Segment, data: *mut D) -> Result<Guard<'a, D>> {
-    let owner_died = match seg.mutex() {
-        // SAFETY: an initialised mutex in the mapping that `seg` keeps alive.
-        Some(m) => unsafe { shm::mutex_lock(m)? },
+    let owner_died = match &seg.lock {
+        // SAFETY: the lock of the mapping that `seg` keeps alive.
+        Some(l) => unsafe { l.lock(&seg.map)? },
         None => {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -308,7 +334,7 @@ impl<T: Pod> Value<T> {
 
     /// A copy of the value (under the lock, if it has one).
     pub fn get(&self) -> Result<T> {
-        if self.seg.mutex().is_some() {
+        if self.seg.has_lock() {
             return self.with_lock(|v| *v);
         }
         // SAFETY: a valid, aligned T in the mapping; unsynchronised by the caller's choice.
@@ -317,7 +343,7 @@ impl<T: Pod> Value<T> {
 
     /// Replaces the value (under the lock, if it has one).
     pub fn set(&self, value: T) -> Result<()> {
-        if self.seg.mutex().is_some() {
+        if self.seg.has_lock() {
             return self.with_lock(|v| *v = value);
         }
         // SAFETY: as get.
@@ -338,7 +364,7 @@ impl<T: HasAtomic> Value<T> {
 /// `len` values of `T` in shared memory, with one lock for all (see the [module docs](self)).
 ///
 /// ```
-/// # #[cfg(target_os = "linux")] {
+/// # #[cfg(any(target_os = "linux", windows))] {
 /// use procwire::shared::Array;
 ///
 /// let a = Array::from_slice(&[1.5f64, 2.5, 3.0])?;
@@ -433,7 +459,7 @@ impl<T: Pod> Array<T> {
     /// A copy of element `i` (under the lock, if there is one).
     pub fn get(&self, i: usize) -> Result<T> {
         self.check(i)?;
-        if self.seg.mutex().is_some() {
+        if self.seg.has_lock() {
             return self.with_lock(|s| s[i]);
         }
         // SAFETY: i is in range; unsynchronised by the caller's choice.
@@ -443,7 +469,7 @@ impl<T: Pod> Array<T> {
     /// Replaces element `i` (under the lock, if there is one).
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         self.check(i)?;
-        if self.seg.mutex().is_some() {
+        if self.seg.has_lock() {
             return self.with_lock(|s| s[i] = value);
         }
         // SAFETY: as get.
@@ -453,7 +479,7 @@ impl<T: Pod> Array<T> {
 
     /// A copy of all elements (under the lock, if there is one).
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        if self.seg.mutex().is_some() {
+        if self.seg.has_lock() {
             return self.with_lock(|s| s.to_vec());
         }
         // SAFETY: len elements in range; unsynchronised by the caller's choice.

@@ -13,13 +13,18 @@
 #![cfg(windows)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use procwire::handles::{
+    recv_connection, recv_handle, recv_socket, send_connection, send_handle, send_socket,
+};
+use procwire::shared::{Array, Value};
 use procwire::{Address, Client, Connection, Error, Family, Listener};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 
 const KEY: &str = "windows-test-key";
 /// The bound of every wait in these tests.
@@ -225,6 +230,114 @@ fn child() {
             say("accepted");
             std::thread::sleep(LIMIT);
             3
+        }
+        // Shared memory: increment a value under its lock and another atomically, N times each.
+        "count" => {
+            let mut c = child_connect().unwrap();
+            let (locked, atomic, n): (Value<u64>, Value<u64>, u64) = c.recv().unwrap();
+            for _ in 0..n {
+                locked.with_lock(|x| *x += 1).unwrap();
+                atomic.atomic().fetch_add(1, Ordering::SeqCst);
+            }
+            c.send(&"counted").unwrap();
+            0
+        }
+        // Shared memory: read the parent's array, fill another, change one of the parent's.
+        "array" => {
+            let mut c = child_connect().unwrap();
+            let (theirs, mine): (Array<i64>, Array<f64>) = c.recv().unwrap();
+            let sum: i64 = theirs.to_vec().unwrap().iter().sum();
+            mine.with_lock(|s| {
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x = (i * i) as f64 + 0.5;
+                }
+            })
+            .unwrap();
+            theirs.set(0, -100).unwrap();
+            c.send(&sum).unwrap();
+            0
+        }
+        // Shared memory: open handles as the wrong type or size, and say what each gave.
+        "mismatch" => {
+            let mut c = child_connect().unwrap();
+            let outcome = |r: procwire::Result<()>| match r {
+                Ok(()) => "opened".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let wrong_type = outcome(c.recv::<Value<u32>>().map(drop));
+            let array_as_value = outcome(c.recv::<Value<u64>>().map(drop));
+            let wrong_elements = outcome(c.recv::<Array<i32>>().map(drop));
+            let wrong_len = outcome(c.recv::<Array<u64>>().map(drop));
+            let right = outcome(c.recv::<Array<u64>>().map(drop));
+            c.send(&[wrong_type, array_as_value, wrong_elements, wrong_len, right]).unwrap();
+            0
+        }
+        // Shared memory: create a value and an array, send them, then hold the lock until
+        // killed.
+        "create-and-hold" => {
+            let mut c = child_connect().unwrap();
+            let v = Value::new(7u64).unwrap();
+            let a = Array::from_slice(&(0..16u32).collect::<Vec<_>>()).unwrap();
+            c.send(&(&v, &a)).unwrap();
+            let mut g = v.lock().unwrap();
+            *g = 41;
+            say("locked");
+            std::thread::sleep(LIMIT);
+            drop(g);
+            3
+        }
+        // Shared memory: a survivor of the creator: add one under the lock, sum the array.
+        "survivor" => {
+            let mut c = child_connect().unwrap();
+            let (v, a): (Value<u64>, Array<u32>) = c.recv().unwrap();
+            let g = v.lock().unwrap();
+            let died = g.previous_owner_died();
+            drop(g);
+            v.with_lock(|x| *x += 1).unwrap();
+            let sum: u32 = a.to_vec().unwrap().iter().sum();
+            c.send(&(died, sum)).unwrap();
+            0
+        }
+        // Handles: receive a file, append to it.
+        "append" => {
+            let mut c = child_connect().unwrap();
+            let mut f = std::fs::File::from(recv_handle(&mut c).unwrap());
+            f.seek(SeekFrom::End(0)).unwrap();
+            f.write_all(b"child").unwrap();
+            drop(f);
+            c.send(&"appended").unwrap();
+            0
+        }
+        // Handles: receive a connected TCP socket and write on it.
+        "socket" => {
+            let mut c = child_connect().unwrap();
+            let mut s = std::net::TcpStream::from(recv_socket(&mut c).unwrap());
+            s.write_all(b"from the child").unwrap();
+            drop(s);
+            c.send(&"written").unwrap();
+            0
+        }
+        // Handles: receive connections and answer each one's messages in upper case.
+        "serve-handed" => {
+            let n: u32 = env_var(ID).parse().unwrap();
+            let mut c = child_connect().unwrap();
+            for _ in 0..n {
+                let mut h = recv_connection(&mut c).unwrap();
+                h.set_read_timeout(Some(LIMIT));
+                let m = h.recv_bytes().unwrap();
+                h.send_bytes(&m.to_ascii_uppercase()).unwrap();
+                // Until the other end has read the answer and closed.
+                assert!(matches!(h.recv_bytes(), Err(Error::Closed)));
+            }
+            c.send(&"served").unwrap();
+            0
+        }
+        // Handles: expect a connection; say what came instead.
+        "expect-connection" => {
+            let mut c = child_connect().unwrap();
+            let r = recv_connection(&mut c).map(drop);
+            c.send(&r.map_err(|e| e.to_string()).err().unwrap_or_default()).unwrap();
+            0
         }
         other => panic!("unknown role {other}"),
     };
@@ -804,4 +917,289 @@ fn other_users_cannot_write_to_a_listener_pipe() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared memory between processes (procwire::shared)
+
+/// A pipe listener for children to connect to, and the environment that tells them where.
+fn pipe_listener() -> (Listener, Vec<(&'static str, String)>) {
+    let listener = keyed_listener(&Address::fresh(Family::Pipe).unwrap());
+    let env = env_of(listener.address(), KEY);
+    (listener, env)
+}
+
+fn accept(listener: &Listener) -> Connection {
+    let c = listener.accept_timeout(LIMIT).unwrap_or_else(|e| panic!("accept: {e}"));
+    assert!(c.read_timeout().is_some());
+    c
+}
+
+#[test]
+fn four_processes_count_exactly_under_the_lock_and_with_atomics() {
+    const N: u64 = 1000;
+    let locked = Value::new(0u64).unwrap();
+    let atomic = Value::new(0u64).unwrap();
+    let (listener, env) = pipe_listener();
+    let kids: Vec<Kid> = (0..4).map(|_| Kid::spawn("count", &env)).collect();
+    let mut conns: Vec<Connection> = kids.iter().map(|_| accept(&listener)).collect();
+    // All four are connected before any starts, so that they run at the same time.
+    for c in &mut conns {
+        c.send(&(&locked, &atomic, N)).unwrap();
+    }
+    for c in &mut conns {
+        assert_eq!(c.recv::<String>().unwrap(), "counted");
+    }
+    for k in kids {
+        assert_eq!(k.finish(), Some(0));
+    }
+    assert_eq!(locked.get().unwrap(), 4 * N, "increments under the lock were lost");
+    assert_eq!(atomic.atomic().load(Ordering::SeqCst), 4 * N, "atomic increments were lost");
+}
+
+#[test]
+fn array_contents_are_visible_both_ways() {
+    let theirs = Array::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    let mine = Array::<f64>::new(5).unwrap();
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("array", &env);
+    let mut c = accept(&listener);
+    c.send(&(&theirs, &mine)).unwrap();
+    assert_eq!(c.recv::<i64>().unwrap(), 36, "the child saw other contents");
+    assert_eq!(kid.finish(), Some(0));
+    assert_eq!(mine.to_vec().unwrap(), [0.5, 1.5, 4.5, 9.5, 16.5]);
+    assert_eq!(theirs.get(0).unwrap(), -100);
+    assert_eq!(theirs.to_vec().unwrap()[1..], [2, 3, 4, 5, 6, 7, 8]);
+}
+
+/// A handle with its `len` field changed, as a confused or hostile peer could send it.
+fn with_len<T: Serialize>(h: &T, len: u64) -> ciborium::Value {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(h, &mut bytes).unwrap();
+    let mut doc: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+    for (k, v) in doc.as_map_mut().unwrap() {
+        if k.as_text() == Some("len") {
+            *v = ciborium::Value::Integer(len.into());
+        }
+    }
+    doc
+}
+
+#[test]
+fn handles_of_another_type_or_size_are_refused_in_the_other_process() {
+    let v = Value::new(5u64).unwrap();
+    let a = Array::<u64>::new(4).unwrap();
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("mismatch", &env);
+    let mut c = accept(&listener);
+    c.send(&v).unwrap(); // opened as Value<u32>
+    c.send(&a).unwrap(); // opened as Value<u64>
+    c.send(&a).unwrap(); // opened as Array<i32>
+    c.send(&with_len(&a, 9)).unwrap(); // opened as Array<u64>, but a length of 9
+    c.send(&a).unwrap(); // opened right
+    let said: [String; 5] = c.recv().unwrap();
+    assert_eq!(kid.finish(), Some(0));
+    assert!(said[0].contains("another type") && said[0].contains("u32"), "{}", said[0]);
+    assert!(said[1].contains("Array handle where a Value was expected"), "{}", said[1]);
+    assert!(said[2].contains("another type") && said[2].contains("i32"), "{}", said[2]);
+    assert!(said[3].contains("holds 4 elements, the handle says 9"), "{}", said[3]);
+    assert_eq!(said[4], "opened");
+}
+
+#[test]
+fn a_killed_creator_leaves_the_memory_to_the_survivors_and_nothing_behind() {
+    let (listener, env) = pipe_listener();
+    let mut creator = Kid::spawn("create-and-hold", &env);
+    let mut c = accept(&listener);
+    let (v, a): (Value<u64>, Array<u32>) = c.recv().unwrap();
+    let mut saved = Vec::new();
+    ciborium::into_writer(&(&v, &a), &mut saved).unwrap();
+    assert_eq!(creator.line(), "locked");
+    // Killed holding the lock: Windows abandons its mutex, and the next locker is told.
+    creator.kill();
+    drop(c);
+    {
+        let mut g = v.lock().unwrap();
+        assert!(g.previous_owner_died(), "the lock of a killed holder was not reported abandoned");
+        assert_eq!(*g, 41);
+        *g += 1;
+    }
+    // The memory outlives its creator: a survivor opens it from the handle this process sends
+    // on, and finds the lock healthy again.
+    let survivor = Kid::spawn("survivor", &env);
+    let mut c = accept(&listener);
+    c.send(&(&v, &a)).unwrap();
+    let (died, sum): (bool, u32) = c.recv().unwrap();
+    assert!(!died, "the lock was taken over once already");
+    assert_eq!(sum, (0..16).sum::<u32>());
+    assert_eq!(survivor.finish(), Some(0));
+    assert_eq!(v.get().unwrap(), 43);
+    // The last holder closes it: the memory and its name are gone, and the old handle says so.
+    drop((v, a));
+    let err = ciborium::from_reader::<(Value<u64>, Array<u32>), _>(&saved[..]).unwrap_err().to_string();
+    assert!(err.contains("no longer exists"), "{err}");
+}
+
+#[test]
+fn locking_again_on_the_thread_that_holds_the_lock_is_an_error() {
+    let v = Value::new(1u32).unwrap();
+    // The same memory opened a second time in this process, as a handle received from itself.
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    let again: Value<u32> = ciborium::from_reader(&bytes[..]).unwrap();
+    let g = v.lock().unwrap();
+    for other in [&v, &again] {
+        match other.lock() {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), ErrorKind::Deadlock, "{e}"),
+            Err(e) => panic!("expected a Deadlock error, got {e}"),
+            Ok(_) => panic!("a second guard on the same thread"),
+        }
+    }
+    drop(g);
+    // Another thread waits for the holder instead.
+    let g = again.lock().unwrap();
+    let t = std::thread::spawn(move || v.with_lock(|x| *x += 1).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!t.is_finished(), "another thread got the lock while it was held");
+    drop(g);
+    t.join().unwrap();
+    assert_eq!(again.get().unwrap(), 2);
+}
+
+#[test]
+fn values_without_a_lock_refuse_to_lock() {
+    let v = Value::new_unlocked(3i16).unwrap();
+    v.set(4).unwrap();
+    assert_eq!(v.get().unwrap(), 4);
+    assert!(v.lock().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handles passed between processes (procwire::handles)
+
+#[test]
+fn a_child_writes_to_a_file_it_was_handed() {
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(b"parent;").unwrap();
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("append", &env);
+    let mut c = accept(&listener);
+    send_handle(&mut c, &file).unwrap();
+    assert_eq!(c.recv::<String>().unwrap(), "appended");
+    assert_eq!(kid.finish(), Some(0));
+    let mut text = String::new();
+    file.rewind().unwrap();
+    file.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "parent;child");
+}
+
+#[test]
+fn a_child_writes_on_a_socket_it_was_handed() {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+    let (theirs, _) = tcp.accept().unwrap();
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("socket", &env);
+    let mut c = accept(&listener);
+    send_socket(&mut c, &theirs).unwrap();
+    drop(theirs);
+    assert_eq!(c.recv::<String>().unwrap(), "written");
+    assert_eq!(kid.finish(), Some(0));
+    let mut got = String::new();
+    ours.set_read_timeout(Some(LIMIT)).unwrap();
+    (&ours).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "from the child");
+}
+
+/// A client in a thread of this process: sends `msg` as soon as it is connected, returns the
+/// answer.
+fn client_thread(addr: &Address, msg: &'static [u8]) -> std::thread::JoinHandle<procwire::Result<Vec<u8>>> {
+    let addr = addr.clone();
+    std::thread::spawn(move || {
+        let mut c = Client::builder().authkey(KEY).read_timeout(Some(LIMIT)).connect(&addr)?;
+        c.send_bytes(msg)?;
+        c.recv_bytes()
+    })
+}
+
+#[test]
+fn accepted_and_paired_connections_work_in_the_child_they_were_handed_to() {
+    let (listener, mut env) = pipe_listener();
+    env.push((ID, "3".to_string()));
+    let kid = Kid::spawn("serve-handed", &env);
+    let mut carrier = accept(&listener);
+    // Connections a listener accepted, of both families: their clients talk to the child
+    // without knowing, and their first message (already here, unread) goes along.
+    for addr in transports() {
+        let front = keyed_listener(&addr);
+        let client = client_thread(front.address(), b"hello worker");
+        let accepted = accept(&front);
+        send_connection(&mut carrier, accepted).unwrap_or_else(|e| panic!("{addr}: {e}"));
+        assert_eq!(client.join().unwrap().unwrap(), b"HELLO WORKER", "{addr}");
+    }
+    // One end of a pipe pair.
+    let (mut mine, theirs) = procwire::pipe(true).unwrap();
+    send_connection(&mut carrier, theirs).unwrap();
+    mine.set_read_timeout(Some(LIMIT));
+    mine.send_bytes(b"and a pipe").unwrap();
+    assert_eq!(mine.recv_bytes().unwrap(), b"AND A PIPE");
+    drop(mine);
+    assert_eq!(carrier.recv::<String>().unwrap(), "served");
+    assert_eq!(kid.finish(), Some(0));
+}
+
+#[test]
+fn a_handle_of_the_wrong_kind_is_refused_on_both_sides() {
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("expect-connection", &env);
+    let mut c = accept(&listener);
+    let file = tempfile::tempfile().unwrap();
+    let err = send_handle(&mut c, &file).unwrap_err().to_string();
+    assert!(err.contains("could not take the handle"), "{err}");
+    let said = c.recv::<String>().unwrap();
+    assert!(said.contains("receives a connection"), "{said}");
+    assert_eq!(kid.finish(), Some(0));
+}
+
+#[test]
+fn passing_over_tcp_is_refused_clearly() {
+    let listener = keyed_listener(&Address::fresh(Family::Tcp).unwrap());
+    let addr = listener.address().clone();
+    let t = std::thread::spawn(move || Client::builder().authkey(KEY).connect(&addr));
+    let mut server = accept(&listener);
+    let _client = t.join().unwrap().unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let err = send_handle(&mut server, &file).unwrap_err();
+    assert!(matches!(&err, Error::Io(e) if e.kind() == ErrorKind::Unsupported), "{err:?}");
+    assert!(err.to_string().contains("named-pipe connection"), "{err}");
+    assert!(recv_handle(&mut server).is_err());
+    assert!(recv_connection(&mut server).is_err());
+}
+
+#[test]
+fn a_message_instead_of_a_handle_is_a_protocol_error() {
+    let (mut a, mut b) = procwire::pipe(true).unwrap();
+    a.send_bytes(b"not a handle").unwrap();
+    let err = recv_handle(&mut b).unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+}
+
+#[test]
+fn messages_received_and_read_ahead_travel_with_the_connection() {
+    let (mut carrier_a, mut carrier_b) = procwire::pipe(true).unwrap();
+    let (mut c, mut d) = procwire::pipe(true).unwrap();
+    for m in [&b"x"[..], b"y", b"z"] {
+        c.send_bytes(m).unwrap();
+    }
+    assert_eq!(d.recv_bytes().unwrap(), b"x");
+    // A poll on a pipe reads the next message ahead, into the stream: it must go along too.
+    assert!(d.poll(Some(LIMIT)).unwrap());
+    let t = std::thread::spawn(move || send_connection(&mut carrier_a, d));
+    let mut got = recv_connection(&mut carrier_b).unwrap();
+    t.join().unwrap().unwrap();
+    got.set_read_timeout(Some(LIMIT));
+    assert_eq!(got.recv_bytes().unwrap(), b"y");
+    assert_eq!(got.recv_bytes().unwrap(), b"z");
+    c.send_bytes(b"after").unwrap();
+    assert_eq!(got.recv_bytes().unwrap(), b"after");
 }

@@ -50,10 +50,14 @@ impl Mapping {
         Mapping::map(fd, len)
     }
 
-    /// Without memfd there is no file without a name: not supported yet.
+    /// Without memfd there is no file without a name, and without robust mutexes a holder's
+    /// death would block the others for good: not supported (macOS and the BSDs).
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     pub(crate) fn create(_len: usize) -> io::Result<Mapping> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "shared memory needs memfd_create (Linux)"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "shared memory is supported on Linux (memfd_create) and Windows only",
+        ))
     }
 
     /// Opens the memory file that process `pid` holds as descriptor `fd`, and maps it.
@@ -132,8 +136,9 @@ impl Mapping {
         self.len
     }
 
-    pub(crate) fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
+    /// The two numbers a handle carries: this process's pid and the descriptor.
+    pub(crate) fn origin(&self) -> (u32, i32) {
+        (std::process::id(), self.fd.as_raw_fd())
     }
 }
 
@@ -148,56 +153,79 @@ impl Drop for Mapping {
 pub(crate) const MUTEX_SPACE: usize = 64;
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_SPACE);
 
-/// Initialises a process-shared mutex at `at` (robust where the OS has it: a holder that dies
-/// leaves it to the next locker with a flag, never held forever).
-///
-/// # Safety
-/// `at` points to `MUTEX_SPACE` writable bytes, suitably aligned, not used by anyone yet.
-pub(crate) unsafe fn mutex_init(at: *mut u8) -> io::Result<()> {
-    let m = at.cast::<libc::pthread_mutex_t>();
-    // SAFETY: attr is initialised by pthread_mutexattr_init before use and destroyed after.
-    unsafe {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-        let attr = attr.as_mut_ptr();
-        let r = (|| {
-            check(libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED))?;
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            check(libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST))?;
-            check(libc::pthread_mutex_init(m, attr))
-        })();
-        libc::pthread_mutexattr_destroy(attr);
-        r
+/// The lock of one mapping: a process-shared mutex inside it, robust where the OS has it (a
+/// holder that dies leaves it to the next locker with a flag, never held forever).
+#[derive(Debug)]
+pub(crate) struct Lock {
+    at: usize,
+}
+
+impl Lock {
+    /// Initialises the mutex in the `MUTEX_SPACE` bytes at offset `at` of `map`.
+    ///
+    /// # Safety
+    /// Those bytes lie inside `map`, suitably aligned, and nobody uses them yet.
+    pub(crate) unsafe fn create(map: &Mapping, at: usize) -> io::Result<Lock> {
+        // SAFETY: inside the mapping (the caller's contract).
+        let m = unsafe { map.ptr().add(at) }.cast::<libc::pthread_mutex_t>();
+        // SAFETY: attr is initialised by pthread_mutexattr_init before use and destroyed after.
+        unsafe {
+            let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let attr = attr.as_mut_ptr();
+            let r = (|| {
+                check(libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED))?;
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                check(libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST))?;
+                check(libc::pthread_mutex_init(m, attr))
+            })();
+            libc::pthread_mutexattr_destroy(attr);
+            r?;
+        }
+        Ok(Lock { at })
+    }
+
+    /// The mutex another process initialised at offset `at` of `map`.
+    ///
+    /// # Safety
+    /// As [`Lock::create`], except that the bytes hold the mutex.
+    pub(crate) unsafe fn open(_map: &Mapping, at: usize) -> io::Result<Lock> {
+        Ok(Lock { at })
+    }
+
+    fn mutex(&self, map: &Mapping) -> *mut libc::pthread_mutex_t {
+        // SAFETY: inside the mapping (the contract of create and open).
+        unsafe { map.ptr().add(self.at) }.cast()
+    }
+
+    /// Locks the mutex; `true` when its previous holder died holding it (the data it guards
+    /// may be half-updated).
+    ///
+    /// # Safety
+    /// `map` is the mapping this lock was made or opened with.
+    pub(crate) unsafe fn lock(&self, map: &Mapping) -> io::Result<bool> {
+        let m = self.mutex(map);
+        // SAFETY: an initialised mutex in a live mapping (the caller's contract).
+        let r = unsafe { libc::pthread_mutex_lock(m) };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if r == libc::EOWNERDEAD {
+            // SAFETY: we hold the mutex now; marking it consistent makes it usable again.
+            check(unsafe { libc::pthread_mutex_consistent(m) })?;
+            return Ok(true);
+        }
+        check(r).map(|()| false)
+    }
+
+    /// Unlocks the mutex, which this thread holds.
+    ///
+    /// # Safety
+    /// As [`Lock::lock`], and this thread holds the mutex.
+    pub(crate) unsafe fn unlock(&self, map: &Mapping) {
+        // SAFETY: the caller guarantees it holds the initialised mutex.
+        unsafe { libc::pthread_mutex_unlock(self.mutex(map)) };
     }
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
-}
-
-/// Locks the mutex at `at`; `true` when its previous holder died holding it (the data it
-/// guards may be half-updated).
-///
-/// # Safety
-/// `at` points to a mutex initialised by [`mutex_init`] that stays mapped.
-pub(crate) unsafe fn mutex_lock(at: *mut u8) -> io::Result<bool> {
-    let m = at.cast::<libc::pthread_mutex_t>();
-    // SAFETY: the caller guarantees an initialised, mapped mutex.
-    let r = unsafe { libc::pthread_mutex_lock(m) };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if r == libc::EOWNERDEAD {
-        // SAFETY: we hold the mutex now; marking it consistent makes it usable again.
-        check(unsafe { libc::pthread_mutex_consistent(m) })?;
-        return Ok(true);
-    }
-    check(r).map(|()| false)
-}
-
-/// Unlocks the mutex at `at`, which this thread holds.
-///
-/// # Safety
-/// As [`mutex_lock`], and this thread holds the mutex.
-pub(crate) unsafe fn mutex_unlock(at: *mut u8) {
-    // SAFETY: the caller guarantees it holds the initialised mutex.
-    unsafe { libc::pthread_mutex_unlock(at.cast::<libc::pthread_mutex_t>()) };
 }
