@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
-# unit tests, tests/windows.rs (named pipes and TCP between Windows processes), its doc tests,
+# unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
+# Value/Array and handle passing between them), its doc tests,
 # the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
 # `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).

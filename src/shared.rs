@@ -25,10 +25,10 @@
 //! [`Value::lock`], [`Value::with_lock`], and `get`/`set` take it. It is robust: if a process
 //! (or thread) dies holding it, the next locker gets it, with [`Guard::previous_owner_died`]
 //! set. On Linux it is a robust process-shared pthread mutex in the memory (`EOWNERDEAD`); on
-//! Windows a named mutex object (`Local\procwire-shm-PID-ID-lock`, `WAIT_ABANDONED`). Do not
-//! lock again on a thread that holds the lock: Windows says so with a `Deadlock` error, Linux
-//! waits forever. Integer values and elements can also be used lock-free through their atomic
-//! type ([`Value::atomic`], [`Array::atomic`]).
+//! Windows a named mutex object (`Local\procwire-shm-PID-ID-lock`, `WAIT_ABANDONED`). Locking
+//! again on the thread that holds the lock is a `Deadlock` error, not a wait. Integer values and
+//! elements can also be used lock-free through their atomic type ([`Value::atomic`],
+//! [`Array::atomic`]).
 //!
 //! Types are plain data: [`bytemuck::Pod`] (integers, floats, arrays of them, and
 //! `#[repr(C)]` structs that derive it). A handle opened as another type, another element
@@ -321,7 +321,25 @@ impl<T: Pod> Value<T> {
         self.seg.data().cast()
     }
 
-    /// Locks the value (waiting for other processes) and gives access to it.
+    /// Locks the value (waiting for other processes) and gives access to it. A thread that
+    /// holds the lock already gets a `Deadlock` error.
+    ///
+    /// ```
+    /// # #[cfg(any(target_os = "linux", windows))] {
+    /// use procwire::shared::Value;
+    ///
+    /// let v = Value::new(1u8)?;
+    /// let mut g = v.lock()?;
+    /// *g += 1;
+    /// match v.lock() {
+    ///     Err(procwire::Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::Deadlock),
+    ///     _ => panic!("a second guard on the same thread"),
+    /// }
+    /// drop(g);
+    /// assert_eq!(v.get()?, 2);
+    /// # }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn lock(&self) -> Result<Guard<'_, T>> {
         lock(&self.seg, self.ptr())
     }

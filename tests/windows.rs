@@ -1,11 +1,14 @@
 //! Windows transports between real processes: named pipes (`pipe:` addresses, message mode,
 //! as CPython's `AF_PIPE`) and TCP. Message sizes both ways, typed messages, wrong keys, many
 //! concurrent clients, peers killed mid-message, listeners that go away, `pipe()` pairs, and
-//! pipe messages without a length prefix on the wire.
+//! pipe messages without a length prefix on the wire. Then shared memory between processes
+//! (exact counts under the lock, arrays both ways, wrong types refused, a killed creator) and
+//! handles passed to other processes (a file, a socket, live pipe and TCP connections).
 //!
 //! CI runs these under Wine (`.ci/windows.sh`). What Wine does not enforce (a pipe name taken by
-//! one listener only, the access rights of a pipe) is checked only on real Windows: under Wine
-//! those tests say they are skipped and pass.
+//! one listener only, the access rights of a pipe or of shared memory) is checked only on real
+//! Windows: under Wine those tests say they are skipped and pass, and none is claimed here for
+//! shared memory.
 //!
 //! Child processes are this test binary run again: its `#[ignore]`d `child` test, picked with
 //! `--exact`, with its role and address in environment variables.
@@ -337,6 +340,18 @@ fn child() {
             let mut c = child_connect().unwrap();
             let r = recv_connection(&mut c).map(drop);
             c.send(&r.map_err(|e| e.to_string()).err().unwrap_or_default()).unwrap();
+            0
+        }
+        // Handles: over a pipe end handed to this process, try to receive a file, then to send
+        // one, and say what each gave.
+        "handed-carrier" => {
+            let mut c = child_connect().unwrap();
+            let mut h = recv_connection(&mut c).unwrap();
+            h.set_read_timeout(Some(LIMIT));
+            let got = recv_handle(&mut h).map(drop).map_err(|e| e.to_string()).err().unwrap_or_default();
+            let file = tempfile::tempfile().unwrap();
+            let sent = send_handle(&mut h, &file).map_err(|e| e.to_string()).err().unwrap_or_default();
+            c.send(&(got, sent)).unwrap();
             0
         }
         other => panic!("unknown role {other}"),
@@ -1158,6 +1173,27 @@ fn a_handle_of_the_wrong_kind_is_refused_on_both_sides() {
     assert!(err.contains("could not take the handle"), "{err}");
     let said = c.recv::<String>().unwrap();
     assert!(said.contains("receives a connection"), "{said}");
+    assert_eq!(kid.finish(), Some(0));
+}
+
+#[test]
+fn a_pipe_end_that_was_handed_over_refuses_to_carry_handles_both_ways() {
+    let (listener, env) = pipe_listener();
+    let kid = Kid::spawn("handed-carrier", &env);
+    let mut carrier = accept(&listener);
+    let (mut mine, theirs) = procwire::pipe(true).unwrap();
+    mine.set_read_timeout(Some(LIMIT));
+    send_connection(&mut carrier, theirs).unwrap();
+    // Windows still names this process at the other end of `mine`: the child refuses.
+    let file = tempfile::tempfile().unwrap();
+    let err = send_handle(&mut mine, &file).unwrap_err().to_string();
+    assert!(err.contains("could not take the handle") && err.contains("cannot carry handles"), "{err}");
+    // And the child's offer is refused here.
+    let err = recv_handle(&mut mine).unwrap_err().to_string();
+    assert!(err.contains("cannot carry handles"), "{err}");
+    let (got, sent): (String, String) = carrier.recv().unwrap();
+    assert!(got.contains("cannot carry handles"), "{got}");
+    assert!(sent.contains("could not take the handle"), "{sent}");
     assert_eq!(kid.finish(), Some(0));
 }
 

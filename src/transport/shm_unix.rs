@@ -153,8 +153,8 @@ impl Drop for Mapping {
 pub(crate) const MUTEX_SPACE: usize = 64;
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_SPACE);
 
-/// The lock of one mapping: a process-shared mutex inside it, robust where the OS has it (a
-/// holder that dies leaves it to the next locker with a flag, never held forever).
+/// The lock of one mapping: a process-shared, error-checking mutex inside it, robust where the
+/// OS has it (a holder that dies leaves it to the next locker with a flag, never held forever).
 #[derive(Debug)]
 pub(crate) struct Lock {
     at: usize,
@@ -175,6 +175,8 @@ impl Lock {
             let attr = attr.as_mut_ptr();
             let r = (|| {
                 check(libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED))?;
+                // A relock by the holder is EDEADLK instead of a wait that never ends.
+                check(libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_ERRORCHECK))?;
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 check(libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST))?;
                 check(libc::pthread_mutex_init(m, attr))

@@ -1368,8 +1368,8 @@ pub(crate) unsafe fn fork() -> io::Result<Option<(u32, Sentinel)>> {
 
 /// Tags of the streams that can be handed over.
 const TAG_PIPE: &str = "pipe";
-const TAG_PIPE_RECV: &str = "pipe-recv";
-const TAG_PIPE_SEND: &str = "pipe-send";
+const TAG_PIPE_RECV: &str = "pipe-r";
+const TAG_PIPE_SEND: &str = "pipe-w";
 const TAG_TCP: &str = "tcp";
 
 fn no_peer_process() -> io::Error {
