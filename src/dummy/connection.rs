@@ -115,7 +115,7 @@ impl ListenerBuilder {
         ListenerBuilder { inner: self.inner.write_timeout(t) }
     }
 
-    /// Binds the in-process address standing for `addr` (see the [module docs](self)); TCP
+    /// Binds the in-process address named by `addr`'s string form (`inproc:unix:/run/app.sock`); TCP
     /// port 0 gets a made-up free port, so [`Listener::address`] differs from every other.
     /// Binding a name already bound in this process is an [`std::io::ErrorKind::AddrInUse`]
     /// error.

@@ -1292,9 +1292,18 @@ mod tests {
 
     #[test]
     fn terminate_fails_a_running_task_at_once_and_join_waits_for_it() {
+        // Set by the task itself: taken from the queue is not yet running (a chunk taken
+        // after terminate is skipped), and a slow scheduler (Wine) shows the difference.
+        static RUNNING: AtomicBool = AtomicBool::new(false);
+        fn mark_and_sleep(ms: u64) -> u64 {
+            RUNNING.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        }
+        static MARK_AND_SLEEP: Function<u64, u64> = Function::new("mark_and_sleep", mark_and_sleep);
         let pool = Pool::new(1).unwrap();
-        let r = pool.apply_async(&SLEEP_MS, 300).unwrap();
-        while lock(&pool.shared.st).pending.len() == 1 {
+        let r = pool.apply_async(&MARK_AND_SLEEP, 300).unwrap();
+        while !RUNNING.load(Ordering::SeqCst) {
             std::thread::yield_now();
         }
         let started = Instant::now();

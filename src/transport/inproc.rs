@@ -1,27 +1,32 @@
 //! The in-process transport: byte streams in memory between threads of one process, with no
 //! socket and no system call per message, for `procwire::dummy` and `inproc:` addresses.
 //!
-//! A stream is a pair of one-way channels. A channel is a bounded byte buffer
-//! ([`CAPACITY`]) under a mutex: a writer appends (and waits while it is full), a reader takes
-//! everything there is in one go (and waits while it is empty). Nobody is woken unless they
-//! sleep: a reader first spins briefly, since in a stream of small messages the next one is
-//! usually a few hundred nanoseconds away. Dropping an end ends the stream as a socket would:
-//! the reader sees end of stream once the buffer is drained, the writer a broken pipe.
+//! A stream is a pair of one-way channels. A channel is a ring buffer of [`CAPACITY`] bytes
+//! (allocated at the first write) with one writer and one reader, each side serialized by a
+//! lock of its own, so the two never wait for each other's lock: the writer copies bytes in and
+//! publishes the new end with a release store; the reader takes everything published in one
+//! go. Nobody is woken unless they sleep: a reader that finds nothing first spins briefly (in a
+//! stream of small messages the next one is usually a few hundred nanoseconds away), then
+//! sleeps on a condition variable that a writer signals only when told someone sleeps. A
+//! writer sleeps the same way while the ring is full. Dropping an end ends the stream as a
+//! socket would: the reader sees end of stream once the ring is drained, the writer a broken
+//! pipe.
 //!
 //! Listeners live in a process-wide table of names; a client connects by queueing the far end
 //! of a new stream at the listener, which `accept` takes.
 
+use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::{Address, Result};
 
 /// Bytes a channel holds before its writer waits: the role of a socket's buffers.
-pub(crate) const CAPACITY: usize = 1 << 20;
+pub(crate) const CAPACITY: usize = 256 << 10;
 /// How long a reader that finds nothing spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
 /// Copies go in pieces of this size (see `COPY_PIECE` in connection.rs: some CPUs run glibc's
@@ -89,166 +94,271 @@ fn unwatch(watchers: &mut Vec<Arc<Signal>>, s: &Arc<Signal>) {
     }
 }
 
-#[derive(Debug)]
-struct ChanState {
-    buf: Vec<u8>,
-    /// Bytes before `pos` were read already.
-    pos: usize,
-    writer_open: bool,
-    reader_open: bool,
-    readers_waiting: u32,
-    writers_waiting: u32,
-    watchers: Vec<Arc<Signal>>,
+/// A value on a cache line of its own, so the writer's and the reader's counters do not
+/// make each other's cores fetch the line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+/// The ring's bytes: written only by the writer in `[tail, head + CAPACITY)`, read only by the
+/// reader in `[head, tail)` (positions modulo `CAPACITY`), the two kept apart by the counters.
+struct Ring(Box<[UnsafeCell<u8>]>);
+
+// SAFETY: the bytes are only reached through `Chan`, whose counters (acquire/release) give
+// each byte to one side at a time; see `Ring`.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring((0..CAPACITY).map(|_| UnsafeCell::new(0)).collect())
+    }
+
+    fn at(&self, pos: usize) -> *mut u8 {
+        self.0[pos % CAPACITY].get()
+    }
 }
 
-impl ChanState {
-    fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ring({} bytes)", self.0.len())
+    }
+}
+
+/// Copies `len` bytes in pieces of [`COPY_PIECE`].
+///
+/// # Safety
+/// `src..src+len` must be readable, `dst..dst+len` writable, and the two must not overlap.
+unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(COPY_PIECE);
+        // SAFETY: within the ranges the caller vouches for.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), n) };
+        done += n;
     }
 }
 
 /// One direction of a stream.
 #[derive(Debug)]
 struct Chan {
-    state: Mutex<ChanState>,
+    /// Bytes taken by the reader, ever (written by the reader only).
+    head: Padded<AtomicUsize>,
+    /// Bytes published by the writer, ever (written by the writer only).
+    tail: Padded<AtomicUsize>,
+    ring: OnceLock<Ring>,
+    writer_open: AtomicBool,
+    reader_open: AtomicBool,
+    /// Threads asleep (or about to sleep) in `park`, waiting for data or for room.
+    readers_waiting: AtomicU32,
+    writers_waiting: AtomicU32,
+    park: Mutex<()>,
     readable: Condvar,
     writable: Condvar,
-    /// What a spinning reader looks at without the lock: bytes buffered, or `usize::MAX` once
-    /// the writer is gone.
-    hint: AtomicUsize,
+    /// Serializes the writers (one in practice) and the readers of the channel. The writer's
+    /// lock holds the last `head` it read: it looks at the reader's counter (a cache line the
+    /// reader keeps writing) only when that one says the ring is too full.
+    write_side: Mutex<usize>,
+    read_side: Mutex<()>,
+    watching: AtomicUsize,
+    watchers: Mutex<Vec<Arc<Signal>>>,
 }
 
 impl Chan {
     fn new() -> Arc<Chan> {
         Arc::new(Chan {
-            state: Mutex::new(ChanState {
-                buf: Vec::new(),
-                pos: 0,
-                writer_open: true,
-                reader_open: true,
-                readers_waiting: 0,
-                writers_waiting: 0,
-                watchers: Vec::new(),
-            }),
+            head: Padded::default(),
+            tail: Padded::default(),
+            ring: OnceLock::new(),
+            writer_open: AtomicBool::new(true),
+            reader_open: AtomicBool::new(true),
+            readers_waiting: AtomicU32::new(0),
+            writers_waiting: AtomicU32::new(0),
+            park: Mutex::new(()),
             readable: Condvar::new(),
             writable: Condvar::new(),
-            hint: AtomicUsize::new(0),
+            write_side: Mutex::new(0),
+            read_side: Mutex::new(()),
+            watching: AtomicUsize::new(0),
+            watchers: Mutex::new(Vec::new()),
         })
     }
 
+    /// Data to read, or the writer gone (end of stream).
+    fn readable_now(&self) -> bool {
+        self.tail.0.load(Ordering::Acquire) != self.head.0.load(Ordering::Acquire)
+            || !self.writer_open.load(Ordering::Acquire)
+    }
+
+    /// Sleeps on `cv` until `ready()` or `deadline`, counted in `waiting` so that the other
+    /// side knows to signal. `false` once the deadline has passed.
+    fn sleep(
+        &self,
+        cv: &Condvar,
+        waiting: &AtomicU32,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> bool,
+    ) -> bool {
+        let guard = lock(&self.park);
+        waiting.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence the other side makes between its publication and its look at
+        // `waiting`: either it sees us waiting (and signals under `park`, which we hold until
+        // we wait), or we see what it published.
+        fence(Ordering::SeqCst);
+        let more = if ready() { true } else { wait_until(cv, guard, deadline).1 };
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        more
+    }
+
+    /// Wakes the sleepers counted in `waiting` (after the caller published something).
+    fn signal(&self, cv: &Condvar, waiting: &AtomicU32) {
+        fence(Ordering::SeqCst);
+        if waiting.load(Ordering::Relaxed) > 0 {
+            let _g = lock(&self.park);
+            cv.notify_all();
+        }
+    }
+
+    fn fire_watchers(&self) {
+        if self.watching.load(Ordering::SeqCst) > 0 {
+            fire_all(&lock(&self.watchers));
+        }
+    }
+
     fn read(&self, dst: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
-        let mut st = lock(&self.state);
+        let _side = lock(&self.read_side);
+        let head = self.head.0.load(Ordering::Relaxed);
         let mut spun = false;
         loop {
-            let have = st.buffered();
-            if have > 0 || len == 0 {
-                let n = have.min(len);
-                let src = &st.buf[st.pos..st.pos + n];
-                for (i, piece) in src.chunks(COPY_PIECE).enumerate() {
-                    // SAFETY: the caller guarantees dst..dst+len is writable; n <= len, and the
-                    // source is our own buffer, which cannot overlap it.
+            let tail = self.tail.0.load(Ordering::Acquire);
+            if tail != head || len == 0 {
+                let n = (tail - head).min(len);
+                if n > 0 {
+                    let ring = self.ring.get().expect("published bytes live in the ring");
+                    let first = n.min(CAPACITY - head % CAPACITY);
+                    // SAFETY: [head, head+n) was published by the writer (acquire above) and is
+                    // not written again until head moves past it; dst has room for len >= n.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(piece.as_ptr(), dst.add(i * COPY_PIECE), piece.len())
-                    };
+                        copy(ring.at(head), dst, first);
+                        copy(ring.at(head + first), dst.add(first), n - first);
+                    }
                 }
-                st.pos += n;
-                if st.pos == st.buf.len() {
-                    st.buf.clear();
-                    st.pos = 0;
-                }
-                self.hint.store(st.buffered(), Ordering::Relaxed);
-                if st.writers_waiting > 0 {
-                    self.writable.notify_all();
-                }
+                self.head.0.store(head + n, Ordering::Release);
+                self.signal(&self.writable, &self.writers_waiting);
                 return Ok(n);
             }
-            if !st.writer_open {
-                return Ok(0);
+            if !self.writer_open.load(Ordering::Acquire) {
+                if self.tail.0.load(Ordering::Acquire) == head {
+                    return Ok(0);
+                }
+                continue;
             }
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 return Err(io::ErrorKind::TimedOut.into());
             }
+            let ready =
+                || self.tail.0.load(Ordering::SeqCst) != head || !self.writer_open.load(Ordering::SeqCst);
             if !spun {
                 spun = true;
-                drop(st);
+                // Look often (a pause instruction takes up to ~100 cycles on some CPUs), and at
+                // the clock less often.
                 let until = Instant::now() + SPIN;
-                while self.hint.load(Ordering::Relaxed) == 0 && Instant::now() < until {
-                    std::hint::spin_loop();
+                'spin: while Instant::now() < until {
+                    for _ in 0..64 {
+                        if ready() {
+                            break 'spin;
+                        }
+                        std::hint::spin_loop();
+                    }
                 }
-                st = lock(&self.state);
                 continue;
             }
-            st.readers_waiting += 1;
-            let (g, _) = wait_until(&self.readable, st, deadline);
-            st = g;
-            st.readers_waiting -= 1;
+            self.sleep(&self.readable, &self.readers_waiting, deadline, ready);
         }
     }
 
     fn write(&self, bufs: &[IoSlice<'_>], deadline: Option<Instant>) -> io::Result<usize> {
-        let mut st = lock(&self.state);
-        loop {
-            if !st.reader_open {
+        let mut known_head = lock(&self.write_side);
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        let room = loop {
+            if !self.reader_open.load(Ordering::Acquire) {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the reading end was dropped"));
             }
-            if st.buffered() < CAPACITY {
-                break;
+            if CAPACITY - (tail - *known_head) < want {
+                *known_head = self.head.0.load(Ordering::Acquire);
+            }
+            let room = CAPACITY - (tail - *known_head);
+            if room > 0 {
+                break room;
             }
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            st.writers_waiting += 1;
-            let (g, _) = wait_until(&self.writable, st, deadline);
-            st = g;
-            st.writers_waiting -= 1;
-        }
-        // Read bytes in front are dropped once they are half the buffer: each byte is moved
-        // at most once more.
-        if st.pos > 0 && st.pos * 2 >= st.buf.len() {
-            let pos = st.pos;
-            st.buf.drain(..pos);
-            st.pos = 0;
-        }
-        let mut room = CAPACITY - st.buffered();
-        let mut total = 0;
+            let ready = || {
+                self.head.0.load(Ordering::SeqCst) + CAPACITY != tail
+                    || !self.reader_open.load(Ordering::SeqCst)
+            };
+            self.sleep(&self.writable, &self.writers_waiting, deadline, ready);
+        };
+        let ring = self.ring.get_or_init(Ring::new);
+        let mut at = tail;
         for b in bufs {
-            let take = b.len().min(room);
-            st.buf.reserve(take);
-            for piece in b[..take].chunks(COPY_PIECE) {
-                st.buf.extend_from_slice(piece);
+            let take = b.len().min(room - (at - tail));
+            let first = take.min(CAPACITY - at % CAPACITY);
+            // SAFETY: [at, at+take) lies in [tail, head+CAPACITY): the reader does not look at
+            // it until the release store below; b holds take bytes.
+            unsafe {
+                copy(b.as_ptr(), ring.at(at), first);
+                copy(b.as_ptr().add(first), ring.at(at + first), take - first);
             }
-            total += take;
-            room -= take;
-            if room == 0 {
+            at += take;
+            if at - tail == room {
                 break;
             }
         }
-        self.hint.store(st.buffered(), Ordering::Relaxed);
-        if st.readers_waiting > 0 {
-            self.readable.notify_all();
-        }
-        fire_all(&st.watchers);
-        Ok(total)
+        self.tail.0.store(at, Ordering::Release);
+        self.signal(&self.readable, &self.readers_waiting);
+        self.fire_watchers();
+        Ok(at - tail)
     }
 
-    fn readable_now(&self) -> bool {
-        let st = lock(&self.state);
-        st.buffered() > 0 || !st.writer_open
+    fn wait_readable(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.readable_now() {
+                return true;
+            }
+            let ready = || self.readable_now();
+            if !self.sleep(&self.readable, &self.readers_waiting, deadline, ready) {
+                return self.readable_now();
+            }
+        }
+    }
+
+    fn watch(&self, signal: &Arc<Signal>) {
+        lock(&self.watchers).push(signal.clone());
+        self.watching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn unwatch(&self, signal: &Arc<Signal>) {
+        let mut w = lock(&self.watchers);
+        if let Some(i) = w.iter().position(|x| Arc::ptr_eq(x, signal)) {
+            w.swap_remove(i);
+            self.watching.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     fn close_writer(&self) {
-        let mut st = lock(&self.state);
-        st.writer_open = false;
-        self.hint.store(usize::MAX, Ordering::Relaxed);
-        self.readable.notify_all();
-        fire_all(&st.watchers);
+        self.writer_open.store(false, Ordering::SeqCst);
+        {
+            let _g = lock(&self.park);
+            self.readable.notify_all();
+        }
+        fire_all(&lock(&self.watchers));
     }
 
     fn close_reader(&self) {
-        let mut st = lock(&self.state);
-        st.reader_open = false;
-        st.buf = Vec::new();
-        st.pos = 0;
+        self.reader_open.store(false, Ordering::SeqCst);
+        let _g = lock(&self.park);
         self.writable.notify_all();
     }
 }
@@ -322,20 +432,7 @@ impl Stream {
 
     pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let Some(rx) = &self.rx else { return Err(one_way("send")) };
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut st = lock(&rx.state);
-        loop {
-            if st.buffered() > 0 || !st.writer_open {
-                return Ok(true);
-            }
-            st.readers_waiting += 1;
-            let (g, more) = wait_until(&rx.readable, st, deadline);
-            st = g;
-            st.readers_waiting -= 1;
-            if !more {
-                return Ok(st.buffered() > 0 || !st.writer_open);
-            }
-        }
+        Ok(rx.wait_readable(timeout.and_then(|t| Instant::now().checked_add(t))))
     }
 
     pub(crate) fn local_addr(&self) -> Option<Address> {
@@ -350,7 +447,7 @@ impl Stream {
     pub(crate) fn watch(&self, signal: &Arc<Signal>) -> bool {
         match &self.rx {
             Some(rx) => {
-                lock(&rx.state).watchers.push(signal.clone());
+                rx.watch(signal);
                 true
             }
             None => false,
@@ -359,7 +456,7 @@ impl Stream {
 
     pub(crate) fn unwatch(&self, signal: &Arc<Signal>) {
         if let Some(rx) = &self.rx {
-            unwatch(&mut lock(&rx.state).watchers, signal);
+            rx.unwatch(signal);
         }
     }
 }
@@ -560,6 +657,41 @@ mod tests {
         assert_eq!(read(&a, 10, None).unwrap(), b"wake");
         t.join().unwrap();
         assert_eq!(read(&a, 10, None).unwrap(), b"");
+    }
+
+    #[test]
+    fn bytes_cross_the_ring_edge_intact_between_threads() {
+        // Writes and reads of uneven sizes, several times round the ring, both sides racing.
+        let (rx, tx) = pair(false);
+        let total = 5 * CAPACITY + 12_345;
+        let byte = |i: usize| (i * 7 + i / 251) as u8;
+        let writer = std::thread::spawn(move || {
+            let (mut at, mut step) = (0, 1);
+            while at < total {
+                let n = step.min(total - at);
+                let chunk: Vec<u8> = (at..at + n).map(byte).collect();
+                let mut done = 0;
+                while done < n {
+                    let mid = (n / 2).max(done);
+                    let halves = [IoSlice::new(&chunk[done..mid]), IoSlice::new(&chunk[mid..])];
+                    done += tx.write_vectored(&halves, None).unwrap();
+                }
+                at += n;
+                step = (step * 31 + 17) % 70_001;
+            }
+        });
+        let (mut at, mut want) = (0, 3);
+        while at < total {
+            let got = read(&rx, want, None).unwrap();
+            assert!(!got.is_empty(), "end of stream at {at} of {total}");
+            for (k, b) in got.iter().enumerate() {
+                assert_eq!(*b, byte(at + k), "byte {}", at + k);
+            }
+            at += got.len();
+            want = (want * 13 + 5) % 90_001 + 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(read(&rx, 10, None).unwrap(), b"");
     }
 
     #[test]
