@@ -19,7 +19,7 @@ use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, compiler_fence, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,36 @@ fn unwatch(watchers: &mut Vec<Arc<Signal>>, s: &Arc<Signal>) {
     }
 }
 
+/// Whether process-wide barriers work here (Linux `membarrier`, Windows
+/// `FlushProcessWriteBuffers`): then the busy side of a sleep handshake, which runs at every
+/// write and read, needs only a compiler fence, and the side about to sleep pays for both.
+/// A real fence at every write made the writer wait for its store to reach the reader's core.
+static ASYMMETRIC: OnceLock<bool> = OnceLock::new();
+
+/// The longest a sleeper waits before it looks again even if nobody signalled it: a bound on
+/// the cost of a signal lost if a process barrier failed after working before.
+const RECHECK: Duration = Duration::from_secs(1);
+
+fn asymmetric() -> bool {
+    *ASYMMETRIC.get_or_init(super::process_barrier)
+}
+
+/// The fence of the busy side: between publishing and looking for sleepers.
+fn busy_fence() {
+    if asymmetric() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The fence of the side about to sleep: between saying so and looking for news.
+fn sleeper_fence() {
+    if !(asymmetric() && super::process_barrier()) {
+        fence(Ordering::SeqCst);
+    }
+}
+
 /// A value on a cache line of its own, so the writer's and the reader's counters do not
 /// make each other's cores fetch the line.
 #[repr(align(128))]
@@ -154,11 +184,13 @@ struct Chan {
     park: Mutex<()>,
     readable: Condvar,
     writable: Condvar,
-    /// Serializes the writers (one in practice) and the readers of the channel. The writer's
+    /// Serializes the writers (one in practice) and the readers of the channel; each on a cache
+    /// line of its own (on a shared one, the two sides' lock and unlock made it bounce between
+    /// their cores at every message: over half the writer's time). The writer's
     /// lock holds the last `head` it read: it looks at the reader's counter (a cache line the
     /// reader keeps writing) only when that one says the ring is too full.
-    write_side: Mutex<usize>,
-    read_side: Mutex<()>,
+    write_side: Padded<Mutex<usize>>,
+    read_side: Padded<Mutex<()>>,
     watching: AtomicUsize,
     watchers: Mutex<Vec<Arc<Signal>>>,
 }
@@ -176,8 +208,8 @@ impl Chan {
             park: Mutex::new(()),
             readable: Condvar::new(),
             writable: Condvar::new(),
-            write_side: Mutex::new(0),
-            read_side: Mutex::new(()),
+            write_side: Padded(Mutex::new(0)),
+            read_side: Padded(Mutex::new(())),
             watching: AtomicUsize::new(0),
             watchers: Mutex::new(Vec::new()),
         })
@@ -203,15 +235,24 @@ impl Chan {
         // Pairs with the fence the other side makes between its publication and its look at
         // `waiting`: either it sees us waiting (and signals under `park`, which we hold until
         // we wait), or we see what it published.
-        fence(Ordering::SeqCst);
-        let more = if ready() { true } else { wait_until(cv, guard, deadline).1 };
+        sleeper_fence();
+        let recheck = Instant::now().checked_add(RECHECK);
+        let until = match (deadline, recheck) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
+        let more = if ready() {
+            true
+        } else {
+            wait_until(cv, guard, until).1 || deadline.is_none_or(|d| d > Instant::now())
+        };
         waiting.fetch_sub(1, Ordering::SeqCst);
         more
     }
 
     /// Wakes the sleepers counted in `waiting` (after the caller published something).
     fn signal(&self, cv: &Condvar, waiting: &AtomicU32) {
-        fence(Ordering::SeqCst);
+        busy_fence();
         if waiting.load(Ordering::Relaxed) > 0 {
             let _g = lock(&self.park);
             cv.notify_all();
@@ -225,7 +266,7 @@ impl Chan {
     }
 
     fn read(&self, dst: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
-        let _side = lock(&self.read_side);
+        let _side = lock(&self.read_side.0);
         let head = self.head.0.load(Ordering::Relaxed);
         let mut spun = false;
         loop {
@@ -277,7 +318,7 @@ impl Chan {
     }
 
     fn write(&self, bufs: &[IoSlice<'_>], deadline: Option<Instant>) -> io::Result<usize> {
-        let mut known_head = lock(&self.write_side);
+        let mut known_head = lock(&self.write_side.0);
         let tail = self.tail.0.load(Ordering::Relaxed);
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         let room = loop {
@@ -337,6 +378,9 @@ impl Chan {
     fn watch(&self, signal: &Arc<Signal>) {
         lock(&self.watchers).push(signal.clone());
         self.watching.fetch_add(1, Ordering::SeqCst);
+        // The watcher looks at the channel next: the writer's look at `watching` comes after
+        // its busy fence.
+        sleeper_fence();
     }
 
     fn unwatch(&self, signal: &Arc<Signal>) {

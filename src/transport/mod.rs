@@ -30,7 +30,8 @@ pub(crate) mod shm;
 pub(crate) mod shm;
 
 pub(crate) use sys::{
-    BindOptions, Sentinel, fork, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,
+    BindOptions, Sentinel, fork, keep_sentinel, parent_id, prepare_child, process_barrier, reap, signal,
+    spawn, watch_parent,
 };
 
 /// The socket addresses a TCP host name or literal stands for.

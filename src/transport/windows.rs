@@ -1349,6 +1349,15 @@ pub(crate) fn signal(_pid: u32, _kill: bool) -> io::Result<()> {
     Err(process_unsupported())
 }
 
+/// Makes every running thread of this process execute a full memory barrier
+/// (`FlushProcessWriteBuffers`), so that the other side of a store-then-load handshake can do
+/// with a compiler fence. Always available.
+pub(crate) fn process_barrier() -> bool {
+    // SAFETY: no arguments, no memory of ours.
+    unsafe { windows_sys::Win32::System::Threading::FlushProcessWriteBuffers() };
+    true
+}
+
 /// Unknown on Windows (0, which is no process's parent id here).
 pub(crate) fn parent_id() -> u32 {
     0
