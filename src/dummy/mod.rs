@@ -68,8 +68,8 @@ mod connection;
 pub use connection::{Client, ClientBuilder, Listener, ListenerBuilder, pipe};
 
 pub use crate::{
-    Address, AuthKey, Connection, Error, Family, Receiver, Result, Sender, Waitable, auth, codec, shared,
-    wait,
+    Address, AuthKey, Connection, Error, Family, Incoming, Receiver, Result, Sender, Waitable, auth, codec,
+    shared, wait,
 };
 
 /// Locks `m`, taking over a lock whose holder panicked: the state behind every lock in this
