@@ -17,7 +17,7 @@ use crate::{Address, AuthKey, Connection, Error, Incoming, Result, Waitable};
 /// A connected pair of in-process connections, like [`crate::pipe`] for threads.
 ///
 /// With `duplex` both ends send and receive; without, the first end only receives and the
-/// second only sends. The bytes move through memory (at most 1 MiB buffered per direction
+/// second only sends. The bytes move through memory (at most 256 KiB buffered per direction
 /// before a sender waits), not through the kernel. Unlike [`crate::pipe`], the ends cannot be
 /// handed to a child process ([`Connection::pass_to_child`] fails).
 ///

@@ -68,8 +68,14 @@ impl Signal {
         self.cv.notify_all();
     }
 
-    /// Sleeps until fired or `deadline`; clears the flag.
+    /// Sleeps until fired, `deadline`, or at most [`RECHECK`] (the caller looks again); clears
+    /// the flag.
     pub(crate) fn wait(&self, deadline: Option<Instant>) {
+        let recheck = Instant::now().checked_add(RECHECK);
+        let deadline = match (deadline, recheck) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
         let mut fired = lock(&self.fired);
         while !*fired {
             let (g, more) = wait_until(&self.cv, fired, deadline);
@@ -104,8 +110,12 @@ static ASYMMETRIC: OnceLock<bool> = OnceLock::new();
 /// the cost of a signal lost if a process barrier failed after working before.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// Set if a process barrier failed after working before: busy sides go back to real fences
+/// (sleepers' [`RECHECK`] covers the switch-over).
+static DEGRADED: AtomicBool = AtomicBool::new(false);
+
 fn asymmetric() -> bool {
-    *ASYMMETRIC.get_or_init(super::process_barrier)
+    *ASYMMETRIC.get_or_init(super::process_barrier) && !DEGRADED.load(Ordering::Relaxed)
 }
 
 /// The fence of the busy side: between publishing and looking for sleepers.
@@ -118,8 +128,11 @@ fn busy_fence() {
 }
 
 /// The fence of the side about to sleep: between saying so and looking for news.
-fn sleeper_fence() {
-    if !(asymmetric() && super::process_barrier()) {
+pub(crate) fn sleeper_fence() {
+    if asymmetric() && !super::process_barrier() {
+        DEGRADED.store(true, Ordering::SeqCst);
+    }
+    if !asymmetric() {
         fence(Ordering::SeqCst);
     }
 }
@@ -144,7 +157,10 @@ impl Ring {
     }
 
     fn at(&self, pos: usize) -> *mut u8 {
-        self.0[pos % CAPACITY].get()
+        // From the slice's pointer, not from a reference to one cell: the copies through it
+        // cover up to COPY_PIECE bytes.
+        // SAFETY: pos % CAPACITY is within the slice.
+        UnsafeCell::raw_get(unsafe { self.0.as_ptr().add(pos % CAPACITY) })
     }
 }
 
@@ -272,7 +288,7 @@ impl Chan {
         loop {
             let tail = self.tail.0.load(Ordering::Acquire);
             if tail != head || len == 0 {
-                let n = (tail - head).min(len);
+                let n = tail.wrapping_sub(head).min(len);
                 if n > 0 {
                     let ring = self.ring.get().expect("published bytes live in the ring");
                     let first = n.min(CAPACITY - head % CAPACITY);
@@ -280,10 +296,10 @@ impl Chan {
                     // not written again until head moves past it; dst has room for len >= n.
                     unsafe {
                         copy(ring.at(head), dst, first);
-                        copy(ring.at(head + first), dst.add(first), n - first);
+                        copy(ring.at(head.wrapping_add(first)), dst.add(first), n - first);
                     }
                 }
-                self.head.0.store(head + n, Ordering::Release);
+                self.head.0.store(head.wrapping_add(n), Ordering::Release);
                 self.signal(&self.writable, &self.writers_waiting);
                 return Ok(n);
             }
@@ -325,10 +341,13 @@ impl Chan {
             if !self.reader_open.load(Ordering::Acquire) {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the reading end was dropped"));
             }
-            if CAPACITY - (tail - *known_head) < want {
+            if want == 0 {
+                return Ok(0);
+            }
+            if CAPACITY - tail.wrapping_sub(*known_head) < want {
                 *known_head = self.head.0.load(Ordering::Acquire);
             }
-            let room = CAPACITY - (tail - *known_head);
+            let room = CAPACITY - tail.wrapping_sub(*known_head);
             if room > 0 {
                 break room;
             }
@@ -336,7 +355,7 @@ impl Chan {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             let ready = || {
-                self.head.0.load(Ordering::SeqCst) + CAPACITY != tail
+                self.head.0.load(Ordering::SeqCst).wrapping_add(CAPACITY) != tail
                     || !self.reader_open.load(Ordering::SeqCst)
             };
             self.sleep(&self.writable, &self.writers_waiting, deadline, ready);
@@ -344,23 +363,23 @@ impl Chan {
         let ring = self.ring.get_or_init(Ring::new);
         let mut at = tail;
         for b in bufs {
-            let take = b.len().min(room - (at - tail));
+            let take = b.len().min(room - at.wrapping_sub(tail));
             let first = take.min(CAPACITY - at % CAPACITY);
             // SAFETY: [at, at+take) lies in [tail, head+CAPACITY): the reader does not look at
             // it until the release store below; b holds take bytes.
             unsafe {
                 copy(b.as_ptr(), ring.at(at), first);
-                copy(b.as_ptr().add(first), ring.at(at + first), take - first);
+                copy(b.as_ptr().add(first), ring.at(at.wrapping_add(first)), take - first);
             }
-            at += take;
-            if at - tail == room {
+            at = at.wrapping_add(take);
+            if at.wrapping_sub(tail) == room {
                 break;
             }
         }
         self.tail.0.store(at, Ordering::Release);
         self.signal(&self.readable, &self.readers_waiting);
         self.fire_watchers();
-        Ok(at - tail)
+        Ok(at.wrapping_sub(tail))
     }
 
     fn wait_readable(&self, deadline: Option<Instant>) -> bool {
@@ -375,12 +394,11 @@ impl Chan {
         }
     }
 
+    /// The caller runs [`sleeper_fence`] once after watching everything, then looks at the
+    /// channels: a writer's look at `watching` comes after its busy fence.
     fn watch(&self, signal: &Arc<Signal>) {
         lock(&self.watchers).push(signal.clone());
         self.watching.fetch_add(1, Ordering::SeqCst);
-        // The watcher looks at the channel next: the writer's look at `watching` comes after
-        // its busy fence.
-        sleeper_fence();
     }
 
     fn unwatch(&self, signal: &Arc<Signal>) {
@@ -685,6 +703,8 @@ mod tests {
         assert_eq!(a.write_vectored(&[IoSlice::new(&big)], None).unwrap(), CAPACITY);
         let e = a.write_vectored(&[IoSlice::new(&big)], Some(Instant::now() + Duration::from_millis(20)));
         assert_eq!(e.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        // An empty write does not wait, even on a full ring.
+        assert_eq!(a.write_vectored(&[], None).unwrap(), 0);
         // Room made by the reader lets the writer on.
         assert_eq!(read(&b, 100, None).unwrap().len(), 100);
         assert_eq!(a.write_vectored(&[IoSlice::new(&big)], None).unwrap(), 100);

@@ -380,10 +380,21 @@ pub(crate) fn wait_ready_with(
     if mem.is_empty() {
         return Ok(os_ready(sys::wait_ready_with(&os, sentinels, deadline)?));
     }
+    // Ready already, or no time to wait: no need to be woken.
+    let ready: Vec<usize> = mem.iter().filter(|(_, m)| m.ready_now()).map(|(i, _)| *i).collect();
+    if !ready.is_empty() || deadline.is_some_and(|d| d <= Instant::now()) {
+        let mut ready = ready;
+        if !os.is_empty() || !sentinels.is_empty() {
+            ready.extend(os_ready(sys::wait_ready_with(&os, sentinels, Some(Instant::now()))?));
+        }
+        ready.sort_unstable();
+        return Ok(ready);
+    }
     let signal = Arc::new(inproc::Signal::default());
     for (_, m) in &mem {
         m.watch(&signal);
     }
+    inproc::sleeper_fence();
     let result = (|| loop {
         let mut ready: Vec<usize> = mem.iter().filter(|(_, m)| m.ready_now()).map(|(i, _)| *i).collect();
         let nothing_else = os.is_empty() && sentinels.is_empty();
