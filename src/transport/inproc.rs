@@ -18,7 +18,6 @@
 use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, compiler_fence, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -465,20 +464,6 @@ impl Stream {
         self.rx.as_ref().ok_or_else(|| one_way("send"))?.read(ptr, len, deadline)
     }
 
-    pub(crate) fn read_spare(
-        &self,
-        v: &mut Vec<u8>,
-        max: usize,
-        deadline: Option<Instant>,
-    ) -> io::Result<usize> {
-        let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
-        let len = spare.len().min(max);
-        let n = self.read_raw(spare.as_mut_ptr().cast(), len, deadline)?;
-        // SAFETY: read_raw initialised the first n bytes of the spare capacity.
-        unsafe { v.set_len(v.len() + n) };
-        Ok(n)
-    }
-
     pub(crate) fn write_vectored(
         &self,
         bufs: &[IoSlice<'_>],
@@ -671,8 +656,9 @@ mod tests {
     use super::*;
 
     fn read(s: &Stream, n: usize, deadline: Option<Instant>) -> io::Result<Vec<u8>> {
-        let mut v = Vec::with_capacity(n);
-        s.read_spare(&mut v, n, deadline)?;
+        let mut v = vec![0; n];
+        let got = s.read_raw(v.as_mut_ptr(), n, deadline)?;
+        v.truncate(got);
         Ok(v)
     }
 

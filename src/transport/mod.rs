@@ -108,17 +108,27 @@ impl Stream {
         }
     }
 
-    /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
+    /// Reads at most `max` bytes into the spare capacity of `v` (no zeroing), extending its
+    /// length.
     pub(crate) fn read_spare(
         &self,
         v: &mut Vec<u8>,
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        match self {
-            Stream::Os(s) => s.read_spare(v, max, deadline),
-            Stream::Mem(s) => s.read_spare(v, max, deadline),
-        }
+        let spare = v.spare_capacity_mut();
+        let len = spare.len().min(max);
+        let spare = &mut spare[..len];
+        let n = match self {
+            #[cfg(unix)]
+            Stream::Os(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
+            #[cfg(windows)]
+            Stream::Os(s) => s.read_uninit(spare, deadline)?,
+            Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
+        };
+        // SAFETY: each read initialised the first n (at most len) bytes of the spare capacity.
+        unsafe { v.set_len(v.len() + n) };
+        Ok(n)
     }
 
     /// Writes some of `bufs`; `TimedOut` when `deadline` passes first.

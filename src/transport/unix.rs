@@ -3,7 +3,6 @@
 //! the descriptor; deadlines are kept with `poll(2)` before the call.
 
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -121,7 +120,7 @@ impl Stream {
     /// already and one less when it is not, the usual case of a read with a deadline (an
     /// answer awaited). A deadline already passed means the caller knows the socket is
     /// readable: it is read at once. Pipes (no such flag) are always polled first.
-    fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
+    pub(crate) fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
         let dontwait = deadline.is_some() && self.kind.is_socket();
         if deadline.is_some_and(|d| !dontwait || d > Instant::now()) {
@@ -148,21 +147,6 @@ impl Stream {
     /// Reads into `buf`; 0 means end of stream; `TimedOut` when `deadline` passes first.
     pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
         self.read_raw(buf.as_mut_ptr(), buf.len(), deadline)
-    }
-
-    /// Reads at most `max` bytes into the spare capacity of `v` (no zeroing), extending its length.
-    pub(crate) fn read_spare(
-        &self,
-        v: &mut Vec<u8>,
-        max: usize,
-        deadline: Option<Instant>,
-    ) -> io::Result<usize> {
-        let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
-        let len = spare.len().min(max);
-        let n = self.read_raw(spare.as_mut_ptr().cast(), len, deadline)?;
-        // SAFETY: the kernel initialised the first n bytes of the spare capacity.
-        unsafe { v.set_len(v.len() + n) };
-        Ok(n)
     }
 
     /// Writes some of `bufs` (one `sendmsg`/`writev`); `TimedOut` when `deadline` passes first.

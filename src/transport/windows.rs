@@ -135,22 +135,13 @@ impl Stream {
         self.read_uninit(uninit_view(buf), deadline)
     }
 
-    /// Reads at most `max` bytes into the spare capacity of `v` (no zeroing), extending its length.
-    pub(crate) fn read_spare(
+    /// Reads into `buf` without zeroing it; the first `n` bytes are initialised when it
+    /// returns `Ok(n)`.
+    pub(crate) fn read_uninit(
         &self,
-        v: &mut Vec<u8>,
-        max: usize,
+        buf: &mut [MaybeUninit<u8>],
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        let spare = v.spare_capacity_mut();
-        let len = spare.len().min(max);
-        let n = self.read_uninit(&mut spare[..len], deadline)?;
-        // SAFETY: read_uninit initialised the first n bytes of the spare capacity.
-        unsafe { v.set_len(v.len() + n) };
-        Ok(n)
-    }
-
-    fn read_uninit(&self, buf: &mut [MaybeUninit<u8>], deadline: Option<Instant>) -> io::Result<usize> {
         match &self.inner {
             Inner::Tcp(s) => loop {
                 match s.recv(buf) {
