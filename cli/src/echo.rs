@@ -100,7 +100,12 @@ pub fn echo(args: &EchoArgs) -> Result<(), Failure> {
                 let from = listener.last_accepted().map_or_else(String::new, |a| format!(" from {a}"));
                 let peer = format!("client {n}");
                 eprintln!("procwire echo: {peer} connected{from}");
-                std::thread::spawn(move || serve(conn, &peer));
+                // Out of threads or memory refuses this client (its connection closes when the
+                // closure is dropped) and keeps serving the others.
+                let spawned = std::thread::Builder::new().spawn(move || serve(conn, &peer));
+                if let Err(e) = spawned {
+                    eprintln!("procwire echo: client {n} refused: cannot start a thread for it: {e}");
+                }
             }
             Err(e) => eprintln!("procwire echo: refused a client: {e}"),
         }
