@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -146,9 +147,15 @@ impl ListenerBuilder {
         self
     }
 
-    /// How many handshakes may be under way at once (default 1024). Further clients wait in
-    /// the kernel's backlog until a handshake finishes or times out, so a flood of silent
-    /// connections costs at most this many descriptors.
+    /// How many handshakes may be under way at once (default 1024), so that a flood of
+    /// silent connections costs at most this many descriptors.
+    ///
+    /// A new connection that finds the table full is still accepted: the pending handshake
+    /// that has gone longest without progress (since it was accepted or last sent bytes) is
+    /// dropped for it, and reported by [`accept`](Listener::accept) as an [`Error::Timeout`].
+    /// An honest client moves its handshake forward at every round trip, so it is dropped only
+    /// if more than `n` connections arrive or move within one of its round trips; peers that
+    /// connect and stay silent cannot make it wait for their handshake timeout.
     pub fn max_pending_handshakes(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
         self
@@ -202,6 +209,7 @@ impl ListenerBuilder {
             state: Mutex::new(State::default()),
             turn: Condvar::new(),
             last_peer: Mutex::new(None),
+            ticks: AtomicU64::new(0),
         })
     }
 }
@@ -221,6 +229,9 @@ struct Pending {
     hs: Handshake,
     deadline: Option<Instant>,
     peer: Option<Address>,
+    /// When it was accepted or last sent bytes, as a number from [`Listener::tick`] (no two
+    /// alike, unlike clock readings): the lowest is dropped first when the table is full.
+    progress: u64,
     /// Whether the client sent anything yet. One that hangs up before saying a word (a
     /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
     heard: bool,
@@ -276,6 +287,8 @@ pub struct Listener {
     state: Mutex<State>,
     turn: Condvar,
     last_peer: Mutex<Option<Address>>,
+    /// The source of [`Pending::progress`].
+    ticks: AtomicU64,
 }
 
 impl std::fmt::Debug for Listener {
@@ -413,7 +426,9 @@ impl Listener {
         deadline: Option<Instant>,
         rest_until: Option<Instant>,
     ) -> Option<Instant> {
-        let listen = rest_until.is_none() && pending.len() < self.opts.max_pending;
+        // A full table does not stop accepting: a newcomer takes the place of the handshake that
+        // went longest without progress, so silent peers cannot queue honest ones behind them.
+        let listen = rest_until.is_none();
         let wake = pending.iter().filter_map(|p| p.deadline).chain(deadline).chain(rest_until).min();
         let streams: Vec<&Stream> = pending.iter().map(|p| p.conn.stream()).collect();
         let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
@@ -429,7 +444,8 @@ impl Listener {
         }
         let mut rest = None;
         if listener_ready {
-            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending.saturating_sub(pending.len())) {
+            // At most a table's worth per round: the newest of one burst are never its victims.
+            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending) {
                 match self.raw.try_accept() {
                     Ok(Some((stream, peer))) => self.start(pending, found, stream, peer),
                     Ok(None) => break,
@@ -446,6 +462,7 @@ impl Listener {
                 }
             }
         }
+        self.evict_idlest(pending, found);
         // Expire only after reading, so a client whose last message is already here is served.
         let now = Instant::now();
         let mut i = 0;
@@ -459,6 +476,35 @@ impl Listener {
             }
         }
         rest
+    }
+
+    /// A number larger than all handed out before: the order of accepts and progress.
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Past `max_pending`, drops the pending handshakes that went longest without progress.
+    /// One selection per round, linear in the table's size.
+    fn evict_idlest(&self, pending: &mut Vec<Pending>, found: &mut Found) {
+        let max = self.opts.max_pending;
+        let excess = pending.len().saturating_sub(max);
+        if excess == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..pending.len()).collect();
+        order.select_nth_unstable_by_key(excess - 1, |&i| pending[i].progress);
+        let mut victims = order[..excess].to_vec();
+        // Highest index first: swap_remove then moves only entries that stay.
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for i in victims {
+            let p = pending.swap_remove(i);
+            let e = Error::Timeout(format!(
+                "in the handshake, {}: dropped for a new connection, as {max} handshakes were \
+                 pending (max_pending_handshakes) and this one had gone longest without progress",
+                p.hs.waiting_for()
+            ));
+            found.push_back(Err(with_peer(e, &p.peer)));
+        }
     }
 
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
@@ -479,7 +525,7 @@ impl Listener {
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
         let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
-            Ok(()) => pending.push(Pending { conn, hs, deadline, peer, heard: false }),
+            Ok(()) => pending.push(Pending { conn, hs, deadline, peer, progress: self.tick(), heard: false }),
             // Gone before our challenge went out. Silent only if it never said a word either
             // (a probe); one that wrote something first is reported like any other hang-up.
             Err(e) if hung_up(&e) => {
@@ -503,6 +549,7 @@ impl Listener {
             Err(e) => Err(e),
             Ok(true) => {
                 p.heard = true;
+                p.progress = self.tick();
                 step_handshake(p)
             }
         };

@@ -462,3 +462,55 @@ fn at_most_max_pending_handshakes_hold_descriptors() {
     honest.join().unwrap().unwrap();
     drop(silent);
 }
+
+/// Past the pending-handshake limit, a new connection takes the place of the handshake that
+/// went longest without progress: an honest client gets through at once instead of waiting
+/// for silent peers' handshakes to time out, and the oldest silent peer is the one dropped.
+#[test]
+fn an_honest_client_gets_through_past_the_pending_handshake_limit() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let listener = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(8)
+        .handshake_timeout(Duration::from_secs(30))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let path = unix_path(listener.address());
+    let silent: Vec<UnixStream> = (0..20).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let addr = listener.address().clone();
+    let honest = std::thread::spawn(move || -> procwire::Result<Vec<u8>> {
+        let mut c = Client::builder()
+            .authkey(KEY)
+            .connect_timeout(Duration::from_secs(5))
+            .handshake_timeout(Duration::from_secs(5))
+            .read_timeout(Some(Duration::from_secs(5)))
+            .connect(&addr)?;
+        c.send_bytes(b"honest")?;
+        c.recv_bytes()
+    });
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut dropped = 0;
+    let mut server = loop {
+        let left = give_up.saturating_duration_since(Instant::now());
+        match listener.accept_timeout(left) {
+            Ok(c) => break c,
+            Err(e) if e.to_string().contains("max_pending_handshakes") => dropped += 1,
+            Err(e) => panic!("no honest client within 10 s (after {dropped} dropped): {e}"),
+        }
+    };
+    let m = server.recv_bytes().unwrap();
+    server.send_bytes(&m).unwrap();
+    assert_eq!(honest.join().unwrap().unwrap(), b"honest");
+    assert!(dropped > 0, "silent connections were dropped for newcomers");
+    // The first silent connection was dropped (its challenge, then end of file); the last one
+    // is still pending.
+    let read_all = |mut s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map(|_| buf.len())
+    };
+    assert!(read_all(&silent[0]).is_ok_and(|n| n > 0), "the oldest silent peer was dropped");
+    assert!(read_all(&silent[19]).is_err(), "the newest silent peer is still pending");
+}
