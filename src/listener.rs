@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::auth::{AuthKey, Handshake, Role, Status};
-use crate::connection::ConnOptions;
+use crate::connection::{ConnOptions, PeerCredentials};
 use crate::transport::{RawListener, Stream, wait_any};
 use crate::{Address, Connection, Error, Result};
 
@@ -37,9 +37,14 @@ fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
     ))
 }
 
-/// Adds the peer to an error's message.
-fn with_peer(e: Error, peer: &Option<Address>) -> Error {
-    let who = peer.as_ref().map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
+/// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
+/// credentials of its process.
+fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
+    let who = match (peer, creds) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "an unnamed peer".to_string(),
+    };
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
         Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
@@ -229,6 +234,8 @@ struct Pending {
     hs: Handshake,
     deadline: Option<Instant>,
     peer: Option<Address>,
+    /// Who connected, for error messages when there is no address.
+    creds: Option<PeerCredentials>,
     /// When it was accepted or last sent bytes, as a number from [`Listener::tick`] (no two
     /// alike, unlike clock readings): the lowest is dropped first when the table is full.
     progress: u64,
@@ -470,7 +477,7 @@ impl Listener {
             if pending[i].deadline.is_some_and(|d| d <= now) {
                 let p = pending.swap_remove(i);
                 let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             } else {
                 i += 1;
             }
@@ -503,15 +510,17 @@ impl Listener {
                  pending (max_pending_handshakes) and this one had gone longest without progress",
                 p.hs.waiting_for()
             ));
-            found.push_back(Err(with_peer(e, &p.peer)));
+            found.push_back(Err(with_peer(e, &p.peer, p.creds)));
         }
     }
 
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
+        // An unnamed Unix socket is named in errors by its process.
+        let creds = if peer.is_none() { stream.peer_credentials() } else { None };
         if let Some(idle) = self.opts.keepalive
             && let Err(e) = stream.set_keepalive(Some(idle))
         {
-            found.push_back(Err(with_peer(Error::Io(e), &peer)));
+            found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
             return;
         }
         let mut conn = Connection::for_handshake(stream);
@@ -525,7 +534,9 @@ impl Listener {
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
         let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
-            Ok(()) => pending.push(Pending { conn, hs, deadline, peer, progress: self.tick(), heard: false }),
+            Ok(()) => {
+                pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
+            }
             // Gone before our challenge went out. Silent only if it never said a word either
             // (a probe); one that wrote something first is reported like any other hang-up.
             Err(e) if hung_up(&e) => {
@@ -534,10 +545,10 @@ impl Listener {
                         "the client hung up during the handshake ({e}) while {}",
                         hs.waiting_for()
                     ));
-                    found.push_back(Err(with_peer(e, &peer)));
+                    found.push_back(Err(with_peer(e, &peer, creds)));
                 }
             }
-            Err(e) => found.push_back(Err(with_peer(e, &peer))),
+            Err(e) => found.push_back(Err(with_peer(e, &peer, creds))),
         }
     }
 
@@ -564,7 +575,7 @@ impl Listener {
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
                 ));
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
@@ -576,7 +587,7 @@ impl Listener {
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             }
         }
     }
@@ -802,7 +813,7 @@ impl ClientBuilder {
         while hs.status() != Status::Done {
             let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {
                 Error::Timeout(_) => {
-                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer)
+                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer, None)
                 }
                 // A listener that refuses us closes with our early challenge unread, which
                 // some systems turn into a reset that overtakes its #FAILURE#.
@@ -811,8 +822,9 @@ impl ClientBuilder {
                         "the listener closed the connection during the handshake ({e})"
                     )),
                     &peer,
+                    None,
                 ),
-                e => with_peer(e, &peer),
+                e => with_peer(e, &peer, None),
             })?;
             match hs.on_message(&msg) {
                 Ok(out) => match (out.send, hs.challenge_early()?) {
@@ -836,7 +848,7 @@ impl ClientBuilder {
                     if let Some(f) = hs.failure_message() {
                         let _ = conn.send_bytes(&f);
                     }
-                    return Err(with_peer(e, &peer));
+                    return Err(with_peer(e, &peer, None));
                 }
             }
         }

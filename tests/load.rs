@@ -418,7 +418,6 @@ fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Durat
         more.sort();
         let median = (more.len() == 20).then(|| more[10]);
         stop.store(true, Ordering::SeqCst);
-        drop(opened.len());
         (opened.len(), first, median)
     })
 }

@@ -98,8 +98,9 @@ pub fn echo(args: &EchoArgs) -> Result<(), Failure> {
         match listener.accept() {
             Ok(conn) => {
                 let from = listener.last_accepted().map_or_else(String::new, |a| format!(" from {a}"));
+                let creds = conn.peer_credentials().map_or_else(String::new, |c| format!(" ({c})"));
                 let peer = format!("client {n}");
-                eprintln!("procwire echo: {peer} connected{from}");
+                eprintln!("procwire echo: {peer} connected{from}{creds}");
                 // Out of threads or memory refuses this client (its connection closes when the
                 // closure is dropped) and keeps serving the others.
                 let spawned = std::thread::Builder::new().spawn(move || serve(conn, &peer));
