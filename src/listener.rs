@@ -173,7 +173,9 @@ impl ListenerBuilder {
     }
 
     /// Permission bits of the socket file of a Unix path address (default `0o600`: only the
-    /// owner may connect).
+    /// owner may connect). The file has exactly these before anyone can connect, whatever the
+    /// umask, and they are never set through a symbolic link: a path that is no longer our
+    /// socket when the mode is set makes `bind` fail.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
