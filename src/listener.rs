@@ -153,7 +153,8 @@ impl ListenerBuilder {
     }
 
     /// How many handshakes may be under way at once (default 1024), so that a flood of
-    /// silent connections costs at most this many descriptors.
+    /// silent connections costs at most this many descriptors (and, within one round of the
+    /// listener, up to 64 newly accepted ones more).
     ///
     /// A new connection that finds the table full is still accepted: the pending handshake
     /// that has gone longest without progress (since it was accepted or last sent bytes) is

@@ -443,7 +443,8 @@ fn at_most_max_pending_handshakes_hold_descriptors() {
         .bind(&Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let Address::Tcp { host, port } = l.address().clone() else { panic!() };
-    // Ten silent clients, then an honest one: it is served once the silent ones time out.
+    // Ten silent clients, then an honest one: past four, each newcomer takes the place of the
+    // handshake that went longest without progress, and the honest one is served.
     let silent: Vec<_> =
         (0..10).map(|_| std::net::TcpStream::connect((host.as_str(), port)).unwrap()).collect();
     let addr = l.address().clone();

@@ -356,14 +356,26 @@ fn honest_clients_authenticate_while_500_stalled_connections_are_held() {
     );
 }
 
+/// What [`honest_past_silent`] saw.
+struct Honest {
+    /// Silent connections established.
+    opened: usize,
+    /// The first honest client's connect, handshake and echo (None: it failed).
+    first: Option<Duration>,
+    /// The median of 20 more, one after another (None: one failed).
+    median: Option<Duration>,
+    /// New silent connections per second while churning.
+    rate: f64,
+}
+
 /// How long one honest client takes to connect, authenticate and get one echo back while
 /// `silent` connections that never say a word were opened just before (and stay open), against
 /// a listener with the default handshake timeout and `max_pending` pending handshakes. The
 /// silent connections are opened by a thread that keeps trying for up to 3 s (a Unix socket's
 /// connect waits while the listener's backlog is full); the honest client then has 60 s.
-/// Returns the silent connections established and the honest client's time (None: it failed),
-/// and the median of 20 more honest clients one after another.
-fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Duration>, Option<Duration>) {
+/// With `churn`, the opener then keeps closing its oldest connection and opening a new one,
+/// as fast as it can, until the honest clients are done.
+fn honest_past_silent(silent: usize, max_pending: usize, churn: bool) -> Honest {
     use socket2::{Domain, SockAddr, Socket, Type};
     let listener = Listener::builder()
         .authkey(KEY)
@@ -372,6 +384,7 @@ fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Durat
         .unwrap();
     let Address::Unix(path) = listener.address().clone() else { unreachable!() };
     let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
@@ -384,23 +397,38 @@ fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Durat
                 }
             }
         });
-        let opened = std::thread::scope(|o| {
-            let opener = o.spawn(|| {
-                let sa = SockAddr::unix(&path).unwrap();
-                let give_up = Instant::now() + Duration::from_secs(3);
-                let mut held = Vec::with_capacity(silent);
-                while held.len() < silent && Instant::now() < give_up {
-                    let sock = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-                    // Linux bounds a blocking Unix connect's wait for backlog room by SO_SNDTIMEO.
-                    sock.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
-                    if sock.connect(&sa).is_ok() {
-                        held.push(sock);
-                    }
+        let opener = s.spawn(|| {
+            let sa = SockAddr::unix(&path).unwrap();
+            let connect = || {
+                let sock = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+                // Linux bounds a blocking Unix connect's wait for backlog room by SO_SNDTIMEO.
+                sock.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+                sock.connect(&sa).is_ok().then_some(sock)
+            };
+            let give_up = Instant::now() + Duration::from_secs(3);
+            let mut held = std::collections::VecDeque::with_capacity(silent);
+            while held.len() < silent && Instant::now() < give_up {
+                held.extend(connect());
+            }
+            tx.send(held.len()).unwrap();
+            // Held until the honest clients are done; with `churn`, as an attacker that
+            // reconnects at once: its oldest connection goes, a new one comes.
+            let started = Instant::now();
+            let mut churned = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if !churn || held.is_empty() {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 }
-                held
-            });
-            opener.join().unwrap()
+                held.pop_front();
+                if let Some(sock) = connect() {
+                    held.push_back(sock);
+                    churned += 1;
+                }
+            }
+            churned as f64 / started.elapsed().as_secs_f64()
         });
+        let opened = rx.recv().unwrap();
         let honest = || {
             let start = Instant::now();
             let mut c = Client::builder()
@@ -418,7 +446,8 @@ fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Durat
         more.sort();
         let median = (more.len() == 20).then(|| more[10]);
         stop.store(true, Ordering::SeqCst);
-        (opened.len(), first, median)
+        let rate = opener.join().unwrap();
+        Honest { opened, first, median, rate }
     })
 }
 
@@ -431,14 +460,20 @@ fn honest_past_silent(silent: usize, max_pending: usize) -> (usize, Option<Durat
 fn honest_client_time_past_thousands_of_silent_connections() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     raise_fd_limit();
-    for (silent, max_pending) in [(0, 1024), (1200, 1024), (5000, 1024), (5000, 8192)] {
-        let (opened, first, median) = honest_past_silent(silent, max_pending);
-        let show = |d: Option<Duration>| d.map_or_else(|| "failed".to_string(), |d| format!("{d:.1?}"));
+    let show = |d: Option<Duration>| d.map_or_else(|| "failed".to_string(), |d| format!("{d:.1?}"));
+    for (silent, max_pending, churn) in
+        [(0, 1024, false), (1200, 1024, false), (5000, 1024, false), (5000, 8192, false), (5000, 1024, true)]
+    {
+        let h = honest_past_silent(silent, max_pending, churn);
+        let churning =
+            if churn { format!(", replaced at {:.0} per second meanwhile", h.rate) } else { String::new() };
         println!(
-            "{silent} silent connections asked for, {opened} established, max_pending_handshakes \
-             {max_pending}: honest connect+handshake+echo {}, then median of 20 more {}",
-            show(first),
-            show(median)
+            "{silent} silent connections asked for, {} established{churning}, \
+             max_pending_handshakes {max_pending}: honest connect+handshake+echo {}, then median of \
+             20 more {}",
+            h.opened,
+            show(h.first),
+            show(h.median)
         );
     }
 }
