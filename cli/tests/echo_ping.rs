@@ -174,6 +174,34 @@ print("OK")
     assert_eq!(text(&out.stdout).trim(), "OK");
 }
 
+/// The server logs each client on stderr; with stderr closed (a log pipe whose reader went
+/// away) it still serves.
+#[test]
+fn echo_keeps_serving_when_its_stderr_is_closed() {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["echo", "--listen", &local(dir.path(), "echo.sock")])
+        .env("PROCWIRE_AUTHKEY", "log key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start procwire echo");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("procwire echo: listening on ").unwrap().to_string();
+    // Once its first log line has begun, the reader goes away.
+    let mut stderr = child.stderr.take().unwrap();
+    stderr.read_exact(&mut [0u8; 1]).unwrap();
+    drop(stderr);
+    let mut server = Echo { child, addr };
+    for _ in 0..2 {
+        assert_pinged(&ping(&[&server.addr, "-c", "1"], Some("log key")), 1, 64);
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "the echo server exited");
+}
+
 /// Reads a field of /proc/PID/status in KiB (VmSize).
 #[cfg(target_os = "linux")]
 fn status_kib(pid: u32, field: &str) -> u64 {
