@@ -515,3 +515,37 @@ fn an_honest_client_gets_through_past_the_pending_handshake_limit() {
     assert!(read_all(&silent[0]).is_ok_and(|n| n > 0), "the oldest silent peer was dropped");
     assert!(read_all(&silent[19]).is_err(), "the newest silent peer is still pending");
 }
+
+/// The handshake dropped for a newcomer is the one that went longest without progress, not
+/// the oldest: a peer that sent bytes since outlasts a silent one that connected after it.
+#[test]
+fn the_pending_handshake_dropped_for_a_newcomer_is_the_longest_without_progress() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let listener = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(2)
+        .handshake_timeout(Duration::from_secs(30))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let path = unix_path(listener.address());
+    // Each call runs rounds for a while: connections are taken, bytes read, room made.
+    let rounds = || listener.accept_timeout(Duration::from_millis(300));
+    let mut first = UnixStream::connect(&path).unwrap();
+    let second = UnixStream::connect(&path).unwrap();
+    assert!(rounds().unwrap_err().to_string().contains("waiting for a connection"));
+    // One byte of a frame header: progress, though no message yet.
+    first.write_all(&[0]).unwrap();
+    assert!(rounds().unwrap_err().to_string().contains("waiting for a connection"));
+    let _third = UnixStream::connect(&path).unwrap();
+    let dropped = rounds().unwrap_err();
+    assert!(dropped.to_string().contains("max_pending_handshakes"), "{dropped}");
+    let outcome = |mut s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map(|_| buf.len())
+    };
+    assert!(outcome(&second).is_ok_and(|n| n > 0), "the silent one is dropped (challenge, then end of file)");
+    assert!(outcome(&first).is_err(), "the one that made progress is still pending");
+}

@@ -663,12 +663,11 @@ impl RawListener {
                 let sa = unix_sockaddr(addr)?;
                 let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
                 // Linux creates the socket file with the socket's own mode less the umask: set
-                // on the descriptor, the file never has more than the requested bits.
+                // on the descriptor, the file never has more than the requested bits. Should
+                // the kernel refuse, the mode is still made exact below, before listen().
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 // SAFETY: fchmod on a descriptor we own, with no pointers involved.
-                if unsafe { libc::fchmod(sock.as_raw_fd(), (opts.mode & 0o7777) as libc::mode_t) } != 0 {
-                    return Err(bind_error(addr, io::Error::last_os_error()));
-                }
+                let _ = unsafe { libc::fchmod(sock.as_raw_fd(), (opts.mode & 0o7777) as libc::mode_t) };
                 if let Err(e) = sock.bind(&sa) {
                     if e.kind() != io::ErrorKind::AddrInUse {
                         return Err(bind_error(addr, e));
