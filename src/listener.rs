@@ -454,7 +454,8 @@ impl Listener {
         }
         let mut rest = None;
         if listener_ready {
-            // At most a table's worth per round: the newest of one burst are never its victims.
+            // At most a table's worth per round, so that no connection is dropped in the round
+            // that accepted it (those accepted last have the highest progress numbers).
             for _ in 0..ACCEPT_BURST.min(self.opts.max_pending) {
                 match self.raw.try_accept() {
                     Ok(Some((stream, peer))) => self.start(pending, found, stream, peer),
