@@ -754,6 +754,28 @@ impl Connection {
         self.stream().peer_addr()
     }
 
+    /// Who is at the other end of a Unix-socket connection, as the kernel recorded it when the
+    /// connection was made (`SO_PEERCRED` on Linux, `getpeereid` on macOS and the BSDs, which
+    /// give no pid). A server can use it to authorize local peers by uid. `None` for TCP,
+    /// OS pipes, in-process connections, Windows named pipes, and where the OS cannot tell.
+    /// For a pair from [`pipe`] it is the process that created the pair.
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use procwire::{Address, Client, Family, Listener};
+    /// let listener = Listener::bind(&Address::fresh(Family::Unix)?)?;
+    /// let _client = Client::connect(listener.address())?;
+    /// let server_side = listener.accept()?;
+    /// let who = server_side.peer_credentials().expect("a Unix socket");
+    /// # #[cfg(target_os = "linux")]
+    /// assert_eq!(who.pid, Some(std::process::id()));
+    /// # }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.stream().peer_credentials()
+    }
+
     /// Turns TCP keepalive on with probes after `idle` of silence, so that a peer that vanished
     /// without closing (host down, link cut) is eventually reported by a receive: an
     /// [`Error::Io`] of kind `TimedOut` (not [`Error::Timeout`], which is a deadline of ours).
@@ -957,6 +979,29 @@ impl ConnOptions {
         c.set_max_message_size(self.max_message_size);
         c.set_read_timeout(self.read_timeout);
         c.set_write_timeout(self.write_timeout);
+    }
+}
+
+/// The credentials of the process at the other end of a Unix-socket connection; see
+/// [`Connection::peer_credentials`]. Displayed as `pid 1234, uid 1000` (or `uid 1000`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The peer's process id, where the OS reports one (Linux, when the peer's process is
+    /// visible in this process's pid namespace).
+    pub pid: Option<u32>,
+    /// The peer's effective user id when it connected.
+    pub uid: u32,
+    /// The peer's effective group id when it connected.
+    pub gid: u32,
+}
+
+impl std::fmt::Display for PeerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(pid) = self.pid {
+            write!(f, "pid {pid}, ")?;
+        }
+        write!(f, "uid {}", self.uid)
     }
 }
 

@@ -53,7 +53,7 @@ pub mod wait;
 
 pub use address::{Address, Family};
 pub use auth::AuthKey;
-pub use connection::{Connection, Receiver, Sender, pipe};
+pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
 pub use error::{Error, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait};

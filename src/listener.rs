@@ -7,11 +7,12 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::auth::{AuthKey, Handshake, Role, Status};
-use crate::connection::ConnOptions;
+use crate::connection::{ConnOptions, PeerCredentials};
 use crate::transport::{RawListener, Stream, wait_any};
 use crate::{Address, Connection, Error, Result};
 
@@ -36,9 +37,14 @@ fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
     ))
 }
 
-/// Adds the peer to an error's message.
-fn with_peer(e: Error, peer: &Option<Address>) -> Error {
-    let who = peer.as_ref().map_or_else(|| "an unnamed peer".to_string(), |a| a.to_string());
+/// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
+/// credentials of its process.
+fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
+    let who = match (peer, creds) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "an unnamed peer".to_string(),
+    };
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
         Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
@@ -146,9 +152,16 @@ impl ListenerBuilder {
         self
     }
 
-    /// How many handshakes may be under way at once (default 1024). Further clients wait in
-    /// the kernel's backlog until a handshake finishes or times out, so a flood of silent
-    /// connections costs at most this many descriptors.
+    /// How many handshakes may be under way at once (default 1024), so that a flood of
+    /// silent connections costs at most this many descriptors (and, within one round of the
+    /// listener, up to 64 newly accepted ones more).
+    ///
+    /// A new connection that finds the table full is still accepted: the pending handshake
+    /// that has gone longest without progress (since it was accepted or last sent bytes) is
+    /// dropped for it, and reported by [`accept`](Listener::accept) as an [`Error::Timeout`].
+    /// An honest client moves its handshake forward at every round trip, so it is dropped only
+    /// if more than `n` connections arrive or move within one of its round trips; peers that
+    /// connect and stay silent cannot make it wait for their handshake timeout.
     pub fn max_pending_handshakes(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
         self
@@ -161,7 +174,9 @@ impl ListenerBuilder {
     }
 
     /// Permission bits of the socket file of a Unix path address (default `0o600`: only the
-    /// owner may connect).
+    /// owner may connect). The file has exactly these before anyone can connect, whatever the
+    /// umask, and they are never set through a symbolic link: a path that is no longer our
+    /// socket when the mode is set makes `bind` fail.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -202,6 +217,7 @@ impl ListenerBuilder {
             state: Mutex::new(State::default()),
             turn: Condvar::new(),
             last_peer: Mutex::new(None),
+            ticks: AtomicU64::new(0),
         })
     }
 }
@@ -221,6 +237,11 @@ struct Pending {
     hs: Handshake,
     deadline: Option<Instant>,
     peer: Option<Address>,
+    /// Who connected, for error messages when there is no address.
+    creds: Option<PeerCredentials>,
+    /// When it was accepted or last sent bytes, as a number from [`Listener::tick`] (no two
+    /// alike, unlike clock readings): the lowest is dropped first when the table is full.
+    progress: u64,
     /// Whether the client sent anything yet. One that hangs up before saying a word (a
     /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
     heard: bool,
@@ -276,6 +297,8 @@ pub struct Listener {
     state: Mutex<State>,
     turn: Condvar,
     last_peer: Mutex<Option<Address>>,
+    /// The source of [`Pending::progress`].
+    ticks: AtomicU64,
 }
 
 impl std::fmt::Debug for Listener {
@@ -413,7 +436,9 @@ impl Listener {
         deadline: Option<Instant>,
         rest_until: Option<Instant>,
     ) -> Option<Instant> {
-        let listen = rest_until.is_none() && pending.len() < self.opts.max_pending;
+        // A full table does not stop accepting: a newcomer takes the place of the handshake that
+        // went longest without progress, so silent peers cannot queue honest ones behind them.
+        let listen = rest_until.is_none();
         let wake = pending.iter().filter_map(|p| p.deadline).chain(deadline).chain(rest_until).min();
         let streams: Vec<&Stream> = pending.iter().map(|p| p.conn.stream()).collect();
         let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
@@ -429,7 +454,9 @@ impl Listener {
         }
         let mut rest = None;
         if listener_ready {
-            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending.saturating_sub(pending.len())) {
+            // At most a table's worth per round, so that no connection is dropped in the round
+            // that accepted it (those accepted last have the highest progress numbers).
+            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending) {
                 match self.raw.try_accept() {
                     Ok(Some((stream, peer))) => self.start(pending, found, stream, peer),
                     Ok(None) => break,
@@ -446,6 +473,7 @@ impl Listener {
                 }
             }
         }
+        self.evict_idlest(pending, found);
         // Expire only after reading, so a client whose last message is already here is served.
         let now = Instant::now();
         let mut i = 0;
@@ -453,7 +481,7 @@ impl Listener {
             if pending[i].deadline.is_some_and(|d| d <= now) {
                 let p = pending.swap_remove(i);
                 let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             } else {
                 i += 1;
             }
@@ -461,11 +489,42 @@ impl Listener {
         rest
     }
 
+    /// A number larger than all handed out before: the order of accepts and progress.
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Past `max_pending`, drops the pending handshakes that went longest without progress.
+    /// One selection per round, linear in the table's size.
+    fn evict_idlest(&self, pending: &mut Vec<Pending>, found: &mut Found) {
+        let max = self.opts.max_pending;
+        let excess = pending.len().saturating_sub(max);
+        if excess == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..pending.len()).collect();
+        order.select_nth_unstable_by_key(excess - 1, |&i| pending[i].progress);
+        let mut victims = order[..excess].to_vec();
+        // Highest index first: swap_remove then moves only entries that stay.
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for i in victims {
+            let p = pending.swap_remove(i);
+            let e = Error::Timeout(format!(
+                "in the handshake, {}: dropped for a new connection, as {max} handshakes were \
+                 pending (max_pending_handshakes) and this one had gone longest without progress",
+                p.hs.waiting_for()
+            ));
+            found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+        }
+    }
+
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
+        // An unnamed Unix socket is named in errors by its process.
+        let creds = if peer.is_none() { stream.peer_credentials() } else { None };
         if let Some(idle) = self.opts.keepalive
             && let Err(e) = stream.set_keepalive(Some(idle))
         {
-            found.push_back(Err(with_peer(Error::Io(e), &peer)));
+            found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
             return;
         }
         let mut conn = Connection::for_handshake(stream);
@@ -479,7 +538,9 @@ impl Listener {
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
         let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
-            Ok(()) => pending.push(Pending { conn, hs, deadline, peer, heard: false }),
+            Ok(()) => {
+                pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
+            }
             // Gone before our challenge went out. Silent only if it never said a word either
             // (a probe); one that wrote something first is reported like any other hang-up.
             Err(e) if hung_up(&e) => {
@@ -488,10 +549,10 @@ impl Listener {
                         "the client hung up during the handshake ({e}) while {}",
                         hs.waiting_for()
                     ));
-                    found.push_back(Err(with_peer(e, &peer)));
+                    found.push_back(Err(with_peer(e, &peer, creds)));
                 }
             }
-            Err(e) => found.push_back(Err(with_peer(e, &peer))),
+            Err(e) => found.push_back(Err(with_peer(e, &peer, creds))),
         }
     }
 
@@ -503,6 +564,7 @@ impl Listener {
             Err(e) => Err(e),
             Ok(true) => {
                 p.heard = true;
+                p.progress = self.tick();
                 step_handshake(p)
             }
         };
@@ -517,7 +579,7 @@ impl Listener {
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
                 ));
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
@@ -529,7 +591,7 @@ impl Listener {
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }
-                found.push_back(Err(with_peer(e, &p.peer)));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
             }
         }
     }
@@ -755,7 +817,7 @@ impl ClientBuilder {
         while hs.status() != Status::Done {
             let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {
                 Error::Timeout(_) => {
-                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer)
+                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer, None)
                 }
                 // A listener that refuses us closes with our early challenge unread, which
                 // some systems turn into a reset that overtakes its #FAILURE#.
@@ -764,8 +826,9 @@ impl ClientBuilder {
                         "the listener closed the connection during the handshake ({e})"
                     )),
                     &peer,
+                    None,
                 ),
-                e => with_peer(e, &peer),
+                e => with_peer(e, &peer, None),
             })?;
             match hs.on_message(&msg) {
                 Ok(out) => match (out.send, hs.challenge_early()?) {
@@ -789,7 +852,7 @@ impl ClientBuilder {
                     if let Some(f) = hs.failure_message() {
                         let _ = conn.send_bytes(&f);
                     }
-                    return Err(with_peer(e, &peer));
+                    return Err(with_peer(e, &peer, None));
                 }
             }
         }

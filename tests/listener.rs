@@ -443,7 +443,8 @@ fn at_most_max_pending_handshakes_hold_descriptors() {
         .bind(&Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let Address::Tcp { host, port } = l.address().clone() else { panic!() };
-    // Ten silent clients, then an honest one: it is served once the silent ones time out.
+    // Ten silent clients, then an honest one: past four, each newcomer takes the place of the
+    // handshake that went longest without progress, and the honest one is served.
     let silent: Vec<_> =
         (0..10).map(|_| std::net::TcpStream::connect((host.as_str(), port)).unwrap()).collect();
     let addr = l.address().clone();
@@ -461,4 +462,90 @@ fn at_most_max_pending_handshakes_hold_descriptors() {
     assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
     honest.join().unwrap().unwrap();
     drop(silent);
+}
+
+/// Past the pending-handshake limit, a new connection takes the place of the handshake that
+/// went longest without progress: an honest client gets through at once instead of waiting
+/// for silent peers' handshakes to time out, and the oldest silent peer is the one dropped.
+#[test]
+fn an_honest_client_gets_through_past_the_pending_handshake_limit() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let listener = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(8)
+        .handshake_timeout(Duration::from_secs(30))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let path = unix_path(listener.address());
+    let silent: Vec<UnixStream> = (0..20).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let addr = listener.address().clone();
+    let honest = std::thread::spawn(move || -> procwire::Result<Vec<u8>> {
+        let mut c = Client::builder()
+            .authkey(KEY)
+            .connect_timeout(Duration::from_secs(5))
+            .handshake_timeout(Duration::from_secs(5))
+            .read_timeout(Some(Duration::from_secs(5)))
+            .connect(&addr)?;
+        c.send_bytes(b"honest")?;
+        c.recv_bytes()
+    });
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut dropped = 0;
+    let mut server = loop {
+        let left = give_up.saturating_duration_since(Instant::now());
+        match listener.accept_timeout(left) {
+            Ok(c) => break c,
+            Err(e) if e.to_string().contains("max_pending_handshakes") => dropped += 1,
+            Err(e) => panic!("no honest client within 10 s (after {dropped} dropped): {e}"),
+        }
+    };
+    let m = server.recv_bytes().unwrap();
+    server.send_bytes(&m).unwrap();
+    assert_eq!(honest.join().unwrap().unwrap(), b"honest");
+    assert!(dropped > 0, "silent connections were dropped for newcomers");
+    // The first silent connection was dropped (its challenge, then end of file); the last one
+    // is still pending.
+    let read_all = |mut s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map(|_| buf.len())
+    };
+    assert!(read_all(&silent[0]).is_ok_and(|n| n > 0), "the oldest silent peer was dropped");
+    assert!(read_all(&silent[19]).is_err(), "the newest silent peer is still pending");
+}
+
+/// The handshake dropped for a newcomer is the one that went longest without progress, not
+/// the oldest: a peer that sent bytes since outlasts a silent one that connected after it.
+#[test]
+fn the_pending_handshake_dropped_for_a_newcomer_is_the_longest_without_progress() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let listener = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(2)
+        .handshake_timeout(Duration::from_secs(30))
+        .bind(&Address::fresh(Family::Unix).unwrap())
+        .unwrap();
+    let path = unix_path(listener.address());
+    // Each call runs rounds for a while: connections are taken, bytes read, room made.
+    let rounds = || listener.accept_timeout(Duration::from_millis(300));
+    let mut first = UnixStream::connect(&path).unwrap();
+    let second = UnixStream::connect(&path).unwrap();
+    assert!(rounds().unwrap_err().to_string().contains("waiting for a connection"));
+    // One byte of a frame header: progress, though no message yet.
+    first.write_all(&[0]).unwrap();
+    assert!(rounds().unwrap_err().to_string().contains("waiting for a connection"));
+    let _third = UnixStream::connect(&path).unwrap();
+    let dropped = rounds().unwrap_err();
+    assert!(dropped.to_string().contains("max_pending_handshakes"), "{dropped}");
+    let outcome = |mut s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map(|_| buf.len())
+    };
+    assert!(outcome(&second).is_ok_and(|n| n > 0), "the silent one is dropped (challenge, then end of file)");
+    assert!(outcome(&first).is_err(), "the one that made progress is still pending");
 }

@@ -34,6 +34,28 @@ fn child() {
                 Err(e) => say(&format!("other {e}")),
             }
         }
+        // Connect to PROCWIRE_TEST_ADDR with a wrong key, then with the right one; echo one
+        // message and say which pid the listener's side has.
+        "peer" => {
+            let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
+            let wrong = Client::builder().authkey("not the key").connect(&addr);
+            say(&format!("wrong key refused: {}", wrong.is_err()));
+            let mut c = Client::builder().authkey(SECRET).connect(&addr).unwrap();
+            let who = c.peer_credentials().and_then(|c| c.pid);
+            say(&format!("listener pid {who:?}"));
+            c.send_bytes(b"hi").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"hi");
+        }
+        // Bind PROCWIRE_TEST_ADDR with mode 0660 under umask 077, and say the file's mode.
+        "umask" => {
+            // SAFETY: umask has no preconditions; this child process creates no other files.
+            unsafe { libc::umask(0o077) };
+            let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
+            let _l = Listener::builder().authkey(SECRET).socket_mode(0o660).bind(&addr).unwrap();
+            let Address::Unix(path) = &addr else { unreachable!() };
+            let mode = std::fs::symlink_metadata(path).unwrap().permissions().mode();
+            say(&format!("mode {:o}", mode & 0o7777));
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -270,4 +292,53 @@ fn keys_never_appear_in_debug_output() {
     assert!(shows_key(&format!("{:?}", key.as_bytes())));
     assert!(shows_key(SECRET));
     assert_eq!(texts[0], format!("AuthKey({} bytes)", SECRET.len()));
+}
+
+/// The requested mode holds whatever the umask: it is set on the socket before `bind` (Linux,
+/// where the umask then takes bits away) and completed on the file, not through a link.
+#[test]
+fn socket_mode_is_exact_under_a_restrictive_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("umask.sock").display());
+    let mut c = common::spawn_child("umask", &[("PROCWIRE_TEST_ADDR", addr)]);
+    assert_eq!(c.line(), "mode 660");
+}
+
+/// A Unix-socket peer is named by its process in the listener's errors, and both ends see the
+/// other's pid, uid and gid.
+#[test]
+fn unix_peers_are_named_by_their_credentials() {
+    let listener = Listener::builder().authkey(SECRET).bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let mut c = common::spawn_child("peer", &[("PROCWIRE_TEST_ADDR", listener.address().to_string())]);
+    let pid = c.child.id();
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let refused = listener.accept_timeout(LIMIT).unwrap_err();
+    assert!(matches!(refused, Error::AuthenticationFailed(_)), "{refused}");
+    let want = if cfg!(any(target_os = "linux", target_os = "android")) {
+        format!("(peer pid {pid}, uid {uid})")
+    } else {
+        format!("(peer uid {uid})")
+    };
+    assert!(refused.to_string().contains(&want), "{refused} should name {want}");
+    assert_eq!(c.line(), "wrong key refused: true");
+    let mut conn = listener.accept_timeout(LIMIT).unwrap();
+    let creds = conn.peer_credentials().expect("a Unix socket has peer credentials");
+    assert_eq!((creds.uid, creds.gid), (uid, gid));
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        assert_eq!(creds.pid, Some(pid));
+        assert_eq!(c.line(), format!("listener pid Some({})", std::process::id()));
+    } else {
+        assert_eq!(c.line(), "listener pid None");
+    }
+    let m = conn.recv_bytes().unwrap();
+    conn.send_bytes(&m).unwrap();
+    // Other transports have none.
+    let (a, _b) = procwire::dummy::pipe(true).unwrap();
+    assert_eq!(a.peer_credentials(), None);
+    let tcp = Listener::builder().authkey(SECRET).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let addr = tcp.address().clone();
+    let t = std::thread::spawn(move || Client::builder().authkey(SECRET).connect(&addr));
+    assert_eq!(tcp.accept_timeout(LIMIT).unwrap().peer_credentials(), None);
+    assert_eq!(t.join().unwrap().unwrap().peer_credentials(), None);
 }

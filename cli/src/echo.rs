@@ -93,16 +93,22 @@ pub fn echo(args: &EchoArgs) -> Result<(), Failure> {
     let listener = builder.bind(&args.listen).map_err(|e| Failure::new(format!("{e}")))?;
     // The first line on stdout is the address, with the real port after binding port 0.
     println!("procwire echo: listening on {}", listener.address());
-    eprintln!("procwire echo: every message comes back as it was; stop with Ctrl-C");
+    note(format_args!("every message comes back as it was; stop with Ctrl-C"));
     for n in 1u64.. {
         match listener.accept() {
             Ok(conn) => {
                 let from = listener.last_accepted().map_or_else(String::new, |a| format!(" from {a}"));
+                let creds = conn.peer_credentials().map_or_else(String::new, |c| format!(" ({c})"));
                 let peer = format!("client {n}");
-                eprintln!("procwire echo: {peer} connected{from}");
-                std::thread::spawn(move || serve(conn, &peer));
+                note(format_args!("{peer} connected{from}{creds}"));
+                // Out of threads or memory refuses this client (its connection closes when the
+                // closure is dropped) and keeps serving the others.
+                let spawned = std::thread::Builder::new().spawn(move || serve(conn, &peer));
+                if let Err(e) = spawned {
+                    note(format_args!("client {n} refused: cannot start a thread for it: {e}"));
+                }
             }
-            Err(e) => eprintln!("procwire echo: refused a client: {e}"),
+            Err(e) => note(format_args!("refused a client: {e}")),
         }
     }
     Ok(())
@@ -123,7 +129,14 @@ fn serve(mut conn: Connection, peer: &str) {
             Err(e) => break format!("{e}"),
         }
     };
-    eprintln!("procwire echo: {peer} after {count} messages: {end}");
+    note(format_args!("{peer} after {count} messages: {end}"));
+}
+
+/// A line on stderr. A closed or full stderr is ignored: `eprintln!` would panic, and the
+/// server must not stop over its log.
+fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "procwire echo: {line}");
 }
 
 /// Byte `i` of the message of round trip `seq`, so that a reply to another round trip shows.

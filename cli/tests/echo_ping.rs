@@ -173,3 +173,98 @@ print("OK")
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "OK");
 }
+
+/// The server logs each client on stderr; with stderr closed (a log pipe whose reader went
+/// away) it still serves.
+#[test]
+fn echo_keeps_serving_when_its_stderr_is_closed() {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["echo", "--listen", &local(dir.path(), "echo.sock")])
+        .env("PROCWIRE_AUTHKEY", "log key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start procwire echo");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("procwire echo: listening on ").unwrap().to_string();
+    // Once its first log line has begun, the reader goes away.
+    let mut stderr = child.stderr.take().unwrap();
+    stderr.read_exact(&mut [0u8; 1]).unwrap();
+    drop(stderr);
+    let mut server = Echo { child, addr };
+    for _ in 0..2 {
+        assert_pinged(&ping(&[&server.addr, "-c", "1"], Some("log key")), 1, 64);
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "the echo server exited");
+}
+
+/// Reads a field of /proc/PID/status in KiB (VmSize).
+#[cfg(target_os = "linux")]
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Under an address-space limit that leaves room for only a few thread stacks, the echo server
+/// refuses the client it cannot start a thread for and keeps serving: once the held clients
+/// are gone, a new client gets its echo.
+#[cfg(target_os = "linux")]
+#[test]
+fn echo_refuses_a_client_it_has_no_thread_for_and_keeps_serving() {
+    use std::time::{Duration, Instant};
+
+    use procwire::{Address, Client};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = echo(&local(dir.path(), "echo.sock"), &[], Some("thread key"));
+    let pid = server.child.id();
+    // Room for about a dozen 2 MiB thread stacks beyond what the server maps now.
+    let limit = (status_kib(pid, "VmSize") + 24 * 1024) * 1024;
+    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    // SAFETY: prlimit with a valid pointer to an rlimit and a null old-limit pointer.
+    let r = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_AS, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+
+    let addr: Address = server.addr.parse().unwrap();
+    let client = || {
+        Client::builder()
+            .authkey("thread key")
+            .connect_timeout(Duration::from_secs(5))
+            .handshake_timeout(Duration::from_secs(5))
+            .read_timeout(Some(Duration::from_secs(5)))
+            .connect(&addr)
+    };
+    let echoed = |c: &mut procwire::Connection| {
+        c.send_bytes(b"ping").and_then(|()| c.recv_bytes()).is_ok_and(|m| m == b"ping")
+    };
+    // Clients that keep their connection (and so their server thread) until one is refused.
+    let mut held = Vec::new();
+    while held.len() < 200 {
+        let Ok(mut c) = client() else { break };
+        if !echoed(&mut c) {
+            break;
+        }
+        held.push(c);
+    }
+    assert!(held.len() < 200, "no client was refused under the limit: the test shows nothing");
+    eprintln!("{} clients served before one was refused", held.len());
+    drop(held);
+    // Their threads end and give their stacks back; then a new client is served.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        if client().is_ok_and(|mut c| echoed(&mut c)) {
+            break true;
+        }
+        if Instant::now() > give_up {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let exited = server.child.try_wait().unwrap();
+    assert!(served && exited.is_none(), "the echo server stopped serving (exit status: {exited:?})");
+}

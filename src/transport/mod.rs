@@ -165,6 +165,14 @@ impl Stream {
         }
     }
 
+    /// The peer process's credentials: Unix sockets only.
+    pub(crate) fn peer_credentials(&self) -> Option<crate::connection::PeerCredentials> {
+        match self {
+            Stream::Os(s) => s.peer_credentials(),
+            Stream::Mem(_) => None,
+        }
+    }
+
     /// TCP keepalive; nothing to do for the other kinds.
     pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         match self {

@@ -197,6 +197,11 @@ impl Stream {
         self.socket().and_then(|s| s.peer_addr().ok()).and_then(to_address)
     }
 
+    /// Windows has no uid and gid to report; see `Connection::peer_credentials`.
+    pub(crate) fn peer_credentials(&self) -> Option<crate::connection::PeerCredentials> {
+        None
+    }
+
     /// Enables TCP keepalive probes after `idle` (sockets only; a no-op for pipes).
     pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         let Some(s) = self.socket() else {

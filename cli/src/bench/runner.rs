@@ -46,19 +46,30 @@ impl Proc {
             _ => return Err(format!("{name}: no pipes to the child")),
         };
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
+        let readers = super::worker::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
             }
+        })
+        .and_then(|_| {
+            super::worker::spawn(move || {
+                let mut s = String::new();
+                let _ = BufReader::new(stderr).read_to_string(&mut s);
+                s
+            })
         });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
-            s
-        });
+        let stderr = match readers {
+            Ok(h) => h,
+            Err(e) => {
+                // Nobody would read its output: end the child instead of leaving it waiting.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{name}: {e}"));
+            }
+        };
         let stdin = child.stdin.take();
         Ok(Proc { name, child, stdin, lines, stderr: Some(stderr) })
     }

@@ -193,9 +193,9 @@ fn report(o: &Outcome) -> Result<(), String> {
 
 /// Reads stdin on a thread: `GO` goes to the returned channel; end of input (the bench is
 /// done with us, or died) ends the process.
-fn watch_stdin() -> mpsc::Receiver<()> {
+fn watch_stdin() -> Result<mpsc::Receiver<()>, String> {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    spawn(move || {
         for line in io::stdin().lock().lines() {
             match line {
                 Ok(l) if l.trim() == "GO" => {
@@ -206,8 +206,16 @@ fn watch_stdin() -> mpsc::Receiver<()> {
             }
         }
         std::process::exit(0);
-    });
-    rx
+    })?;
+    Ok(rx)
+}
+
+/// Starts a thread; when the OS cannot give one (out of threads or memory) that is an error
+/// to report, not a panic.
+pub(crate) fn spawn<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, String> {
+    std::thread::Builder::new().spawn(f).map_err(|e| format!("cannot start a thread: {e}"))
 }
 
 /// Runs the worker; errors are reported to the parent as an `ERROR` line.
@@ -219,7 +227,7 @@ pub fn run(args: &WorkerArgs) -> Result<(), Failure> {
             role,
             size: args.size,
             duration: Duration::from_nanos(args.duration_ns),
-            go: watch_stdin(),
+            go: watch_stdin()?,
         };
         match args.imp.as_str() {
             "procwire" => procwire_side(&spec, &endpoint).map_err(|e| e.to_string()),
@@ -297,7 +305,7 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
         Endpoint::InProc => {
             let partner = s.partner().map_err(fail)?;
             let (passive, active) = procwire::dummy::pipe(true)?;
-            let other = std::thread::spawn(move || procwire_session(&partner, passive));
+            let other = spawn(move || procwire_session(&partner, passive)).map_err(fail)?;
             say("READY");
             let mine = procwire_session(s, active)?;
             report(&mine).map_err(fail)?;
@@ -575,7 +583,7 @@ mod raw {
             Endpoint::InProc => {
                 let partner = s.partner()?;
                 let (mut passive, mut active) = channel_pair();
-                let other = std::thread::spawn(move || session(&partner, &mut passive).map_err(e));
+                let other = super::spawn(move || session(&partner, &mut passive).map_err(e))?;
                 say("READY");
                 let mine = session(s, &mut active).map_err(e)?;
                 drop(active);
