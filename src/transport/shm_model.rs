@@ -11,7 +11,6 @@
 
 use std::alloc::Layout;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
