@@ -1038,7 +1038,8 @@ fn a_killed_creator_leaves_the_memory_to_the_survivors_and_nothing_behind() {
     let t = Instant::now();
     let err = v.lock_timeout(Duration::from_millis(200)).unwrap_err();
     assert!(err.is_timeout(), "{err}");
-    assert!(t.elapsed() >= Duration::from_millis(190), "gave up after {:?}", t.elapsed());
+    // Some slack: a wait may end up to a timer tick (15.6 ms) early.
+    assert!(t.elapsed() >= Duration::from_millis(170), "gave up after {:?}", t.elapsed());
     // Killed holding the lock: Windows abandons its mutex, and the next locker is told; the
     // memory stays poisoned, for copies, until a holder clears it.
     creator.kill();
