@@ -3,8 +3,8 @@
 //! `cargo bench --bench shared [-- --seconds S]`. A shared increment takes the value's lock in
 //! shared memory; a manager increment is what the same program does with a manager-hosted
 //! value: a `get` and a `set`, each a round trip to the manager process (one process
-//! incrementing, so no lock is needed there either). Also printed: the lock-free atomic
-//! increment, and two processes incrementing one shared value under its lock at once.
+//! incrementing, so no lock is needed there either). Also printed: the lock-free increment of
+//! an `AtomicValue`, and two processes incrementing one shared value under its lock at once.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ mod run {
     use super::*;
     use procwire::manager::{Manager, SERVE};
     use procwire::process::{Function, Process};
-    use procwire::shared::Value;
+    use procwire::shared::{AtomicValue, Value};
     use std::sync::atomic::Ordering;
 
     /// Increments under the lock for `secs` seconds; returns how many.
@@ -57,9 +57,10 @@ mod run {
             }
             1000
         });
+        let n = AtomicValue::new(0u64)?;
         let atomic = rate(secs, || {
             for _ in 0..1000 {
-                v.atomic().fetch_add(1, Ordering::Relaxed);
+                n.atomic().fetch_add(1, Ordering::Relaxed);
             }
             1000
         });
@@ -84,7 +85,7 @@ mod run {
         for (name, r) in [
             ("Manager value: get + set (2 round trips)", managed),
             ("shared Value, under its lock", locked),
-            ("shared Value, atomic fetch_add", atomic),
+            ("shared AtomicValue, fetch_add", atomic),
             ("shared Value, lock, 2 processes at once", both),
         ] {
             println!("{name:<44} {r:>16.0} {:>11.0}x", r / managed);

@@ -70,6 +70,17 @@ pub enum Error {
         /// The remote error's message.
         message: String,
     },
+    /// The lock of a [`shared::Value`](crate::shared::Value) or
+    /// [`shared::Array`](crate::shared::Array) is poisoned: a process or thread died holding it
+    /// (or a thread panicked holding a guard), so the data may be half-written. `get`, `set`,
+    /// `with_lock` and `to_vec` refuse such data in every process until a holder of `lock()`
+    /// looks at or repairs it and calls
+    /// [`Guard::clear_poison`](crate::shared::Guard::clear_poison).
+    #[error(
+        "a holder of this shared memory's lock died (or panicked) holding it, so the data may be \
+         half-written: lock() it, check or repair the data, then call Guard::clear_poison()"
+    )]
+    PreviousOwnerDied,
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

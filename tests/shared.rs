@@ -1,16 +1,18 @@
-//! Shared-memory Value and Array with real processes: exact counters under contention, data
-//! visible both ways, handles of the wrong type refused, nothing left behind by a killed
-//! creator, and a lock whose holder was killed.
+//! Shared memory with real processes: exact counters under contention (under the lock and with
+//! the atomic kinds, in threads and processes at once), data visible both ways, handles of the
+//! wrong type or kind refused, nothing left behind by a killed creator, a lock whose holder was
+//! killed (poisoned until cleared), and a timed lock while another process holds it.
 
 #![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use procwire::Connection;
+use procwire::Error;
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
-use procwire::shared::{Array, Value};
+use procwire::shared::{Array, AtomicArray, AtomicValue, Value};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(60));
 
@@ -21,11 +23,17 @@ fn increment((v, n): (Value<u64>, u64)) -> u64 {
     n
 }
 
-fn increment_atomic((v, n): (Value<u64>, u64)) -> u64 {
-    for _ in 0..n {
-        v.atomic().fetch_add(1, Ordering::SeqCst);
+fn increment_atomic((v, a, n): (AtomicValue<u64>, AtomicArray<u32>, u64)) -> u64 {
+    for i in 0..n {
+        v.atomic().fetch_add(1, Ordering::Relaxed);
+        a.atomic(i as usize % a.len()).expect("in range").fetch_add(1, Ordering::Relaxed);
     }
     n
+}
+
+/// What `get` gives in this process: the value, or the error's text.
+fn get_or_error(v: Value<u64>) -> Result<u64, String> {
+    v.get().map_err(|e| e.to_string())
 }
 
 /// Fills the array with squares, then returns the sum of what the parent wrote to `other`.
@@ -56,8 +64,9 @@ fn hold_lock(mut ch: Connection, v: Value<u64>) {
 }
 
 static INCREMENT: Function<(Value<u64>, u64), u64> = Function::new("increment", increment);
-static INCREMENT_ATOMIC: Function<(Value<u64>, u64), u64> =
+static INCREMENT_ATOMIC: Function<(AtomicValue<u64>, AtomicArray<u32>, u64), u64> =
     Function::new("increment_atomic", increment_atomic);
+static GET_OR_ERROR: Function<Value<u64>, Result<u64, String>> = Function::new("get_or_error", get_or_error);
 static FILL: Function<(Array<u64>, Array<i32>), i64> = Function::new("fill", fill);
 static CREATE_AND_WAIT: ChannelFunction<usize> = ChannelFunction::new("create_and_wait", create_and_wait);
 static HOLD_LOCK: ChannelFunction<Value<u64>> = ChannelFunction::new("hold_lock", hold_lock);
@@ -65,7 +74,14 @@ static HOLD_LOCK: ChannelFunction<Value<u64>> = ChannelFunction::new("hold_lock"
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&INCREMENT, &INCREMENT_ATOMIC, &FILL, &CREATE_AND_WAIT, &HOLD_LOCK]);
+    procwire::process::init(&[
+        &INCREMENT,
+        &INCREMENT_ATOMIC,
+        &GET_OR_ERROR,
+        &FILL,
+        &CREATE_AND_WAIT,
+        &HOLD_LOCK,
+    ]);
 }
 
 fn spawn<A: serde::Serialize, R: serde::de::DeserializeOwned>(f: &Function<A, R>, args: A) -> Process<R> {
@@ -75,22 +91,46 @@ fn spawn<A: serde::Serialize, R: serde::de::DeserializeOwned>(f: &Function<A, R>
     p
 }
 
+/// Four processes and two threads of this one at the same time, each kind on its own.
 #[test]
-fn four_processes_count_exactly_under_the_lock_and_with_atomics() {
+fn processes_and_threads_count_exactly_under_the_lock_and_with_atomics() {
     let v = Value::new(0u64).unwrap();
     let ps: Vec<_> = (0..4).map(|_| spawn(&INCREMENT, (v.clone(), 5_000))).collect();
-    v.with_lock(|x| *x += 1).unwrap();
+    let ts: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn({
+                let v = v.clone();
+                move || increment((v, 5_000))
+            })
+        })
+        .collect();
     for mut p in ps {
         assert_eq!(p.result(LIMIT).unwrap(), 5_000);
     }
-    assert_eq!(v.get().unwrap(), 20_001);
+    for t in ts {
+        assert_eq!(t.join().unwrap(), 5_000);
+    }
+    assert_eq!(v.get().unwrap(), 30_000, "increments under the lock were lost");
 
-    let a = Value::new(0u64).unwrap();
-    let ps: Vec<_> = (0..4).map(|_| spawn(&INCREMENT_ATOMIC, (a.clone(), 50_000))).collect();
+    let n = AtomicValue::new(0u64).unwrap();
+    let a = AtomicArray::<u32>::new(7).unwrap();
+    let ps: Vec<_> = (0..4).map(|_| spawn(&INCREMENT_ATOMIC, (n.clone(), a.clone(), 70_000))).collect();
+    let ts: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn({
+                let (n, a) = (n.clone(), a.clone());
+                move || increment_atomic((n, a, 70_000))
+            })
+        })
+        .collect();
     for mut p in ps {
         p.result(LIMIT).unwrap();
     }
-    assert_eq!(a.atomic().load(Ordering::SeqCst), 200_000);
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 420_000, "atomic increments were lost");
+    assert_eq!(a.to_vec(Ordering::SeqCst), [60_000; 7], "atomic element increments were lost");
 }
 
 #[test]
@@ -103,7 +143,7 @@ fn array_contents_are_visible_both_ways() {
     assert_eq!(got.iter().sum::<u64>(), (0..1000u64).map(|i| i * i).sum());
     assert_eq!(squares.get(999).unwrap(), 999 * 999);
     assert!(squares.get(1000).is_err());
-    assert_eq!(squares.atomic(3).unwrap().load(Ordering::SeqCst), 9);
+    assert_eq!(squares.get(3).unwrap(), 9);
 }
 
 fn reopen<T: serde::Serialize, U: serde::de::DeserializeOwned>(h: &T) -> Result<U, String> {
@@ -124,7 +164,7 @@ fn handles_of_another_type_or_size_are_refused() {
     assert!(err.contains("another type"), "{err}");
     let a = Array::<u64>::new(4).unwrap();
     let err = reopen::<_, Value<u64>>(&a).unwrap_err();
-    assert!(err.contains("Array handle"), "{err}");
+    assert!(err.contains("array handle where a single value"), "{err}");
     // A handle whose length was changed in transit.
     let mut bytes = Vec::new();
     ciborium::into_writer(&a, &mut bytes).unwrap();
@@ -177,8 +217,10 @@ fn a_killed_creator_leaves_nothing_behind_and_holders_keep_the_data() {
     assert_eq!(shm_entries(), before, "shared memory must never leave a name in /dev/shm");
 }
 
+/// A holder killed in the middle of an update leaves data that may be half-written: copies
+/// refuse it in every process until a holder of the lock clears the poison.
 #[test]
-fn a_lock_whose_holder_was_killed_is_taken_over_with_a_flag() {
+fn a_lock_whose_holder_was_killed_is_poisoned_until_cleared() {
     let v = Value::new(0u64).unwrap();
     use_test_entry("procwire_child");
     let mut ch = start(&HOLD_LOCK, v.clone()).unwrap();
@@ -188,25 +230,63 @@ fn a_lock_whose_holder_was_killed_is_taken_over_with_a_flag() {
     let (tx, rx) = std::sync::mpsc::channel();
     let v2 = v.clone();
     std::thread::spawn(move || {
-        let g = v2.lock().map(|g| (g.previous_owner_died(), *g));
-        let _ = tx.send(g.map_err(|e| e.to_string()));
+        let _ = tx.send(v2.get().map_err(|e| e.to_string()));
     });
-    let (died, value) = rx.recv_timeout(Duration::from_secs(10)).expect("the lock was not freed").unwrap();
-    assert!(died, "the next locker is told the holder died");
-    assert_eq!(value, 99, "what the holder wrote is there");
-    // And the lock works normally afterwards.
+    let got = rx.recv_timeout(Duration::from_secs(10)).expect("the lock was not freed");
+    let err = got.expect_err("get read what a killed holder left as if nothing had happened");
+    assert!(err.contains("died"), "{err}");
+    assert!(matches!(v.get(), Err(Error::PreviousOwnerDied)), "the poison stays");
+    assert!(matches!(v.set(1), Err(Error::PreviousOwnerDied)));
+    assert!(matches!(v.with_lock(|_| ()), Err(Error::PreviousOwnerDied)));
+    let other = spawn(&GET_OR_ERROR, v.clone()).result(LIMIT).unwrap();
+    assert!(other.is_err_and(|e| e.contains("died")), "another process read poisoned data");
+    // The guard still comes, to look and repair.
+    let mut g = v.lock().unwrap();
+    assert!(g.previous_owner_died());
+    assert_eq!(*g, 99, "what the holder wrote is there");
+    *g = 100;
+    g.clear_poison();
+    drop(g);
+    assert_eq!(v.get().unwrap(), 100);
     assert!(!v.lock().unwrap().previous_owner_died());
+    assert_eq!(spawn(&GET_OR_ERROR, v.clone()).result(LIMIT).unwrap(), Ok(100));
 }
 
 #[test]
-fn values_without_a_lock_refuse_to_lock() {
-    let v = Value::new_unlocked(3i32).unwrap();
-    v.set(4).unwrap();
-    assert_eq!(v.get().unwrap(), 4);
-    assert!(v.lock().is_err());
-    let a = Array::<f32>::new_unlocked(2).unwrap();
-    a.set(1, 2.5).unwrap();
-    assert_eq!(a.to_vec().unwrap(), [0.0, 2.5]);
+fn a_timed_lock_gives_up_while_another_process_holds_it() {
+    let v = Value::new(0u64).unwrap();
+    use_test_entry("procwire_child");
+    let mut ch = start(&HOLD_LOCK, v.clone()).unwrap();
+    assert_eq!(ch.recv::<String>().unwrap(), "locked");
+    let t = Instant::now();
+    let err = v.lock_timeout(Duration::from_millis(200)).unwrap_err();
+    let waited = t.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("lock of a shared Value"), "{err}");
+    assert!(waited >= Duration::from_millis(190), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    ch.kill().unwrap();
+    ch.join(LIMIT).unwrap();
+    // Once the holder is gone, a timed lock gets it (with the death reported).
+    assert!(v.lock_timeout(Duration::from_secs(10)).unwrap().previous_owner_died());
+}
+
+/// A handle opened as the other kind would let a guard's `&mut T` and another handle's atomic
+/// alias the same memory: refused, in both directions.
+#[test]
+fn locked_and_atomic_kinds_do_not_open_as_each_other() {
+    let v = Value::new(1u64).unwrap();
+    let err = reopen::<_, AtomicValue<u64>>(&v).unwrap_err();
+    assert!(err.contains("made as a Value or Array") && err.contains("as an AtomicValue"), "{err}");
+    let a = AtomicArray::<u64>::new(3).unwrap();
+    let err = reopen::<_, Array<u64>>(&a).unwrap_err();
+    assert!(err.contains("made as an AtomicValue or AtomicArray"), "{err}");
+    let n = AtomicValue::new(1u32).unwrap();
+    let err = reopen::<_, Value<u32>>(&n).unwrap_err();
+    assert!(err.contains("cannot be opened as a Value"), "{err}");
+    let same: AtomicArray<u64> = reopen(&a).unwrap();
+    same.store(2, 5, Ordering::SeqCst).unwrap();
+    assert_eq!(a.to_vec(Ordering::SeqCst), [0, 0, 5], "a reopened handle maps the same memory");
 }
 
 fn handle_fd<T: serde::Serialize>(h: &T) -> i32 {
@@ -225,14 +305,14 @@ fn no_holder_can_shrink_or_grow_the_memory_and_unsealed_files_are_refused() {
     use std::io::{Read, Seek, Write};
     use std::os::fd::FromRawFd;
 
-    let v = Value::new_unlocked(5u64).unwrap();
+    let v = AtomicValue::new(5u64).unwrap();
     let fd = handle_fd(&v);
     let path = format!("/proc/self/fd/{fd}");
     let mut holder = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
     let len = holder.metadata().unwrap().len();
     assert!(holder.set_len(0).is_err(), "a holder shrank shared memory that others map");
     assert!(holder.set_len(len * 2).is_err(), "a holder resized shared memory that others map");
-    assert_eq!(v.atomic().load(Ordering::SeqCst), 5);
+    assert_eq!(v.load(Ordering::SeqCst), 5);
 
     // A peer that makes a file of the same name and contents without the seals is refused.
     let mut contents = Vec::new();
@@ -252,6 +332,6 @@ fn no_holder_can_shrink_or_grow_the_memory_and_unsealed_files_are_refused() {
             *val = ciborium::Value::Integer(raw.into());
         }
     }
-    let err = reopen::<_, Value<u64>>(&doc).unwrap_err();
+    let err = reopen::<_, AtomicValue<u64>>(&doc).unwrap_err();
     assert!(err.contains("sealed"), "{err}");
 }

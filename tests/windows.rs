@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use procwire::handles::{
     recv_connection, recv_handle, recv_socket, send_connection, send_handle, send_socket,
 };
-use procwire::shared::{Array, Value};
+use procwire::shared::{Array, AtomicValue, Value};
 use procwire::{Address, Client, Connection, Error, Family, Listener};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -237,7 +237,7 @@ fn child() {
         // Shared memory: increment a value under its lock and another atomically, N times each.
         "count" => {
             let mut c = child_connect().unwrap();
-            let (locked, atomic, n): (Value<u64>, Value<u64>, u64) = c.recv().unwrap();
+            let (locked, atomic, n): (Value<u64>, AtomicValue<u64>, u64) = c.recv().unwrap();
             for _ in 0..n {
                 locked.with_lock(|x| *x += 1).unwrap();
                 atomic.atomic().fetch_add(1, Ordering::SeqCst);
@@ -272,7 +272,9 @@ fn child() {
             let wrong_elements = outcome(c.recv::<Array<i32>>().map(drop));
             let wrong_len = outcome(c.recv::<Array<u64>>().map(drop));
             let right = outcome(c.recv::<Array<u64>>().map(drop));
-            c.send(&[wrong_type, array_as_value, wrong_elements, wrong_len, right]).unwrap();
+            let locked_as_atomic = outcome(c.recv::<AtomicValue<u64>>().map(drop));
+            c.send(&[wrong_type, array_as_value, wrong_elements, wrong_len, right, locked_as_atomic])
+                .unwrap();
             0
         }
         // Shared memory: create a value and an array, send them, then hold the lock until
@@ -954,7 +956,7 @@ fn accept(listener: &Listener) -> Connection {
 fn four_processes_count_exactly_under_the_lock_and_with_atomics() {
     const N: u64 = 1000;
     let locked = Value::new(0u64).unwrap();
-    let atomic = Value::new(0u64).unwrap();
+    let atomic = AtomicValue::new(0u64).unwrap();
     let (listener, env) = pipe_listener();
     let kids: Vec<Kid> = (0..4).map(|_| Kid::spawn("count", &env)).collect();
     let mut conns: Vec<Connection> = kids.iter().map(|_| accept(&listener)).collect();
@@ -969,7 +971,7 @@ fn four_processes_count_exactly_under_the_lock_and_with_atomics() {
         assert_eq!(k.finish(), Some(0));
     }
     assert_eq!(locked.get().unwrap(), 4 * N, "increments under the lock were lost");
-    assert_eq!(atomic.atomic().load(Ordering::SeqCst), 4 * N, "atomic increments were lost");
+    assert_eq!(atomic.load(Ordering::SeqCst), 4 * N, "atomic increments were lost");
 }
 
 #[test]
@@ -1012,13 +1014,15 @@ fn handles_of_another_type_or_size_are_refused_in_the_other_process() {
     c.send(&a).unwrap(); // opened as Array<i32>
     c.send(&with_len(&a, 9)).unwrap(); // opened as Array<u64>, but a length of 9
     c.send(&a).unwrap(); // opened right
-    let said: [String; 5] = c.recv().unwrap();
+    c.send(&v).unwrap(); // a locked value opened as an AtomicValue<u64>
+    let said: [String; 6] = c.recv().unwrap();
     assert_eq!(kid.finish(), Some(0));
     assert!(said[0].contains("another type") && said[0].contains("u32"), "{}", said[0]);
-    assert!(said[1].contains("Array handle where a Value was expected"), "{}", said[1]);
+    assert!(said[1].contains("array handle where a single value was expected"), "{}", said[1]);
     assert!(said[2].contains("another type") && said[2].contains("i32"), "{}", said[2]);
     assert!(said[3].contains("holds 4 elements, the handle says 9"), "{}", said[3]);
     assert_eq!(said[4], "opened");
+    assert!(said[5].contains("cannot be opened as an AtomicValue"), "{}", said[5]);
 }
 
 #[test]
@@ -1030,14 +1034,23 @@ fn a_killed_creator_leaves_the_memory_to_the_survivors_and_nothing_behind() {
     let mut saved = Vec::new();
     ciborium::into_writer(&(&v, &a), &mut saved).unwrap();
     assert_eq!(creator.line(), "locked");
-    // Killed holding the lock: Windows abandons its mutex, and the next locker is told.
+    // A timed lock gives up while the other process holds it.
+    let t = Instant::now();
+    let err = v.lock_timeout(Duration::from_millis(200)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // Some slack: a wait may end up to a timer tick (15.6 ms) early.
+    assert!(t.elapsed() >= Duration::from_millis(170), "gave up after {:?}", t.elapsed());
+    // Killed holding the lock: Windows abandons its mutex, and the next locker is told; the
+    // memory stays poisoned, for copies, until a holder clears it.
     creator.kill();
     drop(c);
+    assert!(matches!(v.get(), Err(Error::PreviousOwnerDied)), "a half-written value read as whole");
     {
         let mut g = v.lock().unwrap();
         assert!(g.previous_owner_died(), "the lock of a killed holder was not reported abandoned");
         assert_eq!(*g, 41);
         *g += 1;
+        g.clear_poison();
     }
     // The memory outlives its creator: a survivor opens it from the handle this process sends
     // on, and finds the lock healthy again.
@@ -1045,7 +1058,7 @@ fn a_killed_creator_leaves_the_memory_to_the_survivors_and_nothing_behind() {
     let mut c = accept(&listener);
     c.send(&(&v, &a)).unwrap();
     let (died, sum): (bool, u32) = c.recv().unwrap();
-    assert!(!died, "the lock was taken over once already");
+    assert!(!died, "the poison was cleared");
     assert_eq!(sum, (0..16).sum::<u32>());
     assert_eq!(survivor.finish(), Some(0));
     assert_eq!(v.get().unwrap(), 43);
@@ -1082,11 +1095,17 @@ fn locking_again_on_the_thread_that_holds_the_lock_is_an_error() {
 }
 
 #[test]
-fn values_without_a_lock_refuse_to_lock() {
-    let v = Value::new_unlocked(3i16).unwrap();
-    v.set(4).unwrap();
-    assert_eq!(v.get().unwrap(), 4);
-    assert!(v.lock().is_err());
+fn a_locked_value_and_an_atomic_value_do_not_open_as_each_other() {
+    let v = Value::new(3i16).unwrap();
+    let a = AtomicValue::new(3i16).unwrap();
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    let err = ciborium::from_reader::<AtomicValue<i16>, _>(&bytes[..]).unwrap_err().to_string();
+    assert!(err.contains("cannot be opened as an AtomicValue"), "{err}");
+    bytes.clear();
+    ciborium::into_writer(&a, &mut bytes).unwrap();
+    let err = ciborium::from_reader::<Value<i16>, _>(&bytes[..]).unwrap_err().to_string();
+    assert!(err.contains("cannot be opened as a Value"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

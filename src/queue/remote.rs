@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::server::{lock, read_batch};
 use super::wire::{self, Info};
 use crate::connection::deadline_of;
-use crate::shared::Value;
+use crate::shared::AtomicValue;
 use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result, Sender};
 
 /// How long a handle waits for the server's answer to a control message before it calls the
@@ -73,7 +73,7 @@ pub(crate) struct Link {
     call: Mutex<()>,
     pub(crate) info: Info,
     /// The shared counter of items taken, when the server maps it (else `ACK` messages).
-    acks: Option<Value<u64>>,
+    acks: Option<AtomicValue<u64>>,
 }
 
 /// The owner of a link: stops and joins the feeder when the last handle goes.
@@ -107,7 +107,7 @@ impl Remote {
         // Where this handle counts the items it takes, if shared memory works here: only over
         // a Unix socket, so the server is on this host (and it says whether it could map it).
         let local = matches!(address.family(), Family::Unix | Family::UnixAbstract);
-        let acks = if local { Value::new_unlocked(0u64).ok() } else { None };
+        let acks = if local { AtomicValue::new(0u64).ok() } else { None };
         let mut hello = Vec::new();
         wire::push_value(
             &mut hello,
@@ -705,7 +705,7 @@ mod tests {
         assert!(r.link.info.acks_shared && r.link.acks.is_some());
         unix.put(&5).unwrap();
         assert_eq!(r.link.get(None).unwrap(), Some(vec![5]));
-        assert_eq!(r.link.acks.as_ref().unwrap().get().unwrap(), 1, "the get was counted");
+        assert_eq!(r.link.acks.as_ref().unwrap().load(Ordering::SeqCst), 1, "the get was counted");
 
         let tcp_addr = Address::fresh(Family::Tcp).unwrap();
         let tcp: Queue<u64> = crate::queue::QueueBuilder::new().address(tcp_addr).build().unwrap();

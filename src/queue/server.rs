@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::wire::{self, Info};
 use crate::connection::deadline_of;
-use crate::shared::Value;
+use crate::shared::AtomicValue;
 use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sender};
 
 /// How often an idle server thread looks whether the queue was dropped.
@@ -71,7 +71,7 @@ struct Conn {
     /// A write to it failed: it gets nothing more.
     dead: bool,
     /// The client's acknowledgement counter in shared memory, and its value when last read.
-    acks: Option<Value<u64>>,
+    acks: Option<AtomicValue<u64>>,
     acks_seen: u64,
 }
 
@@ -242,7 +242,7 @@ impl Server {
             Ok((wire::HELLO, h)) if h.version == wire::VERSION => {
                 // A client that cannot be mapped (another user, another host, no memfd) sends
                 // ACK messages instead.
-                acks = h.acks.and_then(|v| v.deserialized::<Value<u64>>().ok());
+                acks = h.acks.and_then(|v| v.deserialized::<AtomicValue<u64>>().ok());
                 let info = wire::Info { acks_shared: acks.is_some(), ..self.info() };
                 let _ = wire::push_value(&mut reply, wire::INFO, &info);
             }

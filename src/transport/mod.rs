@@ -22,11 +22,15 @@ mod windows;
 #[cfg(windows)]
 use windows as sys;
 
-#[cfg(unix)]
+#[cfg(all(unix, not(miri)))]
 #[path = "shm_unix.rs"]
 pub(crate) mod shm;
-#[cfg(windows)]
+#[cfg(all(windows, not(miri)))]
 #[path = "shm_windows.rs"]
+pub(crate) mod shm;
+/// Under Miri, a heap model of the mapping and the lock (Miri runs neither memfd nor mmap).
+#[cfg(miri)]
+#[path = "shm_model.rs"]
 pub(crate) mod shm;
 
 pub(crate) use sys::{

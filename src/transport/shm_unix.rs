@@ -200,20 +200,32 @@ impl Lock {
         unsafe { map.ptr().add(self.at) }.cast()
     }
 
-    /// Locks the mutex; `true` when its previous holder died holding it (the data it guards
-    /// may be half-updated).
+    /// Locks the mutex, waiting at most `timeout` when one is given; `true` when its previous
+    /// holder died holding it (the data it guards may be half-updated). A wait that ran out is
+    /// a `TimedOut` error without an OS error code.
     ///
     /// # Safety
     /// `map` is the mapping this lock was made or opened with.
-    pub(crate) unsafe fn lock(&self, map: &Mapping) -> io::Result<bool> {
+    pub(crate) unsafe fn lock(
+        &self,
+        map: &Mapping,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<bool> {
         let m = self.mutex(map);
-        // SAFETY: an initialised mutex in a live mapping (the caller's contract).
-        let r = unsafe { libc::pthread_mutex_lock(m) };
+        let r = match timeout {
+            // SAFETY: an initialised mutex in a live mapping (the caller's contract).
+            None => unsafe { libc::pthread_mutex_lock(m) },
+            Some(t) => timed_lock(m, t)?,
+        };
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if r == libc::EOWNERDEAD {
-            // SAFETY: we hold the mutex now; marking it consistent makes it usable again.
+            // SAFETY: we hold the mutex now; marking it consistent makes it usable again (the
+            // caller records the death in the memory, where every later locker sees it).
             check(unsafe { libc::pthread_mutex_consistent(m) })?;
             return Ok(true);
+        }
+        if r == libc::ETIMEDOUT {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the lock stayed held"));
         }
         check(r).map(|()| false)
     }
@@ -226,6 +238,31 @@ impl Lock {
         // SAFETY: the caller guarantees it holds the initialised mutex.
         unsafe { libc::pthread_mutex_unlock(self.mutex(map)) };
     }
+}
+
+/// `pthread_mutex_timedlock` with a deadline `t` from now. The deadline is on the realtime
+/// clock (what the function takes; the monotonic `pthread_mutex_clocklock` is not in every
+/// libc), so a clock step while waiting shortens or lengthens the wait.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn timed_lock(m: *mut libc::pthread_mutex_t, t: std::time::Duration) -> io::Result<libc::c_int> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock and a timespec to write.
+    cvt(unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) })?;
+    let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
+    let secs = libc::time_t::try_from(t.as_secs())
+        .ok()
+        .and_then(|s| s.checked_add(now.tv_sec))
+        .and_then(|s| s.checked_add((nanos / 1_000_000_000) as libc::time_t))
+        .unwrap_or(libc::time_t::MAX);
+    let deadline = libc::timespec { tv_sec: secs, tv_nsec: (nanos % 1_000_000_000) as _ };
+    // SAFETY: an initialised mutex in a live mapping (the contract of Lock::lock), a valid
+    // timespec.
+    Ok(unsafe { libc::pthread_mutex_timedlock(m, &deadline) })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn timed_lock(_m: *mut libc::pthread_mutex_t, _t: std::time::Duration) -> io::Result<libc::c_int> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "a timed lock needs Linux"))
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {

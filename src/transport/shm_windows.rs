@@ -12,17 +12,19 @@
 //!
 //! The lock is the mutex object `Local\procwire-shm-PID-ID-lock`. A thread that ends (or whose
 //! process ends) holding it abandons it, and the next waiter gets it with `WAIT_ABANDONED`:
-//! reported as the previous owner's death, as a robust mutex's `EOWNERDEAD` on Linux. A Windows
+//! reported as the previous owner's death, as a robust mutex's `EOWNERDEAD` on Linux (the
+//! caller records it in the shared memory, since Windows reports it to one waiter only). A Windows
 //! mutex is recursive; here a thread that locks again what it holds gets an error instead (two
 //! guards would alias the data), recognised by the holder's id kept next to the data.
 
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
     ERROR_ALREADY_EXISTS, ERROR_FILE_NOT_FOUND, GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_ABANDONED,
-    WAIT_OBJECT_0,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
@@ -240,17 +242,25 @@ impl Lock {
         unsafe { &*map.ptr().add(self.at).cast::<AtomicU64>() }
     }
 
-    /// Takes the lock, waiting for other threads and processes; `true` when its previous
-    /// holder ended holding it (the data it guards may be half-updated).
+    /// Takes the lock, waiting for other threads and processes (at most `timeout` when one is
+    /// given); `true` when its previous holder ended holding it (the data it guards may be
+    /// half-updated). A wait that ran out is a `TimedOut` error without an OS error code.
     ///
     /// # Safety
     /// `map` is the mapping this lock was made or opened with.
-    pub(crate) unsafe fn lock(&self, map: &Mapping) -> io::Result<bool> {
+    pub(crate) unsafe fn lock(&self, map: &Mapping, timeout: Option<Duration>) -> io::Result<bool> {
+        // Whole milliseconds, rounded up so that a short timeout still waits; a wait of about
+        // 49 days or more is cut to just under INFINITE.
+        let ms = timeout.map_or(INFINITE, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            u32::try_from(ms).unwrap_or(INFINITE - 1).min(INFINITE - 1)
+        });
         // SAFETY: a mutex handle we own.
-        let r = unsafe { WaitForSingleObject(self.mutex.as_raw_handle(), INFINITE) };
+        let r = unsafe { WaitForSingleObject(self.mutex.as_raw_handle(), ms) };
         let abandoned = match r {
             WAIT_OBJECT_0 => false,
             WAIT_ABANDONED => true,
+            WAIT_TIMEOUT => return Err(io::Error::new(io::ErrorKind::TimedOut, "the lock stayed held")),
             _ => return Err(io::Error::last_os_error()),
         };
         let holder = self.holder(map);
