@@ -63,6 +63,10 @@ enum Out {
     Item(Bytes),
     /// `JOINED` answering this many `JOIN`s.
     Joined(u64),
+    /// A message whose body is a count (`SIZE`, `GRANT`), or none (`CANCELLED`, `UNRESERVED`):
+    /// the frequent answers, kept without an allocation of their own.
+    Count(u8, u64),
+    Bare(u8),
 }
 
 /// A connected handle of another process (or of a handle that was sent and came back).
@@ -127,9 +131,7 @@ impl Conn {
     }
 
     fn push_count(&mut self, op: u8, n: u64) {
-        let mut f = Vec::with_capacity(16);
-        wire::push_count(&mut f, op, n);
-        self.push(Out::Frame(f.split_off(4)));
+        self.push(Out::Count(op, n));
     }
 
     fn push_value<V: serde::Serialize>(&mut self, op: u8, v: &V) {
@@ -400,6 +402,8 @@ impl Server {
                                 Out::Frame(f) => wire::push_frame(&mut buf, f[0], &f[1..]),
                                 Out::Item(b) => wire::push_frame(&mut buf, wire::ITEM, &b),
                                 Out::Joined(n) => wire::push_count(&mut buf, wire::JOINED, n),
+                                Out::Count(op, n) => wire::push_count(&mut buf, op, n),
+                                Out::Bare(op) => wire::push_frame(&mut buf, op, &[]),
                             }
                         }
                         break;
@@ -496,7 +500,7 @@ impl Server {
             }
             wire::CANCEL => {
                 c.credit = 0;
-                c.push(Out::Frame(vec![wire::CANCELLED]));
+                c.push(Out::Bare(wire::CANCELLED));
             }
             wire::RETURN => {
                 let n = wire::count(op, body)?;
@@ -523,7 +527,7 @@ impl Server {
             }
             wire::UNRESERVE => {
                 c.reserve_pending = 0;
-                c.push(Out::Frame(vec![wire::UNRESERVED]));
+                c.push(Out::Bare(wire::UNRESERVED));
             }
             wire::RELEASE => {
                 let n = wire::count(op, body)?;
