@@ -4,12 +4,20 @@
 //! `cargo bench --bench queue [-- --items N --repeat R]`. Each workload times the consumer
 //! from its first item to its last (process start-up excluded, on both sides), and rounds run
 //! interleaved; the table shows the median of the rounds and their spread.
+//!
+//! `cargo bench --bench queue -- --hostile [--hello-mib M] [--joins N] [--hello-version V]`
+//! instead loads a queue server in a child process with a hostile keyed client: one HELLO of
+//! M MiB (default 8) whose `acks` is an array of that many one-byte items, then (against a
+//! fresh server) N JOINs (default 10M) while another client measures its QSIZE and task_done
+//! latency. It prints the server's peak RSS growth (VmHWM) for each.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use procwire::process::{Function, Process};
-use procwire::queue::Queue;
+use procwire::process::{Channel, ChannelFunction, Function, Process};
+use procwire::queue::{JoinableQueue, Queue};
+use procwire::{AuthKey, Connection};
 
 /// Puts `n` integers, then a `u64::MAX` stop mark.
 fn produce((q, n): (Queue<u64>, u64)) -> u64 {
@@ -34,6 +42,153 @@ fn consume(q: Queue<u64>) -> f64 {
 
 static PRODUCE: Function<(Queue<u64>, u64), u64> = Function::new("produce", produce);
 static CONSUME: Function<Queue<u64>, f64> = Function::new("consume", consume);
+static SERVE: ChannelFunction<()> = ChannelFunction::new("serve", serve);
+
+/// Serves a joinable queue with one unfinished task; sends its address and key, then serves
+/// until the parent closes the channel.
+fn serve(mut ch: Connection, (): ()) {
+    let q: JoinableQueue<u64> = JoinableQueue::new().expect("queue");
+    q.put(&1).expect("put");
+    ch.send(&(q.address().to_string(), q.authkey().as_bytes().to_vec())).expect("send");
+    let _ = ch.recv::<()>();
+}
+
+/// The peak resident set of `pid` in bytes (Linux; 0 elsewhere).
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+fn hostile_server() -> (Channel, procwire::Address, AuthKey) {
+    let mut ch = procwire::process::start(&SERVE, ()).expect("start server");
+    let (address, key): (String, Vec<u8>) = ch.recv().expect("address");
+    (ch, address.parse().expect("address"), AuthKey::new(key))
+}
+
+/// A raw keyed client that has said HELLO (the reply's opcode is returned too).
+fn raw_client(address: &procwire::Address, key: &AuthKey, hello: &[u8]) -> (Connection, Option<u8>) {
+    let mut c = procwire::Client::builder().authkey(key.clone()).connect(address).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = c.send_bytes(hello);
+    let reply = c.recv_bytes().ok().and_then(|r| r.first().copied());
+    (c, reply)
+}
+
+/// `HELLO {"version": v, "acks": acks}` with `acks` already CBOR.
+fn hello(version: u8, acks: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x00, 0xa2, 0x67];
+    h.extend_from_slice(b"version");
+    h.extend_from_slice(&[version, 0x64]);
+    h.extend_from_slice(b"acks");
+    h.extend_from_slice(acks);
+    h
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn hostile() {
+    let version = arg("--hello-version", 2) as u8;
+    // One HELLO whose acks is an array of one-byte items.
+    let size = arg("--hello-mib", 8) << 20;
+    let n = size - 32;
+    let mut acks = vec![0x9b];
+    acks.extend_from_slice(&n.to_be_bytes());
+    acks.resize(acks.len() + n as usize, 0);
+    let frame = hello(version, &acks);
+    drop(acks);
+    let (ch, address, key) = hostile_server();
+    let before = vm_hwm(ch.pid());
+    let t = Instant::now();
+    let (_c, reply) = raw_client(&address, &key, &frame);
+    let answered = t.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let grew = vm_hwm(ch.pid()).saturating_sub(before);
+    println!(
+        "HELLO of {:.1} MiB, acks of {n} items: reply {reply:02x?} after {answered:.2?}; server peak RSS +{:.1} MiB ({:.1}x the bytes sent)",
+        mib(frame.len() as u64),
+        mib(grew),
+        grew as f64 / frame.len() as f64
+    );
+    drop(frame);
+    drop(ch);
+
+    // JOIN flood against a fresh server with one unfinished task.
+    let joins = arg("--joins", 10_000_000);
+    let (ch, address, key) = hostile_server();
+    let probe: JoinableQueue<u64> = JoinableQueue::connect(&address, key.clone()).expect("probe");
+    probe.qsize().expect("qsize");
+    let before = vm_hwm(ch.pid());
+    let (mut c, reply) = raw_client(&address, &key, &hello(version, &[0xf6]));
+    assert_eq!(reply, Some(0x80), "INFO");
+    let flooding = AtomicBool::new(true);
+    let (sent_in, worst_qsize, task_done, qsize_after) = std::thread::scope(|s| {
+        let flooder = s.spawn(|| {
+            let t = Instant::now();
+            c.set_batching(Some(procwire::connection::DEFAULT_BATCH));
+            for _ in 0..joins {
+                c.send_bytes(&[0x0b]).expect("JOIN");
+            }
+            c.flush().expect("flush");
+            flooding.store(false, Ordering::Relaxed);
+            t.elapsed()
+        });
+        let mut worst = Duration::ZERO;
+        while flooding.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            probe.qsize().expect("qsize");
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sent_in = flooder.join().expect("flooder");
+        // The server may still be reading the JOINs: a QSIZE answered means it has read them.
+        let t = Instant::now();
+        probe.qsize().expect("qsize");
+        worst = worst.max(t.elapsed());
+        let t = Instant::now();
+        probe.task_done().expect("task_done");
+        let task_done = t.elapsed();
+        let t = Instant::now();
+        probe.qsize().expect("qsize");
+        (sent_in, worst, task_done, t.elapsed())
+    });
+    // The flooder reads its answers: every JOIN must be answered.
+    let mut answered = 0u64;
+    let t = Instant::now();
+    while answered < joins {
+        let Ok(f) = c.recv_bytes() else { break };
+        if f.first() == Some(&0x8b) {
+            answered += joined_count(&f[1..]);
+        }
+    }
+    let read_in = t.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let grew = vm_hwm(ch.pid()).saturating_sub(before);
+    println!(
+        "{joins} JOINs ({:.1} MiB) sent in {sent_in:.2?}: another client's worst QSIZE during the flood {worst_qsize:.2?}, its task_done {task_done:.2?}, QSIZE right after {qsize_after:.2?}; {answered} JOINs answered (read in {read_in:.2?}); server peak RSS +{:.1} MiB ({:.1}x the bytes sent)",
+        mib(joins * 5),
+        mib(grew),
+        grew as f64 / (joins * 5) as f64
+    );
+}
+
+/// How many JOINs a JOINED body answers: none (one), or a CBOR unsigned integer.
+fn joined_count(body: &[u8]) -> u64 {
+    match body {
+        [] => 1,
+        [b] if *b <= 23 => *b as u64,
+        [0x18, b] => *b as u64,
+        [0x19, a, b] => u16::from_be_bytes([*a, *b]) as u64,
+        [0x1a, rest @ ..] => rest.try_into().map_or(0, |b: [u8; 4]| u32::from_be_bytes(b) as u64),
+        [0x1b, rest @ ..] => rest.try_into().map_or(0, u64::from_be_bytes),
+        _ => 0,
+    }
+}
 
 const PYTHON: &str = r#"
 import multiprocessing as mp, sys, time
@@ -115,7 +270,11 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
-    procwire::process::init(&[&PRODUCE, &CONSUME]);
+    procwire::process::init(&[&PRODUCE, &CONSUME, &SERVE]);
+    if std::env::args().any(|a| a == "--hostile") {
+        hostile();
+        return;
+    }
     let n = arg("--items", 500_000);
     let repeat = arg("--repeat", 3).max(1) as usize;
     let names = [

@@ -77,11 +77,20 @@ static SLOW_CONSUMER: ChannelFunction<Queue<Option<u64>>> =
 static BY_ADDRESS: Function<(String, Vec<u8>, u64), u64> = Function::new("by_address", by_address);
 static WORKER: Function<JoinableQueue<u64>, u64> = Function::new("worker", worker);
 static TIMEOUTS: Function<Queue<u64>, (bool, u128, Option<u64>, u128)> = Function::new("timeouts", timeouts);
+static SERVE: ChannelFunction<()> = ChannelFunction::new("serve", serve);
+
+/// Serves a joinable queue; sends its address and key, then serves until the parent closes
+/// the channel.
+fn serve(mut ch: Connection, (): ()) {
+    let q: JoinableQueue<u64> = JoinableQueue::new().expect("queue");
+    ch.send(&(q.address().to_string(), q.authkey().as_bytes().to_vec())).expect("send");
+    let _ = ch.recv::<()>();
+}
 
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&PRODUCE, &CONSUME, &SLOW_CONSUMER, &BY_ADDRESS, &WORKER, &TIMEOUTS]);
+    procwire::process::init(&[&PRODUCE, &CONSUME, &SLOW_CONSUMER, &BY_ADDRESS, &WORKER, &TIMEOUTS, &SERVE]);
 }
 
 fn spawn<A: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -427,15 +436,8 @@ fn a_client_that_asks_without_reading_is_held_back_not_buffered() {
     // server must stop reading it (its answers would otherwise pile up in memory without
     // bound), so the client's writes end up waiting and time out.
     let q: Queue<u64> = Queue::new().unwrap();
-    let mut c = procwire::Client::builder().authkey(q.authkey().clone()).connect(q.address()).unwrap();
-    let mut hello = vec![0x00];
-    // {"version": 1, "acks": null}
-    hello.extend_from_slice(&[0xa2, 0x67]);
-    hello.extend_from_slice(b"version");
-    hello.extend_from_slice(&[0x01, 0x64]);
-    hello.extend_from_slice(b"acks");
-    hello.push(0xf6);
-    c.send_bytes(&hello).unwrap();
+    let mut c = raw_client(q.address(), q.authkey());
+    c.send_bytes(&hello(&[0xf6])).unwrap();
     assert_eq!(c.recv_bytes().unwrap()[0], 0x80, "INFO");
     c.set_write_timeout(Some(Duration::from_secs(3)));
     let mut sent = 0u64;
@@ -451,4 +453,142 @@ fn a_client_that_asks_without_reading_is_held_back_not_buffered() {
     q.put(&1).unwrap();
     let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
     assert_eq!(r.get_timeout(Duration::from_secs(10)).unwrap(), Some(1));
+}
+
+/// A keyed connection to a queue that has not said HELLO yet.
+fn raw_client(address: &Address, key: &AuthKey) -> Connection {
+    let mut c = procwire::Client::builder().authkey(key.clone()).connect(address).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60)));
+    c
+}
+
+/// `HELLO {"version": 2, "acks": acks}`, `acks` given as CBOR.
+fn hello(acks: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x00, 0xa2, 0x67];
+    h.extend_from_slice(b"version");
+    h.extend_from_slice(&[0x02, 0x64]);
+    h.extend_from_slice(b"acks");
+    h.extend_from_slice(acks);
+    h
+}
+
+/// `acks` as a CBOR array of `n` one-byte items: `n` bytes that decode to `n` values.
+fn wide_acks(n: u64) -> Vec<u8> {
+    let mut a = vec![0x9b];
+    a.extend_from_slice(&n.to_be_bytes());
+    a.resize(a.len() + n as usize, 0);
+    a
+}
+
+/// The text of a REFUSED answer.
+fn refused(frame: &[u8]) -> String {
+    assert_eq!(frame.first(), Some(&0x8f), "REFUSED, not {frame:02x?}");
+    ciborium::from_reader(&frame[1..]).unwrap()
+}
+
+#[test]
+fn a_hello_longer_than_4_kib_is_refused_unread() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let mut c = raw_client(q.address(), q.authkey());
+    c.send_bytes(&hello(&wide_acks(5000))).unwrap();
+    let why = refused(&c.recv_bytes().unwrap());
+    assert!(why.contains("HELLO of 5025 bytes (at most 4096)"), "{why}");
+    assert!(c.recv_bytes().is_err(), "the server closes");
+    // One under the limit with an acks that is no counter: served, acknowledging with ACK.
+    let mut c = raw_client(q.address(), q.authkey());
+    c.send_bytes(&hello(&wide_acks(4000))).unwrap();
+    let info = c.recv_bytes().unwrap();
+    assert_eq!(info[0], 0x80, "INFO");
+    let info: ciborium::Value = ciborium::from_reader(&info[1..]).unwrap();
+    let shared = info.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("acks_shared"));
+    assert_eq!(shared.and_then(|(_, v)| v.as_bool()), Some(false));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_huge_hello_costs_the_server_no_memory() {
+    use_test_entry("procwire_child");
+    let mut ch = start(&SERVE, ()).unwrap();
+    let (address, key): (String, Vec<u8>) = ch.recv().unwrap();
+    let (address, key): (Address, AuthKey) = (address.parse().unwrap(), AuthKey::new(key));
+    let frame = hello(&wide_acks(8 << 20));
+    let before = vm_hwm(ch.pid());
+    let mut c = raw_client(&address, &key);
+    let _ = c.send_bytes(&frame);
+    let reply = c.recv_bytes().unwrap();
+    let grew = vm_hwm(ch.pid()).saturating_sub(before);
+    // Refused by its length, the HELLO is not even read; a generous bound for a noisy host.
+    assert!(grew <= 8 * frame.len() as u64, "the server grew by {grew} bytes for a HELLO of {}", frame.len());
+    let why = refused(&reply);
+    assert!(why.contains("HELLO of"), "{why}");
+    // It still serves.
+    let q: JoinableQueue<u64> = JoinableQueue::connect(&address, key).unwrap();
+    q.put(&1).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), Some(1));
+}
+
+/// The peak resident set of `pid` in bytes.
+#[cfg(target_os = "linux")]
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
+}
+
+/// Sends `n` JOINs then a QSIZE, batched, without reading.
+fn send_joins_then_qsize(c: &mut Connection, n: u64) {
+    c.set_batching(Some(procwire::connection::DEFAULT_BATCH));
+    for _ in 0..n {
+        c.send_bytes(&[0x0b]).unwrap();
+    }
+    c.send_bytes(&[0x09]).unwrap();
+    c.flush().unwrap();
+}
+
+#[test]
+fn joins_waiting_on_a_connection_are_answered_by_one_joined_with_their_count() {
+    let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    q.put(&1).unwrap();
+    let mut c = raw_client(q.address(), q.authkey());
+    c.send_bytes(&hello(&[0xf6])).unwrap();
+    assert_eq!(c.recv_bytes().unwrap()[0], 0x80, "INFO");
+    // The JOINs wait (a task is unfinished); SIZE says the server has read them all.
+    send_joins_then_qsize(&mut c, 100_000);
+    assert_eq!(c.recv_bytes().unwrap(), [0x89, 0x01], "SIZE 1, and no JOINED yet");
+    q.get().unwrap();
+    q.task_done().unwrap();
+    // JOINED 100000 (a CBOR uint32): one frame for all of them.
+    assert_eq!(c.recv_bytes().unwrap(), [0x8b, 0x1a, 0x00, 0x01, 0x86, 0xa0]);
+    // With nothing unfinished each JOIN is answered at once; answers not yet written merge,
+    // and they count every JOIN.
+    send_joins_then_qsize(&mut c, 100_000);
+    let (mut frames, mut answered) = (0u64, 0u64);
+    loop {
+        let f = c.recv_bytes().unwrap();
+        match f[0] {
+            0x8b => {
+                frames += 1;
+                answered += ciborium::from_reader::<u64, _>(&f[1..]).unwrap();
+            }
+            0x89 => break,
+            op => panic!("unexpected {op:#04x}"),
+        }
+    }
+    assert_eq!(answered, 100_000);
+    assert!(frames <= answered);
+    // A handle's join still works.
+    let r: JoinableQueue<u64> = JoinableQueue::connect(q.address(), q.authkey().clone()).unwrap();
+    assert!(r.join_timeout(Duration::from_secs(10)).unwrap());
+}
+
+#[test]
+fn a_control_message_with_a_long_body_drops_its_connection() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let mut c = raw_client(q.address(), q.authkey());
+    c.send_bytes(&hello(&[0xf6])).unwrap();
+    assert_eq!(c.recv_bytes().unwrap()[0], 0x80, "INFO");
+    let mut qsize = vec![0x09];
+    qsize.resize(1 << 20, 0);
+    c.send_bytes(&qsize).unwrap();
+    assert!(c.recv_bytes().is_err(), "dropped, not answered");
 }

@@ -441,7 +441,7 @@ impl Link {
             }
             wire::SIZE => st.sizes.push_back(wire::count(op, body)?),
             wire::DONE => st.done.push_back(wire::value(op, body)?),
-            wire::JOINED => st.joined += 1,
+            wire::JOINED => st.joined = st.joined.saturating_add(wire::count(op, body)?),
             _ => return Err(Error::Protocol(format!("unexpected queue message {op:#04x}"))),
         }
         Ok(())

@@ -39,6 +39,20 @@ pub(crate) fn read_batch(
     }
 }
 
+/// A copy of an item that arrived, or an error for its client if memory for it cannot be had
+/// (the connection is dropped; the server goes on).
+fn copy_item(body: &[u8]) -> Result<Bytes> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(body.len()).map_err(|_| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("no memory for a queue item of {} bytes", body.len()),
+        ))
+    })?;
+    v.extend_from_slice(body);
+    Ok(Bytes::from(v))
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -47,6 +61,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Out {
     Frame(Vec<u8>),
     Item(Bytes),
+    /// `JOINED` answering this many `JOIN`s.
+    Joined(u64),
+    /// A message whose body is a count (`SIZE`, `GRANT`), or none (`CANCELLED`, `UNRESERVED`):
+    /// the frequent answers, kept without an allocation of their own.
+    Count(u8, u64),
+    Bare(u8),
 }
 
 /// A connected handle of another process (or of a handle that was sent and came back).
@@ -66,7 +86,8 @@ struct Conn {
     in_reserve_queue: bool,
     /// Slots granted and not used by a `PUT` yet.
     reserved: u64,
-    /// `JOIN`s waiting for the count of unfinished tasks to reach zero.
+    /// `JOIN`s waiting for the count of unfinished tasks to reach zero (a count: a flood of
+    /// them costs nothing, and is answered by one `JOINED`).
     joining: u64,
     /// A write to it failed: it gets nothing more.
     dead: bool,
@@ -99,10 +120,18 @@ impl Conn {
         }
     }
 
+    /// Answers `n` more `JOIN`s. Answers not written yet merge into one `JOINED`, so a client
+    /// that sends JOINs without reading the answers makes nothing pile up here.
+    fn push_joined(&mut self, n: u64) {
+        if let Some(Out::Joined(k)) = self.out.last_mut() {
+            *k = k.saturating_add(n);
+            return;
+        }
+        self.push(Out::Joined(n));
+    }
+
     fn push_count(&mut self, op: u8, n: u64) {
-        let mut f = Vec::with_capacity(16);
-        wire::push_count(&mut f, op, n);
-        self.push(Out::Frame(f.split_off(4)));
+        self.push(Out::Count(op, n));
     }
 
     fn push_value<V: serde::Serialize>(&mut self, op: u8, v: &V) {
@@ -230,31 +259,31 @@ impl Server {
     /// Serves one connection: `HELLO`, then its requests until it closes.
     fn serve(self: Arc<Self>, mut conn: Connection) {
         conn.set_read_timeout(Some(self.handshake_limit()));
+        // HELLO has no reason to be large: a longer one is refused by its length, unread.
+        conn.set_max_message_size(wire::HELLO_MAX);
         let hello = match conn.recv_bytes() {
             Ok(m) => m,
+            Err(Error::MessageTooLarge { len, max }) => {
+                return self.refuse(conn, &format!("a HELLO of {len} bytes (at most {max})"));
+            }
             Err(_) => return,
         };
+        conn.set_max_message_size(self.max_item_size + 1);
         let mut reply = Vec::new();
         let acks;
-        match wire::split(&hello)
-            .and_then(|(op, body)| Ok((op, wire::value::<wire::Hello<ciborium::Value>>(op, body)?)))
-        {
-            Ok((wire::HELLO, h)) if h.version == wire::VERSION => {
+        match wire::split(&hello).and_then(|(op, body)| Ok((op, wire::hello(body)?))) {
+            Ok((wire::HELLO, (wire::VERSION, a))) => {
                 // A client that cannot be mapped (another user, another host, no memfd) sends
                 // ACK messages instead.
-                acks = h.acks.and_then(|v| v.deserialized::<AtomicValue<u64>>().ok());
+                acks = a;
                 let info = wire::Info { acks_shared: acks.is_some(), ..self.info() };
                 let _ = wire::push_value(&mut reply, wire::INFO, &info);
             }
             _ => {
-                let _ = wire::push_value(
-                    &mut reply,
-                    wire::REFUSED,
+                return self.refuse(
+                    conn,
                     &format!("this queue speaks version {} of the queue protocol", wire::VERSION),
                 );
-                let (mut tx, _) = conn.split();
-                let _ = tx.write_frames(&reply, deadline_of(Some(self.handshake_limit())));
-                return;
             }
         }
         let (mut tx, mut rx) = conn.split();
@@ -296,6 +325,14 @@ impl Server {
             self.read_loop(id, &mut rx);
         }
         self.drop_conn(id);
+    }
+
+    /// Answers a connection's first message with REFUSED and why, and closes it.
+    fn refuse(&self, conn: Connection, why: &str) {
+        let mut reply = Vec::new();
+        let _ = wire::push_value(&mut reply, wire::REFUSED, why);
+        let (mut tx, _) = conn.split();
+        let _ = tx.write_frames(&reply, deadline_of(Some(self.handshake_limit())));
     }
 
     fn handshake_limit(&self) -> Duration {
@@ -364,6 +401,9 @@ impl Server {
                             match o {
                                 Out::Frame(f) => wire::push_frame(&mut buf, f[0], &f[1..]),
                                 Out::Item(b) => wire::push_frame(&mut buf, wire::ITEM, &b),
+                                Out::Joined(n) => wire::push_count(&mut buf, wire::JOINED, n),
+                                Out::Count(op, n) => wire::push_count(&mut buf, op, n),
+                                Out::Bare(op) => wire::push_frame(&mut buf, op, &[]),
                             }
                         }
                         break;
@@ -416,6 +456,12 @@ impl Server {
 
     fn on_message(&self, st: &mut State, id: u64, frame: &[u8]) -> Result<()> {
         let (op, body) = wire::split(frame)?;
+        if op != wire::PUT && body.len() > wire::CONTROL_BODY_MAX {
+            return Err(Error::Protocol(format!(
+                "queue message {op:#04x} with a body of {} bytes",
+                body.len()
+            )));
+        }
         let maxsize = self.maxsize;
         let Some(c) = st.conns.get_mut(&id) else { return Err(Error::Closed) };
         st.unacked_total -= c.sync_acks()?;
@@ -428,7 +474,7 @@ impl Server {
                     c.reserved -= 1;
                     st.reserved_total -= 1;
                 }
-                st.items.push_back(Bytes::copy_from_slice(body));
+                st.items.push_back(copy_item(body)?);
                 if self.joinable {
                     st.unfinished += 1;
                 }
@@ -454,7 +500,7 @@ impl Server {
             }
             wire::CANCEL => {
                 c.credit = 0;
-                c.push(Out::Frame(vec![wire::CANCELLED]));
+                c.push(Out::Bare(wire::CANCELLED));
             }
             wire::RETURN => {
                 let n = wire::count(op, body)?;
@@ -481,7 +527,7 @@ impl Server {
             }
             wire::UNRESERVE => {
                 c.reserve_pending = 0;
-                c.push(Out::Frame(vec![wire::UNRESERVED]));
+                c.push(Out::Bare(wire::UNRESERVED));
             }
             wire::RELEASE => {
                 let n = wire::count(op, body)?;
@@ -502,9 +548,9 @@ impl Server {
             }
             wire::JOIN => {
                 if st.unfinished == 0 {
-                    c.push(Out::Frame(vec![wire::JOINED]));
+                    c.push_joined(1);
                 } else {
-                    c.joining += 1;
+                    c.joining = c.joining.saturating_add(1);
                 }
             }
             _ => return Err(Error::Protocol(format!("unknown queue message {op:#04x}"))),
@@ -529,8 +575,9 @@ impl Server {
         st.unfinished -= n;
         if st.unfinished == 0 {
             for c in st.conns.values_mut() {
-                for _ in 0..std::mem::take(&mut c.joining) {
-                    c.push(Out::Frame(vec![wire::JOINED]));
+                let n = std::mem::take(&mut c.joining);
+                if n > 0 {
+                    c.push_joined(n);
                 }
             }
             if st.local_joiners > 0 {

@@ -2,13 +2,21 @@
 //! type, opaque to the server), a CBOR value, or nothing.
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::codec::encode_header;
+use crate::shared::AtomicValue;
 use crate::{Error, Result};
 
-/// The protocol version a client names in its `HELLO`.
-pub(crate) const VERSION: u64 = 1;
+/// The protocol version a client names in its `HELLO` (2: `JOINED` carries a count).
+pub(crate) const VERSION: u64 = 2;
+
+/// The longest `HELLO` a server reads (opcode included): a version and a shared-memory handle
+/// take under 100 bytes, so a longer one is refused by its length before it is read.
+pub(crate) const HELLO_MAX: u64 = 4 << 10;
+
+/// The longest body of any message but `PUT`: a CBOR unsigned integer at most.
+pub(crate) const CONTROL_BODY_MAX: usize = 9;
 
 // Client to server.
 pub(crate) const HELLO: u8 = 0x00;
@@ -52,6 +60,19 @@ pub(crate) struct Hello<A> {
     pub(crate) version: u64,
     /// A `u64` in shared memory (SPEC.md §12.1) the client adds every item it takes to.
     pub(crate) acks: Option<A>,
+}
+
+/// Decodes `HELLO`'s body into the client's version and its acknowledgement counter, if it
+/// named one that this process can map (`None` otherwise: the client then sends `ACK`).
+///
+/// The body is decoded into its declared types only: the shape first with `acks` skipped
+/// (nothing is built from it), then, for this version, `acks` as the counter's handle.
+pub(crate) fn hello(body: &[u8]) -> Result<(u64, Option<AtomicValue<u64>>)> {
+    let h: Hello<IgnoredAny> = value(HELLO, body)?;
+    if h.version != VERSION || h.acks.is_none() {
+        return Ok((h.version, None));
+    }
+    Ok((h.version, value::<Hello<AtomicValue<u64>>>(HELLO, body).ok().and_then(|h| h.acks)))
 }
 
 /// Appends one frame, `op` followed by `body`, to `out`.
