@@ -260,6 +260,42 @@ impl FrameBuf {
     }
 }
 
+/// Appends `n` as a CBOR unsigned integer in its shortest encoding (as ciborium writes it):
+/// the consumers' frequent small messages are written without going through serde.
+pub(crate) fn push_cbor_uint(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=23 => out.push(n as u8),
+        24..=0xff => out.extend_from_slice(&[0x18, n as u8]),
+        0x100..=0xffff => {
+            out.push(0x19);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0x1a);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0x1b);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Takes a CBOR unsigned integer (any of its encodings) off the front of `body`; `None`, with
+/// `body` unchanged, if it does not start with one.
+pub(crate) fn take_cbor_uint(body: &mut &[u8]) -> Option<u64> {
+    let (n, len) = match *body {
+        [b, ..] if *b <= 23 => (u64::from(*b), 1),
+        [0x18, b, ..] => (u64::from(*b), 2),
+        [0x19, a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 3),
+        [0x1a, a, b, c, d, ..] => (u64::from(u32::from_be_bytes([*a, *b, *c, *d])), 5),
+        [0x1b, rest @ ..] if rest.len() >= 8 => (u64::from_be_bytes(rest[..8].try_into().ok()?), 9),
+        _ => return None,
+    };
+    *body = &body[len..];
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{FrameBuf, Peek, SHORT_HEADER_LEN, encode_header};
 use crate::transport::Stream;
+use crate::util::deadline_of;
 use crate::{Address, Error, Result};
 
 /// The default largest message a connection accepts: 64 MiB. Change it with
@@ -54,11 +55,6 @@ fn append(dst: &mut Vec<u8>, src: &[u8]) {
     for piece in src.chunks(COPY_PIECE) {
         dst.extend_from_slice(piece);
     }
-}
-
-/// The deadline `t` from now; `None` (no deadline) for no timeout or one too far to represent.
-pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
-    t.and_then(|t| Instant::now().checked_add(t))
 }
 
 fn no_memory(len: usize) -> Error {

@@ -79,8 +79,8 @@ mod unix {
     use std::os::fd::{AsFd, OwnedFd};
 
     use super::{DEFAULT_MAX_MESSAGE_SIZE, OFFER, parse_offer, unread_of};
-    use crate::connection::deadline_of;
     use crate::transport::Stream;
+    use crate::util::deadline_of;
     use crate::{Connection, Error, Result};
 
     const READY: &[u8] = b"#READY#";

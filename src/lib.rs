@@ -49,6 +49,7 @@ pub mod process;
 pub mod queue;
 pub mod shared;
 mod transport;
+mod util;
 pub mod wait;
 
 pub use address::{Address, Family};

@@ -81,7 +81,6 @@
 //!
 //! The messages between parent and child are specified in SPEC.md, section 12.3.
 
-use std::any::Any;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
@@ -91,14 +90,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::deadline_of;
 use crate::transport;
+use crate::util::{deadline_of, lock, panic_message};
 use crate::wait::{Waitable, wait};
 use crate::{Connection, Error, Result};
 
@@ -121,10 +120,6 @@ static INIT_CALLED: AtomicBool = AtomicBool::new(false);
 static CHILD_ARGS: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
 static NAME: OnceLock<String> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The first message: parent to child, CBOR.
 #[derive(Debug, Serialize, Deserialize)]
@@ -299,16 +294,6 @@ pub(crate) fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &st
             let _ = conn.send(&Reply::Refused { reason });
             None
         }
-    }
-}
-
-pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a string".to_string()
     }
 }
 

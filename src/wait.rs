@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::connection::deadline_of;
 use crate::process::Sentinel;
 use crate::transport::{Pollable, wait_ready, wait_ready_with};
+use crate::util::deadline_of;
 use crate::{Connection, Listener, Receiver, Result};
 
 /// Something [`wait`] can watch. Build one with `From`: `(&conn).into()`.

@@ -48,8 +48,8 @@ use serde::de::DeserializeOwned;
 pub use crate::manager::SERVE;
 
 use super::queue::{Queue, QueueBuilder};
-use super::{lock, wait_until};
-use crate::connection::deadline_of;
+use crate::util::deadline_of;
+use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
 fn remote(kind: &str, message: impl Into<String>) -> Error {

@@ -71,28 +71,3 @@ pub use crate::{
     Address, AuthKey, Connection, Error, Family, Incoming, Receiver, Result, Sender, Waitable, auth, codec,
     shared, wait,
 };
-
-/// Locks `m`, taking over a lock whose holder panicked: the state behind every lock in this
-/// module stays consistent across a panic (user code never runs while one is held).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Waits on `cv` until notified or until `deadline` (`None`: no limit); `None` once the
-/// deadline has passed.
-pub(crate) fn wait_until<'a, T>(
-    cv: &std::sync::Condvar,
-    guard: std::sync::MutexGuard<'a, T>,
-    deadline: Option<std::time::Instant>,
-) -> Option<std::sync::MutexGuard<'a, T>> {
-    match deadline {
-        None => Some(cv.wait(guard).unwrap_or_else(|p| p.into_inner())),
-        Some(d) => {
-            let now = std::time::Instant::now();
-            if now >= d {
-                return None;
-            }
-            Some(cv.wait_timeout(guard, d - now).unwrap_or_else(|p| p.into_inner()).0)
-        }
-    }
-}

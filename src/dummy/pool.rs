@@ -57,9 +57,9 @@ use std::time::{Duration, Instant};
 pub use crate::pool::default_chunksize;
 
 use super::process::{Function, spawn_named};
-use super::{lock, wait_until};
-use crate::connection::deadline_of;
-use crate::process::panic_message;
+use crate::util::deadline_of;
+use crate::util::panic_message;
+use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
 /// How long dropping a pool waits for tasks that are still running.

@@ -54,9 +54,9 @@ pub use crate::process::{
     ChannelFunction, DEFAULT_START_TIMEOUT, EXIT_PANICKED, EXIT_START_FAILED, Function,
 };
 
-use super::{lock, wait_until};
-use crate::connection::deadline_of;
-use crate::process::panic_message;
+use crate::util::deadline_of;
+use crate::util::panic_message;
+use crate::util::{lock, wait_until};
 use crate::{Connection, Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::queue::DEFAULT_PREFETCH;
 
-use super::{lock, wait_until};
-use crate::connection::deadline_of;
+use crate::util::deadline_of;
+use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
 /// Options for a new queue: maxsize (and, for the process version's signature, prefetch and

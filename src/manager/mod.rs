@@ -81,16 +81,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Manager::shutdown`] waits for a manager child to exit before killing it.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a string".to_string()
-    }
-}
-
 /// This process's session id: random, new after a fork.
 fn session_id() -> Result<u64> {
     static SESSION: Mutex<Option<(u32, u64)>> = Mutex::new(None);

@@ -126,7 +126,7 @@ impl Registry {
         let f = move |a: &Value, _: &Address| -> std::result::Result<Arc<dyn Object>, Fault> {
             let a: A = args(&format!("{n} (its constructor)"), a)?;
             let value = catch_unwind(AssertUnwindSafe(|| create(a)))
-                .map_err(|p| Fault::new("panic", crate::manager::panic_message(&*p)))?;
+                .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?;
             Ok(Arc::new(Custom { typeid: n.clone(), value: Mutex::new(value), methods: m.clone() }))
         };
         self.types.insert(typeid.to_string(), Box::new(f));
@@ -262,7 +262,7 @@ impl Inner {
             Request::Create { typeid, args } => {
                 let obj =
                     catch_unwind(AssertUnwindSafe(|| self.registry.create(&typeid, &args, &self.address)))
-                        .map_err(|p| Fault::new("panic", super::panic_message(&*p)))??;
+                        .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))??;
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let entry = Entry { obj, refs: HashMap::from([(session, 1)]), floating: HashMap::new() };
                 lock(&self.objects).insert(id, entry);
@@ -272,7 +272,7 @@ impl Inner {
                 let obj = self.object(id)?;
                 let mut ctx = Ctx { session, conn, stop: &self.stop };
                 catch_unwind(AssertUnwindSafe(|| obj.call(&mut ctx, &method, &args)))
-                    .map_err(|p| Fault::new("panic", super::panic_message(&*p)))?
+                    .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?
             }
             Request::IncRef { id } => {
                 let mut objects = lock(&self.objects);

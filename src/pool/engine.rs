@@ -12,12 +12,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::connection::{Receiver, Sender};
 use crate::process::{Child, spawn_child};
+use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
 use super::WORKER_ENTRY;
@@ -35,10 +36,6 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 const TERM_GRACE: Duration = Duration::from_secs(1);
 /// Attempts to start a replacement worker before the slot gives up.
 const RESPAWN_ATTEMPTS: u32 = 3;
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The pool's settings.
 #[derive(Debug)]
@@ -686,24 +683,6 @@ impl Shared {
             })?;
         }
         Ok(())
-    }
-}
-
-/// Waits on `cv` until notified or `deadline` passes; `None` when it passed.
-fn wait_until<'a, T>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-) -> Option<MutexGuard<'a, T>> {
-    match deadline {
-        None => Some(cv.wait(guard).unwrap_or_else(|p| p.into_inner())),
-        Some(d) => {
-            let now = Instant::now();
-            if now >= d {
-                return None;
-            }
-            Some(cv.wait_timeout(guard, d - now).unwrap_or_else(|p| p.into_inner()).0)
-        }
     }
 }
 

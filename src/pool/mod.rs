@@ -84,8 +84,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::connection::deadline_of;
 use crate::process::{Entry, Function};
+use crate::util::deadline_of;
 use crate::{Error, Result};
 
 use engine::{Config, Outputs, Shared, Tasks};

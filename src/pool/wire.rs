@@ -7,7 +7,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{MAX_SHORT_PAYLOAD, encode_header};
+pub(crate) use crate::codec::push_cbor_uint as push_uint;
+use crate::codec::{MAX_SHORT_PAYLOAD, encode_header, take_cbor_uint};
 use crate::{Error, Result};
 
 /// The pool protocol version, in the worker's start arguments.
@@ -49,47 +50,10 @@ pub struct Ran {
 }
 
 /// Appends `n` as a CBOR unsigned integer (its shortest encoding).
-pub(crate) fn push_uint(out: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=23 => out.push(n as u8),
-        24..=0xff => out.extend_from_slice(&[0x18, n as u8]),
-        0x100..=0xffff => {
-            out.push(0x19);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0x1a);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0x1b);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
-
 /// Takes a CBOR unsigned integer (any of its encodings) off the front of `body`.
 pub(crate) fn take_uint(body: &mut &[u8]) -> Result<u64> {
-    let (n, len) = match *body {
-        [b, ..] if *b <= 23 => (u64::from(*b), 1),
-        [0x18, b, ..] => (u64::from(*b), 2),
-        [0x19, a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 3),
-        [0x1a, rest @ ..] if rest.len() >= 4 => {
-            (u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]])), 5)
-        }
-        [0x1b, rest @ ..] if rest.len() >= 8 => {
-            let mut b = [0; 8];
-            b.copy_from_slice(&rest[..8]);
-            (u64::from_be_bytes(b), 9)
-        }
-        _ => {
-            return Err(Error::Protocol(
-                "a pool message without an unsigned integer where one belongs".into(),
-            ));
-        }
-    };
-    *body = &body[len..];
-    Ok(n)
+    take_cbor_uint(body)
+        .ok_or_else(|| Error::Protocol("a pool message without an unsigned integer where one belongs".into()))
 }
 
 /// Starts a frame with opcode `op` in `out`; returns where it starts, for [`end_frame`].
@@ -159,7 +123,7 @@ pub(crate) fn run_tasks<A: DeserializeOwned, R: Serialize>(
             }
             Err(p) => {
                 out.push(PANICKED);
-                push_text(out, &crate::process::panic_message(&*p));
+                push_text(out, &crate::util::panic_message(&*p));
                 failed += 1;
             }
         }

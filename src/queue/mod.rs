@@ -54,8 +54,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use self::remote::Remote;
-use self::server::{Server, lock};
-use crate::connection::{DEFAULT_MAX_MESSAGE_SIZE, deadline_of};
+use self::server::Server;
+use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::util::deadline_of;
+use crate::util::lock;
 use crate::{Address, AuthKey, Error, Family, Result};
 
 /// The most items a consumer in another process asks for ahead of its gets, by default.

@@ -8,10 +8,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::server::{lock, read_batch};
+use super::server::read_batch;
 use super::wire::{self, Info};
-use crate::connection::deadline_of;
 use crate::shared::AtomicValue;
+use crate::util::deadline_of;
+use crate::util::lock;
 use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result, Sender};
 
 /// How long a handle waits for the server's answer to a control message before it calls the

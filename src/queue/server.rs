@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::wire::{self, Info};
-use crate::connection::deadline_of;
 use crate::shared::AtomicValue;
+use crate::util::{deadline_of, lock};
 use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sender};
 
 /// How often an idle server thread looks whether the queue was dropped.
@@ -51,10 +51,6 @@ fn copy_item(body: &[u8]) -> Result<Bytes> {
     })?;
     v.extend_from_slice(body);
     Ok(Bytes::from(v))
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a connection's writer thread sends next, in order.

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::codec::encode_header;
+use crate::codec::{encode_header, push_cbor_uint, take_cbor_uint};
 use crate::shared::AtomicValue;
 use crate::{Error, Result};
 
@@ -104,46 +104,21 @@ pub(crate) fn push_value<V: Serialize + ?Sized>(out: &mut Vec<u8>, op: u8, value
 /// Appends one frame, `op` followed by `n` as a CBOR unsigned integer, to `out`: the body of
 /// the frequent count messages, written without going through serde.
 pub(crate) fn push_count(out: &mut Vec<u8>, op: u8, n: u64) {
-    let mut body = [0u8; 9];
-    let len = match n {
-        0..=23 => {
-            body[0] = n as u8;
-            1
-        }
-        24..=0xff => {
-            body[..2].copy_from_slice(&[0x18, n as u8]);
-            2
-        }
-        0x100..=0xffff => {
-            body[0] = 0x19;
-            body[1..3].copy_from_slice(&(n as u16).to_be_bytes());
-            3
-        }
-        0x1_0000..=0xffff_ffff => {
-            body[0] = 0x1a;
-            body[1..5].copy_from_slice(&(n as u32).to_be_bytes());
-            5
-        }
-        _ => {
-            body[0] = 0x1b;
-            body[1..9].copy_from_slice(&n.to_be_bytes());
-            9
-        }
-    };
-    push_frame(out, op, &body[..len]);
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, op]);
+    push_cbor_uint(out, n);
+    // At most 10 bytes: always the 4-byte header.
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Decodes a body that is one CBOR unsigned integer (any of its encodings).
 pub(crate) fn count(op: u8, body: &[u8]) -> Result<u64> {
-    let n = match body {
-        [b] if *b <= 23 => Some(*b as u64),
-        [0x18, b] => Some(*b as u64),
-        [0x19, rest @ ..] => rest.try_into().ok().map(|b: [u8; 2]| u16::from_be_bytes(b) as u64),
-        [0x1a, rest @ ..] => rest.try_into().ok().map(|b: [u8; 4]| u32::from_be_bytes(b) as u64),
-        [0x1b, rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
-        _ => None,
-    };
-    n.ok_or_else(|| Error::Protocol(format!("queue message {op:#04x} without an unsigned integer body")))
+    let mut rest = body;
+    match take_cbor_uint(&mut rest) {
+        Some(n) if rest.is_empty() => Ok(n),
+        _ => Err(Error::Protocol(format!("queue message {op:#04x} without an unsigned integer body"))),
+    }
 }
 
 /// The CBOR encoding of an item.

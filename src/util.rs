@@ -1,0 +1,72 @@
+//! Small helpers every layer uses: locks that survive a panic, condition-variable waits with a
+//! deadline, deadlines from timeouts, and the text of a panic.
+
+use std::any::Any;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Locks `m`, taking over a lock whose holder panicked: the state behind procwire's own locks
+/// stays consistent across a panic (no user code runs while one is held).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on `cv` until notified or until `deadline` (`None`: no limit); `None` once the
+/// deadline has passed.
+pub(crate) fn wait_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> Option<MutexGuard<'a, T>> {
+    match deadline {
+        None => Some(cv.wait(guard).unwrap_or_else(|p| p.into_inner())),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            Some(cv.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0)
+        }
+    }
+}
+
+/// The deadline `t` from now; `None` (no deadline) for no timeout or one too far to represent.
+pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
+    t.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// The message of a panic's payload (`panic!` with a string or a format).
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a payload that is not a string".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_past_its_deadline_returns_none_and_a_poisoned_lock_is_taken_over() {
+        let m = std::sync::Arc::new(Mutex::new(1));
+        let m2 = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("poison it");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        let g = lock(&m);
+        assert_eq!(*g, 1);
+        let cv = Condvar::new();
+        assert!(wait_until(&cv, g, Some(Instant::now())).is_none());
+        assert!(deadline_of(Some(Duration::MAX)).is_none());
+        assert_eq!(panic_message(&"text"), "text");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&7u8), "a panic with a payload that is not a string");
+    }
+}
