@@ -44,9 +44,15 @@ pub(crate) type Outcome = Result<Vec<u8>, Fault>;
 /// Decodes a method's arguments as `T`; a mismatch is a fault of kind `type`.
 pub(crate) fn args<T: DeserializeOwned>(method: &str, a: &[u8]) -> Result<T, Fault> {
     super::wire::decode(a).map_err(|e| {
+        // serde's message may quote the whole argument.
+        let e = e.to_string();
         Fault::new(
             "type",
-            format!("the arguments of {method} do not decode as {}: {e}", std::any::type_name::<T>()),
+            format!(
+                "the arguments of {method} do not decode as {}: {}",
+                std::any::type_name::<T>(),
+                clip_to(&e, 256)
+            ),
         )
     })
 }
@@ -54,6 +60,16 @@ pub(crate) fn args<T: DeserializeOwned>(method: &str, a: &[u8]) -> Result<T, Fau
 /// Arguments of the wrong shape for a built-in method.
 fn shape(method: &str, e: cbor::Malformed) -> Fault {
     Fault::new("type", format!("the arguments of {method} do not fit: {e}"))
+}
+
+/// A name from a request, cut to 64 characters for a message: a reply to a bad request is no
+/// larger than a constant.
+pub(crate) fn clip(name: &str) -> &str {
+    clip_to(name, 64)
+}
+
+fn clip_to(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 /// The fault for memory the server could not have.
@@ -141,7 +157,7 @@ pub(crate) trait Object: Send + Sync {
 }
 
 pub(crate) fn no_method(typeid: &str, method: &str) -> Fault {
-    Fault::new("attribute", format!("'{typeid}' object has no exposed method '{method}'"))
+    Fault::new("attribute", format!("'{typeid}' object has no exposed method '{}'", clip(method)))
 }
 
 /// The end of a wait: `None` for "wait forever", `Some(now)` for a non-blocking attempt.
@@ -387,6 +403,16 @@ impl DictState {
         Ok(())
     }
 
+    /// Room in the table and the entries for `n` more entries: at most half the table in use,
+    /// tombs included, so that probes end soon, and a quarter after a rebuild.
+    fn reserve(&mut self, n: usize) -> Result<(), Fault> {
+        let want = self.live.saturating_add(n);
+        if want.saturating_add(self.tombs).saturating_mul(2) > self.table.len() {
+            self.rebuild_table(want.saturating_mul(2).next_power_of_two().max(8))?;
+        }
+        room(&mut self.entries, n)
+    }
+
     /// Appends `x` to the data: where it is.
     fn put(&mut self, x: &[u8]) -> Result<(u32, u32), Fault> {
         if self.data.len().saturating_add(x.len()) > MAX_BYTES {
@@ -412,14 +438,10 @@ impl DictState {
             }
             return Ok(Some(was));
         }
-        // At most half the table in use, tombs included, so that probes end soon.
-        if (self.live + self.tombs + 1) * 2 > self.table.len() {
-            self.rebuild_table(((self.live + 1) * 4).next_power_of_two().max(8))?;
-        }
+        self.reserve(1)?;
         if self.entries.len() >= TOMB as usize - 1 {
             return Err(too_large());
         }
-        room(&mut self.entries, 1)?;
         let k = self.put(key)?;
         let v = self.put(value)?;
         self.entries.push(Slot { key: k, value: v });
@@ -468,7 +490,7 @@ impl DictState {
         self.data = data;
         self.entries = entries;
         self.dead = 0;
-        self.rebuild_table((self.live * 4).next_power_of_two().max(8))
+        self.rebuild_table(self.live.saturating_mul(4).next_power_of_two().max(8))
     }
 
     fn live(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -533,6 +555,8 @@ impl Object for Dict {
             "update" => {
                 // Room for all of it at once: the entries' bytes are within the request's.
                 room(&mut st.data, a.len())?;
+                let n = cbor::Items::of(a).map_err(|e| shape(method, e))?.count();
+                st.reserve(n)?;
                 for item in cbor::Items::of(a).map_err(|e| shape(method, e))? {
                     let (k, v) = item.and_then(cbor::pair).map_err(|e| shape(method, e))?;
                     st.insert(k, v)?;

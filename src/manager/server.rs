@@ -135,7 +135,10 @@ impl Registry {
     fn create(&self, typeid: &str, a: &[u8], near: &Address) -> std::result::Result<Arc<dyn Object>, Fault> {
         match self.types.get(typeid) {
             Some(f) => f(a, near),
-            None => Err(Fault::new("create", format!("no type {typeid:?} is registered with this manager"))),
+            None => Err(Fault::new(
+                "create",
+                format!("no type {:?} is registered with this manager", objects::clip(typeid)),
+            )),
         }
     }
 }

@@ -60,7 +60,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
             return match text(b)? {
                 "Count" => Ok(Request::Count),
                 "Shutdown" => Ok(Request::Shutdown),
-                other => Err(format!("unknown request {other:?}")),
+                other => Err(format!("unknown request {:?}", super::objects::clip(other))),
             };
         }
         (5, ai, 1) if ai != 31 => {
@@ -95,7 +95,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
         "IncRef" => Request::IncRef { id: uint(field(2)?)? },
         "Adopt" => Request::Adopt { id: uint(field(2)?)? },
         "DecRef" => Request::DecRef { id: uint(field(2)?)? },
-        other => return Err(format!("unknown request {other:?}")),
+        other => return Err(format!("unknown request {:?}", super::objects::clip(other))),
     })
 }
 
