@@ -177,7 +177,7 @@ fn main() {
         enc(&Req::Call { id: 0, method: "sort", args: () }),
         enc(&Req::Call { id: 0, method: "to_vec", args: () }),
         enc(&Req::Call { id: 0, method: "pop", args: Some(0i64) }),
-        enc(&Req::DecRef { id: 0 }),
+        enc::<Req<'_, ()>>(&Req::DecRef { id: 0 }),
     ]);
     write("manager_requests", "list", &list);
     let dict = reqs(&[

@@ -635,13 +635,16 @@ impl Object for List {
                 let x = v.remove(i)?;
                 raw(&[&x])
             }
-            "remove" => match { v.iter().position(|x| cbor::equal(x, a)) } {
-                Some(i) => {
-                    v.remove(i)?;
-                    reply(())
+            "remove" => {
+                let found = v.iter().position(|x| cbor::equal(x, a));
+                match found {
+                    Some(i) => {
+                        v.remove(i)?;
+                        reply(())
+                    }
+                    None => Err(Fault::new("value", "list.remove(x): x not in list")),
                 }
-                None => Err(Fault::new("value", "list.remove(x): x not in list")),
-            },
+            }
             "index" => match v.iter().position(|x| cbor::equal(x, a)) {
                 Some(i) => reply(i),
                 None => Err(Fault::new("value", "list.index(x): x not in list")),

@@ -78,10 +78,10 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
     for _ in 0..n {
         let key = text(item(&mut pos)?)?;
         let value = item(&mut pos)?;
-        if let Some(i) = NAMES.iter().position(|n| *n == key) {
-            if fields[i].replace(value).is_some() {
-                return Err(format!("duplicate field {key:?}"));
-            }
+        if let Some(i) = NAMES.iter().position(|n| *n == key)
+            && fields[i].replace(value).is_some()
+        {
+            return Err(format!("duplicate field {key:?}"));
         }
     }
     let field = |i: usize| fields[i].ok_or_else(|| format!("{variant} without its field {:?}", NAMES[i]));
