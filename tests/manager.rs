@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use procwire::manager::{
-    BarrierProxy, ChildArgs, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Manager,
-    NamespaceProxy, Proxy, QueueProxy, RLockProxy, Registry, SERVE, SemaphoreProxy, ValueProxy, serve_child,
+    BarrierProxy, ChildArgs, ConditionProxy, DictProxy, EventProxy, LEASE_EXPIRED, ListProxy, LockProxy,
+    Manager, NamespaceProxy, Proxy, QueueProxy, RLockProxy, Registry, SERVE, SemaphoreProxy, ValueProxy,
+    serve_child,
 };
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::{Address, AuthKey, Connection, Error};
@@ -597,6 +598,190 @@ fn threads_of_one_process_do_not_block_each_other() {
     assert!(waiter.join().unwrap().unwrap());
 }
 
+// ---------------------------------------------------------------------------------------------
+// A stopped holder of a lock with a lease loses it
+
+fn hold_leased(mut ch: Connection, (leased, rleased, plain): (LockProxy, RLockProxy, LockProxy)) {
+    leased.acquire().unwrap();
+    rleased.acquire().unwrap();
+    plain.acquire().unwrap();
+    ch.send(&"holding").unwrap();
+    // Stopped here by the parent; once continued, says what its releases got.
+    let _: String = ch.recv().unwrap();
+    let kinds = [leased.release(), rleased.release()].map(|r| match r {
+        Err(Error::Remote { kind, .. }) => kind,
+        other => format!("{other:?}"),
+    });
+    ch.send(&kinds).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+static HOLD_LEASED: ChannelFunction<(LockProxy, RLockProxy, LockProxy)> =
+    ChannelFunction::new("hold_leased", hold_leased);
+
+/// Kills a child that a failed test would leave stopped or waiting.
+struct KillOnDrop(Option<libc::pid_t>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: signals our own child, not yet reaped (disarmed before the join).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn a_stopped_holder_loses_a_lock_with_a_lease() {
+    use_test_entry("procwire_child");
+    let m = Manager::start().unwrap();
+    // Long enough that this process's own hold, which has the same lease, outlasts the checks.
+    let lease = Duration::from_secs(3);
+    let (leased, rleased, plain) =
+        (m.lock_with_lease(lease).unwrap(), m.rlock_with_lease(lease).unwrap(), m.lock().unwrap());
+    let mut ch = start(&HOLD_LEASED, (leased.clone(), rleased.clone(), plain.clone())).unwrap();
+    ch.set_read_timeout(Some(LONG));
+    assert_eq!(ch.recv::<String>().unwrap(), "holding");
+    let pid = ch.pid() as libc::pid_t;
+    let mut guard = KillOnDrop(Some(pid));
+    // SAFETY: signals our own child, which is alive (it just answered).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    assert!(!plain.try_acquire().unwrap());
+    // A waiter gets the leased locks once the lease has run out...
+    let t = Instant::now();
+    assert!(leased.acquire_timeout(LONG).unwrap(), "the leased lock came back");
+    assert!(rleased.acquire_timeout(LONG).unwrap(), "the leased rlock came back");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // ...while the lock without one stays with the stopped holder.
+    assert!(!plain.acquire_timeout(Duration::from_millis(500)).unwrap(), "a lock without a lease blocks");
+    ch.send(&"release").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let kinds: [String; 2] = ch.recv().unwrap();
+    assert_eq!(kinds, [LEASE_EXPIRED, LEASE_EXPIRED], "the late releases are refused");
+    assert!(leased.locked().unwrap(), "the late release did not free the new holder's lock");
+    assert!(!leased.try_acquire().unwrap());
+    leased.release().unwrap();
+    rleased.release().unwrap();
+    ch.kill().unwrap();
+    guard.0 = None;
+    ch.join(LIMIT).unwrap();
+    assert!(plain.acquire_timeout(LONG).unwrap(), "given back when the holder died");
+    match m.lock_with_lease(Duration::ZERO) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "value"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory a request costs the server
+
+/// A field of /proc/self/status, in bytes.
+fn status(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    line[field.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+fn mem_registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("Mem", |(): ()| ())
+        // Starts a new peak (Linux: writing 5 to clear_refs resets VmHWM to VmRSS).
+        .method("reset", |_: &mut (), (): ()| {
+            std::fs::write("/proc/self/clear_refs", "5").unwrap();
+            status("VmRSS:")
+        })
+        .method("peak", |_: &mut (), (): ()| status("VmHWM:"));
+    r
+}
+
+static MEM_MANAGER: ChannelFunction<ChildArgs> =
+    ChannelFunction::new("mem_manager", |ch, args| serve_child(ch, args, mem_registry()));
+
+/// `n` items of one shape, encoded as they are produced (the client holds none of them).
+#[derive(Clone, Copy)]
+enum Shape {
+    Null,
+    EmptyArray,
+    EmptyMap,
+    TinyInt,
+    /// A dict entry: a distinct integer key and a null.
+    Entry,
+}
+
+struct Many(usize, Shape);
+
+impl serde::Serialize for Many {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0))?;
+        for i in 0..self.0 {
+            match self.1 {
+                Shape::Null => seq.serialize_element(&())?,
+                Shape::EmptyArray => seq.serialize_element(&[(); 0])?,
+                Shape::EmptyMap => seq.serialize_element(&std::collections::BTreeMap::<u8, u8>::new())?,
+                Shape::TinyInt => seq.serialize_element(&((i % 24) as u8))?,
+                Shape::Entry => seq.serialize_element(&(i as u32, ()))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// Sends one request of about `size` bytes of `shape` to a new manager (`how`: list.extend,
+/// list.create, dict.update or value.set); the request's size and the growth of the
+/// manager's peak resident memory while it handled it.
+fn request_cost(how: &str, shape: Shape, size: usize) -> (usize, u64) {
+    let m = Manager::builder().start_with(&MEM_MANAGER).unwrap();
+    let mem = m.create("Mem", &()).unwrap();
+    let per = match shape {
+        Shape::Entry => 6,
+        _ => 1,
+    };
+    let items = Many(size / per, shape);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&items, &mut bytes).unwrap();
+    let obj = match how {
+        "list.extend" | "list.create" => m.create("list", &Many(0, shape)).unwrap(),
+        "dict.update" => m.create("dict", &()).unwrap(),
+        _ => m.create("value", &()).unwrap(),
+    };
+    // The same path once, small, so that what is made once (threads, buffers) is made.
+    let _ = obj.call::<_, ()>(if how == "value.set" { "set" } else { "clear" }, &());
+    let base: u64 = mem.call("reset", &()).unwrap();
+    let _kept = match how {
+        "list.extend" => obj.call::<_, ()>("extend", &items).map(|()| None),
+        "list.create" => m.create("list", &items).map(Some),
+        "dict.update" => obj.call::<_, ()>("update", &items).map(|()| None),
+        _ => obj.call::<_, ()>("set", &items).map(|()| None),
+    }
+    .unwrap();
+    let peak: u64 = mem.call("peak", &()).unwrap();
+    (bytes.len(), peak.saturating_sub(base))
+}
+
+#[test]
+fn a_request_costs_the_manager_a_few_times_its_size() {
+    use_test_entry("procwire_child");
+    const SIZE: usize = 8 << 20;
+    for (how, shape, name) in [
+        ("list.extend", Shape::Null, "nulls"),
+        ("list.extend", Shape::EmptyArray, "empty arrays"),
+        ("list.extend", Shape::EmptyMap, "empty maps"),
+        ("list.create", Shape::TinyInt, "tiny ints"),
+        ("dict.update", Shape::Entry, "[int, null] entries"),
+        ("value.set", Shape::EmptyArray, "empty arrays"),
+    ] {
+        let (size, growth) = request_cost(how, shape, SIZE);
+        let ratio = growth as f64 / size as f64;
+        eprintln!("{how} of {name}: {size} B request, peak RSS +{growth} B, {ratio:.2}x");
+        // Decoded into value trees, such requests cost the server 40 to 100 times their size.
+        assert!(growth <= 8 * size as u64 + (4 << 20), "{how} of {name}: {ratio:.1}x");
+    }
+}
+
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
@@ -611,5 +796,7 @@ fn procwire_child() {
         &USE_AND_DROP,
         &KEEP_AND_HANG,
         &LOAD_CLIENT,
+        &HOLD_LEASED,
+        &MEM_MANAGER,
     ]);
 }

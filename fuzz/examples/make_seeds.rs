@@ -148,4 +148,57 @@ fn main() {
         &[11, 0x81, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     );
     write("cbor_decode", "trailing_bytes", &[15, 0x61, b'a', 0x00]);
+
+    // manager_requests: requests, each a 2-byte length and its bytes; ids count from the
+    // input's first object (0).
+    #[derive(Serialize)]
+    enum Req<'a, A> {
+        Create { typeid: &'a str, args: A },
+        Call { id: u64, method: &'a str, args: A },
+        DecRef { id: u64 },
+    }
+    fn reqs(parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            out.extend_from_slice(p);
+        }
+        out
+    }
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut b = Vec::new();
+        ciborium::into_writer(v, &mut b).unwrap();
+        b
+    }
+    let list = reqs(&[
+        enc(&Req::Create { typeid: "list", args: vec![3u8, 1, 2] }),
+        enc(&Req::Call { id: 0, method: "extend", args: ((), [(); 0], 1.5f64, "x") }),
+        enc(&Req::Call { id: 0, method: "insert", args: (-1i64, vec![(); 4]) }),
+        enc(&Req::Call { id: 0, method: "sort", args: () }),
+        enc(&Req::Call { id: 0, method: "to_vec", args: () }),
+        enc(&Req::Call { id: 0, method: "pop", args: Some(0i64) }),
+        enc::<Req<'_, ()>>(&Req::DecRef { id: 0 }),
+    ]);
+    write("manager_requests", "list", &list);
+    let dict = reqs(&[
+        enc(&Req::Create { typeid: "dict", args: () }),
+        enc(&Req::Call { id: 0, method: "update", args: vec![(1u8, "a"), (2, "b"), (1, "c")] }),
+        enc(&Req::Call { id: 0, method: "remove", args: 2u8 }),
+        enc(&Req::Call { id: 0, method: "items", args: () }),
+        enc(&Req::Create { typeid: "namespace", args: () }),
+        enc(&Req::Call { id: 1, method: "set", args: ("n", [1u8, 2]) }),
+        enc(&Req::Call { id: 1, method: "items", args: () }),
+    ]);
+    write("manager_requests", "dict_namespace", &dict);
+    let lock = reqs(&[
+        enc(&Req::Create { typeid: "lock", args: Some(0.01f64) }),
+        enc(&Req::Call { id: 0, method: "acquire", args: (1u64, true, None::<f64>) }),
+        enc(&Req::Call { id: 0, method: "acquire", args: (2u64, true, Some(0.05f64)) }),
+        enc(&Req::Call { id: 0, method: "release", args: 1u64 }),
+        enc(&Req::Create { typeid: "Echo", args: () }),
+        enc(&Req::Call { id: 1, method: "sum", args: vec![1u64, 2, 3] }),
+        enc(&Req::Call { id: 1, method: "parse", args: "-12" }),
+    ]);
+    write("manager_requests", "lock_lease_custom", &lock);
+    write("manager_requests", "malformed", &reqs(&[vec![0xa1, 0x64, b'C', b'a', b'l', b'l', 0x9f], vec![0x85, 0xf6]]));
 }

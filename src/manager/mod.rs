@@ -52,6 +52,7 @@
 //! at breaks (as in `threading`, when a waiting thread is interrupted), and its references
 //! are dropped. CPython's managers leave such locks held forever.
 
+mod cbor;
 mod objects;
 mod proxies;
 mod server;
@@ -74,6 +75,10 @@ pub use self::server::{BUILTIN_TYPES, ManagerServer, Registry, TypeBuilder};
 use self::wire::{Plain, ProxyRef, ReplyIn, RequestOut, VERSION};
 use crate::process::{Channel, ChannelFunction};
 use crate::{Address, AuthKey, Client, Connection, Error, Family, Result};
+
+/// The [`Error::Remote`] kind of a `release` by a holder of a lock whose lease ran out: the
+/// manager took the lock back ([`Manager::lock_with_lease`], [`Manager::rlock_with_lease`]).
+pub const LEASE_EXPIRED: &str = "lease_expired";
 
 /// How long a new connection waits for the manager's answer to its Hello, and a starting
 /// manager for its address.

@@ -634,6 +634,40 @@ impl Manager {
         self.create("rlock", &()).map(RLockProxy::from_proxy)
     }
 
+    /// A new shared lock with a lease: a holder keeps it at most `lease` after its acquire,
+    /// then the manager takes it back (a waiter gets it), and the holder's later `release` is
+    /// an [`Error::Remote`](crate::Error::Remote) of kind [`LEASE_EXPIRED`](super::LEASE_EXPIRED).
+    /// This bounds how long a holder that is alive but stuck (stopped, deadlocked, paging)
+    /// blocks everyone else; a lock without a lease is held until released or until the
+    /// holder's process ends. A lease shorter than a nanosecond is an error of kind `value`.
+    ///
+    /// ```
+    /// # use procwire::manager::{LEASE_EXPIRED, Manager, ManagerServer, Registry};
+    /// # use procwire::Error;
+    /// # use std::time::Duration;
+    /// # let key = procwire::AuthKey::random()?;
+    /// # let server = ManagerServer::bind(&procwire::Address::fresh(procwire::Family::Tcp)?, key.clone(), Registry::new())?;
+    /// # let manager = Manager::connect(server.address(), key)?;
+    /// let l = manager.lock_with_lease(Duration::from_millis(50))?;
+    /// l.acquire()?;
+    /// std::thread::sleep(Duration::from_millis(100));
+    /// assert!(!l.locked()?, "taken back");
+    /// match l.release() {
+    ///     Err(Error::Remote { kind, .. }) => assert_eq!(kind, LEASE_EXPIRED),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn lock_with_lease(&self, lease: Duration) -> Result<LockProxy> {
+        self.create("lock", &Some(lease.as_secs_f64())).map(LockProxy::from_proxy)
+    }
+
+    /// A new shared reentrant lock with a lease, as [`lock_with_lease`](Manager::lock_with_lease):
+    /// each acquire by the holder (a nested one too) starts the lease again.
+    pub fn rlock_with_lease(&self, lease: Duration) -> Result<RLockProxy> {
+        self.create("rlock", &Some(lease.as_secs_f64())).map(RLockProxy::from_proxy)
+    }
+
     /// A new shared semaphore with `value` permits.
     pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
         self.create("semaphore", &value).map(SemaphoreProxy::from_proxy)

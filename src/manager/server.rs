@@ -9,16 +9,15 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ciborium::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::objects::{self, Ctx, Fault, Object, Outcome, args, lock, no_method, reply};
-use super::wire::{Reply, Request, VERSION, decode};
+use super::wire::{self, MAX_HELLO, OK, Reply, Request, VERSION};
 use crate::{Address, AuthKey, Connection, Error, Listener, Result};
 
-type Create = dyn Fn(&Value, &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
-type Method<T> = Box<dyn Fn(&mut T, &Value) -> Outcome + Send + Sync>;
+type Create = dyn Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
+type Method<T> = Box<dyn Fn(&mut T, &[u8]) -> Outcome + Send + Sync>;
 type Methods<T> = Arc<RwLock<HashMap<String, Method<T>>>>;
 
 /// The types a manager can create, by type id: the built-ins, and the custom types registered
@@ -73,12 +72,12 @@ impl Registry {
     pub fn new() -> Registry {
         let mut r = Registry { types: HashMap::new() };
         r.builtin("dict", |_, _| Ok(Arc::new(objects::Dict::default())));
-        r.builtin("list", |a, _| Ok(Arc::new(objects::List::new(args("list", a)?))));
-        r.builtin("value", |a, _| Ok(Arc::new(objects::Cell::new(a.clone()))));
+        r.builtin("list", |a, _| Ok(Arc::new(objects::List::new(a)?)));
+        r.builtin("value", |a, _| Ok(Arc::new(objects::Cell::new(a)?)));
         r.builtin("namespace", |_, _| Ok(Arc::new(objects::Namespace::default())));
         r.builtin("queue", |a, near| Ok(Arc::new(objects::SharedQueue::new(args("queue", a)?, near)?)));
-        r.builtin("lock", |_, _| Ok(Arc::new(objects::Lock::new(false))));
-        r.builtin("rlock", |_, _| Ok(Arc::new(objects::Lock::new(true))));
+        r.builtin("lock", |a, _| Ok(Arc::new(objects::Lock::new(false, args("lock", a)?)?)));
+        r.builtin("rlock", |a, _| Ok(Arc::new(objects::Lock::new(true, args("rlock", a)?)?)));
         r.builtin("semaphore", |a, _| Ok(Arc::new(objects::Semaphore::new(args("semaphore", a)?, false))));
         r.builtin("bounded_semaphore", |a, _| {
             Ok(Arc::new(objects::Semaphore::new(args("bounded_semaphore", a)?, true)))
@@ -98,7 +97,7 @@ impl Registry {
     fn builtin(
         &mut self,
         typeid: &str,
-        f: impl Fn(&Value, &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync + 'static,
+        f: impl Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync + 'static,
     ) {
         self.types.insert(typeid.to_string(), Box::new(f));
     }
@@ -123,7 +122,7 @@ impl Registry {
         let m = methods.clone();
         let name: Arc<str> = typeid.into();
         let n = name.clone();
-        let f = move |a: &Value, _: &Address| -> std::result::Result<Arc<dyn Object>, Fault> {
+        let f = move |a: &[u8], _: &Address| -> std::result::Result<Arc<dyn Object>, Fault> {
             let a: A = args(&format!("{n} (its constructor)"), a)?;
             let value = catch_unwind(AssertUnwindSafe(|| create(a)))
                 .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?;
@@ -133,10 +132,13 @@ impl Registry {
         TypeBuilder { methods, typeid: name }
     }
 
-    fn create(&self, typeid: &str, a: &Value, near: &Address) -> std::result::Result<Arc<dyn Object>, Fault> {
+    fn create(&self, typeid: &str, a: &[u8], near: &Address) -> std::result::Result<Arc<dyn Object>, Fault> {
         match self.types.get(typeid) {
             Some(f) => f(a, near),
-            None => Err(Fault::new("create", format!("no type {typeid:?} is registered with this manager"))),
+            None => Err(Fault::new(
+                "create",
+                format!("no type {:?} is registered with this manager", objects::clip(typeid)),
+            )),
         }
     }
 }
@@ -200,7 +202,7 @@ struct Custom<T> {
 }
 
 impl<T: Send> Object for Custom<T> {
-    fn call(&self, _ctx: &mut Ctx<'_>, method: &str, a: &Value) -> Outcome {
+    fn call(&self, _ctx: &mut Ctx<'_>, method: &str, a: &[u8]) -> Outcome {
         let methods = self.methods.read().unwrap_or_else(|p| p.into_inner());
         let Some(m) = methods.get(method) else { return Err(no_method(&self.typeid, method)) };
         // A panic poisons the mutex; the object stays usable (as a Python object after an
@@ -253,7 +255,7 @@ impl Inner {
         lock(&self.objects).get(&id).map(|e| e.obj.clone()).ok_or_else(|| missing(id))
     }
 
-    fn handle(&self, session: u64, req: Request, conn: &mut Connection) -> Outcome {
+    fn handle(&self, session: u64, req: Request<'_>, conn: &mut Connection) -> Outcome {
         if self.stop.load(Ordering::SeqCst) {
             return Err(Fault::new("shutdown", "the manager was shut down"));
         }
@@ -261,7 +263,7 @@ impl Inner {
             Request::Hello { .. } => Err(Fault::new("protocol", "Hello sent twice")),
             Request::Create { typeid, args } => {
                 let obj =
-                    catch_unwind(AssertUnwindSafe(|| self.registry.create(&typeid, &args, &self.address)))
+                    catch_unwind(AssertUnwindSafe(|| self.registry.create(typeid, args, &self.address)))
                         .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))??;
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let entry = Entry { obj, refs: HashMap::from([(session, 1)]), floating: HashMap::new() };
@@ -271,7 +273,7 @@ impl Inner {
             Request::Call { id, method, args } => {
                 let obj = self.object(id)?;
                 let mut ctx = Ctx { session, conn, stop: &self.stop };
-                catch_unwind(AssertUnwindSafe(|| obj.call(&mut ctx, &method, &args)))
+                catch_unwind(AssertUnwindSafe(|| obj.call(&mut ctx, method, args)))
                     .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?
             }
             Request::IncRef { id } => {
@@ -363,42 +365,54 @@ fn missing(id: u64) -> Fault {
     Fault::new("reference", format!("object {id} does not exist (it was freed, or never created here)"))
 }
 
+/// Sends a fault as the reply.
+fn send_fault(conn: &mut Connection, f: Fault) -> Result<()> {
+    conn.send(&Reply::Err { kind: f.kind, message: f.message })
+}
+
+/// Reads the Hello that opens a connection (at most [`MAX_HELLO`] bytes: it has no reason to
+/// be larger) and answers it; the session it names, or `None` to close the connection.
+fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
+    let max = conn.max_message_size();
+    conn.set_max_message_size(MAX_HELLO);
+    conn.set_read_timeout(Some(crate::listener::DEFAULT_HANDSHAKE_TIMEOUT));
+    let got = conn.recv_bytes_into(buf);
+    conn.set_max_message_size(max);
+    conn.set_read_timeout(None);
+    let fault = match got.map(|_| wire::parse(buf)) {
+        Ok(Ok(Request::Hello { version, session })) if version == VERSION => {
+            return conn.send_bytes(&[OK[0], OK[1], OK[2], OK[3], 0xf6]).ok().map(|()| session);
+        }
+        Ok(Ok(Request::Hello { version, .. })) => {
+            Fault::new("version", format!("protocol version {version} is not {VERSION}"))
+        }
+        Ok(_) | Err(Error::MessageTooLarge { .. }) => {
+            Fault::new("protocol", "the first request on a manager connection must be Hello")
+        }
+        Err(_) => return None,
+    };
+    let _ = send_fault(conn, fault);
+    None
+}
+
 /// Serves one client connection until it closes.
 fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
-    conn.set_read_timeout(Some(crate::listener::DEFAULT_HANDSHAKE_TIMEOUT));
-    let session = match conn.recv::<Request>() {
-        Ok(Request::Hello { version, session }) if version == VERSION => session,
-        Ok(Request::Hello { version, .. }) => {
-            let message = format!("protocol version {version} is not {VERSION}");
-            let _ = conn.send(&Reply::Err { kind: "version".into(), message });
-            return;
-        }
-        Ok(_) | Err(Error::Decode(_)) => {
-            let message = "the first request on a manager connection must be Hello".to_string();
-            let _ = conn.send(&Reply::Err { kind: "protocol".into(), message });
-            return;
-        }
-        Err(_) => return,
-    };
-    conn.set_read_timeout(None);
-    if conn.send(&Reply::Ok(Value::Null)).is_err() {
-        return;
-    }
-    inner.session_opened(session);
     let mut buf = Vec::new();
+    let Some(session) = hello(&mut conn, &mut buf) else { return };
+    inner.session_opened(session);
     while !inner.stop.load(Ordering::Relaxed) {
         if conn.recv_bytes_into(&mut buf).is_err() {
             break;
         }
-        let outcome = match decode::<Request>(&buf) {
+        let outcome = match wire::parse(&buf) {
             Ok(req) => inner.handle(session, req, &mut conn),
             Err(e) => Err(Fault::new("protocol", format!("not a manager request: {e}"))),
         };
-        let reply = match outcome {
-            Ok(v) => Reply::Ok(v),
-            Err(f) => Reply::Err { kind: f.kind, message: f.message },
+        let sent = match outcome {
+            Ok(reply) => conn.send_bytes(&reply),
+            Err(f) => send_fault(&mut conn, f),
         };
-        if conn.send(&reply).is_err() {
+        if sent.is_err() {
             break;
         }
     }
