@@ -48,6 +48,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shared;
+mod sys;
 mod transport;
 mod util;
 pub mod wait;

@@ -96,7 +96,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::transport;
+use crate::sys;
 use crate::util::{deadline_of, lock, panic_message};
 use crate::wait::{Waitable, wait};
 use crate::{Connection, Error, Result};
@@ -308,10 +308,10 @@ pub fn init(functions: &[&dyn Entry]) {
     let Ok(value) = std::env::var(ENV_PROCESS) else { return };
     let Some((version, ppid)) = value.split_once(':') else { return };
     // Inherited by a process that some child started on its own: not a procwire child.
-    if ppid.parse::<u32>().ok() != Some(transport::parent_id()) {
+    if ppid.parse::<u32>().ok() != Some(sys::parent_id()) {
         return;
     }
-    transport::keep_sentinel(ENV_SENTINEL);
+    sys::keep_sentinel(ENV_SENTINEL);
     // Grandchildren are started the way this child was (in a test binary: the same test).
     set_child_args(std::env::args_os().skip(1));
     let code = run_child(functions, version);
@@ -336,7 +336,7 @@ fn run_child(functions: &[&dyn Entry], version: &str) -> i32 {
         }
     };
     if start.daemon {
-        transport::watch_parent();
+        sys::watch_parent();
     }
     let _ = NAME.set(start.name.clone());
     // The pool's worker is built in: it runs the tasks of any function in the list.
@@ -399,11 +399,11 @@ pub fn use_test_entry(test_name: &str) {
 /// `From`) or [`Channel::sentinel`]. A process that was not started yet counts as ready.
 #[derive(Debug, Default)]
 pub struct Sentinel {
-    raw: Option<transport::Sentinel>,
+    raw: Option<sys::Sentinel>,
 }
 
 impl Sentinel {
-    pub(crate) fn raw(&self) -> Option<&transport::Sentinel> {
+    pub(crate) fn raw(&self) -> Option<&sys::Sentinel> {
         self.raw.as_ref()
     }
 }
@@ -418,7 +418,7 @@ struct ChildState {
 impl ChildState {
     fn try_reap(&mut self) -> Result<Option<i32>> {
         if self.status.is_none() {
-            self.status = transport::reap(self.pid, false)?;
+            self.status = sys::reap(self.pid, false)?;
         }
         Ok(self.status)
     }
@@ -426,7 +426,7 @@ impl ChildState {
     /// SIGTERM or SIGKILL, unless it has exited already (never to a reaped pid).
     fn signal(&mut self, kill: bool) -> Result<()> {
         if self.try_reap()?.is_none() {
-            transport::signal(self.pid, kill)?;
+            sys::signal(self.pid, kill)?;
         }
         Ok(())
     }
@@ -435,7 +435,7 @@ impl ChildState {
 /// Waits until `try_reap` says the child is gone or `deadline` passes (`Ok(None)`).
 fn join_child(
     mut try_reap: impl FnMut() -> Result<Option<i32>>,
-    sentinel: &transport::Sentinel,
+    sentinel: &sys::Sentinel,
     deadline: Option<Instant>,
 ) -> Result<Option<i32>> {
     loop {
@@ -460,7 +460,7 @@ fn join_child(
 #[derive(Debug)]
 pub(crate) struct Child {
     state: Mutex<ChildState>,
-    sentinel: transport::Sentinel,
+    sentinel: sys::Sentinel,
     pid: u32,
 }
 
@@ -524,7 +524,7 @@ struct SpawnOptions<'a> {
 /// A child that reported `Started`.
 struct Spawned {
     conn: Connection,
-    sentinel: transport::Sentinel,
+    sentinel: sys::Sentinel,
     pid: u32,
 }
 
@@ -544,8 +544,8 @@ fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     cmd.args(lock(&CHILD_ARGS).iter());
     cmd.env(ENV_PROCESS, format!("{VERSION}:{}", std::process::id()));
     theirs.pass_to_child(&mut cmd, ENV_CONN)?;
-    let sentinel = transport::prepare_child(&mut cmd, ENV_SENTINEL, o.daemon)?;
-    let pid = transport::spawn(cmd, o.daemon)
+    let sentinel = sys::prepare_child(&mut cmd, ENV_SENTINEL, o.daemon)?;
+    let pid = sys::spawn(cmd, o.daemon)
         .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))))?;
     drop(theirs);
     let mut child = ChildState { pid, status: None };
@@ -566,7 +566,7 @@ fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
             .flatten()
             .or_else(|| {
                 let _ = child.signal(true);
-                transport::reap(child.pid, true).ok().flatten()
+                sys::reap(child.pid, true).ok().flatten()
             });
         let how = code.map_or_else(|| "could not be reaped".to_string(), |c| format!("exit code {c}"));
         Error::Remote {
@@ -858,7 +858,7 @@ pub struct Channel {
 }
 
 impl Channel {
-    fn new(conn: Connection, sentinel: transport::Sentinel, pid: u32) -> Channel {
+    fn new(conn: Connection, sentinel: sys::Sentinel, pid: u32) -> Channel {
         let child = Arc::new(Mutex::new(ChildState { pid, status: None }));
         register(&child);
         Channel { conn, sentinel: Sentinel { raw: Some(sentinel) }, child, pid }
@@ -1052,7 +1052,7 @@ pub unsafe fn create() -> Result<Forked> {
     let (mine, theirs) = crate::pipe(true)?;
     let _ = io::stdout().flush();
     // SAFETY: the caller upholds the rules above.
-    match unsafe { transport::fork() }? {
+    match unsafe { sys::fork() }? {
         Some((pid, sentinel)) => {
             drop(theirs);
             Ok(Forked::Parent(Channel::new(mine, sentinel, pid)))

@@ -86,7 +86,7 @@ use std::time::Duration;
 pub use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::transport::shm::{self, Lock, Mapping};
+use crate::sys::shm::{self, Lock, Mapping};
 use crate::{Error, Result};
 
 /// The header's magic; its last byte is the layout's version (2: the kind and the poison word).
@@ -812,7 +812,7 @@ impl<'de, T: HasAtomic> Deserialize<'de> for AtomicArray<T> {
 }
 
 /// Threads in one process, on the real memory and lock, and under Miri on the model of both
-/// (`transport/shm_model.rs`): the code that makes references into the memory is the same.
+/// (`sys/shm_model.rs`): the code that makes references into the memory is the same.
 #[cfg(all(test, any(target_os = "linux", windows)))]
 mod tests {
     use super::*;

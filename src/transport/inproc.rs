@@ -114,7 +114,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 static DEGRADED: AtomicBool = AtomicBool::new(false);
 
 fn asymmetric() -> bool {
-    *ASYMMETRIC.get_or_init(super::process_barrier) && !DEGRADED.load(Ordering::Relaxed)
+    *ASYMMETRIC.get_or_init(crate::sys::process_barrier) && !DEGRADED.load(Ordering::Relaxed)
 }
 
 /// The fence of the busy side: between publishing and looking for sleepers.
@@ -128,7 +128,7 @@ fn busy_fence() {
 
 /// The fence of the side about to sleep: between saying so and looking for news.
 pub(crate) fn sleeper_fence() {
-    if asymmetric() && !super::process_barrier() {
+    if asymmetric() && !crate::sys::process_barrier() {
         DEGRADED.store(true, Ordering::SeqCst);
     }
     if !asymmetric() {

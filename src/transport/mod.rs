@@ -1,6 +1,6 @@
 //! Transports: one [`Stream`] type and one [`RawListener`] type over Unix domain sockets, TCP,
-//! Windows named pipes and memory (the in-process transport). Platform code lives in `unix.rs`
-//! and `windows.rs` only, the in-process transport in `inproc.rs`; the rest of the crate sees
+//! Windows named pipes and memory (the in-process transport). Platform code lives in `unix/`
+//! and `windows/` only, the in-process transport in `inproc.rs`; the rest of the crate sees
 //! the types defined here, which pass each call to the one or the other.
 
 use std::io::{self, IoSlice};
@@ -15,28 +15,14 @@ pub(crate) mod inproc;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-use unix as sys;
+use unix as platform;
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-use windows as sys;
+use windows as platform;
 
-#[cfg(all(unix, not(miri)))]
-#[path = "shm_unix.rs"]
-pub(crate) mod shm;
-#[cfg(all(windows, not(miri)))]
-#[path = "shm_windows.rs"]
-pub(crate) mod shm;
-/// Under Miri, a heap model of the mapping and the lock (Miri runs neither memfd nor mmap).
-#[cfg(miri)]
-#[path = "shm_model.rs"]
-pub(crate) mod shm;
-
-pub(crate) use sys::{
-    BindOptions, Sentinel, fork, keep_sentinel, parent_id, prepare_child, process_barrier, reap, signal,
-    spawn, watch_parent,
-};
+pub(crate) use platform::BindOptions;
 
 /// The socket addresses a TCP host name or literal stands for.
 pub(crate) fn resolve(
@@ -56,14 +42,14 @@ pub(crate) fn resolve(
 }
 
 /// The platform's default family.
-pub(crate) const DEFAULT_FAMILY: crate::Family = sys::DEFAULT_FAMILY;
+pub(crate) const DEFAULT_FAMILY: crate::Family = platform::DEFAULT_FAMILY;
 
 /// Private directories made by `Address::fresh(Family::Unix)`, removed with their listener.
 static FRESH_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Makes a private directory for a fresh socket address and remembers it.
 pub(crate) fn fresh_dir() -> std::io::Result<PathBuf> {
-    let dir = sys::private_tempdir()?;
+    let dir = platform::private_tempdir()?;
     FRESH_DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
     Ok(dir)
 }
@@ -80,7 +66,7 @@ pub(crate) fn remove_fresh_dir(dir: &Path) {
 /// A connected byte stream: an OS one (socket, pipe, named pipe) or an in-process one.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Os(sys::Stream),
+    Os(platform::Stream),
     Mem(inproc::Stream),
 }
 
@@ -193,11 +179,11 @@ impl Stream {
     }
 
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
-        sys::Stream::from_env(var).map(Stream::Os)
+        platform::Stream::from_env(var).map(Stream::Os)
     }
 
     /// The OS stream, for what only OS streams do (passing descriptors and handles).
-    pub(crate) fn os(&self) -> io::Result<&sys::Stream> {
+    pub(crate) fn os(&self) -> io::Result<&platform::Stream> {
         match self {
             Stream::Os(s) => Ok(s),
             Stream::Mem(_) => Err(in_process_only("pass descriptors or handles")),
@@ -216,7 +202,7 @@ impl Stream {
     }
 
     pub(crate) fn from_passed(fd: std::os::fd::OwnedFd, tag: &str) -> Option<Stream> {
-        sys::Stream::from_passed(fd, tag).map(Stream::Os)
+        platform::Stream::from_passed(fd, tag).map(Stream::Os)
     }
 
     pub(crate) fn send_fd(
@@ -271,13 +257,13 @@ impl Stream {
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     match addr {
         Address::InProc(name) => Ok(Stream::Mem(inproc::connect(name, deadline)?)),
-        _ => sys::connect(addr, deadline).map(Stream::Os),
+        _ => platform::connect(addr, deadline).map(Stream::Os),
     }
 }
 
 /// A connected pair of OS streams (see [`crate::pipe`]).
 pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
-    let (a, b) = sys::pipe(duplex)?;
+    let (a, b) = platform::pipe(duplex)?;
     Ok((Stream::Os(a), Stream::Os(b)))
 }
 
@@ -290,7 +276,7 @@ pub(crate) fn pipe_in_process(duplex: bool) -> (Stream, Stream) {
 /// A listening socket or named pipe, or an in-process listener.
 #[derive(Debug)]
 pub(crate) enum RawListener {
-    Os(sys::RawListener),
+    Os(platform::RawListener),
     Mem(inproc::Listener),
 }
 
@@ -298,7 +284,7 @@ impl RawListener {
     pub(crate) fn bind(addr: &Address, opts: &BindOptions) -> Result<RawListener> {
         match addr {
             Address::InProc(name) => Ok(RawListener::Mem(inproc::Listener::bind(addr, name, opts.backlog)?)),
-            _ => sys::RawListener::bind(addr, opts).map(RawListener::Os),
+            _ => platform::RawListener::bind(addr, opts).map(RawListener::Os),
         }
     }
 
@@ -341,10 +327,10 @@ pub(crate) fn wait_any(
         Some(RawListener::Mem(_)) => None,
     };
     if let Some(l) = os_listener {
-        let os: Option<Vec<&sys::Stream>> =
+        let os: Option<Vec<&platform::Stream>> =
             streams.iter().map(|s| if let Stream::Os(s) = s { Some(s) } else { None }).collect();
         if let Some(os) = os {
-            return sys::wait_any(l, &os, deadline);
+            return platform::wait_any(l, &os, deadline);
         }
     }
     let items: Vec<Pollable<'_>> = listener
@@ -374,7 +360,7 @@ pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> i
 /// with the in-process ones looked at between them.
 pub(crate) fn wait_ready_with(
     items: &[Pollable<'_>],
-    sentinels: &[&Sentinel],
+    sentinels: &[&crate::sys::Sentinel],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<usize>> {
     let mut os = Vec::new();
@@ -383,11 +369,11 @@ pub(crate) fn wait_ready_with(
     for (i, item) in items.iter().enumerate() {
         match item {
             Pollable::Stream(Stream::Os(s)) => {
-                os.push(sys::Pollable::Stream(s));
+                os.push(platform::Pollable::Stream(s));
                 os_index.push(i);
             }
             Pollable::Listener(RawListener::Os(l)) => {
-                os.push(sys::Pollable::Listener(l));
+                os.push(platform::Pollable::Listener(l));
                 os_index.push(i);
             }
             Pollable::Stream(Stream::Mem(s)) => mem.push((i, Mem::Stream(s))),
@@ -400,14 +386,14 @@ pub(crate) fn wait_ready_with(
             .collect()
     };
     if mem.is_empty() {
-        return Ok(os_ready(sys::wait_ready_with(&os, sentinels, deadline)?));
+        return Ok(os_ready(platform::wait_ready_with(&os, sentinels, deadline)?));
     }
     // Ready already, or no time to wait: no need to be woken.
     let ready: Vec<usize> = mem.iter().filter(|(_, m)| m.ready_now()).map(|(i, _)| *i).collect();
     if !ready.is_empty() || deadline.is_some_and(|d| d <= Instant::now()) {
         let mut ready = ready;
         if !os.is_empty() || !sentinels.is_empty() {
-            ready.extend(os_ready(sys::wait_ready_with(&os, sentinels, Some(Instant::now()))?));
+            ready.extend(os_ready(platform::wait_ready_with(&os, sentinels, Some(Instant::now()))?));
         }
         ready.sort_unstable();
         return Ok(ready);
@@ -428,7 +414,7 @@ pub(crate) fn wait_ready_with(
             } else {
                 Some(Instant::now())
             };
-            ready.extend(os_ready(sys::wait_ready_with(&os, sentinels, until)?));
+            ready.extend(os_ready(platform::wait_ready_with(&os, sentinels, until)?));
         }
         if !ready.is_empty() || deadline.is_some_and(|d| d <= Instant::now()) {
             ready.sort_unstable();

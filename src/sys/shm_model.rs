@@ -1,4 +1,4 @@
-//! Shared memory as Miri sees it: a model of `shm_unix.rs` and `shm_windows.rs` on the heap, so
+//! Shared memory as Miri sees it: a model of `unix/shm.rs` and `windows/shm.rs` on the heap, so
 //! that the code of `shared.rs` that turns pointers into the memory into references runs
 //! unchanged under Miri (which runs neither `memfd_create` nor `mmap`).
 //!

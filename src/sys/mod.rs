@@ -1,0 +1,27 @@
+//! OS calls by concern, one module per platform: child processes, process-wide barriers and
+//! shared memory. The byte-stream transports live in `crate::transport`, above this.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as os;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+#[cfg(unix)]
+pub(crate) use os::{FdKind, adopt_from_env, pass_to_child, poll, wait_fd};
+pub(crate) use os::{
+    Sentinel, fork, keep_sentinel, parent_id, prepare_child, process_barrier, reap, signal, spawn,
+    watch_parent,
+};
+
+#[cfg(not(miri))]
+pub(crate) use os::shm;
+/// Under Miri, a heap model of the mapping and the lock (Miri runs neither memfd nor mmap).
+#[cfg(miri)]
+pub(crate) mod shm_model;
+#[cfg(miri)]
+pub(crate) use shm_model as shm;
