@@ -18,15 +18,32 @@ use crate::util::deadline_of;
 use crate::wait::{Waitable, wait};
 use crate::{Connection, Error, Result};
 
-/// What became of a child's result.
+/// What became of a child's result: the state machine behind `result()`, shared with the
+/// thread-backed `Process` of [`dummy`](crate::dummy), so that both report alike.
 #[derive(Debug)]
-enum Got<R> {
+pub(crate) enum Got<R> {
     Pending,
     Value(Outcome<R>),
     Failed(Error),
     /// The connection ended without a result (the child was killed or exited early).
     Nothing,
     Taken,
+}
+
+impl<R> Got<R> {
+    /// Takes the result of a child that has ended (once); `ended` says how, for the error of
+    /// one that ended without a result.
+    pub(crate) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
+        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
+        match std::mem::replace(self, Got::Taken) {
+            Got::Value(Outcome::Returned(r)) => Ok(r),
+            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
+            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
+            Got::Failed(e) => Err(e),
+            Got::Pending | Got::Nothing => Err(remote("exit", format!("{} without a result", ended()))),
+            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -241,18 +258,7 @@ impl<R: DeserializeOwned> Process<R> {
         let Some(run) = self.running.as_mut() else {
             return Err(Error::Io(io::Error::other("a joined process is not running")));
         };
-        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
-        match std::mem::replace(&mut run.got, Got::Taken) {
-            Got::Value(Outcome::Returned(r)) => Ok(r),
-            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
-            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
-            Got::Failed(e) => Err(e),
-            Got::Pending | Got::Nothing => Err(remote(
-                "exit",
-                format!("{} (pid {}) exited with code {code} without a result", self.name, run.child.pid),
-            )),
-            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
-        }
+        run.got.take(|| format!("{} (pid {}) exited with code {code}", self.name, run.child.pid))
     }
 }
 

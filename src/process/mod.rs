@@ -96,9 +96,10 @@ pub(crate) use bootstrap::receive_args;
 pub use bootstrap::{current_name, init, set_child_args, use_test_entry};
 pub(crate) use child::{Child, spawn_child};
 pub use exchange::Exchange;
+pub(crate) use handle::Got;
 pub use handle::Process;
 pub use pprocess::{Channel, Forked, create, start, waitall};
-pub(crate) use registry::{Call, Called, Registry, sealed::Sealed};
+pub(crate) use registry::{Call, Called, Outcome, Registry, sealed::Sealed};
 pub use registry::{ChannelFunction, Entry, Function};
 
 /// The exit code of a child that could not run its function.

@@ -102,7 +102,7 @@ pub enum Called {
 
 /// The last message of a child running a [`Function`].
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) enum Outcome<R> {
+pub(crate) enum Outcome<R> {
     Returned(R),
     Panicked(String),
     Unsendable(String),
