@@ -47,6 +47,7 @@ pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
+mod sentinel;
 pub mod shared;
 mod sys;
 mod transport;
@@ -59,3 +60,8 @@ pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
 pub use error::{Error, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait};
+
+/// The child entries the crate provides itself, which [`process::init`] finds without the
+/// program listing them. The crate root wires them in, so that the process layer reaches the
+/// layers above it (the pool's worker) only through this table and never names them.
+static BUILTIN_ENTRIES: &[&dyn process::Entry] = &[&pool::WORKER];

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::process::Sentinel;
+use crate::sentinel::Sentinel;
 use crate::transport::{Pollable, wait_ready, wait_ready_with};
 use crate::util::deadline_of;
 use crate::{Connection, Listener, Receiver, Result};
@@ -42,12 +42,6 @@ impl<'a> From<&'a Receiver> for Waitable<'a> {
 impl<'a> From<&'a Listener> for Waitable<'a> {
     fn from(l: &'a Listener) -> Self {
         Waitable::Listener(l)
-    }
-}
-
-impl<'a, R> From<&'a crate::process::Process<R>> for Waitable<'a> {
-    fn from(p: &'a crate::process::Process<R>) -> Self {
-        Waitable::Process(p.sentinel())
     }
 }
 

@@ -54,6 +54,7 @@ pub use crate::process::{
     ChannelFunction, DEFAULT_START_TIMEOUT, EXIT_PANICKED, EXIT_START_FAILED, Function,
 };
 
+use crate::process::{Got, Outcome};
 use crate::util::deadline_of;
 use crate::util::panic_message;
 use crate::util::{lock, wait_until};
@@ -206,14 +207,6 @@ impl Exit {
     }
 }
 
-/// What became of a [`Process`]'s result.
-enum Got<R> {
-    Pending,
-    Returned(R),
-    Panicked(String),
-    Taken,
-}
-
 struct Running<R> {
     exit: Arc<Exit>,
     got: Arc<Mutex<Got<R>>>,
@@ -336,15 +329,7 @@ impl<R> Process<R> {
         let Some(run) = self.running.as_ref() else {
             return Err(Error::Io(io::Error::other("a joined process is not running")));
         };
-        match std::mem::replace(&mut *lock(&run.got), Got::Taken) {
-            Got::Returned(r) => Ok(r),
-            Got::Panicked(message) => Err(Error::Remote { kind: "panic".into(), message }),
-            Got::Pending => Err(Error::Remote {
-                kind: "exit".into(),
-                message: format!("{} exited with code {code} without a result", self.name),
-            }),
-            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
-        }
+        lock(&run.got).take(|| format!("{} exited with code {code}", self.name))
     }
 }
 
@@ -384,8 +369,8 @@ impl<R: Send + 'static> Process<R> {
         let (e, g) = (exit.clone(), got.clone());
         spawn_named(&self.name, move || {
             let (outcome, code) = match catch_unwind(AssertUnwindSafe(task)) {
-                Ok(r) => (Got::Returned(r), 0),
-                Err(p) => (Got::Panicked(panic_message(&*p)), EXIT_PANICKED),
+                Ok(r) => (Got::Value(Outcome::Returned(r)), 0),
+                Err(p) => (Got::Value(Outcome::Panicked(panic_message(&*p))), EXIT_PANICKED),
             };
             *lock(&g) = outcome;
             e.set(code);

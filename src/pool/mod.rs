@@ -89,8 +89,7 @@ use crate::util::deadline_of;
 use crate::{Error, Result};
 
 use engine::{Config, Outputs, Shared, Tasks};
-pub(crate) use wire::{Ran, not_runnable, run_tasks};
-pub(crate) use worker::run_worker;
+pub(crate) use worker::WORKER;
 
 /// The name under which a child process runs as a pool worker (reserved).
 pub(crate) const WORKER_ENTRY: &str = "procwire.pool.worker";

@@ -2,13 +2,11 @@
 //! values; and running a chunk's tasks on the worker's side, since both sides share the
 //! outcome layout.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub(crate) use crate::codec::push_cbor_uint as push_uint;
 use crate::codec::{MAX_SHORT_PAYLOAD, encode_header, take_cbor_uint};
+use crate::process::{Call, Called};
 use crate::{Error, Result};
 
 /// The pool protocol version, in the worker's start arguments.
@@ -85,48 +83,30 @@ pub(crate) fn take_value<T: DeserializeOwned>(body: &mut &[u8], scratch: &mut [u
 }
 
 /// In the worker: runs `f` over the `n` arguments in `args`, appending one outcome per task.
-pub(crate) fn run_tasks<A: DeserializeOwned, R: Serialize>(
-    f: fn(A) -> R,
-    args: &[u8],
-    n: u64,
-    out: &mut Vec<u8>,
-) -> Ran {
+pub(crate) fn run_tasks(f: &dyn Call, args: &[u8], n: u64, out: &mut Vec<u8>) -> Ran {
     let mut rest = args;
     let mut scratch = [0u8; SCRATCH];
     let mut failed = 0;
     for i in 0..n {
-        let a: A = match ciborium::de::from_reader_with_buffer(&mut rest, &mut scratch) {
-            Ok(a) => a,
-            Err(e) => {
+        let mark = out.len();
+        out.push(RETURNED);
+        let (tag, why) = match f.call(&mut rest, &mut scratch, out) {
+            Called::Returned => continue,
+            Called::Panicked(m) => (PANICKED, m),
+            Called::Unsendable(e) => (UNSENDABLE, e),
+            Called::Undecodable { expected, error } => {
+                out.truncate(mark);
                 // The other arguments cannot be found without this one's end: none of them run.
-                let why = format!(
-                    "the arguments of task {i} of its chunk do not decode as {}: {e}",
-                    std::any::type_name::<A>()
-                );
-                for _ in i..n {
-                    out.push(NOT_RUN);
-                    push_text(out, &why);
-                }
+                let why =
+                    format!("the arguments of task {i} of its chunk do not decode as {expected}: {error}");
+                not_run(n - i, &why, out);
                 return Ran { failed: failed + (n - i), rest: 0 };
             }
         };
-        match catch_unwind(AssertUnwindSafe(|| f(a))) {
-            Ok(r) => {
-                let mark = out.len();
-                out.push(RETURNED);
-                if let Err(e) = ciborium::into_writer(&r, &mut *out) {
-                    out.truncate(mark);
-                    out.push(UNSENDABLE);
-                    push_text(out, &e.to_string());
-                    failed += 1;
-                }
-            }
-            Err(p) => {
-                out.push(PANICKED);
-                push_text(out, &crate::util::panic_message(&*p));
-                failed += 1;
-            }
-        }
+        out.truncate(mark);
+        out.push(tag);
+        push_text(out, &why);
+        failed += 1;
     }
     Ran { failed, rest: rest.len() }
 }
@@ -140,10 +120,9 @@ pub(crate) fn not_run(n: u64, why: &str, out: &mut Vec<u8>) -> Ran {
     Ran { failed: n, rest: 0 }
 }
 
-/// The default of `Sealed::run_tasks`, for entries that are not a `Function`.
-pub(crate) fn not_runnable(_args: &[u8], n: u64, out: &mut Vec<u8>) -> Ran {
-    not_run(n, "this function takes a channel (a ChannelFunction); a pool runs Function items", out)
-}
+/// Why a worker runs no task of a [`ChannelFunction`](crate::process::ChannelFunction).
+pub(crate) const TAKES_CHANNEL: &str =
+    "this function takes a channel (a ChannelFunction); a pool runs Function items";
 
 /// Takes one task's outcome off the front of `body`. On `Err(_, false)` the position in
 /// `body` is lost (a value that did not decode): the chunk's remaining outcomes cannot be read.
@@ -204,6 +183,7 @@ mod tests {
         }
         x * 2
     }
+    static DOUBLE: crate::process::Function<u32, u32> = crate::process::Function::new("double", double);
 
     #[test]
     fn outcomes_round_trip_and_a_panic_stays_with_its_task() {
@@ -212,7 +192,7 @@ mod tests {
             ciborium::into_writer(&x, &mut args).unwrap();
         }
         let mut out = Vec::new();
-        let ran = run_tasks(double, &args, 3, &mut out);
+        let ran = run_tasks(&DOUBLE, &args, 3, &mut out);
         assert_eq!(ran, Ran { failed: 1, rest: 0 });
         let mut body = &out[..];
         let mut scratch = [0; SCRATCH];
@@ -234,7 +214,7 @@ mod tests {
         ciborium::into_writer("five", &mut args).unwrap();
         ciborium::into_writer(&6u32, &mut args).unwrap();
         let mut out = Vec::new();
-        assert_eq!(run_tasks(double, &args, 3, &mut out).failed, 2);
+        assert_eq!(run_tasks(&DOUBLE, &args, 3, &mut out).failed, 2);
         let mut body = &out[..];
         let mut scratch = [0; SCRATCH];
         assert_eq!(take_outcome::<u32>(&mut body, &mut scratch).unwrap(), 10);

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::connection::Sender;
-use crate::process::{EXIT_PANICKED, EXIT_START_FAILED, Entry, receive_args};
+use crate::process::{Call, EXIT_PANICKED, EXIT_START_FAILED, Entry, Registry, Sealed, receive_args};
 use crate::{Connection, Error, Result};
 
 use super::WORKER_ENTRY;
@@ -16,16 +16,39 @@ enum Next {
     Exit(i32),
 }
 
+/// The pool's worker as a child entry, in the crate's built-in table: a child started with
+/// [`WORKER_ENTRY`] runs tasks of any [`Function`](crate::process::Function) in the program's
+/// registry.
+pub(crate) struct WorkerEntry;
+
+/// The worker entry, for the built-in table.
+pub(crate) static WORKER: WorkerEntry = WorkerEntry;
+
+impl Sealed for WorkerEntry {
+    fn run_child(&self, conn: Connection, registry: Registry<'_>) -> i32 {
+        run_worker(conn, registry)
+    }
+}
+
+impl Entry for WorkerEntry {
+    fn name(&self) -> &'static str {
+        WORKER_ENTRY
+    }
+    fn takes_channel(&self) -> bool {
+        true
+    }
+}
+
 struct Worker<'f> {
-    functions: &'f [&'f dyn Entry],
-    /// By function id: the entry, or why there is none.
-    table: Vec<std::result::Result<&'f dyn Entry, String>>,
+    registry: Registry<'f>,
+    /// By function id: the function, or why there is none.
+    table: Vec<std::result::Result<&'f dyn Call, String>>,
     out: Vec<u8>,
     scratch: [u8; wire::SCRATCH],
 }
 
 /// Runs the worker over the bootstrap connection; returns the exit code.
-pub(crate) fn run_worker(mut conn: Connection, functions: &[&dyn Entry]) -> i32 {
+fn run_worker(mut conn: Connection, registry: Registry<'_>) -> i32 {
     let Some(start) = receive_args::<WorkerStart>(&mut conn, WORKER_ENTRY) else { return EXIT_START_FAILED };
     let (mut tx, mut rx) = conn.split();
     if start.version != wire::VERSION {
@@ -37,7 +60,7 @@ pub(crate) fn run_worker(mut conn: Connection, functions: &[&dyn Entry]) -> i32 
         let _ = tx.write_frames(&out, None);
         return EXIT_START_FAILED;
     }
-    let mut w = Worker { functions, table: Vec::new(), out: Vec::new(), scratch: [0; wire::SCRATCH] };
+    let mut w = Worker { registry, table: Vec::new(), out: Vec::new(), scratch: [0; wire::SCRATCH] };
     loop {
         let mut exit = None;
         let r = rx.recv_batch(None, &mut |frame| match w.handle(frame, &mut tx)? {
@@ -138,25 +161,14 @@ impl<'f> Worker<'f> {
     /// Runs `n` tasks of function `fid`, appending their outcomes to `self.out`.
     fn run(&mut self, fid: usize, args: &[u8], n: u64) -> Ran {
         match self.table.get(fid) {
-            Some(Ok(entry)) => entry.run_tasks(args, n, &mut self.out),
+            Some(Ok(f)) => wire::run_tasks(*f, args, n, &mut self.out),
             Some(Err(why)) => wire::not_run(n, why, &mut self.out),
             None => wire::not_run(n, &format!("function id {fid} was not defined"), &mut self.out),
         }
     }
 
-    fn lookup(&self, name: &str) -> std::result::Result<&'f dyn Entry, String> {
-        let functions: &'f [&'f dyn Entry] = self.functions;
-        let mut found = functions.iter().filter(|f| f.name() == name);
-        let exe =
-            || std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string());
-        match (found.next(), found.next()) {
-            (Some(f), None) => Ok(*f),
-            (None, _) => Err(format!(
-                "function {name:?} is not registered: it is not in the list given to procwire::process::init \
-                 in {}",
-                exe()
-            )),
-            (Some(_), Some(_)) => Err(format!("function name {name:?} is registered twice in {}", exe())),
-        }
+    fn lookup(&self, name: &str) -> std::result::Result<&'f dyn Call, String> {
+        let entry = self.registry.find(name)?;
+        entry.as_call().ok_or_else(|| wire::TAKES_CHANNEL.to_string())
     }
 }

@@ -1,0 +1,246 @@
+//! pprocess's API: [`start`] a [`ChannelFunction`] in a child and talk over the [`Channel`],
+//! fork-style [`create`], and [`waitall`], which reaps every child these started.
+
+use std::io::{self, Write};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::bootstrap::{SpawnOptions, encode_args, spawn};
+use super::child::{ChildState, join_child};
+use super::registry::ChannelFunction;
+use super::{DEFAULT_START_TIMEOUT, next_name};
+use crate::sentinel::Sentinel;
+use crate::sys;
+use crate::util::{deadline_of, lock};
+use crate::{Connection, Error, Result};
+
+/// Children started by [`start`] and [`create`], for [`waitall`].
+static STARTED: Mutex<Vec<Arc<Mutex<ChildState>>>> = Mutex::new(Vec::new());
+
+fn register(child: &Arc<Mutex<ChildState>>) {
+    let mut started = lock(&STARTED);
+    started.retain(|c| lock(c).status.is_none());
+    started.push(child.clone());
+}
+
+/// pprocess's channel: the parent's connection to a child from [`start`] or [`create`], with
+/// the child's pid. Dereferences to the [`Connection`].
+#[derive(Debug)]
+pub struct Channel {
+    pub(super) conn: Connection,
+    sentinel: Sentinel,
+    child: Arc<Mutex<ChildState>>,
+    pub(super) pid: u32,
+}
+
+impl Channel {
+    fn new(conn: Connection, sentinel: sys::Sentinel, pid: u32) -> Channel {
+        let child = Arc::new(Mutex::new(ChildState { pid, status: None }));
+        register(&child);
+        Channel { conn, sentinel: Sentinel::new(sentinel), child, pid }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// What [`wait`](crate::wait()) watches for the child's exit.
+    pub fn sentinel(&self) -> &Sentinel {
+        &self.sentinel
+    }
+
+    /// Waits at most `timeout` (`None`: as long as it takes) for the child to exit; its exit
+    /// code, or `None` if it still runs.
+    pub fn join(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let Some(sentinel) = self.sentinel.raw() else {
+            return Err(Error::Io(io::Error::other("a started process has no sentinel")));
+        };
+        join_child(|| lock(&self.child).try_reap(), sentinel, deadline_of(timeout))
+    }
+
+    /// The exit code, once the child has exited (see [`Process::exitcode`](super::Process::exitcode)).
+    pub fn exitcode(&self) -> Option<i32> {
+        lock(&self.child).try_reap().ok().flatten()
+    }
+
+    /// Whether the child has not exited.
+    pub fn is_alive(&self) -> bool {
+        self.exitcode().is_none()
+    }
+
+    /// Asks the child to stop (SIGTERM).
+    pub fn terminate(&self) -> Result<()> {
+        lock(&self.child).signal(false)
+    }
+
+    /// Kills the child (SIGKILL).
+    pub fn kill(&self) -> Result<()> {
+        lock(&self.child).signal(true)
+    }
+
+    /// The connection alone ([`waitall`] still reaps the child).
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+}
+
+impl Deref for Channel {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Channel {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// pprocess's `start`: runs `f(channel, args)` in a new child process (started as
+/// [`Process`](super::Process) children are, see the [module documentation](super)) and returns the parent's
+/// end of the channel once the child runs. [`waitall`] reaps it.
+///
+/// ```no_run
+/// use procwire::Connection;
+/// use procwire::process::ChannelFunction;
+///
+/// fn squares(mut ch: Connection, upto: u64) {
+///     for i in 0..upto {
+///         if ch.send(&(i * i)).is_err() {
+///             return;
+///         }
+///     }
+/// }
+/// static SQUARES: ChannelFunction<u64> = ChannelFunction::new("squares", squares);
+///
+/// fn main() -> procwire::Result<()> {
+///     procwire::process::init(&[&SQUARES]);
+///     let mut ch = procwire::process::start(&SQUARES, 3)?;
+///     for i in 0..3u64 {
+///         assert_eq!(ch.recv::<u64>()?, i * i);
+///     }
+///     procwire::process::waitall(None)?;
+///     Ok(())
+/// }
+/// ```
+pub fn start<A: Serialize>(f: &ChannelFunction<A>, args: A) -> Result<Channel> {
+    let args = encode_args(&args).map_err(Error::Encode)?;
+    let name = next_name();
+    let s = spawn(&SpawnOptions {
+        function: f.parts().0,
+        channel: true,
+        args: &args,
+        name: &name,
+        daemon: false,
+        executable: None,
+        start_timeout: DEFAULT_START_TIMEOUT,
+    })?;
+    Ok(Channel::new(s.conn, s.sentinel, s.pid))
+}
+
+/// pprocess's `waitall`: waits for every child started by [`start`] and [`create`] (that was
+/// not reaped through its channel already) to exit, at most `timeout` (`None`: as long as it
+/// takes), and returns their pids and exit codes. After a timeout ([`Error::Timeout`]) the
+/// children still running stay for the next call.
+pub fn waitall(timeout: Option<Duration>) -> Result<Vec<(u32, i32)>> {
+    let deadline = deadline_of(timeout);
+    let mut done = Vec::new();
+    let mut nap = Duration::from_millis(1);
+    loop {
+        let mut started = lock(&STARTED);
+        let mut failed = None;
+        started.retain(|c| {
+            let mut c = lock(c);
+            let was_reaped = c.status.is_some();
+            match c.try_reap() {
+                Ok(Some(code)) => {
+                    if !was_reaped {
+                        done.push((c.pid, code));
+                    }
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if started.is_empty() {
+            return Ok(done);
+        }
+        drop(started);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout(format!("waiting for child processes ({} reaped)", done.len())));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The two sides of [`create`].
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent: the channel to the child.
+    Parent(Channel),
+    /// In the child: the connection to the parent.
+    Child(Connection),
+}
+
+/// pprocess's fork-style `create`: fork(2) this process, with a channel between the two
+/// sides. Unix only (an `Unsupported` error elsewhere).
+///
+/// ```no_run
+/// use procwire::process::{Forked, create};
+/// // SAFETY: called before any thread is started; the child ends with process::exit.
+/// match unsafe { create() }? {
+///     Forked::Child(mut conn) => {
+///         let n: u64 = conn.recv()?;
+///         conn.send(&(n * n))?;
+///         std::process::exit(0);
+///     }
+///     Forked::Parent(mut ch) => {
+///         ch.send(&7u64)?;
+///         assert_eq!(ch.recv::<u64>()?, 49);
+///         ch.join(None)?;
+///     }
+/// }
+/// # Ok::<(), procwire::Error>(())
+/// ```
+///
+/// # Safety
+///
+/// - The calling process must be single-threaded: the child starts with only the calling
+///   thread, and any lock another thread held (the allocator's, stdout's, a `Mutex`) stays
+///   locked forever there. (Test binaries run tests on threads: do not call this in one.)
+/// - The child is a copy of the parent, with copies of its open descriptors, connections and
+///   listeners: it must use only its [`Forked::Child`] connection to talk to the parent, not
+///   the parent's other connections, and should end with [`std::process::exit`] instead of
+///   returning into code meant for the parent (returning would run the parent's destructors
+///   a second time, removing its socket files for instance).
+/// - Stdout is flushed before the fork, so that buffered output is not written twice.
+pub unsafe fn create() -> Result<Forked> {
+    let (mine, theirs) = crate::pipe(true)?;
+    let _ = io::stdout().flush();
+    // SAFETY: the caller upholds the rules above.
+    match unsafe { sys::fork() }? {
+        Some((pid, sentinel)) => {
+            drop(theirs);
+            Ok(Forked::Parent(Channel::new(mine, sentinel, pid)))
+        }
+        None => {
+            drop(mine);
+            // The parent's children are not ours.
+            lock(&STARTED).clear();
+            Ok(Forked::Child(theirs))
+        }
+    }
+}
