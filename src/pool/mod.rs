@@ -23,7 +23,7 @@
 //!
 //! # Tasks
 //!
-//! A task is a call of a [`Function`] (a registered `fn` item, found by the workers the way a
+//! A task is a call of a [`Function`](crate::process::Function) (a registered `fn` item, found by the workers the way a
 //! [`Process`](crate::process::Process) child finds its function: the list given to
 //! [`init`](crate::process::init), which `main` calls first) on one argument; arguments and
 //! results are serde values (CBOR on the wire). A function of several arguments takes a tuple.
@@ -31,14 +31,14 @@
 //! binaries too, with [`use_test_entry`](crate::process::use_test_entry)), as daemons: they
 //! die with the pool's process.
 //!
-//! - A task that panics is an error for that task only ([`Error::Remote`] of kind `"panic"`
+//! - A task that panics is an error for that task only ([`Error::Remote`](crate::Error::Remote) of kind `"panic"`
 //!   with the panic message); the worker carries on with the next. A function the workers
 //!   cannot run (not in their [`init`](crate::process::init) list, or arguments that do not
 //!   decode there) fails its tasks with kind `"start"`, and a result that cannot be encoded
 //!   with kind `"encode"`.
 //! - A worker that dies (killed, aborted, out of memory, `std::process::exit` in a task) never
 //!   hangs the caller, unlike CPython's pool: the task it was running fails with
-//!   [`Error::Remote`] of kind `"exit"`, whose message names the worker, its pid and how it
+//!   [`Error::Remote`](crate::Error::Remote) of kind `"exit"`, whose message names the worker, its pid and how it
 //!   ended; tasks it had received but not started go to other workers; a replacement worker
 //!   starts. With [`PoolBuilder::retry_lost`] the lost task runs once more first.
 //! - `map` and `get` return the first failed task's error (as CPython raises the first

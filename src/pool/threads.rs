@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Instant;
 
 use super::generic::sealed::{self, Gathered, Settings};
-use super::generic::{DROP_JOIN, PoolBuilder, Threads};
+use super::generic::{DROP_JOIN, PoolBuilder, Threads, join_when};
 use crate::dummy::process::spawn_named;
 use crate::process::Function;
 use crate::util::{deadline_of, lock, panic_message, wait_until};
@@ -520,19 +520,9 @@ impl sealed::Backend for Threads {
     }
 
     fn join(pool: &Shared, deadline: Option<Instant>) -> Result<()> {
-        let mut st = lock(&pool.st);
-        if !st.closed {
-            return Err(Error::Io(io::Error::other("close or terminate the pool before joining it")));
-        }
-        while st.threads > 0 || st.callbacks_pending > 0 {
-            let (threads, callbacks) = (st.threads, st.callbacks_pending);
-            st = wait_until(&pool.changed, st, deadline).ok_or_else(|| {
-                Error::Timeout(format!(
-                    "joining the pool ({threads} threads and {callbacks} callbacks to go)"
-                ))
-            })?;
-        }
-        Ok(())
+        let st = lock(&pool.st);
+        let closed = st.closed;
+        join_when(&pool.changed, st, closed, deadline, |st| (st.threads, st.callbacks_pending))
     }
 
     fn window(_: &Shared, _: &'static str, _: usize) -> usize {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
 
+use super::generic::join_when;
 use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
@@ -355,19 +356,9 @@ impl Shared {
 
     /// Waits until every thread of the pool ended and every queued callback ran.
     pub(super) fn join(&self, deadline: Option<Instant>) -> Result<()> {
-        let mut st = lock(&self.state);
-        if !st.closed {
-            return Err(Error::Io(std::io::Error::other("close or terminate the pool before joining it")));
-        }
-        while st.threads > 0 || st.callbacks_pending > 0 {
-            let (threads, callbacks) = (st.threads, st.callbacks_pending);
-            st = wait_until(&self.changed, st, deadline).ok_or_else(|| {
-                Error::Timeout(format!(
-                    "joining the pool ({threads} threads and {callbacks} callbacks to go)"
-                ))
-            })?;
-        }
-        Ok(())
+        let st = lock(&self.state);
+        let closed = st.closed;
+        join_when(&self.changed, st, closed, deadline, |st| (st.threads, st.callbacks_pending))
     }
 }
 

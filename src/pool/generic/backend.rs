@@ -80,8 +80,8 @@ pub(crate) mod sealed {
         fn close(pool: &Arc<Self::Pool>);
         fn terminate(pool: &Arc<Self::Pool>);
         fn join(pool: &Self::Pool, deadline: Option<Instant>) -> Result<()>;
-        /// How many chunks of `chunksize` tasks of `function` one worker should have queued,
-        /// beyond the one it runs, so that it never waits for the next (at least 1).
+        /// How many chunks of `chunksize` tasks of `function` a worker has in flight at once,
+        /// the one it runs included (at least 1): the front keeps twice that many submitted.
         fn window(pool: &Self::Pool, function: &'static str, chunksize: usize) -> usize;
 
         fn job_id<R>(job: &Self::Job<R>) -> u64;

@@ -12,15 +12,15 @@ mod results;
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub(crate) use backend::sealed;
 pub use backend::{Backend, Gets, Processes, Runs, Threads};
 pub use results::{AsyncResult, IMap, MapResult};
 
 use crate::process::Function;
-use crate::util::deadline_of;
+use crate::util::{deadline_of, wait_until};
 use crate::{Error, Result};
 
 /// How long dropping a pool (or one that failed to start) waits for its workers.
@@ -43,6 +43,29 @@ fn invalid(message: &str) -> Error {
 pub fn default_chunksize(len: usize, workers: usize) -> usize {
     let per = 4 * workers.max(1);
     len.div_ceil(per).max(1)
+}
+
+/// A backend's `join`: after close or terminate, waits on `changed` until the pool's state
+/// counts (by `counts`) no worker threads and no callbacks to run.
+pub(crate) fn join_when<T>(
+    changed: &Condvar,
+    mut st: MutexGuard<'_, T>,
+    closed: bool,
+    deadline: Option<Instant>,
+    counts: impl Fn(&T) -> (usize, usize),
+) -> Result<()> {
+    if !closed {
+        return Err(Error::Io(io::Error::other("close or terminate the pool before joining it")));
+    }
+    loop {
+        let (threads, callbacks) = counts(&st);
+        if threads == 0 && callbacks == 0 {
+            return Ok(());
+        }
+        st = wait_until(changed, st, deadline).ok_or_else(|| {
+            Error::Timeout(format!("joining the pool ({threads} threads and {callbacks} callbacks to go)"))
+        })?;
+    }
 }
 
 fn chunksize_or(chunksize: Option<usize>, default: impl FnOnce() -> usize) -> Result<usize> {
