@@ -261,6 +261,8 @@ struct State {
     callbacks_pending: usize,
 }
 
+/// What the pool's handles and worker threads share (`pub` in this private module, as a
+/// backend's associated type must be).
 pub struct Shared {
     config: Config,
     st: Mutex<State>,
