@@ -16,11 +16,12 @@ import sys
 # Lowest first. Modules in one layer may use each other, but not in a cycle.
 LAYERS = [
     ("base", ["util", "error"]),
-    ("protocol (no I/O)", ["codec", "auth", "address"]),
+    ("protocol (no I/O)", ["codec", "auth"]),
     ("os", ["sys"]),
+    ("addresses", ["address"]),
     ("transport", ["transport"]),
     ("connection", ["connection"]),
-    ("endpoints", ["listener", "wait", "handles", "shared"]),
+    ("endpoints", ["sentinel", "listener", "wait", "handles", "shared"]),
     ("process", ["process"]),
     ("consumers", ["queue", "pool", "manager"]),
     ("threads", ["dummy"]),

@@ -68,7 +68,8 @@ impl Default for Family {
     /// The platform's default: [`Family::Unix`] on Unix, [`Family::Pipe`] on Windows (as
     /// CPython's `default_family`).
     fn default() -> Family {
-        crate::transport::DEFAULT_FAMILY
+        // The one platform difference of this module: named pipes are Windows' local transport.
+        if cfg!(windows) { Family::Pipe } else { Family::Unix }
     }
 }
 
@@ -96,7 +97,7 @@ impl Address {
     pub fn fresh(family: Family) -> Result<Address> {
         Ok(match family {
             Family::Unix => {
-                let dir = crate::transport::fresh_dir()?;
+                let dir = crate::sys::fresh_dir()?;
                 Address::Unix(dir.join("listener.sock"))
             }
             Family::UnixAbstract => Address::UnixAbstract(format!("procwire-{}", random_name()?)),
@@ -126,7 +127,7 @@ impl Address {
 
 fn random_name() -> Result<String> {
     let mut b = [0u8; 8];
-    crate::auth::fill_random(&mut b)?;
+    crate::util::fill_random(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 

@@ -37,6 +37,7 @@ use std::path::Path;
 
 use hmac::{KeyInit, Mac};
 
+use crate::util::fill_random;
 use crate::{Error, Result};
 
 /// Prefix of a challenge message.
@@ -127,11 +128,6 @@ impl From<&str> for AuthKey {
     fn from(s: &str) -> Self {
         AuthKey(s.as_bytes().to_vec())
     }
-}
-
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf)
-        .map_err(|e| Error::Io(std::io::Error::other(format!("no randomness from the OS: {e}"))))
 }
 
 /// A MAC digest the handshake can use.

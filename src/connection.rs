@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{FrameBuf, Peek, SHORT_HEADER_LEN, encode_header};
+pub use crate::transport::PeerCredentials;
 use crate::transport::Stream;
 use crate::util::deadline_of;
 use crate::{Address, Error, Result};
@@ -978,26 +979,24 @@ impl ConnOptions {
     }
 }
 
-/// The credentials of the process at the other end of a Unix-socket connection; see
-/// [`Connection::peer_credentials`]. Displayed as `pid 1234, uid 1000` (or `uid 1000`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct PeerCredentials {
-    /// The peer's process id, where the OS reports one (Linux, when the peer's process is
-    /// visible in this process's pid namespace).
-    pub pid: Option<u32>,
-    /// The peer's effective user id when it connected.
-    pub uid: u32,
-    /// The peer's effective group id when it connected.
-    pub gid: u32,
+/// The connection's socket or pipe descriptor.
+///
+/// # Panics
+///
+/// An in-process connection ([`crate::dummy::pipe`], `inproc:` addresses) has no descriptor:
+/// asking for one panics. [`Connection::is_in_process`] tells.
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream().as_raw_fd()
+    }
 }
 
-impl std::fmt::Display for PeerCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(pid) = self.pid {
-            write!(f, "pid {pid}, ")?;
-        }
-        write!(f, "uid {}", self.uid)
+/// As [`AsRawFd`](std::os::fd::AsRawFd) for [`Connection`]: panics for an in-process connection.
+#[cfg(unix)]
+impl std::os::fd::AsFd for Connection {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream().as_fd()
     }
 }
 

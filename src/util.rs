@@ -18,14 +18,25 @@ pub(crate) fn wait_until<'a, T>(
     guard: MutexGuard<'a, T>,
     deadline: Option<Instant>,
 ) -> Option<MutexGuard<'a, T>> {
+    let (guard, waited) = wait_deadline(cv, guard, deadline);
+    waited.then_some(guard)
+}
+
+/// As [`wait_until`], but keeps the guard when the deadline has passed (then `false`, without
+/// waiting), for callers that still have work to do under the lock.
+pub(crate) fn wait_deadline<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, T>, bool) {
     match deadline {
-        None => Some(cv.wait(guard).unwrap_or_else(|p| p.into_inner())),
+        None => (cv.wait(guard).unwrap_or_else(|p| p.into_inner()), true),
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return (guard, false);
             }
-            Some(cv.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0)
+            (cv.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0, true)
         }
     }
 }
@@ -33,6 +44,12 @@ pub(crate) fn wait_until<'a, T>(
 /// The deadline `t` from now; `None` (no deadline) for no timeout or one too far to represent.
 pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
     t.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Fills `buf` with random bytes from the OS.
+pub(crate) fn fill_random(buf: &mut [u8]) -> crate::Result<()> {
+    getrandom::fill(buf)
+        .map_err(|e| crate::Error::Io(std::io::Error::other(format!("no randomness from the OS: {e}"))))
 }
 
 /// The message of a panic's payload (`panic!` with a string or a format).

@@ -166,7 +166,7 @@ pub struct Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(dir) = &self.fresh_dir {
-            crate::transport::remove_fresh_dir(dir);
+            crate::sys::remove_fresh_dir(dir);
         }
     }
 }

@@ -40,7 +40,6 @@
 //! - Nothing here works with [`wait`](crate::wait()) (a thread has no sentinel), and there is
 //!   no fork-style `create` nor `Exchange`: use [`Channel`]s and their connections directly.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
@@ -54,6 +53,7 @@ pub use crate::process::{
     ChannelFunction, DEFAULT_START_TIMEOUT, EXIT_PANICKED, EXIT_START_FAILED, Function,
 };
 
+use crate::process::threads::spawn_named;
 use crate::process::{Got, Outcome};
 use crate::util::deadline_of;
 use crate::util::panic_message;
@@ -112,46 +112,13 @@ pub fn use_test_entry(test_name: &str) {
     let _ = test_name;
 }
 
-thread_local! {
-    static CURRENT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
-}
-
 /// The name of the [`Process`], [`start`]ed thread or pool worker this runs on (as the
 /// process version's child sees its name); `None` on other threads.
 ///
 /// Names are kept for the life of the program (each distinct name once, a few bytes), so
 /// that they can be `&'static str` as in the process version.
 pub fn current_name() -> Option<&'static str> {
-    CURRENT.with(|c| c.get())
-}
-
-/// Names the calling thread for [`current_name`].
-pub(crate) fn set_current_name(name: &str) {
-    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut names = lock(&NAMES);
-    let interned = match names.get(name) {
-        Some(n) => *n,
-        None => {
-            let n: &'static str = Box::leak(name.to_string().into_boxed_str());
-            names.insert(n);
-            n
-        }
-    };
-    CURRENT.with(|c| c.set(Some(interned)));
-}
-
-/// Spawns a named thread (a name with a NUL byte, which the OS cannot take, is shortened).
-pub(crate) fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-    let thread_name: String = name.chars().filter(|c| *c != '\0').collect();
-    let name = name.to_string();
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            set_current_name(&name);
-            f();
-        })
-        .map(drop)
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot start a thread: {e}"))))
+    crate::process::threads::current_name()
 }
 
 fn unsupported(what: &str) -> Error {

@@ -95,7 +95,7 @@ fn session_id() -> Result<u64> {
         Some((p, id)) if p == pid => Ok(id),
         _ => {
             let mut b = [0u8; 8];
-            crate::auth::fill_random(&mut b)?;
+            crate::util::fill_random(&mut b)?;
             let id = u64::from_le_bytes(b);
             *s = Some((pid, id));
             Ok(id)

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use super::generic::sealed::{self, Gathered, Settings};
 use super::generic::{DROP_JOIN, PoolBuilder, Threads, join_when};
-use crate::dummy::process::spawn_named;
 use crate::process::Function;
+use crate::process::threads::spawn_named;
 use crate::util::{deadline_of, lock, panic_message, wait_until};
 use crate::{Error, Result};
 

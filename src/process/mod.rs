@@ -87,6 +87,7 @@ mod exchange;
 mod handle;
 mod pprocess;
 mod registry;
+pub(crate) mod threads;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! OS calls by concern, one module per platform: child processes, process-wide barriers and
 //! shared memory. The byte-stream transports live in `crate::transport`, above this.
 
+mod dirs;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -11,6 +12,7 @@ mod windows;
 #[cfg(windows)]
 use windows as os;
 
+pub(crate) use dirs::{fresh_dir, remove_fresh_dir};
 #[cfg(unix)]
 pub(crate) use os::{FdKind, adopt_from_env, pass_to_child, poll, wait_fd};
 pub(crate) use os::{

@@ -19,9 +19,10 @@ use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, compiler_fence, fence};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::util::{lock, wait_deadline};
 use crate::{Address, Result};
 
 /// Bytes a channel holds before its writer waits: the role of a socket's buffers.
@@ -31,28 +32,6 @@ const SPIN: Duration = Duration::from_micros(20);
 /// Copies go in pieces of this size (see `COPY_PIECE` in connection.rs: some CPUs run glibc's
 /// large `memcpy` very slowly for some alignments).
 const COPY_PIECE: usize = 2 << 10;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Waits on `cv` until `deadline` (`None`: forever); `false` when the deadline has passed.
-fn wait_until<'a, T>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-) -> (MutexGuard<'a, T>, bool) {
-    match deadline {
-        None => (cv.wait(guard).unwrap_or_else(|p| p.into_inner()), true),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return (guard, false);
-            }
-            (cv.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0, true)
-        }
-    }
-}
 
 /// A flag one waiter sleeps on while it watches many channels and listeners.
 #[derive(Debug, Default)]
@@ -77,7 +56,7 @@ impl Signal {
         };
         let mut fired = lock(&self.fired);
         while !*fired {
-            let (g, more) = wait_until(&self.cv, fired, deadline);
+            let (g, more) = wait_deadline(&self.cv, fired, deadline);
             fired = g;
             if !more {
                 break;
@@ -259,7 +238,7 @@ impl Chan {
         let more = if ready() {
             true
         } else {
-            wait_until(cv, guard, until).1 || deadline.is_none_or(|d| d > Instant::now())
+            wait_deadline(cv, guard, until).1 || deadline.is_none_or(|d| d > Instant::now())
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
         more
@@ -646,7 +625,7 @@ pub(crate) fn connect(name: &str, deadline: Option<Instant>) -> io::Result<Strea
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let (g, _) = wait_until(&at.room, st, deadline);
+        let (g, _) = wait_deadline(&at.room, st, deadline);
         st = g;
     }
 }

@@ -4,8 +4,7 @@
 //! the types defined here, which pass each call to the one or the other.
 
 use std::io::{self, IoSlice};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{Address, Result};
@@ -41,25 +40,26 @@ pub(crate) fn resolve(
     Ok(addrs)
 }
 
-/// The platform's default family.
-pub(crate) const DEFAULT_FAMILY: crate::Family = platform::DEFAULT_FAMILY;
-
-/// Private directories made by `Address::fresh(Family::Unix)`, removed with their listener.
-static FRESH_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Makes a private directory for a fresh socket address and remembers it.
-pub(crate) fn fresh_dir() -> std::io::Result<PathBuf> {
-    let dir = platform::private_tempdir()?;
-    FRESH_DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
-    Ok(dir)
+/// The credentials of the process at the other end of a Unix-socket connection; see
+/// [`Connection::peer_credentials`](crate::Connection::peer_credentials). Displayed as `pid 1234, uid 1000` (or `uid 1000`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The peer's process id, where the OS reports one (Linux, when the peer's process is
+    /// visible in this process's pid namespace).
+    pub pid: Option<u32>,
+    /// The peer's effective user id when it connected.
+    pub uid: u32,
+    /// The peer's effective group id when it connected.
+    pub gid: u32,
 }
 
-/// Removes `dir` if `Address::fresh` made it (and it is empty by now).
-pub(crate) fn remove_fresh_dir(dir: &Path) {
-    let mut dirs = FRESH_DIRS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = dirs.iter().position(|d| d == dir) {
-        dirs.swap_remove(i);
-        let _ = std::fs::remove_dir(dir);
+impl std::fmt::Display for PeerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(pid) = self.pid {
+            write!(f, "pid {pid}, ")?;
+        }
+        write!(f, "uid {}", self.uid)
     }
 }
 
@@ -156,7 +156,7 @@ impl Stream {
     }
 
     /// The peer process's credentials: Unix sockets only.
-    pub(crate) fn peer_credentials(&self) -> Option<crate::connection::PeerCredentials> {
+    pub(crate) fn peer_credentials(&self) -> Option<crate::transport::PeerCredentials> {
         match self {
             Stream::Os(s) => s.peer_credentials(),
             Stream::Mem(_) => None,

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::connection::PeerCredentials;
+use crate::transport::PeerCredentials;
 
 /// `SO_PEERCRED`: pid, uid and gid of the peer when it connected (or created the pair).
 #[cfg(any(target_os = "linux", target_os = "android"))]

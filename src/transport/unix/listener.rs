@@ -245,7 +245,7 @@ impl Drop for RawListener {
                 let _ = std::fs::remove_file(path);
             }
             if let Some(dir) = path.parent() {
-                crate::transport::remove_fresh_dir(dir);
+                crate::sys::remove_fresh_dir(dir);
             }
         }
     }

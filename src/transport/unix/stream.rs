@@ -11,8 +11,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use super::addr::{to_address, unix_sockaddr};
 use super::cred::peer_credentials;
-use crate::connection::PeerCredentials;
 use crate::sys::{self, FdKind as Kind, poll, wait_fd};
+use crate::transport::PeerCredentials;
 use crate::{Address, Error, Result};
 
 /// Unanswered keepalive probes after which a TCP connection counts as lost.
@@ -204,25 +204,20 @@ impl AsFd for Stream {
     }
 }
 
-/// The connection's socket or pipe descriptor.
-///
-/// # Panics
-///
-/// An in-process connection ([`crate::dummy::pipe`], `inproc:` addresses) has no descriptor:
-/// asking for one panics. [`Connection::is_in_process`](crate::Connection::is_in_process) tells.
-impl AsRawFd for crate::Connection {
-    fn as_raw_fd(&self) -> RawFd {
-        self.as_fd().as_raw_fd()
+/// An OS stream's descriptor; an in-process stream has none (its connection says so, and
+/// asking panics, as documented on `Connection`'s `AsFd`).
+impl AsFd for super::super::Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            super::super::Stream::Os(s) => s.fd.as_fd(),
+            super::super::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
+        }
     }
 }
 
-/// As [`AsRawFd`] for [`Connection`](crate::Connection): panics for an in-process connection.
-impl AsFd for crate::Connection {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self.stream() {
-            crate::transport::Stream::Os(s) => s.fd.as_fd(),
-            crate::transport::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
-        }
+impl AsRawFd for super::super::Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

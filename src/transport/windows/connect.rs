@@ -50,7 +50,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
 
 fn fresh_pipe_path() -> io::Result<String> {
     let mut b = [0u8; 8];
-    crate::auth::fill_random(&mut b).map_err(|e| match e {
+    crate::util::fill_random(&mut b).map_err(|e| match e {
         Error::Io(e) => e,
         e => io::Error::other(e.to_string()),
     })?;

@@ -141,7 +141,7 @@ impl RawListener {
                 // No listener will own the private directory of `Address::fresh(Family::Unix)`
                 // and remove it on drop, so it goes now.
                 if let Some(dir) = path.parent() {
-                    crate::transport::remove_fresh_dir(dir);
+                    crate::sys::remove_fresh_dir(dir);
                 }
                 Err(addr.invalid(UNIX_ONLY))
             }

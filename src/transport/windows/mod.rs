@@ -16,12 +16,6 @@
 //! connection to a child process is not supported yet; the `mode` of [`BindOptions`] does not
 //! apply (pipes get the default security descriptor, as CPython's do).
 
-use std::io;
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
-
-use crate::Family;
-
 mod connect;
 mod handles;
 mod listener;
@@ -35,16 +29,6 @@ pub(crate) use listener::{BindOptions, RawListener};
 pub(crate) use poll::{Pollable, wait_any, wait_ready_with};
 pub(crate) use stream::Stream;
 
-pub(crate) const DEFAULT_FAMILY: Family = Family::Pipe;
-
 const UNIX_ONLY: &str = "Unix domain socket addresses exist only on Unix";
 
-/// A new directory for the user. `%TEMP%` on Windows is already private to its user, and a new
-/// directory inherits that ACL.
-pub(crate) fn private_tempdir() -> io::Result<PathBuf> {
-    Ok(tempfile::Builder::new().prefix("procwire-").tempdir()?.keep())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::util::lock;

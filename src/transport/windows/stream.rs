@@ -130,7 +130,7 @@ impl Stream {
     }
 
     /// Windows has no uid and gid to report; see `Connection::peer_credentials`.
-    pub(crate) fn peer_credentials(&self) -> Option<crate::connection::PeerCredentials> {
+    pub(crate) fn peer_credentials(&self) -> Option<crate::transport::PeerCredentials> {
         None
     }
 
