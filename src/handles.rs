@@ -14,7 +14,7 @@
 //! [`send_connection`]/[`recv_connection`] are the same on both. Over TCP (or an in-process
 //! connection) every function fails with an `Unsupported` error: the other process is not known.
 //!
-//! The exchange, on the carrier connection, is in SPEC.md §9.3. On Unix the sender sends the
+//! The exchange, on the carrier connection, is in spec/handles.md. On Unix the sender sends the
 //! message `#HANDLE#` followed by the kind of what it hands over, a NUL byte and (for a
 //! connection) the bytes it had received and not read, the receiver answers `#READY#`, and the
 //! sender then sends one byte with the descriptor attached. The receiver has nothing else

@@ -5,7 +5,7 @@
 //! [`ValueProxy`], [`NamespaceProxy`], [`QueueProxy`], and the synchronization primitives
 //! [`LockProxy`], [`RLockProxy`], [`SemaphoreProxy`], [`ConditionProxy`], [`EventProxy`],
 //! [`BarrierProxy`]) and custom Rust types registered in a [`Registry`]. Every call on a proxy
-//! is one request and one reply over an authenticated connection (SPEC.md §12.2).
+//! is one request and one reply over an authenticated connection (spec/manager.md).
 //!
 //! Three ways to have one:
 //! - [`Manager::start`] runs one in a new child process (this program started again, see

@@ -57,8 +57,8 @@
 //! writes it chunks, several at a time in one write, so that it always has the next chunk at
 //! hand (how many depends on how long the function's chunks take, as the workers measure it);
 //! the other reads its results as they come and replaces the worker when it ends. A worker
-//! writes each chunk's results before it starts the next chunk. The messages are in SPEC.md,
-//! section 12.4.
+//! writes each chunk's results before it starts the next chunk. The messages are in
+//! spec/pool.md.
 //!
 //! Dropping a pool terminates it (as leaving CPython's `with Pool() as p:` does): the workers
 //! get SIGTERM (SIGKILL a second later if they are still there), tasks that did not finish fail

@@ -79,7 +79,7 @@
 //! Unix only for now: on Windows, starting a child fails with an `Unsupported` I/O error
 //! (connections cannot be handed to a child there yet), and [`create`] is Unix-only by nature.
 //!
-//! The messages between parent and child are specified in SPEC.md, section 12.3.
+//! The messages between parent and child are specified in spec/process.md.
 
 mod bootstrap;
 mod child;

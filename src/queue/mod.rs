@@ -3,7 +3,7 @@
 //!
 //! The process that creates a queue serves it: the items live in its memory, its own handles
 //! use them directly, and a few threads of it serve the handles of other processes over
-//! authenticated [`Connection`](crate::Connection)s (the messages are in SPEC.md §12.1). A
+//! authenticated [`Connection`](crate::Connection)s (the messages are in spec/queue.md). A
 //! handle is sent to a child as a [`Process`](crate::process::Process) argument (it serializes
 //! as the queue's address and key), and an unrelated process opens one with
 //! [`Queue::connect`]. The queue lives as long as its creator holds a handle: after that,
