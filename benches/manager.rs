@@ -19,7 +19,7 @@ mod unix {
 
     const LIMIT: Option<Duration> = Some(Duration::from_secs(600));
 
-    /// The shapes of the manager's dict get request and reply (SPEC.md §12.2), to size the raw
+    /// The shapes of the manager's dict get request and reply (spec/manager.md), to size the raw
     /// ping-pong's messages like the manager's.
     #[derive(Serialize)]
     enum Req<'a> {

@@ -1,4 +1,4 @@
-//! The manager's request and reply messages (SPEC.md §12.2): one CBOR request, one CBOR reply.
+//! The manager's request and reply messages (spec/manager.md): one CBOR request, one CBOR reply.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

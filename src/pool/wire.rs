@@ -1,4 +1,4 @@
-//! The pool's messages (SPEC.md §12.4): one opcode byte, CBOR unsigned integers, then CBOR
+//! The pool's messages (spec/pool.md): one opcode byte, CBOR unsigned integers, then CBOR
 //! values; and running a chunk's tasks on the worker's side, since both sides share the
 //! outcome layout.
 
@@ -32,7 +32,7 @@ pub(crate) const NOT_RUN: u8 = 0x03;
 /// allocating twice; longer ones still decode, in pieces.
 pub(crate) const SCRATCH: usize = 512;
 
-/// The worker's start arguments (the ARGS of SPEC.md §12.3).
+/// The worker's start arguments (the ARGS of spec/process.md).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WorkerStart {
     pub(crate) version: u32,

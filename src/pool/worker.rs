@@ -1,5 +1,5 @@
 //! The worker's side: a child started with the built-in pool entry runs chunks of tasks in the
-//! order they arrive and answers each chunk before it starts the next (SPEC.md §12.4).
+//! order they arrive and answers each chunk before it starts the next (spec/pool.md).
 
 use std::time::Instant;
 

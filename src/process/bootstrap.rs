@@ -28,7 +28,7 @@ const ENV_PROCESS: &str = "PROCWIRE_PROCESS";
 const ENV_CONN: &str = "PROCWIRE_PROCESS_CONN";
 /// The write end of the exit sentinel pipe.
 const ENV_SENTINEL: &str = "PROCWIRE_PROCESS_SENTINEL";
-/// The bootstrap protocol version (SPEC.md §12.3).
+/// The bootstrap protocol version (spec/process.md).
 const VERSION: u32 = 1;
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);

@@ -1,4 +1,4 @@
-//! The queue's messages (SPEC.md §12.1): one opcode byte, then an item (CBOR of the item
+//! The queue's messages (spec/queue.md): one opcode byte, then an item (CBOR of the item
 //! type, opaque to the server), a CBOR value, or nothing.
 
 use serde::Serialize;
@@ -58,7 +58,7 @@ pub(crate) struct Info {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Hello<A> {
     pub(crate) version: u64,
-    /// A `u64` in shared memory (SPEC.md §12.1) the client adds every item it takes to.
+    /// A `u64` in shared memory (spec/queue.md) the client adds every item it takes to.
     pub(crate) acks: Option<A>,
 }
 

@@ -8,7 +8,7 @@ use super::super::wire;
 /// What became of a chunk's tasks.
 #[derive(Debug)]
 pub(in crate::pool) enum ChunkOut {
-    /// The worker's outcomes, one per task (SPEC.md §12.4), `failed` of them failures.
+    /// The worker's outcomes, one per task (spec/pool.md), `failed` of them failures.
     Data { n: usize, failed: usize, bytes: Vec<u8> },
     /// Every task failed the same way without an outcome of its own.
     Failed { n: usize, kind: &'static str, message: String },
