@@ -29,7 +29,7 @@ use crate::{Address, Result};
 pub(crate) const CAPACITY: usize = 256 << 10;
 /// How long a reader that finds nothing spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
-/// Copies go in pieces of this size (see `COPY_PIECE` in connection.rs: some CPUs run glibc's
+/// Copies go in pieces of this size (see `COPY_PIECE` in connection/mod.rs: some CPUs run glibc's
 /// large `memcpy` very slowly for some alignments).
 const COPY_PIECE: usize = 2 << 10;
 

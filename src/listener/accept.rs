@@ -1,0 +1,304 @@
+//! Accepting: the table of handshakes under way, driven in rounds, and what they produce.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
+use crate::auth::{Handshake, Role, Status};
+use crate::connection::PeerCredentials;
+use crate::transport::{Stream, wait_any};
+use crate::{Address, Connection, Error, Result};
+
+/// Most connections taken from the accept queue in one round, so that handshakes already
+/// under way keep moving during a flood of new connections.
+const ACCEPT_BURST: usize = 64;
+/// How long the listening socket rests after the OS refused an accept for lack of resources.
+const RESOURCE_REST: Duration = Duration::from_millis(100);
+
+pub(super) struct Pending {
+    conn: Connection,
+    hs: Handshake,
+    deadline: Option<Instant>,
+    peer: Option<Address>,
+    /// Who connected, for error messages when there is no address.
+    creds: Option<PeerCredentials>,
+    /// When it was accepted or last sent bytes, as a number from [`Listener::tick`] (no two
+    /// alike, unlike clock readings): the lowest is dropped first when the table is full.
+    progress: u64,
+    /// Whether the client sent anything yet. One that hangs up before saying a word (a
+    /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
+    heard: bool,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Handshakes under way. While a thread drives them they are out of here, in its hands.
+    pending: Vec<Pending>,
+    /// Finished handshakes (and per-client errors) waiting for an `accept` to take them.
+    pub(super) ready: Found,
+    /// Whether a thread is driving: only one polls at a time, the others wait for its results.
+    driving: bool,
+    /// Threads waiting for the driver's results: with none, nobody needs waking.
+    waiting: usize,
+    /// After the OS ran out of descriptors or memory, the listening socket rests until then.
+    accept_rest_until: Option<Instant>,
+    /// When the last driving round ended. Handshakes only move while some thread is inside
+    /// `accept`, so their deadlines are pushed back by the time nobody was: a server that
+    /// serves one client before accepting the next does not fail the handshakes it started.
+    idle_since: Option<Instant>,
+}
+
+impl Listener {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
+        let mut st = self.lock();
+        loop {
+            if let Some(r) = st.ready.pop_front() {
+                let (conn, peer) = r?;
+                *self.last_peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+                return Ok(conn);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(Error::Timeout("waiting for a connection".into()));
+            }
+            if st.driving {
+                // Another thread is polling; it hands over what it finds, or the turn.
+                st.waiting += 1;
+                st = match deadline {
+                    None => self.turn.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => self.turn.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0,
+                };
+                st.waiting -= 1;
+                continue;
+            }
+            st.driving = true;
+            let mut pending = std::mem::take(&mut st.pending);
+            if let Some(idle) = st.idle_since.take() {
+                let paused = now.saturating_duration_since(idle);
+                for p in &mut pending {
+                    p.deadline = p.deadline.and_then(|d| d.checked_add(paused));
+                }
+            }
+            let rest_until = st.accept_rest_until.filter(|&t| t > now);
+            drop(st);
+            let mut found = VecDeque::new();
+            let rested = self.drive_round(&mut pending, &mut found, deadline, rest_until);
+            st = self.lock();
+            st.pending = pending;
+            st.ready.extend(found);
+            st.driving = false;
+            st.idle_since = Some(Instant::now());
+            if rested.is_some() {
+                st.accept_rest_until = rested;
+            }
+            if st.waiting > 0 {
+                self.turn.notify_all();
+            }
+        }
+    }
+
+    /// One round: wait until the listener or a pending handshake is readable (or a deadline
+    /// passes), move every readable handshake forward, take new connections, then expire the
+    /// handshakes whose time is up. Returns a rest period for the listening socket after the
+    /// OS refused an accept for lack of resources.
+    fn drive_round(
+        &self,
+        pending: &mut Vec<Pending>,
+        found: &mut Found,
+        deadline: Option<Instant>,
+        rest_until: Option<Instant>,
+    ) -> Option<Instant> {
+        // A full table does not stop accepting: a newcomer takes the place of the handshake that
+        // went longest without progress, so silent peers cannot queue honest ones behind them.
+        let listen = rest_until.is_none();
+        let wake = pending.iter().filter_map(|p| p.deadline).chain(deadline).chain(rest_until).min();
+        let streams: Vec<&Stream> = pending.iter().map(|p| p.conn.stream()).collect();
+        let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
+            Ok(r) => r,
+            Err(e) => {
+                found.push_back(Err(Error::Io(e)));
+                return None;
+            }
+        };
+        // Highest index first, so that removals do not move the ones still to visit.
+        for i in ready.into_iter().rev() {
+            self.drive(pending, found, i);
+        }
+        let mut rest = None;
+        if listener_ready {
+            // At most a table's worth per round, so that no connection is dropped in the round
+            // that accepted it (those accepted last have the highest progress numbers).
+            for _ in 0..ACCEPT_BURST.min(self.opts.max_pending) {
+                match self.raw.try_accept() {
+                    Ok(Some((stream, peer))) => self.start(pending, found, stream, peer),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Out of descriptors or memory: the socket stays readable, so rest it
+                        // instead of spinning, and say so once.
+                        rest = Instant::now().checked_add(RESOURCE_REST);
+                        found.push_back(Err(Error::Io(io::Error::new(
+                            e.kind(),
+                            format!("accept failed, pausing for {RESOURCE_REST:?}: {e}"),
+                        ))));
+                        break;
+                    }
+                }
+            }
+        }
+        self.evict_idlest(pending, found);
+        // Expire only after reading, so a client whose last message is already here is served.
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            if pending[i].deadline.is_some_and(|d| d <= now) {
+                let p = pending.swap_remove(i);
+                let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+            } else {
+                i += 1;
+            }
+        }
+        rest
+    }
+
+    /// A number larger than all handed out before: the order of accepts and progress.
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Past `max_pending`, drops the pending handshakes that went longest without progress.
+    /// One selection per round, linear in the table's size.
+    fn evict_idlest(&self, pending: &mut Vec<Pending>, found: &mut Found) {
+        let max = self.opts.max_pending;
+        let excess = pending.len().saturating_sub(max);
+        if excess == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..pending.len()).collect();
+        order.select_nth_unstable_by_key(excess - 1, |&i| pending[i].progress);
+        let mut victims = order[..excess].to_vec();
+        // Highest index first: swap_remove then moves only entries that stay.
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for i in victims {
+            let p = pending.swap_remove(i);
+            let e = Error::Timeout(format!(
+                "in the handshake, {}: dropped for a new connection, as {max} handshakes were \
+                 pending (max_pending_handshakes) and this one had gone longest without progress",
+                p.hs.waiting_for()
+            ));
+            found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+        }
+    }
+
+    fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
+        // An unnamed Unix socket is named in errors by its process.
+        let creds = if peer.is_none() { stream.peer_credentials() } else { None };
+        if let Some(idle) = self.opts.keepalive
+            && let Err(e) = stream.set_keepalive(Some(idle))
+        {
+            found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
+            return;
+        }
+        let mut conn = Connection::for_handshake(stream);
+        let Some(key) = &self.opts.key else {
+            conn.finish_handshake(&self.opts.conn);
+            found.push_back(Ok((conn, peer)));
+            return;
+        };
+        let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
+        let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
+        conn.set_write_timeout(Some(self.opts.handshake_timeout));
+        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        match sent {
+            Ok(()) => {
+                pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
+            }
+            // Gone before our challenge went out. Silent only if it never said a word either
+            // (a probe); one that wrote something first is reported like any other hang-up.
+            Err(e) if hung_up(&e) => {
+                if matches!(conn.fill_ready(), Ok(true)) {
+                    let e = Error::AuthenticationFailed(format!(
+                        "the client hung up during the handshake ({e}) while {}",
+                        hs.waiting_for()
+                    ));
+                    found.push_back(Err(with_peer(e, &peer, creds)));
+                }
+            }
+            Err(e) => found.push_back(Err(with_peer(e, &peer, creds))),
+        }
+    }
+
+    /// Moves the handshake of pending connection `i` forward after its socket became readable.
+    fn drive(&self, pending: &mut Vec<Pending>, found: &mut Found, i: usize) {
+        let p = &mut pending[i];
+        let outcome = match p.conn.fill_ready() {
+            Ok(false) => Err(Error::Closed),
+            Err(e) => Err(e),
+            Ok(true) => {
+                p.heard = true;
+                p.progress = self.tick();
+                step_handshake(p)
+            }
+        };
+        match outcome {
+            Ok(false) => {}
+            Err(e) if hung_up(&e) && !p.heard => {
+                pending.swap_remove(i);
+            }
+            Err(e) if hung_up(&e) => {
+                let p = pending.swap_remove(i);
+                let e = Error::AuthenticationFailed(format!(
+                    "the client hung up during the handshake ({e}) while {}",
+                    p.hs.waiting_for()
+                ));
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+            }
+            Ok(true) => {
+                let mut p = pending.swap_remove(i);
+                p.conn.finish_handshake(&self.opts.conn);
+                found.push_back(Ok((p.conn, p.peer)));
+            }
+            Err(e) => {
+                let mut p = pending.swap_remove(i);
+                if let Some(f) = p.hs.failure_message() {
+                    let _ = p.conn.send_bytes(&f);
+                }
+                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+            }
+        }
+    }
+}
+
+/// Accepted connections and per-client errors, in the order they happened.
+type Found = VecDeque<Result<(Connection, Option<Address>)>>;
+
+/// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
+/// Replies to messages that arrived together (a client's answer and its early challenge)
+/// leave together, in one write.
+fn step_handshake(p: &mut Pending) -> Result<bool> {
+    p.conn.set_batching(Some(HANDSHAKE_BATCH));
+    let r = feed_handshake(p);
+    p.conn.set_batching(None);
+    let flushed = p.conn.flush();
+    r.and_then(|done| flushed.map(|()| done))
+}
+
+/// The loop of [`step_handshake`], with the replies queued.
+fn feed_handshake(p: &mut Pending) -> Result<bool> {
+    while let Some(msg) = p.conn.buffered_frame()? {
+        if let Some(reply) = p.hs.on_message(&msg)?.send {
+            p.conn.send_bytes(&reply)?;
+        }
+        if p.hs.status() == Status::Done {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

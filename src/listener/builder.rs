@@ -1,0 +1,196 @@
+//! [`ListenerBuilder`]: the options of a listener, and binding.
+
+#[cfg(doc)]
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::{DEFAULT_HANDSHAKE_TIMEOUT, Listener, State, keyless_tcp_refused};
+#[cfg(doc)]
+use crate::Connection;
+#[cfg(doc)]
+use crate::Error;
+use crate::auth::AuthKey;
+use crate::connection::ConnOptions;
+use crate::transport::RawListener;
+use crate::{Address, Result};
+
+/// Options for [`Listener::bind`]; get one from [`Listener::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use procwire::{Address, Family, Listener};
+/// let listener = Listener::builder()
+///     .authkey(b"secret".as_slice())
+///     .backlog(64)
+///     .handshake_timeout(Duration::from_secs(2))
+///     .max_message_size(1 << 20)
+///     .bind(&Address::fresh(Family::default())?)?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListenerBuilder {
+    pub(super) key: Option<AuthKey>,
+    pub(super) legacy: bool,
+    pub(super) keyless_tcp: bool,
+    pub(super) keepalive: Option<Duration>,
+    pub(super) backlog: i32,
+    pub(super) handshake_timeout: Duration,
+    pub(super) max_pending: usize,
+    pub(super) mode: u32,
+    pub(super) conn: ConnOptions,
+}
+
+impl Default for ListenerBuilder {
+    fn default() -> Self {
+        ListenerBuilder {
+            key: None,
+            legacy: false,
+            keyless_tcp: false,
+            keepalive: None,
+            backlog: 128,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending: 1024,
+            mode: 0o600,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+impl ListenerBuilder {
+    /// Requires clients to prove they hold `key` (and proves it to them). Without a key there
+    /// is no handshake at all, as in CPython: anyone who can connect is accepted. That is
+    /// allowed for Unix path sockets (the socket file's mode, 0600 by default, decides who can
+    /// connect), abstract Unix sockets (no protection at all: any process in the same network
+    /// namespace can connect) and named pipes, but refused for TCP unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Allows binding a TCP address without an [`authkey`](Self::authkey) (default: refused,
+    /// unlike CPython). Without a key, anyone who can reach the port is accepted and can send
+    /// any message; use it only on a network where that is acceptable.
+    ///
+    /// ```
+    /// use procwire::{Address, Family, Listener};
+    /// let addr = Address::fresh(Family::Tcp)?;
+    /// assert!(Listener::builder().bind(&addr).is_err());
+    /// let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.keyless_tcp = allow;
+        self
+    }
+
+    /// Turns on TCP keepalive for every accepted TCP connection, probing after `idle` of
+    /// silence, so that a client that vanished without closing (host down, link cut) is
+    /// eventually reported by a receive (see [`Connection::set_keepalive`]). Default: off.
+    /// No effect on other transports.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older. MD5 is weak: enable it
+    /// only to talk to such peers.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.legacy = allow;
+        self
+    }
+
+    /// The length of the kernel's queue of connections not yet accepted (default 128).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// How long a client may take to complete the handshake (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// How many handshakes may be under way at once (default 1024), so that a flood of
+    /// silent connections costs at most this many descriptors (and, within one round of the
+    /// listener, up to 64 newly accepted ones more).
+    ///
+    /// A new connection that finds the table full is still accepted: the pending handshake
+    /// that has gone longest without progress (since it was accepted or last sent bytes) is
+    /// dropped for it, and reported by [`accept`](Listener::accept) as an [`Error::Timeout`].
+    /// An honest client moves its handshake forward at every round trip, so it is dropped only
+    /// if more than `n` connections arrive or move within one of its round trips; peers that
+    /// connect and stay silent cannot make it wait for their handshake timeout.
+    pub fn max_pending_handshakes(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+
+    /// The largest message accepted connections receive (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.conn.max_message_size = max;
+        self
+    }
+
+    /// Permission bits of the socket file of a Unix path address (default `0o600`: only the
+    /// owner may connect). The file has exactly these before anyone can connect, whatever the
+    /// umask, and they are never set through a symbolic link: a path that is no longer our
+    /// socket when the mode is set makes `bind` fail.
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The read timeout of accepted connections (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.read_timeout = t;
+        self
+    }
+
+    /// The write timeout of accepted connections (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.write_timeout = t;
+        self
+    }
+
+    /// Binds and listens on `addr`.
+    ///
+    /// A Unix socket file left behind by a dead process is removed and bound again; one that a
+    /// live listener answers on is an [`io::ErrorKind::AddrInUse`] error, and a path that is
+    /// not a socket is never removed. The file is removed when the listener is dropped.
+    ///
+    /// A TCP address without an authkey is an [`Error::Io`] of kind
+    /// [`io::ErrorKind::InvalidInput`] unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
+    pub fn bind(self, addr: &Address) -> Result<Listener> {
+        self.check_keyless(addr)?;
+        let raw = RawListener::bind(
+            addr,
+            &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
+        )?;
+        let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
+        Ok(Listener {
+            raw,
+            address,
+            opts: self,
+            state: Mutex::new(State::default()),
+            turn: Condvar::new(),
+            last_peer: Mutex::new(None),
+            ticks: AtomicU64::new(0),
+        })
+    }
+}
+
+impl ListenerBuilder {
+    /// Refuses a TCP address without a key unless that was allowed.
+    pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "listen on", "ListenerBuilder"));
+        }
+        Ok(())
+    }
+}

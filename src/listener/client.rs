@@ -1,0 +1,257 @@
+//! [`Client`] and [`ClientBuilder`]: connecting, with retries, and the client's handshake.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use super::Listener;
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_BATCH, hung_up, keyless_tcp_refused,
+    with_peer,
+};
+use crate::auth::{AuthKey, Handshake, Role, Status};
+use crate::connection::ConnOptions;
+use crate::transport::Stream;
+use crate::{Address, Connection, Error, Result};
+
+/// Options for [`Client::connect`]; get one from [`Client::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use procwire::Client;
+/// let conn = Client::builder()
+///     .authkey(procwire::AuthKey::from_file("/etc/myapp/key")?)
+///     .connect_timeout(Duration::from_secs(5))
+///     .wait_for_listener(Duration::from_secs(30))
+///     .connect(&"tcp:10.0.0.5:7000".parse()?)?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    key: Option<AuthKey>,
+    legacy: bool,
+    keyless_tcp: bool,
+    keepalive: Option<Duration>,
+    connect_timeout: Duration,
+    wait: Option<Duration>,
+    handshake_timeout: Duration,
+    conn: ConnOptions,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            key: None,
+            legacy: false,
+            keyless_tcp: false,
+            keepalive: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Answers the listener's challenge with `key` and challenges it back. Without a key
+    /// there is no handshake (as in CPython), which is refused for TCP addresses unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Allows connecting to a TCP address without an [`authkey`](Self::authkey) (default:
+    /// refused, unlike CPython). Without a key the client cannot tell the listener it meant
+    /// from anyone else who took the port, and the listener accepts anyone.
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.keyless_tcp = allow;
+        self
+    }
+
+    /// Turns on TCP keepalive, probing after `idle` of silence, so that a listener that
+    /// vanished without closing (host down, link cut) is eventually reported by a receive
+    /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.legacy = allow;
+        self
+    }
+
+    /// How long one connection attempt may take (default 20 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
+    /// refused, socket file missing, backlog full), for a listener that is still starting.
+    pub fn wait_for_listener(mut self, t: Duration) -> Self {
+        self.wait = Some(t);
+        self
+    }
+
+    /// How long the handshake may take (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// The largest message the connection receives (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.conn.max_message_size = max;
+        self
+    }
+
+    /// The connection's read timeout (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.read_timeout = t;
+        self
+    }
+
+    /// The connection's write timeout (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.conn.write_timeout = t;
+        self
+    }
+
+    /// Connects to `addr` and runs the handshake.
+    ///
+    /// A TCP address without an authkey is an [`Error::Io`] of kind
+    /// [`io::ErrorKind::InvalidInput`] unless
+    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
+    pub fn connect(self, addr: &Address) -> Result<Connection> {
+        self.check_keyless(addr)?;
+        let stream = self.open(addr)?;
+        if let Some(idle) = self.keepalive {
+            stream.set_keepalive(Some(idle))?;
+        }
+        let mut conn = Connection::for_handshake(stream);
+        match &self.key {
+            Some(key) => self.handshake(&mut conn, key, addr)?,
+            None => conn.refuse_challenge(),
+        }
+        conn.finish_handshake(&self.conn);
+        Ok(conn)
+    }
+
+    /// Refuses a TCP address without a key unless that was allowed.
+    pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
+        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
+            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
+        }
+        Ok(())
+    }
+
+    fn open(&self, addr: &Address) -> Result<Stream> {
+        let give_up = self.wait.and_then(|w| Instant::now().checked_add(w));
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = Instant::now().checked_add(self.connect_timeout);
+            match crate::transport::connect(addr, attempt) {
+                Ok(s) => return Ok(s),
+                Err(Error::Io(e)) => {
+                    let not_up = matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::NotFound
+                            | io::ErrorKind::WouldBlock
+                    );
+                    if not_up && give_up.is_some_and(|g| Instant::now() + pause < g) {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        return Err(Error::Timeout(format!("connecting to {addr}")));
+                    }
+                    return Err(Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("cannot connect to {addr}: {e}"),
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
+        let mut hs = Handshake::new(Role::Client, key.clone()).allow_legacy_md5(self.legacy);
+        let deadline = Instant::now().checked_add(self.handshake_timeout);
+        conn.set_write_timeout(Some(self.handshake_timeout));
+        let peer = Some(addr.clone());
+        while hs.status() != Status::Done {
+            let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {
+                Error::Timeout(_) => {
+                    with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer, None)
+                }
+                // A listener that refuses us closes with our early challenge unread, which
+                // some systems turn into a reset that overtakes its #FAILURE#.
+                e if hung_up(&e) => with_peer(
+                    Error::AuthenticationFailed(format!(
+                        "the listener closed the connection during the handshake ({e})"
+                    )),
+                    &peer,
+                    None,
+                ),
+                e => with_peer(e, &peer, None),
+            })?;
+            match hs.on_message(&msg) {
+                Ok(out) => match (out.send, hs.challenge_early()?) {
+                    // Our challenge rides with our answer, in one write: a round trip saved.
+                    (Some(reply), Some(challenge)) => {
+                        conn.set_batching(Some(HANDSHAKE_BATCH));
+                        let sent = conn.send_bytes(&reply).and_then(|()| conn.send_bytes(&challenge));
+                        conn.set_batching(None);
+                        match sent.and_then(|()| conn.flush()) {
+                            // A listener that refused our answer may close before our challenge
+                            // is written (a Windows pipe sends the two one by one); its verdict
+                            // can still be read, and the next receive reports it.
+                            Err(e) if hung_up(&e) => {}
+                            r => r?,
+                        }
+                    }
+                    (Some(reply), None) => conn.send_bytes(&reply)?,
+                    (None, _) => {}
+                },
+                Err(e) => {
+                    if let Some(f) = hs.failure_message() {
+                        let _ = conn.send_bytes(&f);
+                    }
+                    return Err(with_peer(e, &peer, None));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects to a [`Listener`], like CPython's `multiprocessing.connection.Client`.
+///
+/// ```no_run
+/// let mut conn = procwire::Client::builder().authkey("secret").connect(&"unix:/run/app.sock".parse()?)?;
+/// conn.send_bytes(b"hello")?;
+/// # Ok::<(), procwire::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Options for connecting: authkey, timeouts, retry, limits.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to `addr` with default options and **no authentication**. A TCP address is
+    /// refused (see [`ClientBuilder::allow_unauthenticated_tcp`]).
+    pub fn connect(addr: &Address) -> Result<Connection> {
+        Client::builder().connect(addr)
+    }
+}

@@ -1,0 +1,184 @@
+//! Endpoints: [`Listener`] accepts authenticated connections, [`Client`] makes them.
+//!
+//! With an authkey, every connection starts with CPython's mutual HMAC handshake (see
+//! [`crate::auth`]). The listener runs the handshakes of all connecting clients side by side,
+//! each with its own deadline, so a client that connects and stays silent does not delay an
+//! honest one: `accept` returns whichever connection finishes its handshake first.
+
+mod accept;
+mod builder;
+mod client;
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connection::PeerCredentials;
+use crate::transport::RawListener;
+use crate::{Address, Connection, Error, Result};
+
+#[cfg(doc)]
+use accept::Pending;
+use accept::State;
+pub use builder::ListenerBuilder;
+pub use client::{Client, ClientBuilder};
+
+/// The default time a handshake may take before the connection is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a client waits for a connection to be established (as CPython's
+/// `CONNECTION_TIMEOUT`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The error for TCP without an authkey and without the explicit opt-out.
+fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
+             connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
+        ),
+    ))
+}
+
+/// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
+/// credentials of its process.
+fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
+    let who = match (peer, creds) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "an unnamed peer".to_string(),
+    };
+    match e {
+        Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
+        Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
+        Error::Protocol(m) => Error::Protocol(format!("{m} (peer {who})")),
+        other => other,
+    }
+}
+
+/// Batching limit while handshake replies are gathered into one write (they are far smaller).
+const HANDSHAKE_BATCH: usize = 4 * crate::auth::MAX_HANDSHAKE_MESSAGE as usize;
+
+/// A client that went away: end of stream, reset, or a broken pipe on our first write.
+fn hung_up(e: &Error) -> bool {
+    match e {
+        Error::Closed => true,
+        Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
+}
+
+/// Accepts connections on an address, like CPython's `multiprocessing.connection.Listener`.
+///
+/// ```
+/// use procwire::{Address, Client, Family, Listener};
+/// let listener = Listener::builder().authkey("key").bind(&Address::fresh(Family::default())?)?;
+/// let addr = listener.address().clone();
+/// let t = std::thread::spawn(move || Client::builder().authkey("key").connect(&addr));
+/// let mut server_side = listener.accept()?;
+/// let mut client_side = t.join().unwrap()?;
+/// client_side.send(&[1, 2, 3])?;
+/// assert_eq!(server_side.recv::<Vec<u8>>()?, [1, 2, 3]);
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub struct Listener {
+    raw: RawListener,
+    address: Address,
+    opts: ListenerBuilder,
+    state: Mutex<State>,
+    turn: Condvar,
+    last_peer: Mutex<Option<Address>>,
+    /// The source of [`Pending::progress`].
+    ticks: AtomicU64,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authkey", &self.opts.key.is_some())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Options for binding: authkey, backlog, timeouts, limits.
+    pub fn builder() -> ListenerBuilder {
+        ListenerBuilder::default()
+    }
+
+    /// Binds `addr` with default options and **no authentication** (as CPython's
+    /// `Listener(address)` without an authkey). Use [`Listener::builder`] to set a key. A TCP
+    /// address is refused (see [`ListenerBuilder::allow_unauthenticated_tcp`]).
+    pub fn bind(addr: &Address) -> Result<Listener> {
+        Listener::builder().bind(addr)
+    }
+
+    /// The address the listener is bound to: the real port after binding TCP port 0.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The peer address of the last accepted connection, where the transport has one.
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.last_peer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for the next connection that completes its handshake.
+    ///
+    /// An error concerns one client only (wrong key: [`Error::AuthenticationFailed`]; a stalled
+    /// handshake: [`Error::Timeout`] naming the likely cause; a client that hung up midway) and
+    /// the listener stays ready for the next one: loop over [`incoming`](Listener::incoming)
+    /// and skip errors to serve everyone. Several threads may call it; one drives at a time.
+    pub fn accept(&self) -> Result<Connection> {
+        self.accept_until(None)
+    }
+
+    /// As [`accept`](Listener::accept), but gives up after `timeout` with [`Error::Timeout`].
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
+        self.accept_until(Instant::now().checked_add(timeout))
+    }
+
+    /// An endless iterator of [`accept`](Listener::accept) results.
+    ///
+    /// ```no_run
+    /// # let listener = procwire::Listener::builder().authkey("secret").bind(&"tcp:127.0.0.1:0".parse()?)?;
+    /// for conn in listener.incoming() {
+    ///     match conn {
+    ///         Ok(mut c) => { c.send_bytes(b"hi")?; }
+    ///         Err(e) => eprintln!("client refused: {e}"),
+    ///     }
+    /// }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    pub(crate) fn raw(&self) -> &RawListener {
+        &self.raw
+    }
+
+    /// Whether a finished handshake (or a per-client error) waits for `accept`.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.lock().ready.is_empty()
+    }
+}
+
+/// Iterator over accepted connections; see [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn next(&mut self) -> Option<Result<Connection>> {
+        Some(self.listener.accept())
+    }
+}
