@@ -107,3 +107,25 @@ impl Object for Barrier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::Error;
+    use crate::manager::{Manager, Registry};
+
+    #[test]
+    fn a_timed_out_barrier_wait_breaks_the_barrier_for_the_others() {
+        let m = Manager::in_process(Registry::new()).unwrap();
+        let b = m.barrier(3).unwrap();
+        let other = {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait(Some(Duration::from_secs(60))))
+        };
+        assert!(
+            matches!(b.wait(Some(Duration::from_millis(50))), Err(Error::Remote { kind, .. }) if kind == "broken_barrier")
+        );
+        assert!(matches!(other.join().unwrap(), Err(Error::Remote { kind, .. }) if kind == "broken_barrier"));
+    }
+}

@@ -4,6 +4,8 @@
 //! Every object has its own lock, so calls on different objects run side by side. Blocking
 //! methods wait in slices of [`SLICE`] and look at the caller's connection between slices: a
 //! client that went away stops waiting (its connection thread ends), so it never pins a thread.
+//! The same objects serve a manager in this process (`procwire::dummy`'s), called on the
+//! caller's own thread.
 
 mod barrier;
 mod cell;
@@ -133,7 +135,9 @@ pub(crate) struct Owner {
 /// What a method knows about its call.
 pub(crate) struct Ctx<'a> {
     pub(crate) session: u64,
-    pub(crate) conn: &'a mut Connection,
+    /// The caller's connection; `None` for a caller on this thread (a manager in this
+    /// process), which cannot go away while it waits.
+    pub(crate) conn: Option<&'a mut Connection>,
     pub(crate) stop: &'a AtomicBool,
 }
 
@@ -141,7 +145,8 @@ impl Ctx<'_> {
     /// Whether the caller is gone (its connection reached end of file, or says something while
     /// it should be waiting for the answer) or the manager is shutting down.
     pub(crate) fn gone(&mut self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+        self.stop.load(Ordering::Relaxed)
+            || self.conn.as_mut().is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(true))
     }
 
     fn owner(&self, thread: u64) -> Owner {
