@@ -29,8 +29,6 @@
 //! [`Error::Remote`]: crate::Error::Remote
 //! [`Error::Closed`]: crate::Error::Closed
 
-use std::fmt;
-use std::ops::Deref;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -98,7 +96,7 @@ impl Manager {
     pub fn queue<T: Clone + Send + 'static>(&self, maxsize: Option<usize>) -> Result<QueueProxy<T>> {
         let p = self.m.create("queue", &maxsize.map(|m| m as u64))?;
         let b = maxsize.map_or_else(QueueBuilder::new, |m| QueueBuilder::new().maxsize(m));
-        Ok(QueueProxy { p, q: b.build()? })
+        Ok(QueueProxy::new(p, b.build()?))
     }
 
     forward! {
@@ -139,36 +137,7 @@ impl Manager {
 
 /// A [`Queue`] made by a manager: use it as the queue itself (it dereferences to
 /// [`Queue<T>`]). From [`Manager::queue`]; the manager's shutdown does not close it.
-pub struct QueueProxy<T> {
-    p: Proxy,
-    q: Queue<T>,
-}
-
-impl<T> QueueProxy<T> {
-    /// The untyped proxy.
-    pub fn proxy(&self) -> &Proxy {
-        &self.p
-    }
-}
-
-impl<T> Clone for QueueProxy<T> {
-    fn clone(&self) -> Self {
-        QueueProxy { p: self.p.clone(), q: self.q.clone() }
-    }
-}
-
-impl<T> fmt::Debug for QueueProxy<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueueProxy").field("proxy", &self.p).field("queue", &self.q).finish()
-    }
-}
-
-impl<T> Deref for QueueProxy<T> {
-    type Target = Queue<T>;
-    fn deref(&self) -> &Queue<T> {
-        &self.q
-    }
-}
+pub type QueueProxy<T> = crate::manager::QueueProxy<T, Queue<T>>;
 
 #[cfg(test)]
 mod tests {
