@@ -67,7 +67,7 @@ impl Manager {
     }
 
     /// A manager of the types of `registry` in this process ([`create`](Manager::create)
-    /// makes them).
+    /// makes them; its `queue` type is the one [`queue`](Manager::queue) needs).
     ///
     /// ```
     /// use procwire::dummy::manager::{Manager, Registry};

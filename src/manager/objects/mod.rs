@@ -17,6 +17,16 @@ mod lock;
 mod queue;
 mod semaphore;
 
+pub(crate) use self::barrier::Barrier;
+pub(crate) use self::cell::{Cell, Namespace};
+pub(crate) use self::condition::Condition;
+pub(crate) use self::dict::Dict;
+pub(crate) use self::event::Event;
+pub(crate) use self::list::List;
+pub(crate) use self::lock::Lock;
+pub(crate) use self::queue::SharedQueue;
+pub(crate) use self::semaphore::Semaphore;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, MutexGuard};
 use std::time::{Duration, Instant};
@@ -218,13 +228,3 @@ const MAX_BYTES: usize = u32::MAX as usize;
 fn too_large() -> Fault {
     Fault::new("memory", "a manager container holds at most 4 GiB of encoded items")
 }
-
-pub(crate) use self::barrier::Barrier;
-pub(crate) use self::cell::{Cell, Namespace};
-pub(crate) use self::condition::Condition;
-pub(crate) use self::dict::Dict;
-pub(crate) use self::event::Event;
-pub(crate) use self::list::List;
-pub(crate) use self::lock::Lock;
-pub(crate) use self::queue::SharedQueue;
-pub(crate) use self::semaphore::Semaphore;
