@@ -211,3 +211,82 @@ fn tables_go_to_stdout_and_nothing_else() {
     assert!(stdout.contains("/s –") && stdout.contains("µs –"), "{stdout}");
     assert!(!stdout.contains("%)"), "{stdout}");
 }
+
+/// `--html FILE` writes a page with a chart per workload, every figure of every transport on
+/// it, that fetches nothing; the tables still go to stdout.
+#[test]
+fn the_html_report_has_a_chart_per_workload_and_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.html");
+    let transports = format!("{LOCAL},tcp");
+    let out = bench(&[
+        "--sizes",
+        "16,1k",
+        "--duration",
+        "20ms",
+        "--repeat",
+        "1",
+        "--transports",
+        &transports,
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Ping-pong"), "the tables still go to stdout: {stdout}");
+    let page = std::fs::read_to_string(&path).expect("the report was written");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    let charts: Vec<&str> = page.split("<svg").skip(1).collect();
+    assert_eq!(charts.len(), 4, "one chart per workload");
+    for (chart, title) in
+        charts.iter().zip(["Streaming, one send", "Streaming, batched", "Ping-pong", "Connect"])
+    {
+        assert!(chart.contains(title), "{title}: {chart}");
+    }
+    // 2 transports x 2 sizes x procwire and raw as points; connect: 2 transports x 2 bars.
+    for chart in &charts[..3] {
+        assert_eq!(chart.matches("<circle").count(), 8, "{chart}");
+        assert!(chart.contains("tcp procwire") && chart.contains("tcp raw"), "legend: {chart}");
+    }
+    assert_eq!(charts[3].matches("<title>").count(), 4, "{}", charts[3]);
+    for fetch in ["<script", "<link", "<img", "<iframe", "url(", "src=", "href=", "@import", "http"] {
+        assert!(!page.contains(fetch), "the page fetches something ({fetch}):\n{page}");
+    }
+
+    // Fewer workloads, fewer charts.
+    let out = bench(&[
+        "--sizes",
+        "16",
+        "--duration",
+        "20ms",
+        "--repeat",
+        "1",
+        "--transports",
+        LOCAL,
+        "--workloads",
+        "stream,connect",
+        "--json",
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    typed(&json_of(&out));
+    let page = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    for args in [
+        &["--sizes", "16,x"][..],
+        &["--duration", "5"],
+        &["--transports", "carrier-pigeon"],
+        &["--sizes", "128m"],
+        &["--repeat", "0"],
+        &["--duration", "0s"],
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}

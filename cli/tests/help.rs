@@ -31,7 +31,7 @@ fn every_help_lists_the_exit_codes() {
 fn completions_cover_the_subcommands_and_options_but_not_the_hidden_worker() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let script = stdout(&procwire(&["completions", shell]));
-        for word in ["bench", "echo", "ping", "completions", "compare-python", "authkey-file"] {
+        for word in ["bench", "echo", "ping", "completions", "compare-python", "authkey-file", "html"] {
             assert!(script.contains(word), "{shell}: no {word}");
         }
         assert!(!script.contains("__worker"), "{shell} completes the hidden worker subcommand");

@@ -7,8 +7,10 @@
 //! (procwire, raw[, python], then [python, ]raw, procwire, ...), and reports the median of the
 //! repetitions and their spread, (max - min) / median.
 
+mod html;
 mod report;
 mod runner;
+mod svg;
 pub mod worker;
 
 use std::time::Duration;
@@ -48,6 +50,10 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of tables (the schema: the procwire_cli::schema docs).
     #[arg(long)]
     json: bool,
+    /// Also write the results as an HTML page of charts, one per workload, to FILE (a
+    /// self-contained page: it fetches nothing).
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 /// Every transport this platform benchmarks.
@@ -352,6 +358,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Failure::new(e.to_string()))?);
     } else {
         print!("{}", report::tables(&rep));
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::page(&doc))
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("procwire bench: charts written to {}", path.display());
     }
     if failed {
         return Err(Failure::new("some runs failed (see above)"));
