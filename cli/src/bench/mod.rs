@@ -4,8 +4,8 @@
 //! Each run is two fresh worker processes (this binary started again, or `python3`): one
 //! sends or echoes, the other receives or times round trips. A cell (transport, workload,
 //! size) runs its implementations interleaved, `--repeat` times, in alternating order
-//! (procwire, raw[, python], then [python, ]raw, procwire, ...), and reports the median of the
-//! repetitions and their spread, (max - min) / median.
+//! (procwire, raw and python if compared, then the same in reverse order, ...), and reports
+//! the median of the repetitions and their spread, (max - min) / median.
 
 mod html;
 mod report;
