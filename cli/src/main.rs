@@ -43,7 +43,7 @@ enum Command {
     /// Time round trips against an echo server, like ping.
     #[command(after_help = EXIT_CODES)]
     Ping(echo::PingArgs),
-    /// Print a shell completion script, e.g. `procwire completions bash > /etc/bash_completion.d/procwire`.
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete in.
         shell: clap_complete::Shell,
