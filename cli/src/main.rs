@@ -8,6 +8,7 @@ mod bench;
 mod echo;
 mod units;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -78,7 +79,6 @@ fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "procwire", &mut out);
     // A closed stdout is an error to report, not a panic (as `print!` would have it).
-    use std::io::Write;
     std::io::stdout().write_all(&out).map_err(|e| Failure::new(format!("cannot write the script: {e}")))
 }
 

@@ -252,20 +252,15 @@ mod tests {
 
     #[test]
     fn names_are_the_command_line_and_json_names() {
-        for t in [
-            Transport::Unix,
-            Transport::UnixAbstract,
-            Transport::Tcp,
-            Transport::Pipe,
-            Transport::PipeOneway,
-            Transport::Inproc,
-        ] {
+        use clap::ValueEnum;
+        for t in Transport::value_variants() {
+            assert_eq!(t.to_possible_value().unwrap().get_name(), t.name());
             assert_eq!(serde_json::to_value(t).unwrap(), t.name());
-            assert_eq!(<Transport as clap::ValueEnum>::from_str(t.name(), false), Ok(t));
         }
+        assert_eq!(Workload::value_variants(), Workload::ALL);
         for w in Workload::ALL {
+            assert_eq!(w.to_possible_value().unwrap().get_name(), w.name());
             assert_eq!(serde_json::to_value(w).unwrap(), w.name());
-            assert_eq!(<Workload as clap::ValueEnum>::from_str(w.name(), false), Ok(w));
         }
     }
 }
