@@ -34,6 +34,11 @@
 
 #![deny(missing_docs)]
 
+// The derives of `Serialize` and `Deserialize` for the crate's own messages, taken from
+// serde_derive itself so that serde's `derive` feature stays the user's choice.
+#[macro_use]
+extern crate serde_derive;
+
 mod address;
 pub mod auth;
 pub mod codec;
