@@ -31,6 +31,9 @@
 //! (values and arrays in shared memory). [`dummy`] has the same API over threads: a program
 //! switches from processes to threads by changing `use procwire as pw` to
 //! `use procwire::dummy as pw`.
+//!
+//! The [`guide`] has a chapter per use (connections, talking to Python, security, processes,
+//! queues, pools, managers, shared memory, threads, platforms) with the rules and limits.
 
 #![deny(missing_docs)]
 
@@ -45,6 +48,7 @@ pub mod codec;
 pub mod connection;
 pub mod dummy;
 mod error;
+pub mod guide;
 #[cfg(any(unix, windows))]
 pub mod handles;
 mod listener;
