@@ -36,6 +36,7 @@
 //! queues, pools, managers, shared memory, threads, platforms) with the rules and limits.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The derives of `Serialize` and `Deserialize` for the crate's own messages, taken from
 // serde_derive itself so that serde's `derive` feature stays the user's choice.
