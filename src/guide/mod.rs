@@ -14,6 +14,9 @@
 //! - [`platforms`]: what runs where, and how it is tested.
 //! - [`contributing`]: setting up, testing, and how the source is laid out.
 //!
+//! Paths such as `examples/exchange.rs`, `tests/relay.rs` or `spec/queue.md` name files of the
+//! [repository](https://github.com/procwire/procwire).
+//!
 //! The wire protocol is in [SPEC.md](https://github.com/procwire/procwire/blob/main/SPEC.md),
 //! and measured speed in
 //! [BENCHMARKS.md](https://github.com/procwire/procwire/blob/main/BENCHMARKS.md).
