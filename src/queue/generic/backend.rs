@@ -8,16 +8,11 @@ use std::time::Instant;
 
 use crate::Result;
 
-/// A queue served by the process that creates it, reached by other processes over
-/// authenticated connections ([`procwire::queue`](crate::queue)): items are serde values,
-/// sent as CBOR.
-#[derive(Debug)]
-pub enum Processes {}
-
-/// A queue in this process's memory, shared by threads
-/// ([`procwire::dummy::queue`](crate::dummy::queue)): items are stored as they are.
-#[derive(Debug)]
-pub enum Threads {}
+/// The backends: a queue served by the process that creates it, reached by other processes
+/// over authenticated connections ([`procwire::queue`](crate::queue)), whose items are serde
+/// values sent as CBOR; and a queue in this process's memory, shared by threads
+/// ([`procwire::dummy::queue`](crate::dummy::queue)), which stores items as they are.
+pub use crate::process::generic::{Processes, Threads};
 
 /// What holds a queue's items: [`Processes`] or [`Threads`].
 pub trait Backend: sealed::Backend {}

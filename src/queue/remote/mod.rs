@@ -157,19 +157,7 @@ impl Remote {
             return Ok(false);
         }
         self.ensure_feeder()?;
-        let mut tx = lock(&self.link.tx);
-        if let Some(why) = &tx.broken {
-            return Err(broken_error(why));
-        }
-        if tx.stop {
-            return Err(Error::Closed);
-        }
-        let before = tx.pending.len();
-        wire::push_frame(&mut tx.pending, wire::PUT, item);
-        tx.enq += (tx.pending.len() - before) as u64;
-        if tx.feeder_waiting {
-            self.link.tx_cv.notify_all();
-        }
+        self.link.queue_put(item)?;
         Ok(true)
     }
 
@@ -195,8 +183,7 @@ impl Remote {
     /// Stops the feeder after it wrote everything, then, if this handle ever put, waits for
     /// the server to answer a request sent after the puts (it handles messages in order).
     fn finish(&self) -> Result<()> {
-        lock(&self.link.tx).stop = true;
-        self.link.tx_cv.notify_all();
+        self.link.stop_feeder();
         let feeder = lock(&self.feeder).take();
         let Some(h) = feeder else { return Ok(()) };
         let _ = h.join();

@@ -15,35 +15,51 @@ const RELEASE_IDLE: Duration = Duration::from_millis(5);
 
 /// The sending side: puts wait in `pending` for the feeder (or for a thread that must see its
 /// own message written before it returns).
+#[derive(Default)]
 pub(super) struct Tx {
     /// `None` while a thread is writing with it.
-    pub(super) sender: Option<Sender>,
-    pub(super) pending: Vec<u8>,
+    sender: Option<Sender>,
+    pending: Vec<u8>,
     /// Bytes appended to `pending` so far, and bytes written so far.
-    pub(super) enq: u64,
-    pub(super) done: u64,
-    pub(super) broken: Option<String>,
-    pub(super) waiters: usize,
-    pub(super) feeder_waiting: bool,
-    pub(super) stop: bool,
+    enq: u64,
+    done: u64,
+    broken: Option<String>,
+    waiters: usize,
+    feeder_waiting: bool,
+    stop: bool,
 }
 
 impl Tx {
     pub(super) fn new(sender: Sender) -> Tx {
-        Tx {
-            sender: Some(sender),
-            pending: Vec::new(),
-            enq: 0,
-            done: 0,
-            broken: None,
-            waiters: 0,
-            feeder_waiting: false,
-            stop: false,
-        }
+        Tx { sender: Some(sender), ..Tx::default() }
     }
 }
 
 impl Link {
+    /// Queues an encoded item for the feeder.
+    pub(super) fn queue_put(&self, item: &[u8]) -> Result<()> {
+        let mut tx = lock(&self.tx);
+        if let Some(why) = &tx.broken {
+            return Err(broken_error(why));
+        }
+        if tx.stop {
+            return Err(Error::Closed);
+        }
+        let before = tx.pending.len();
+        wire::push_frame(&mut tx.pending, wire::PUT, item);
+        tx.enq += (tx.pending.len() - before) as u64;
+        if tx.feeder_waiting {
+            self.tx_cv.notify_all();
+        }
+        Ok(())
+    }
+
+    /// The feeder stops once it has written everything queued; later puts fail.
+    pub(super) fn stop_feeder(&self) {
+        lock(&self.tx).stop = true;
+        self.tx_cv.notify_all();
+    }
+
     /// The feeder: writes what puts queued, in batches, until stopped and drained.
     pub(super) fn feed(&self) {
         let mut tx = lock(&self.tx);
