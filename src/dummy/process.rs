@@ -28,15 +28,16 @@
 //! - Arguments and results are moved to and from the thread, not encoded: they need to be
 //!   `Send + 'static`, not serde types, and a value that would not encode works here.
 //! - A thread cannot be stopped from outside: [`terminate`](generic::Process::terminate) and
-//!   [`kill`](generic::Process::kill) return an [`Unsupported`](std::io::ErrorKind::Unsupported) I/O error while it runs.
-//!   Make the function return instead (when an event is set, or a queue says so).
+//!   [`kill`](generic::Process::kill) return an
+//!   [`Unsupported`](std::io::ErrorKind::Unsupported) I/O error while it runs. Make the
+//!   function return instead (when an event is set, or a queue says so).
 //! - A thread has no process id ([`pid`](generic::Process::pid) is `None`) and no executable
 //!   ([`set_executable`](generic::Process::set_executable) makes `start` fail). A
 //!   [`Channel`]'s [`pid`](generic::Channel::pid) is a number unique in this program, not an
 //!   OS process id.
 //! - A panic is caught and reported as in a child (exit code [`EXIT_PANICKED`], the result
-//!   an [`Error::Remote`] of kind `"panic"`), but `std::process::exit` or an abort in the
-//!   function ends the whole program.
+//!   an [`Error::Remote`](crate::Error::Remote) of kind `"panic"`), but
+//!   `std::process::exit` or an abort in the function ends the whole program.
 //! - The daemon flag is recorded only: threads never outlive the process, daemons or not.
 //! - [`init`], [`set_child_args`] and [`use_test_entry`] do nothing; they exist so that the
 //!   same `main` (or test entry point) compiles in both modes.

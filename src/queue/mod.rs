@@ -9,7 +9,7 @@
 //! handle is sent to a child as a [`Process`](crate::process::Process) argument (it serializes
 //! as the queue's address and key), and an unrelated process opens one with
 //! [`Queue::connect`]. The queue lives as long as its creator holds a handle: after that,
-//! other processes' handles get [`Error::Closed`].
+//! other processes' handles get [`Error::Closed`](crate::Error::Closed).
 //!
 //! # Delivery
 //!
