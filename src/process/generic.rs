@@ -14,6 +14,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::registry::Outcome;
 use super::{DEFAULT_START_TIMEOUT, Function, next_name};
 use crate::util::deadline_of;
 use crate::{Connection, Error, Result};
@@ -87,6 +88,34 @@ pub(crate) mod sealed {
         /// The result of one that has ended (once); `ended` says how, for the error of one
         /// that ended without a result.
         fn take(st: &mut Self::State<R>, ended: &dyn Fn() -> String) -> Result<R>;
+    }
+}
+
+/// What became of a process's result: the state machine behind [`Process::result`], which
+/// both backends keep, so that they report alike.
+#[derive(Debug)]
+pub(super) enum Got<R> {
+    Pending,
+    Value(Outcome<R>),
+    Failed(Error),
+    /// The connection ended without a result (the child was killed or exited early).
+    Nothing,
+    Taken,
+}
+
+impl<R> Got<R> {
+    /// Takes the result of a child that has ended (once); `ended` says how, for the error of
+    /// one that ended without a result.
+    pub(super) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
+        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
+        match std::mem::replace(self, Got::Taken) {
+            Got::Value(Outcome::Returned(r)) => Ok(r),
+            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
+            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
+            Got::Failed(e) => Err(e),
+            Got::Pending | Got::Nothing => Err(remote("exit", format!("{} without a result", ended()))),
+            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
+        }
     }
 }
 

@@ -10,42 +10,14 @@ use serde::de::DeserializeOwned;
 
 use super::bootstrap::{SpawnOptions, encode_args, spawn};
 use super::child::{ChildState, join_child};
-use super::generic::not_running;
 use super::generic::sealed::{self, Settings};
+use super::generic::{Got, not_running};
 use super::generic::{Process, Processes};
 use super::pprocess::Peer;
 use super::registry::{Function, Outcome};
 use crate::sentinel::Sentinel;
 use crate::wait::{Waitable, wait};
 use crate::{Connection, Error, Result};
-
-/// What became of a child's result: the state machine behind `result()`, shared with the
-/// thread-backed `Process` of [`dummy`](crate::dummy), so that both report alike.
-#[derive(Debug)]
-pub(crate) enum Got<R> {
-    Pending,
-    Value(Outcome<R>),
-    Failed(Error),
-    /// The connection ended without a result (the child was killed or exited early).
-    Nothing,
-    Taken,
-}
-
-impl<R> Got<R> {
-    /// Takes the result of a child that has ended (once); `ended` says how, for the error of
-    /// one that ended without a result.
-    pub(crate) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
-        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
-        match std::mem::replace(self, Got::Taken) {
-            Got::Value(Outcome::Returned(r)) => Ok(r),
-            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
-            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
-            Got::Failed(e) => Err(e),
-            Got::Pending | Got::Nothing => Err(remote("exit", format!("{} without a result", ended()))),
-            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
-        }
-    }
-}
 
 struct Running<R> {
     conn: Connection,

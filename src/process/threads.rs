@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::generic::not_running;
 use super::generic::sealed::{self, Settings};
 use super::generic::{self, Threads};
-use super::handle::Got;
+use super::generic::{Got, not_running};
 use super::registry::{ChannelFunction, Function, Outcome};
 use super::{EXIT_PANICKED, next_name};
 use crate::util::{deadline_of, lock, panic_message, wait_until};
@@ -71,7 +70,7 @@ fn cannot_stop(name: &str) -> Error {
 /// The exit code of a thread, once it ended: 0 after the function returned,
 /// [`EXIT_PANICKED`] after a panic.
 #[derive(Debug)]
-pub struct Exit {
+struct Exit {
     /// What stands for a pid: unique in this program.
     id: u32,
     code: Mutex<Option<i32>>,
