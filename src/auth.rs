@@ -3,7 +3,8 @@
 //!
 //! This module is sans-IO: [`Handshake`] is a state machine that takes the peer's handshake
 //! messages (frame payloads) and says what to send back. The connection layer moves the
-//! messages. The exchange, for each direction, is:
+//! messages, and draws the random bytes of our challenge
+//! ([`Handshake::with_challenge`]), as quinn-proto's caller passes it time and randomness. The exchange, for each direction, is:
 //!
 //! ```text
 //! challenger -> answerer   b"#CHALLENGE#" + b"{sha256}" + 40 random bytes
@@ -352,6 +353,9 @@ pub struct Handshake {
     pending_failure: bool,
     /// A client that sent its challenge with its answer ([`Handshake::challenge_early`]).
     early: bool,
+    /// The random bytes of our challenge (each side sends one); `None`: drawn from the OS
+    /// when needed ([`Handshake::new`]).
+    random: Option<[u8; CHALLENGE_RANDOM_LEN]>,
 }
 
 impl fmt::Debug for Handshake {
@@ -361,13 +365,39 @@ impl fmt::Debug for Handshake {
 }
 
 impl Handshake {
-    /// A handshake for `role` with `key`; legacy MD5 refused.
+    /// A handshake for `role` with `key`; legacy MD5 refused. The random bytes of its
+    /// challenge are drawn from the operating system when it makes it (an error from the OS
+    /// comes out of the step that makes it); [`with_challenge`](Handshake::with_challenge)
+    /// takes them instead.
     pub fn new(role: Role, key: AuthKey) -> Handshake {
         let state = match role {
             Role::Listener => State::AwaitAnswer,
             Role::Client => State::AwaitChallenge,
         };
-        Handshake { key, legacy: false, state, sent: Vec::new(), pending_failure: false, early: false }
+        Handshake {
+            key,
+            legacy: false,
+            state,
+            sent: Vec::new(),
+            pending_failure: false,
+            early: false,
+            random: None,
+        }
+    }
+
+    /// As [`new`](Handshake::new), with the random bytes of the one challenge this side
+    /// sends: the handshake then does no I/O of any kind, and its messages are a function of
+    /// its inputs. `random` must come from a cryptographically secure source (it is what
+    /// makes a recorded answer useless to an eavesdropper), fresh for every handshake.
+    ///
+    /// ```
+    /// use procwire::auth::{AuthKey, CHALLENGE, Handshake, Role};
+    /// let mut listener = Handshake::with_challenge(Role::Listener, AuthKey::new(b"k".to_vec()), [7; 40]);
+    /// let challenge = listener.start().unwrap().unwrap();
+    /// assert_eq!(challenge, [CHALLENGE, b"{sha256}".as_slice(), &[7; 40]].concat());
+    /// ```
+    pub fn with_challenge(role: Role, key: AuthKey, random: [u8; CHALLENGE_RANDOM_LEN]) -> Handshake {
+        Handshake { random: Some(random), ..Handshake::new(role, key) }
     }
 
     /// Allows the legacy HMAC-MD5 scheme (it still needs the `legacy-md5` feature).
@@ -451,8 +481,14 @@ impl Handshake {
 
     fn make_challenge(&mut self) -> Result<Vec<u8>> {
         let mut body = b"{sha256}".to_vec();
-        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
-        fill_random(&mut random)?;
+        let random = match self.random {
+            Some(random) => random,
+            None => {
+                let mut random = [0u8; CHALLENGE_RANDOM_LEN];
+                fill_random(&mut random)?;
+                random
+            }
+        };
         body.extend_from_slice(&random);
         let mut msg = CHALLENGE.to_vec();
         msg.extend_from_slice(&body);
@@ -640,6 +676,41 @@ mod tests {
         b.unwrap();
         assert_eq!(l.status(), Status::Done);
         assert_eq!(c.status(), Status::Done);
+    }
+
+    /// Every message of a handshake whose challenges are given: the same inputs give the same
+    /// bytes, and the listener's challenge is the CPython vector's.
+    fn transcript(client_random: [u8; CHALLENGE_RANDOM_LEN]) -> Vec<Vec<u8>> {
+        let listener_random: [u8; CHALLENGE_RANDOM_LEN] = std::array::from_fn(|i| i as u8);
+        let mut l = Handshake::with_challenge(Role::Listener, AuthKey::new(KEY), listener_random);
+        let mut c = Handshake::with_challenge(Role::Client, AuthKey::new(KEY), client_random);
+        let mut sent = vec![l.start().unwrap().unwrap()];
+        loop {
+            let to = if sent.len() % 2 == 1 { &mut c } else { &mut l };
+            match to.on_message(sent.last().unwrap()).unwrap().send {
+                Some(m) => sent.push(m),
+                None => break,
+            }
+        }
+        assert_eq!((l.status(), c.status()), (Status::Done, Status::Done));
+        sent
+    }
+
+    #[test]
+    fn a_handshake_with_given_challenges_is_byte_for_byte_deterministic() {
+        let ours = [0xab; CHALLENGE_RANDOM_LEN];
+        let client_body = [b"{sha256}".as_slice(), &ours].concat();
+        let want = vec![
+            [CHALLENGE, &body()].concat(),
+            [b"{sha256}".to_vec(), hex(SHA256_VECTOR)].concat(),
+            WELCOME.to_vec(),
+            [CHALLENGE, &client_body].concat(),
+            answer(KEY, &client_body, false).unwrap(),
+            WELCOME.to_vec(),
+        ];
+        assert_eq!(transcript(ours), want);
+        assert_eq!(transcript(ours), want, "the same inputs, the same bytes");
+        assert_ne!(transcript([0xcd; CHALLENGE_RANDOM_LEN])[3], want[3]);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
-use crate::auth::{Handshake, Role, Status};
+use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
 use crate::transport::{Stream, wait_any};
+use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Most connections taken from the accept queue in one round, so that handshakes already
@@ -212,10 +213,13 @@ impl Listener {
             found.push_back(Ok((conn, peer)));
             return;
         };
-        let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
+        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
+        let drawn = fill_random(&mut random);
+        let mut hs =
+            Handshake::with_challenge(Role::Listener, key.clone(), random).allow_legacy_md5(self.opts.legacy);
         let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.handshake_timeout));
-        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
             Ok(()) => {
                 pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })

@@ -9,9 +9,10 @@ use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_BATCH, hung_up, keyless_tcp_refused,
     with_peer,
 };
-use crate::auth::{AuthKey, Handshake, Role, Status};
+use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::ConnOptions;
 use crate::transport::Stream;
+use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Options for [`Client::connect`]; get one from [`Client::builder`].
@@ -183,7 +184,10 @@ impl ClientBuilder {
     }
 
     fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
-        let mut hs = Handshake::new(Role::Client, key.clone()).allow_legacy_md5(self.legacy);
+        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
+        fill_random(&mut random)?;
+        let mut hs =
+            Handshake::with_challenge(Role::Client, key.clone(), random).allow_legacy_md5(self.legacy);
         let deadline = Instant::now().checked_add(self.handshake_timeout);
         conn.set_write_timeout(Some(self.handshake_timeout));
         let peer = Some(addr.clone());
