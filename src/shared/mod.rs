@@ -108,7 +108,7 @@ mod tests {
     use super::handle::reopen;
     use super::*;
 
-    /// Increments per thread: few under Miri, which runs a thousand times slower.
+    /// Increments per thread: few under Miri, which is far slower.
     const N: u64 = if cfg!(miri) { 40 } else { 20_000 };
     const THREADS: u64 = 4;
 

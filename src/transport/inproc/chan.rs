@@ -8,15 +8,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::signal::{RECHECK, Signal, busy_fence, fire_all, sleeper_fence};
-use crate::util::{lock, wait_deadline};
+use crate::util::{COPY_PIECE, lock, wait_deadline};
 
 /// Bytes a channel holds before its writer waits: the role of a socket's buffers.
 pub(crate) const CAPACITY: usize = 256 << 10;
 /// How long a reader that finds nothing spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
-/// Copies go in pieces of this size (see `COPY_PIECE` in connection/mod.rs: some CPUs run glibc's
-/// large `memcpy` very slowly for some alignments).
-const COPY_PIECE: usize = 2 << 10;
 
 /// A value on a cache line of its own, so the writer's and the reader's counters do not
 /// make each other's cores fetch the line.
@@ -82,8 +79,8 @@ pub(super) struct Chan {
     readable: Condvar,
     writable: Condvar,
     /// Serializes the writers (one in practice) and the readers of the channel; each on a cache
-    /// line of its own (on a shared one, the two sides' lock and unlock made it bounce between
-    /// their cores at every message: over half the writer's time). The writer's
+    /// line of its own (on a shared one, the two sides' lock and unlock would bounce it between
+    /// their cores at every message). The writer's
     /// lock holds the last `head` it read: it looks at the reader's counter (a cache line the
     /// reader keeps writing) only when that one says the ring is too full.
     write_side: Padded<Mutex<usize>>,
@@ -197,8 +194,8 @@ impl Chan {
                 || self.tail.0.load(Ordering::SeqCst) != head || !self.writer_open.load(Ordering::SeqCst);
             if !spun {
                 spun = true;
-                // Look often (a pause instruction takes up to ~100 cycles on some CPUs), and at
-                // the clock less often.
+                // Look often (a pause instruction is long on some CPUs), and at the clock less
+                // often.
                 let until = Instant::now() + SPIN;
                 'spin: while Instant::now() < until {
                     for _ in 0..64 {

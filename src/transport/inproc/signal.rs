@@ -55,7 +55,8 @@ pub(super) fn unwatch(watchers: &mut Vec<Arc<Signal>>, s: &Arc<Signal>) {
 /// Whether process-wide barriers work here (Linux `membarrier`, Windows
 /// `FlushProcessWriteBuffers`): then the busy side of a sleep handshake, which runs at every
 /// write and read, needs only a compiler fence, and the side about to sleep pays for both.
-/// A real fence at every write made the writer wait for its store to reach the reader's core.
+/// A real fence at every write would make the writer wait for its store to reach the reader's
+/// core.
 static ASYMMETRIC: OnceLock<bool> = OnceLock::new();
 
 /// The longest a sleeper waits before it looks again even if nobody signalled it: a bound on
