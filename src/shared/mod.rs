@@ -87,10 +87,12 @@ pub use self::guard::Guard;
 pub use self::locked::{Array, Value};
 use crate::Error;
 
+/// An `InvalidData` error: memory, or a handle to it, that is not what it is opened as.
 fn invalid(why: String) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
+/// An `InvalidInput` error for index `i` of an array of `len`.
 fn out_of_range(i: usize, len: usize) -> Error {
     Error::Io(io::Error::new(
         io::ErrorKind::InvalidInput,
