@@ -52,7 +52,7 @@ has_atomic!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64
     i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize);
 
 /// One integer in shared memory without a lock, only ever used atomically (see the
-/// [module docs](self)). CPython's `Value(..., lock=False)`, made safe: its memory is never
+/// [module docs](super)). CPython's `Value(..., lock=False)`, made safe: its memory is never
 /// read or written other than as `T::Atomic`, in any process.
 ///
 /// ```

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::invalid;
 use super::segment::Segment;
+#[cfg(doc)]
+use super::{Array, Value};
 use crate::sys::shm::Lock;
 use crate::{Error, Result};
 

@@ -9,9 +9,11 @@ use std::time::Duration;
 use super::guard::{Guard, lock, unpoisoned};
 use super::segment::{Kind, Segment};
 use super::{Pod, out_of_range};
+#[cfg(doc)]
+use crate::Error;
 use crate::Result;
 
-/// One `T` in shared memory behind a lock (see the [module docs](self)).
+/// One `T` in shared memory behind a lock (see the [module docs](super)).
 ///
 /// ```
 /// # #[cfg(any(target_os = "linux", windows))] {
@@ -94,7 +96,7 @@ impl<T: Pod> Value<T> {
     }
 }
 
-/// `len` values of `T` in shared memory behind one lock (see the [module docs](self)).
+/// `len` values of `T` in shared memory behind one lock (see the [module docs](super)).
 ///
 /// ```
 /// # #[cfg(any(target_os = "linux", windows))] {
