@@ -199,8 +199,8 @@ impl FrameBuf {
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             // Start a large empty buffer where a payload after a short header lands on a
-            // 64-byte boundary: copying a big payload out of a misaligned source is up to
-            // twice as slow on some CPUs (glibc's `rep movsb` on AMD Zen).
+            // 64-byte boundary: copying a big payload out of a misaligned source is slower
+            // on some CPUs (glibc's `rep movsb`).
             let aligned = if self.buf.len() >= 4096 {
                 (64 - (self.buf.as_ptr() as usize + SHORT_HEADER_LEN) % 64) % 64
             } else {

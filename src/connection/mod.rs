@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::transport::PeerCredentials;
 use crate::transport::Stream;
-use crate::util::deadline_of;
+use crate::util::{COPY_PIECE, deadline_of};
 use crate::{Address, Error, Result};
 
 pub use pipe::pipe;
@@ -43,11 +43,6 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
 const READ_BUFFER: usize = 64 << 10;
 /// Default batching limit of [`Connection::set_batching`].
 pub const DEFAULT_BATCH: usize = 64 << 10;
-
-/// Copies are made in pieces of this size: small enough that glibc's `memcpy` moves each with
-/// vector instructions instead of `rep movsb` (used from a few KiB up), which some AMD CPUs run
-/// over ten times slower when the destination lies just past the source modulo 64 bytes.
-const COPY_PIECE: usize = 2 << 10;
 
 /// Appends `src` to `dst` (one exact reservation, then [`COPY_PIECE`]-sized copies).
 #[inline]

@@ -42,7 +42,7 @@
 //!
 //! | | processes (`procwire`) | threads (`procwire::dummy`) |
 //! | --- | --- | --- |
-//! | arguments, results, items | serde values, copied as CBOR | moved (`Send + 'static`); no serde needed; `&T` methods need `T: Clone`, repeatable `get`s need `R: Clone` |
+//! | arguments, results, items | serde values, copied as CBOR | moved (`Send + 'static`); no serde needed; `&T` methods need `T: Clone`, repeatable `get`s need `R: Clone` (manager values: serde, kept as CBOR, as with processes) |
 //! | a panic in a task or process | ends that child or task only | the same: caught with `catch_unwind` (the panic hook still prints it) |
 //! | `std::process::exit`, abort, a crash in a task | ends that child only (the pool replaces a worker) | ends the whole program |
 //! | `Process::terminate`, `kill` | SIGTERM, SIGKILL | not possible: a typed `Unsupported` I/O error while the thread runs |
@@ -50,9 +50,9 @@
 //! | `Process::pid`, `Pool::pids` | the children's pids | `None`, empty: a thread has no process id |
 //! | daemon flag | a daemon dies with its parent, others outlive it | recorded only: every thread ends with the process |
 //! | `init`, `use_test_entry`, `set_child_args` | start children as this executable | do nothing |
-//! | queues and manager objects | served over authenticated connections, reachable by address and key | in memory, shared through clones; no address, key, `connect` or serde handles |
+//! | queues and manager objects | served over authenticated connections, reachable by address and key | in memory, shared through clones; no `connect`; queue handles do not serialize, manager proxies only within the process |
 //! | limits such as `max_item_size`, prefetch | apply | accepted, no effect |
-//! | custom manager types (`Registry`) | served by a manager process | not provided: share an `Arc<Mutex<T>>` |
+//! | custom manager types (`Registry`) | served by a manager process | served in this process: `Manager::with_registry` |
 //!
 //! Items that are the same either way ([`Error`], [`Result`], [`Address`], [`AuthKey`],
 //! [`Connection`], [`wait()`], [`shared`] memory, [`codec`], [`auth`]) are re-exported from

@@ -15,6 +15,9 @@
 //! - [`Manager::connect`] reaches a running one, from any process, local or over TCP, with its
 //!   authkey.
 //!
+//! [`dummy::manager`](crate::dummy::manager) serves the same objects in this process, with no
+//! connection: its proxies (these types) call them on their own thread.
+//!
 //! ```
 //! use procwire::manager::{Manager, ManagerServer, Registry};
 //! use procwire::{Address, AuthKey, Family};
@@ -53,192 +56,33 @@
 //! are dropped. CPython's managers leave such locks held forever.
 
 mod cbor;
+mod link;
 mod objects;
 mod proxies;
 mod server;
 mod wire;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use self::objects::lock;
+pub(crate) use self::link::thread_token;
+use self::link::{EXIT_GRACE, Link, START_TIMEOUT, link_for};
 pub use self::proxies::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy,
     RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use self::server::{BUILTIN_TYPES, ManagerServer, Registry, TypeBuilder};
-use self::wire::{Plain, ProxyRef, ReplyIn, RequestOut, VERSION};
+use self::wire::{Plain, ProxyRef, RequestOut};
 use crate::process::{Channel, ChannelFunction};
-use crate::{Address, AuthKey, Client, Connection, Error, Family, Result};
+use crate::{Address, AuthKey, Connection, Error, Family, Result};
 
 /// The [`Error::Remote`] kind of a `release` by a holder of a lock whose lease ran out: the
 /// manager took the lock back ([`Manager::lock_with_lease`], [`Manager::rlock_with_lease`]).
 pub const LEASE_EXPIRED: &str = "lease_expired";
-
-/// How long a new connection waits for the manager's answer to its Hello, and a starting
-/// manager for its address.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long [`Manager::shutdown`] waits for a manager child to exit before killing it.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
-
-/// This process's session id: random, new after a fork.
-fn session_id() -> Result<u64> {
-    static SESSION: Mutex<Option<(u32, u64)>> = Mutex::new(None);
-    let mut s = lock(&SESSION);
-    let pid = std::process::id();
-    match *s {
-        Some((p, id)) if p == pid => Ok(id),
-        _ => {
-            let mut b = [0u8; 8];
-            crate::util::fill_random(&mut b)?;
-            let id = u64::from_le_bytes(b);
-            *s = Some((pid, id));
-            Ok(id)
-        }
-    }
-}
-
-/// A number for the calling thread: locks are owned by a thread of a process.
-pub(crate) fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TOKEN.with(|t| *t)
-}
-
-/// A connection not in use, and its receive buffer.
-type Idle = (Connection, Vec<u8>);
-
-/// The connections of this process to one manager.
-struct Pool {
-    address: Address,
-    key: AuthKey,
-    /// Idle connections with their receive buffers, and the process they belong to (a forked
-    /// child does not use its parent's).
-    idle: Mutex<(u32, Vec<Idle>)>,
-    /// Shut down, or unreachable: dropped proxies do not try to tell it.
-    dead: AtomicBool,
-    /// The child process serving the manager, when this process started it.
-    owner: Mutex<Option<Channel>>,
-}
-
-impl Pool {
-    fn new(address: Address, key: AuthKey) -> Pool {
-        Pool {
-            address,
-            key,
-            idle: Mutex::new((std::process::id(), Vec::new())),
-            dead: AtomicBool::new(false),
-            owner: Mutex::new(None),
-        }
-    }
-
-    fn connect(&self) -> Result<Connection> {
-        let mut c = Client::builder().authkey(self.key.clone()).connect(&self.address)?;
-        c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
-        c.set_read_timeout(Some(START_TIMEOUT));
-        match c.recv::<ReplyIn<()>>()? {
-            ReplyIn::Ok(()) => {
-                c.set_read_timeout(None);
-                Ok(c)
-            }
-            ReplyIn::Err { kind, message } => Err(Error::Remote { kind, message }),
-        }
-    }
-
-    fn take(&self) -> Result<Idle> {
-        {
-            let mut idle = lock(&self.idle);
-            let pid = std::process::id();
-            if idle.0 != pid {
-                *idle = (pid, Vec::new());
-            }
-            if let Some(c) = idle.1.pop() {
-                return Ok(c);
-            }
-        }
-        Ok((self.connect()?, Vec::new()))
-    }
-
-    /// Returns a connection taken by `take` in this process (which cleared the pool of a
-    /// parent's connections already if it was forked).
-    fn give_back(&self, c: Idle) {
-        lock(&self.idle).1.push(c);
-    }
-
-    /// One request and its reply, on an idle connection or a new one.
-    fn request<A: Serialize, R: DeserializeOwned>(&self, req: &RequestOut<'_, A>) -> Result<R> {
-        let (mut c, mut buf) = self.take()?;
-        let r = c
-            .send(req)
-            .and_then(|()| c.recv_bytes_into(&mut buf))
-            .and_then(|_| wire::decode::<ReplyIn<R>>(&buf));
-        let c = (c, buf);
-        match r {
-            Ok(ReplyIn::Ok(v)) => {
-                self.give_back(c);
-                Ok(v)
-            }
-            Ok(ReplyIn::Err { kind, message }) => {
-                self.give_back(c);
-                Err(Error::Remote { kind, message })
-            }
-            // The reply was read whole; the connection is fine.
-            Err(e @ Error::Decode(_)) => {
-                self.give_back(c);
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn shutdown(&self) -> Result<()> {
-        let r = if self.dead.swap(true, Ordering::SeqCst) {
-            Ok(())
-        } else {
-            self.request::<(), ()>(&Plain::Shutdown)
-        };
-        lock(&self.idle).1.clear();
-        if let Some(child) = lock(&self.owner).take()
-            && child.join(Some(EXIT_GRACE))?.is_none()
-        {
-            child.kill()?;
-            child.join(Some(EXIT_GRACE))?;
-        }
-        r
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        if lock(&self.owner).is_some() {
-            let _ = self.shutdown();
-        }
-    }
-}
-
-/// Pools of this process, so that proxies of one manager share connections.
-static POOLS: Mutex<Vec<Weak<Pool>>> = Mutex::new(Vec::new());
-
-fn pool_for(address: &Address, key: &AuthKey) -> Arc<Pool> {
-    let mut pools = lock(&POOLS);
-    pools.retain(|w| w.strong_count() > 0);
-    let found = pools.iter().filter_map(Weak::upgrade).find(|p| {
-        &p.address == address && p.key.as_bytes() == key.as_bytes() && !p.dead.load(Ordering::SeqCst)
-    });
-    if let Some(p) = found {
-        return p;
-    }
-    let p = Arc::new(Pool::new(address.clone(), key.clone()));
-    pools.push(Arc::downgrade(&p));
-    p
-}
 
 /// The arguments of a manager child ([`SERVE`], or a function of yours that calls
 /// [`serve_child`]): where to listen and the key. Made by [`ManagerBuilder`].
@@ -379,12 +223,7 @@ impl ManagerBuilder {
             Err(e) => return Err(fail(child, e)),
         };
         child.set_read_timeout(None);
-        let pool = Arc::new(Pool::new(address, key));
-        *lock(&pool.owner) = Some(child);
-        lock(&POOLS).push(Arc::downgrade(&pool));
-        let first = pool.connect()?;
-        pool.give_back((first, Vec::new()));
-        Ok(Manager { pool })
+        Ok(Manager { link: Link::started(address, key, child)? })
     }
 }
 
@@ -398,14 +237,14 @@ impl ManagerBuilder {
 /// [`shutdown`]: Manager::shutdown
 #[derive(Clone)]
 pub struct Manager {
-    pool: Arc<Pool>,
+    link: Arc<Link>,
 }
 
 impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manager")
-            .field("address", &self.pool.address)
-            .field("owner", &lock(&self.pool.owner).is_some())
+            .field("address", &self.link.address)
+            .field("owner", &self.link.owns_child())
             .finish()
     }
 }
@@ -436,51 +275,57 @@ impl Manager {
     /// Connects to the manager at `address` with its key (a wrong key is
     /// [`Error::AuthenticationFailed`]).
     pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Manager> {
-        let pool = pool_for(address, &key.into());
-        let c = pool.take()?;
-        pool.give_back(c);
-        Ok(Manager { pool })
+        let link = link_for(address, &key.into());
+        link.check()?;
+        Ok(Manager { link })
+    }
+
+    /// A manager of the types of `registry` whose objects live in this process: proxies call
+    /// them on their own thread, without a connection (the manager of
+    /// [`dummy`](crate::dummy::manager)).
+    pub(crate) fn in_process(registry: Registry) -> Result<Manager> {
+        Ok(Manager { link: Link::local(registry)? })
     }
 
     /// The manager's address.
     pub fn address(&self) -> &Address {
-        &self.pool.address
+        &self.link.address
     }
 
     /// The manager's key (give it, with the address, to processes that should connect).
     pub fn authkey(&self) -> &AuthKey {
-        &self.pool.key
+        &self.link.key
     }
 
     /// Creates an object of a registered type from `args` and returns its untyped proxy.
     /// An unknown type id is an [`Error::Remote`] of kind `create`.
     pub fn create<A: Serialize>(&self, typeid: &str, args: &A) -> Result<Proxy> {
-        let id: u64 = self.pool.request(&RequestOut::Create { typeid, args })?;
-        Ok(Proxy { inner: Arc::new(ProxyInner { pool: self.pool.clone(), id, typeid: typeid.to_string() }) })
+        let id: u64 = self.link.request(&RequestOut::Create { typeid, args })?;
+        Ok(Proxy { inner: Arc::new(ProxyInner { link: self.link.clone(), id, typeid: typeid.to_string() }) })
     }
 
     /// The number of objects the manager holds (for all its clients).
     pub fn object_count(&self) -> Result<usize> {
-        self.pool.request::<(), usize>(&Plain::Count)
+        self.link.request::<(), usize>(&Plain::Count)
     }
 
     /// Shuts the manager down: its objects are dropped and every proxy of it stops working.
     /// When this process started it, waits for the child to exit (killing it after 5 s).
     pub fn shutdown(&self) -> Result<()> {
-        self.pool.shutdown()
+        self.link.shutdown()
     }
 }
 
 struct ProxyInner {
-    pool: Arc<Pool>,
+    link: Arc<Link>,
     id: u64,
     typeid: String,
 }
 
 impl Drop for ProxyInner {
     fn drop(&mut self) {
-        if !self.pool.dead.load(Ordering::SeqCst) {
-            let _ = self.pool.request::<(), ()>(&Plain::DecRef { id: self.id });
+        if !self.link.dead.load(Ordering::SeqCst) {
+            let _ = self.link.request::<(), ()>(&Plain::DecRef { id: self.id });
         }
     }
 }
@@ -515,7 +360,7 @@ pub struct Proxy {
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<Proxy[{}] object {} at {}>", self.inner.typeid, self.inner.id, self.inner.pool.address)
+        write!(f, "<Proxy[{}] object {} at {}>", self.inner.typeid, self.inner.id, self.inner.link.address)
     }
 }
 
@@ -524,7 +369,7 @@ impl Proxy {
     /// (a method that is not exposed: kind `attribute`; arguments that do not decode: kind
     /// `type`; a panic: kind `panic`) are [`Error::Remote`].
     pub fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R> {
-        self.inner.pool.request(&RequestOut::Call { id: self.inner.id, method, args })
+        self.inner.link.request(&RequestOut::Call { id: self.inner.id, method, args })
     }
 
     /// The object's type id.
@@ -539,7 +384,7 @@ impl Proxy {
 
     /// The manager that serves the object.
     pub fn manager(&self) -> Manager {
-        Manager { pool: self.inner.pool.clone() }
+        Manager { link: self.inner.link.clone() }
     }
 }
 
@@ -547,10 +392,10 @@ impl Serialize for Proxy {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let p = &self.inner;
         // A reference for the message, until the receiver adopts it.
-        p.pool.request::<(), ()>(&Plain::IncRef { id: p.id }).map_err(serde::ser::Error::custom)?;
+        p.link.request::<(), ()>(&Plain::IncRef { id: p.id }).map_err(serde::ser::Error::custom)?;
         ProxyRef {
-            address: p.pool.address.to_string(),
-            authkey: p.pool.key.as_bytes().to_vec(),
+            address: p.link.address.to_string(),
+            authkey: p.link.key.as_bytes().to_vec(),
             id: p.id,
             typeid: p.typeid.clone(),
         }
@@ -562,10 +407,10 @@ impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let r = ProxyRef::deserialize(d)?;
         let address: Address = r.address.parse().map_err(serde::de::Error::custom)?;
-        let pool = pool_for(&address, &AuthKey::new(r.authkey));
-        pool.request::<(), ()>(&Plain::Adopt { id: r.id }).map_err(|e| {
+        let link = link_for(&address, &AuthKey::new(r.authkey));
+        link.request::<(), ()>(&Plain::Adopt { id: r.id }).map_err(|e| {
             serde::de::Error::custom(format!("cannot take over the proxy of object {}: {e}", r.id))
         })?;
-        Ok(Proxy { inner: Arc::new(ProxyInner { pool, id: r.id, typeid: r.typeid }) })
+        Ok(Proxy { inner: Arc::new(ProxyInner { link, id: r.id, typeid: r.typeid }) })
     }
 }

@@ -240,6 +240,8 @@ fn dec(m: &mut HashMap<u64, u64>, k: u64) -> bool {
     }
 }
 
+/// The objects of one manager and who holds them, whether reached over connections
+/// ([`ManagerServer`]) or from this process's own threads.
 pub(crate) struct Inner {
     registry: Registry,
     address: Address,
@@ -251,11 +253,29 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// A manager of the types of `registry`; `address` is where it is reached (a queue it
+    /// serves listens near it).
+    pub(super) fn new(registry: Registry, address: Address) -> Inner {
+        Inner {
+            registry,
+            address,
+            objects: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+            stopped: (Mutex::new(false), Condvar::new()),
+        }
+    }
+
+    pub(super) fn is_shut_down(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     fn object(&self, id: u64) -> std::result::Result<Arc<dyn Object>, Fault> {
         lock(&self.objects).get(&id).map(|e| e.obj.clone()).ok_or_else(|| missing(id))
     }
 
-    fn handle(&self, session: u64, req: Request<'_>, conn: &mut Connection) -> Outcome {
+    pub(super) fn handle(&self, session: u64, req: Request<'_>, conn: Option<&mut Connection>) -> Outcome {
         if self.stop.load(Ordering::SeqCst) {
             return Err(Fault::new("shutdown", "the manager was shut down"));
         }
@@ -352,7 +372,7 @@ impl Inner {
         drop(freed);
     }
 
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let all: Vec<Entry> = lock(&self.objects).drain().map(|(_, e)| e).collect();
         drop(all);
@@ -405,7 +425,7 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
             break;
         }
         let outcome = match wire::parse(&buf) {
-            Ok(req) => inner.handle(session, req, &mut conn),
+            Ok(req) => inner.handle(session, req, Some(&mut conn)),
             Err(e) => Err(Fault::new("protocol", format!("not a manager request: {e}"))),
         };
         let sent = match outcome {
@@ -459,15 +479,7 @@ impl ManagerServer {
     pub fn bind(address: &Address, key: impl Into<AuthKey>, registry: Registry) -> Result<ManagerServer> {
         let listener = Listener::builder().authkey(key).bind(address)?;
         let address = listener.address().clone();
-        let inner = Arc::new(Inner {
-            registry,
-            address: address.clone(),
-            objects: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
-            stop: AtomicBool::new(false),
-            stopped: (Mutex::new(false), Condvar::new()),
-        });
+        let inner = Arc::new(Inner::new(registry, address.clone()));
         let i = inner.clone();
         let acceptor = std::thread::Builder::new()
             .name("procwire-manager".into())
@@ -492,7 +504,7 @@ impl ManagerServer {
 
     /// Whether the manager was shut down.
     pub fn is_shut_down(&self) -> bool {
-        self.inner.stop.load(Ordering::SeqCst)
+        self.inner.is_shut_down()
     }
 
     /// Stops serving: the listener closes, every object is dropped, blocked calls return an
