@@ -28,6 +28,11 @@ fn double(x: u64) -> u64 {
 }
 static DOUBLE: Function<u64, u64> = Function::new("debug_output::double", double);
 
+fn sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| u64::from(b)).sum()
+}
+static SUM: Function<Vec<u8>, u64> = Function::new("debug_output::sum", sum);
+
 #[test]
 fn connections_show_their_stream_and_counts_not_their_buffers() {
     let (mut a, mut b) = procwire::pipe(true).unwrap();
@@ -89,7 +94,10 @@ fn processes_pools_and_managers_print_short_lines() {
     use_test_entry("procwire_child");
     let mut p = Process::new(&DOUBLE, 21);
     check("process before start", &p);
+    // Its argument is encoded before the start: a large one must not show.
+    check("process with a large argument", &Process::new(&SUM, vec![7u8; 100_000]));
     p.start().unwrap();
+    check("started process", &p);
     assert_eq!(p.result(None).unwrap(), 42);
     let pool = procwire::pool::Pool::new(2).unwrap();
     check("pool", &pool);
@@ -102,5 +110,5 @@ fn processes_pools_and_managers_print_short_lines() {
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&DOUBLE, &procwire::manager::SERVE]);
+    procwire::process::init(&[&DOUBLE, &SUM, &procwire::manager::SERVE]);
 }
