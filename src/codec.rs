@@ -139,12 +139,22 @@ pub enum Peek {
 /// fb.consume(h.header_len + 2);
 /// assert_eq!(fb.peek().unwrap(), Peek::NeedHeader);
 /// ```
-#[derive(Debug)]
 pub struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: u64,
+}
+
+// Counts, not contents: the buffer is tens of KiB and may hold a peer's private data.
+impl std::fmt::Debug for FrameBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameBuf")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buf.len())
+            .field("max", &self.max)
+            .finish()
+    }
 }
 
 impl FrameBuf {

@@ -15,6 +15,7 @@ mod recv;
 mod send;
 mod split;
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,10 +72,20 @@ fn append(dst: &mut Vec<u8>, src: &[u8]) {
 /// assert_eq!((n, s.as_str()), (1, "two"));
 /// # Ok::<(), procwire::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct Connection {
     tx: Sender,
     rx: Receiver,
+}
+
+// The stream once, then each side's counts and settings (never buffered bytes).
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("stream", &*self.rx.stream)
+            .field("rx", &self.rx.reader)
+            .field("tx", &self.tx.writer)
+            .finish()
+    }
 }
 
 impl Connection {
