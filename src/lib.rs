@@ -34,6 +34,10 @@
 
 #![deny(missing_docs)]
 
+// The code `#[procwire::function]` generates names `::procwire`; the crate's own tests use it.
+#[cfg(test)]
+extern crate self as procwire;
+
 mod address;
 pub mod auth;
 pub mod codec;
@@ -60,6 +64,16 @@ pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
 pub use error::{Error, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait};
+
+#[cfg(feature = "macros")]
+pub use procwire_macros::{function, main};
+
+/// What the code `#[procwire::function]` generates names; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::process::registered::{REGISTERED, Registration};
+    pub use linkme;
+}
 
 /// The child entries the crate provides itself, which [`process::init`] finds without the
 /// program listing them. The crate root wires them in, so that the process layer reaches the

@@ -86,6 +86,7 @@ mod child;
 mod exchange;
 mod handle;
 mod pprocess;
+pub(crate) mod registered;
 mod registry;
 pub(crate) mod threads;
 
