@@ -25,8 +25,9 @@
 //! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
-//! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
-//! between processes), [`manager`] (a server process of shared objects used through proxies),
+//! of them, [`process`] (child processes that run a Rust function, made runnable there by
+//! `#[procwire::function]`), [`queue`] (queues shared between processes), [`manager`] (a server
+//! process of shared objects used through proxies),
 //! [`pool`] (a pool of worker processes with `map`, `imap` and `apply_async`), and [`shared`]
 //! (values and arrays in shared memory). [`dummy`] has the same API over threads: a program
 //! switches from processes to threads by changing `use procwire as pw` to
@@ -71,8 +72,8 @@ pub use procwire_macros::{function, main};
 /// What the code `#[procwire::function]` generates names; not an API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::registered::{REGISTERED, Registration};
-    pub use linkme;
+    pub use crate::process::registered::Registration;
+    pub use inventory;
 }
 
 /// The child entries the crate provides itself, which [`process::init`] finds without the

@@ -1,5 +1,5 @@
 //! The attributes of procwire: `#[procwire::function]`, which makes a plain `fn` runnable in a
-//! child process and registers it at link time, and `#[procwire::main]`, which calls
+//! child process and registers it for `procwire::process::init`, and `#[procwire::main]`, which calls
 //! `procwire::process::init` first in `main`. The code they generate names `::procwire`, so use
 //! them through procwire's re-exports; procwire's `process` module documents them.
 
@@ -13,7 +13,7 @@ use syn::{Error, FnArg, ItemFn, LitStr, ReturnType, Type, parse_macro_input, par
 /// Makes `fn NAME(..) -> R` runnable in a child process: keeps the function as it is and adds a
 /// `static` named like the function in upper case (`square` gives `SQUARE`), a
 /// `procwire::process::Function` (or a `ChannelFunction` when the first parameter is a
-/// `Connection`), registered at link time so that `procwire::process::init(&[])` finds it.
+/// `Connection`), registered (with `inventory`) so that `procwire::process::init(&[])` finds it.
 ///
 /// The function's name for child processes is `module_path!()::NAME` unless
 /// `#[procwire::function(name = "...")]` gives one. Several parameters become one tuple
@@ -122,12 +122,9 @@ fn expand_function(name: Option<LitStr>, f: ItemFn) -> syn::Result<TokenStream2>
         #[doc = #doc]
         #vis static #static_ident: #ty = <#ty>::new(#wire_name, #call);
 
-        const _: () = {
-            #[::procwire::__private::linkme::distributed_slice(::procwire::__private::REGISTERED)]
-            #[linkme(crate = ::procwire::__private::linkme)]
-            static REGISTRATION: ::procwire::__private::Registration =
-                ::procwire::__private::Registration::new(&#static_ident, #location);
-        };
+        ::procwire::__private::inventory::submit! {
+            ::procwire::__private::Registration::new(&#static_ident, #location)
+        }
     })
 }
 

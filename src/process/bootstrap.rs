@@ -74,10 +74,13 @@ pub(crate) fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &st
 }
 
 /// The hook at the top of `main`: in a process started as a child it runs the requested
-/// function from `functions` and exits (never returning); anywhere else it returns at once.
+/// function, one of `functions` or of those `#[procwire::function]` registered (so `&[]` will
+/// do for those), and exits (never returning); anywhere else it returns at once.
 ///
-/// A child that cannot run its function (not in `functions`, arguments that do not decode)
-/// tells its parent why and exits with [`EXIT_START_FAILED`]. See the [module
+/// A child that cannot run its function (not known, arguments that do not decode) tells its
+/// parent why and exits with [`EXIT_START_FAILED`]. In the parent it notes, for
+/// [`Process::start`](super::Process::start), whether it ran on the main thread (where a child
+/// that runs `main` calls it too) and whether two functions share a name. See the [module
 /// documentation](super) for the rules.
 pub fn init(functions: &[&dyn Entry]) {
     INIT_CALLED.store(true, Ordering::SeqCst);

@@ -1,10 +1,16 @@
-//! Functions registered at link time: `#[procwire::function]` puts a [`Registration`] of every
-//! function it makes into [`REGISTERED`], a `linkme` distributed slice that the linker gathers
-//! from every crate of the program. No code runs before `main` for it (the slice is one section
-//! of the executable), so a child finds the same functions as its parent, which is the same
-//! executable, without a list.
-
-use linkme::distributed_slice;
+//! Functions registered by `#[procwire::function]`: it submits a [`Registration`] of every
+//! function it makes to an `inventory` collection, which gathers them from every crate of the
+//! program. Each registration links itself into a list from a static constructor, before
+//! `main` (a few instructions: no allocation, no I/O, nothing of std), so a child finds the same
+//! functions as its parent, which is the same executable, without a list.
+//!
+//! Why `inventory` and not `linkme`, whose distributed slices run no code at all: on
+//! `x86_64-pc-windows-gnu` the linker's section garbage collection drops linkme's sections and
+//! the slice comes out empty (dtolnay/linkme#25); inventory's constructors sit in the
+//! sections that each platform's C runtime runs (`.init_array`, `__mod_init_func`,
+//! `.CRT$XCU`), which the linkers keep. A linker may still leave out the registration of a
+//! function in a library that the program never names; nothing can start such a function
+//! either, and the parent and its children, one executable, always agree.
 
 use super::registry::Entry;
 
@@ -23,10 +29,12 @@ impl Registration {
     }
 }
 
-/// Every [`Registration`] in the program, gathered by the linker.
-#[doc(hidden)]
-#[distributed_slice]
-pub static REGISTERED: [Registration];
+inventory::collect!(Registration);
+
+/// Every [`Registration`] in the program.
+pub(crate) fn registered() -> impl Iterator<Item = &'static Registration> {
+    inventory::iter::<Registration>.into_iter()
+}
 
 #[cfg(test)]
 mod tests {
@@ -35,6 +43,8 @@ mod tests {
     use crate::Connection;
     use crate::process::Function;
 
+    /// The line of `fn triple`, where its registration says it was written.
+    const TRIPLE_LINE: u32 = line!() + 2;
     #[crate::function]
     fn triple(x: u64) -> u64 {
         x * 3
@@ -69,7 +79,8 @@ mod tests {
         let e = r.find("procwire::process::registered::tests::add").unwrap();
         assert_eq!(call::<(u64, u64), u64>(e, (40, 2)), 42);
         assert!(r.find("procwire::process::registered::tests::talk").unwrap().takes_channel());
-        assert!(REGISTERED.iter().any(|r| r.location == concat!(file!(), ":39")));
+        let at = format!("{}:{TRIPLE_LINE}", file!());
+        assert!(registered().any(|r| r.location == at));
         assert!(r.duplicates().is_none());
         let e = r.find("nobody").map(|_| ()).unwrap_err();
         assert!(e.contains("\"nobody\" is not registered"), "{e}");
@@ -82,13 +93,14 @@ mod tests {
         assert!(again.duplicates().is_none());
         assert!(again.find(TRIPLE.name()).is_ok());
 
-        static OTHER: Function<u64, u64> = Function::new("procwire::process::registered::tests::triple", |x| x);
+        static OTHER: Function<u64, u64> =
+            Function::new("procwire::process::registered::tests::triple", |x| x);
         let other: [&dyn Entry; 1] = [&OTHER];
         let clash = Registry::new(&other);
         for message in [clash.duplicates().unwrap(), clash.find(TRIPLE.name()).map(|_| ()).unwrap_err()] {
             assert!(message.contains("is registered twice"), "{message}");
             assert!(message.contains("procwire::process::init"), "{message}");
-            assert!(message.contains(concat!(file!(), ":39")), "{message}");
+            assert!(message.contains(&format!("{}:{TRIPLE_LINE}", file!())), "{message}");
         }
     }
 }

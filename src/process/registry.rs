@@ -1,6 +1,6 @@
 //! The registry of functions a child can run: [`Entry`] and its two public kinds, [`Function`]
 //! and [`ChannelFunction`], looked up by name among those `#[procwire::function]` registered
-//! (the [`REGISTERED`] slice) and those in the list a program gives to [`init`](super::init).
+//! (module `registered`) and those in the list a program gives to [`init`](super::init).
 //! An entry runs over the bootstrap connection with the whole registry at hand, so that an
 //! entry which runs other entries (the pool's worker, registered by the pool in the crate's
 //! built-in table) needs nothing from this layer but [`Registry::find`] and [`Call`].
@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::receive_args;
-use super::registered::REGISTERED;
+use super::registered::registered;
 use super::{EXIT_PANICKED, EXIT_START_FAILED};
 use crate::util::panic_message;
 use crate::{Connection, Error};
@@ -37,7 +37,8 @@ pub(crate) mod sealed {
 }
 
 /// A function a child process can run: a [`Function`] or a [`ChannelFunction`]. Lists of
-/// these (`&[&dyn Entry]`) go to [`init`](super::init).
+/// these (`&[&dyn Entry]`) go to [`init`](super::init), for those that `#[procwire::function]`
+/// did not register.
 pub trait Entry: sealed::Sealed + Sync {
     /// The name the parent asks for.
     fn name(&self) -> &'static str;
@@ -61,7 +62,7 @@ impl<'a> Registry<'a> {
     /// Every entry with where it comes from; one listed and also registered appears twice.
     fn all(&self) -> impl Iterator<Item = (&'a dyn Entry, Source)> {
         let listed = self.listed.iter().map(|e| (*e, Source::Listed));
-        listed.chain(REGISTERED.iter().map(|r| (r.entry, Source::Registered(r.location))))
+        listed.chain(registered().map(|r| (r.entry, Source::Registered(r.location))))
     }
 
     /// The entry named `name`, or why there is none, in words for the parent.
@@ -172,8 +173,9 @@ pub struct Function<A, R> {
 }
 
 impl<A, R> Function<A, R> {
-    /// Names `f` for child processes; `name` must be unique among the functions given to
-    /// [`init`](super::init).
+    /// Names `f` for child processes; `name` must be unique in the program, among the functions
+    /// given to [`init`](super::init) and those `#[procwire::function]` registered (which makes
+    /// these for you).
     pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
         Function { name, f }
     }
@@ -253,8 +255,9 @@ pub struct ChannelFunction<A> {
 }
 
 impl<A> ChannelFunction<A> {
-    /// Names `f` for child processes; `name` must be unique among the functions given to
-    /// [`init`](super::init).
+    /// Names `f` for child processes; `name` must be unique in the program, among the functions
+    /// given to [`init`](super::init) and those `#[procwire::function]` registered (which makes
+    /// these for you).
     pub const fn new(name: &'static str, f: fn(Connection, A)) -> Self {
         ChannelFunction { name, f }
     }
