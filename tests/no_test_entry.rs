@@ -17,7 +17,7 @@ fn assert_loud(e: &Error) {
     let Error::Io(io) = e else { panic!("{e:?}") };
     let message = io.to_string();
     assert!(message.contains("use_test_entry"), "{message}");
-    assert!(message.contains("procwire::process::init was called not"), "{message}");
+    assert!(message.contains("procwire::process::init was not called"), "{message}");
 }
 
 #[test]

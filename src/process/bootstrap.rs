@@ -275,9 +275,9 @@ fn cannot_spawn(runs_itself: bool) -> Option<String> {
     // before anything else: a call on another thread (a `#[test]`, whose binary's `main` is the
     // test harness) or none at all means the child would run something else, maybe everything.
     if runs_itself && lock(&CHILD_ARGS).is_empty() && !INIT_ON_MAIN.load(Ordering::SeqCst) {
-        let when = if init_called { "not on the main thread" } else { "not in this process" };
+        let place = if init_called { "on the main thread" } else { "in this process" };
         return Some(format!(
-            "procwire::process::init was called {when}, so a child of this program, which runs its main, \
+            "procwire::process::init was not called {place}, so a child of this program, which runs its main, \
              would not reach it: call init first in main (or put #[procwire::main] on main); in a test \
              binary, whose main is the test harness, name a test that calls init with \
              procwire::process::use_test_entry before starting children"
