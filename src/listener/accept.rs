@@ -58,12 +58,18 @@ impl Listener {
     }
 
     pub(super) fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
+        let nonblocking = self.is_nonblocking();
+        let mut drove = false;
         let mut st = self.lock();
         loop {
             if let Some(r) = st.ready.pop_front() {
                 let (conn, peer) = r?;
                 *self.last_peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
                 return Ok(conn);
+            }
+            // Nonblocking: one round without waiting, and none if another thread is driving.
+            if nonblocking && (drove || st.driving) {
+                return Err(super::poll::would_block());
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
@@ -81,7 +87,11 @@ impl Listener {
             }
             st.driving = true;
             let mut pending = std::mem::take(&mut st.pending);
-            if let Some(idle) = st.idle_since.take() {
+            // A nonblocking listener's caller polls between calls: its handshakes were not
+            // paused, so their deadlines stand.
+            if let Some(idle) = st.idle_since.take()
+                && !nonblocking
+            {
                 let paused = now.saturating_duration_since(idle);
                 for p in &mut pending {
                     p.deadline = p.deadline.and_then(|d| d.checked_add(paused));
@@ -90,7 +100,9 @@ impl Listener {
             let rest_until = st.accept_rest_until.filter(|&t| t > now);
             drop(st);
             let mut found = VecDeque::new();
-            let rested = self.drive_round(&mut pending, &mut found, deadline, rest_until);
+            let round_deadline = if nonblocking { Some(now) } else { deadline };
+            let rested = self.drive_round(&mut pending, &mut found, round_deadline, rest_until);
+            drove = true;
             st = self.lock();
             st.pending = pending;
             st.ready.extend(found);
@@ -220,7 +232,7 @@ impl Listener {
         let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
         let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
-        match sent {
+        match sent.and_then(|()| self.watch(&conn).map_err(Error::Io)) {
             Ok(()) => {
                 pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
             }
@@ -266,6 +278,7 @@ impl Listener {
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
+                self.unwatch(&p.conn);
                 p.conn.finish_handshake(&self.opts.endpoint.conn);
                 found.push_back(Ok((p.conn, p.peer)));
             }

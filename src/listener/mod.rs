@@ -8,9 +8,10 @@
 mod accept;
 mod builder;
 mod client;
+mod poll;
 
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,12 @@ pub struct Listener {
     last_peer: Mutex<Option<Address>>,
     /// The source of [`Pending::progress`].
     ticks: AtomicU64,
+    /// Whether `accept` returns `WouldBlock` instead of waiting.
+    nonblocking: AtomicBool,
+    /// The listening socket and the pending handshakes' sockets, for a caller's poll loop
+    /// (none for an in-process listener).
+    #[cfg(unix)]
+    poll_set: Option<crate::transport::PollSet>,
 }
 
 impl std::fmt::Debug for Listener {

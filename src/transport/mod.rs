@@ -22,6 +22,8 @@ mod windows;
 use windows as platform;
 
 pub(crate) use platform::BindOptions;
+#[cfg(unix)]
+pub(crate) use unix::PollSet;
 
 /// The socket addresses a TCP host name or literal stands for.
 pub(crate) fn resolve(
@@ -309,6 +311,17 @@ impl RawListener {
         match self {
             RawListener::Os(l) => Ok(l.try_accept()?.map(|(s, a)| (Stream::Os(s), a))),
             RawListener::Mem(l) => Ok(l.try_accept().map(|s| (Stream::Mem(s), None))),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl RawListener {
+    /// The listening socket's descriptor; an in-process listener has none.
+    pub(crate) fn os_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            RawListener::Os(l) => Some(std::os::fd::AsFd::as_fd(l)),
+            RawListener::Mem(_) => None,
         }
     }
 }
