@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
 use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
+use crate::trace;
 use crate::transport::{Stream, wait_any};
 use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
@@ -173,7 +174,7 @@ impl Listener {
             if pending[i].deadline.is_some_and(|d| d <= now) {
                 let p = pending.swap_remove(i);
                 let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             } else {
                 i += 1;
             }
@@ -206,22 +207,24 @@ impl Listener {
                  pending (max_pending_handshakes) and this one had gone longest without progress",
                 p.hs.waiting_for()
             ));
-            found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+            refuse(self, found, with_peer(e, &p.peer, p.creds));
         }
     }
 
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
         // An unnamed Unix socket is named in errors by its process.
         let creds = if peer.is_none() { stream.peer_credentials() } else { None };
+        trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&peer, creds), "accepted a connection");
         if let Some(idle) = self.opts.endpoint.keepalive
             && let Err(e) = stream.set_keepalive(Some(idle))
         {
-            found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
+            refuse(self, found, with_peer(Error::Io(e), &peer, creds));
             return;
         }
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.endpoint.key else {
             conn.finish_handshake(&self.opts.endpoint.conn);
+            trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&peer, creds), "accepted without a handshake (no authkey)");
             found.push_back(Ok((conn, peer)));
             return;
         };
@@ -244,10 +247,12 @@ impl Listener {
                         "the client hung up during the handshake ({e}) while {}",
                         hs.waiting_for()
                     ));
-                    found.push_back(Err(with_peer(e, &peer, creds)));
+                    refuse(self, found, with_peer(e, &peer, creds));
+                } else {
+                    trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&peer, creds), "a client hung up without a word");
                 }
             }
-            Err(e) => found.push_back(Err(with_peer(e, &peer, creds))),
+            Err(e) => refuse(self, found, with_peer(e, &peer, creds)),
         }
     }
 
@@ -266,7 +271,9 @@ impl Listener {
         match outcome {
             Ok(false) => {}
             Err(e) if hung_up(&e) && !p.heard => {
-                pending.swap_remove(i);
+                let p = pending.swap_remove(i);
+                trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "a client hung up without a word");
+                drop(p);
             }
             Err(e) if hung_up(&e) => {
                 let p = pending.swap_remove(i);
@@ -274,12 +281,13 @@ impl Listener {
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
                 ));
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
                 self.unwatch(&p.conn);
                 p.conn.finish_handshake(&self.opts.endpoint.conn);
+                trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
                 found.push_back(Ok((p.conn, p.peer)));
             }
             Err(e) => {
@@ -287,7 +295,7 @@ impl Listener {
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
         }
     }
@@ -295,6 +303,13 @@ impl Listener {
 
 /// Accepted connections and per-client errors, in the order they happened.
 type Found = VecDeque<Result<(Connection, Option<Address>)>>;
+
+/// Records a client's failed handshake (already naming the peer) for `accept`.
+fn refuse(listener: &Listener, found: &mut Found, e: Error) {
+    trace::event!(WARN, listener = %listener.address, error = %e, "handshake failed");
+    let _ = listener;
+    found.push_back(Err(e));
+}
 
 /// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
 /// Replies to messages that arrived together (a client's answer and its early challenge)

@@ -81,6 +81,19 @@ impl std::fmt::Debug for Stream {
     }
 }
 
+/// The end of a connection (both halves of a split one dropped), with the `tracing` feature.
+#[cfg(feature = "tracing")]
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::trace::event!(
+            DEBUG,
+            local = ?self.local_addr().map(|a| a.to_string()),
+            peer = ?self.peer_addr().map(|a| a.to_string()),
+            "connection closed"
+        );
+    }
+}
+
 /// The error for what an in-process stream cannot do.
 fn in_process_only(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("an in-process connection cannot {what}"))
