@@ -407,10 +407,7 @@ has_atomic!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64
     i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize);
 
 fn out_of_range(i: usize, len: usize) -> Error {
-    Error::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("index {i} out of range for an array of {len}"),
-    ))
+    Error::InvalidInput(format!("index {i} out of range for an array of {len}"))
 }
 
 /// One `T` in shared memory behind a lock (see the [module docs](self)).
@@ -735,12 +732,12 @@ impl<T: HasAtomic> AtomicArray<T> {
         (i < self.len).then(|| unsafe { &*self.seg.data().cast::<T>().add(i).cast::<T::Atomic>() })
     }
 
-    /// Loads element `i`; an `InvalidInput` error out of range.
+    /// Loads element `i`; an [`Error::InvalidInput`] out of range.
     pub fn load(&self, i: usize, order: Ordering) -> Result<T> {
         self.atomic(i).map(|a| T::load(a, order)).ok_or_else(|| out_of_range(i, self.len))
     }
 
-    /// Stores `value` in element `i`; an `InvalidInput` error out of range.
+    /// Stores `value` in element `i`; an [`Error::InvalidInput`] out of range.
     pub fn store(&self, i: usize, value: T, order: Ordering) -> Result<()> {
         self.atomic(i).map(|a| T::store(a, value, order)).ok_or_else(|| out_of_range(i, self.len))
     }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::queue::DEFAULT_PREFETCH;
 
+use crate::RemoteKind;
 use crate::util::deadline_of;
 use crate::util::{lock, wait_until};
 use crate::{Error, Result};
@@ -350,7 +351,7 @@ impl<T: Clone> JoinableQueue<T> {
         let mut st = lock(&q.st);
         if st.unfinished == 0 {
             return Err(Error::Remote {
-                kind: "value".into(),
+                kind: RemoteKind::Value,
                 message: "task_done() called too many times".into(),
             });
         }
@@ -429,7 +430,7 @@ mod tests {
         q.put(&1).unwrap();
         assert_eq!(q.get().unwrap(), 1);
         q.task_done().unwrap();
-        assert!(matches!(q.task_done(), Err(Error::Remote { kind, .. }) if kind == "value"));
+        assert!(matches!(q.task_done(), Err(Error::Remote { kind: RemoteKind::Value, .. })));
         assert!(q.join_timeout(Duration::ZERO).unwrap());
     }
 }

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::auth::{AuthKey, Handshake, Role, Status};
 use crate::connection::ConnOptions;
+use crate::error::io_context;
 use crate::transport::Stream;
 use crate::{Address, Connection, Error, Result};
 
@@ -124,8 +125,7 @@ impl ClientBuilder {
 
     /// Connects to `addr` and runs the handshake.
     ///
-    /// A TCP address without an authkey is an [`Error::Io`] of kind
-    /// [`io::ErrorKind::InvalidInput`] unless
+    /// A TCP address without an authkey is an [`Error::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn connect(self, addr: &Address) -> Result<Connection> {
         self.check_keyless(addr)?;
@@ -172,10 +172,7 @@ impl ClientBuilder {
                     if e.kind() == io::ErrorKind::TimedOut {
                         return Err(Error::Timeout(format!("connecting to {addr}")));
                     }
-                    return Err(Error::Io(io::Error::new(
-                        e.kind(),
-                        format!("cannot connect to {addr}: {e}"),
-                    )));
+                    return Err(Error::Io(io_context(e, format_args!("cannot connect to {addr}"))));
                 }
                 Err(e) => return Err(e),
             }

@@ -32,12 +32,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The error for TCP without an authkey and without the explicit opt-out.
 fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
-    Error::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!(
-            "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
-             connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
-        ),
+    Error::InvalidInput(format!(
+        "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
+         connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
     ))
 }
 

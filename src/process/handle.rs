@@ -13,6 +13,7 @@ use super::bootstrap::{SpawnOptions, encode_args, spawn};
 use super::child::{ChildState, join_child};
 use super::registry::{Function, Outcome};
 use super::{DEFAULT_START_TIMEOUT, next_name};
+use crate::RemoteKind;
 use crate::sentinel::Sentinel;
 use crate::util::deadline_of;
 use crate::wait::{Waitable, wait};
@@ -34,13 +35,15 @@ impl<R> Got<R> {
     /// Takes the result of a child that has ended (once); `ended` says how, for the error of
     /// one that ended without a result.
     pub(crate) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
-        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
+        let remote = |kind, message| Error::Remote { kind, message };
         match std::mem::replace(self, Got::Taken) {
             Got::Value(Outcome::Returned(r)) => Ok(r),
-            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
-            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
+            Got::Value(Outcome::Panicked(m)) => Err(remote(RemoteKind::Panic, m)),
+            Got::Value(Outcome::Unsendable(m)) => Err(remote(RemoteKind::Encode, m)),
             Got::Failed(e) => Err(e),
-            Got::Pending | Got::Nothing => Err(remote("exit", format!("{} without a result", ended()))),
+            Got::Pending | Got::Nothing => {
+                Err(remote(RemoteKind::Exit, format!("{} without a result", ended())))
+            }
             Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
         }
     }

@@ -3,9 +3,9 @@
 //! process knows its own.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::sync::Mutex;
 
+use crate::error::io_context;
 use crate::util::lock;
 use crate::{Error, Result};
 
@@ -39,7 +39,7 @@ pub(crate) fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Resu
             f();
         })
         .map(drop)
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot start a thread: {e}"))))
+        .map_err(|e| Error::Io(io_context(e, "cannot start a thread")))
 }
 
 /// The name the calling thread was started with by [`spawn_named`]; `None` on other threads.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::server::read_batch;
 use super::wire::{self, Info};
+use crate::RemoteKind;
 use crate::shared::AtomicValue;
 use crate::util::deadline_of;
 use crate::util::lock;
@@ -656,7 +657,7 @@ impl Link {
         wire::push_count(&mut f, wire::TASK_DONE, 1);
         match self.call(&f, |st| st.done.pop_front())? {
             None => Ok(()),
-            Some(message) => Err(Error::Remote { kind: "value".into(), message }),
+            Some(message) => Err(Error::Remote { kind: RemoteKind::Value, message }),
         }
     }
 

@@ -27,7 +27,7 @@ use crate::{Error, Result};
 pub(crate) const DROP_JOIN: Duration = Duration::from_secs(10);
 
 fn invalid(message: &str) -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, message.to_string()))
+    Error::InvalidInput(message.to_string())
 }
 
 /// CPython's default chunk size for `map`: `len / (4 * workers)`, rounded up.
