@@ -110,6 +110,17 @@ fn misuse_is_invalid_input_not_an_os_error() {
     let e = Listener::bind(&tcp).unwrap_err();
     assert!(matches!(&e, Error::InvalidInput(m) if m.contains("without an authkey")), "{e:?}");
     assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidInput);
+
+    fn one(x: u8) -> u8 {
+        x
+    }
+    static ONE: procwire::dummy::process::Function<u8, u8> =
+        procwire::dummy::process::Function::new("errors_one", one);
+    let mut p = procwire::dummy::process::Process::new(&ONE, 1);
+    p.start().unwrap();
+    let e = p.start().unwrap_err();
+    assert!(matches!(&e, Error::InvalidInput(m) if m.ends_with("was started already")), "{e:?}");
+    p.join(Some(Duration::from_secs(60))).unwrap();
 }
 
 #[test]

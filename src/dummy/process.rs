@@ -260,7 +260,7 @@ impl<R> Process<R> {
 
     fn stop(&mut self) -> Result<()> {
         match &self.running {
-            None => Err(Error::Io(io::Error::other(format!("{} was not started", self.name)))),
+            None => Err(Error::InvalidInput(format!("{} was not started", self.name))),
             Some(run) if run.exit.code().is_some() => Ok(()),
             Some(_) => Err(cannot_stop(&self.name)),
         }
@@ -281,7 +281,7 @@ impl<R> Process<R> {
     /// the exit code, or `None` if it still runs.
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
         match &self.running {
-            None => Err(Error::Io(io::Error::other(format!("{} was not started", self.name)))),
+            None => Err(Error::InvalidInput(format!("{} was not started", self.name))),
             Some(run) => Ok(run.exit.wait(timeout)),
         }
     }
@@ -294,7 +294,7 @@ impl<R> Process<R> {
             return Err(Error::Timeout(format!("waiting for {} to finish", self.name)));
         };
         let Some(run) = self.running.as_ref() else {
-            return Err(Error::Io(io::Error::other("a joined process is not running")));
+            return Err(Error::InvalidInput("a joined process is not running".into()));
         };
         lock(&run.got).take(|| format!("{} exited with code {code}", self.name))
     }
@@ -319,7 +319,7 @@ impl<R: Send + 'static> Process<R> {
     /// a thread.
     pub fn start(&mut self) -> Result<()> {
         if self.running.is_some() || self.task.is_none() {
-            return Err(Error::Io(io::Error::other(format!("{} was started already", self.name))));
+            return Err(Error::InvalidInput(format!("{} was started already", self.name)));
         }
         if let Some(exe) = &self.executable {
             return Err(unsupported(&format!(
@@ -329,7 +329,7 @@ impl<R: Send + 'static> Process<R> {
             )));
         }
         let Some(task) = self.task.take() else {
-            return Err(Error::Io(io::Error::other(format!("{} was started already", self.name))));
+            return Err(Error::InvalidInput(format!("{} was started already", self.name)));
         };
         let exit = Exit::new();
         let got = Arc::new(Mutex::new(Got::Pending));

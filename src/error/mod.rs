@@ -103,8 +103,9 @@ pub enum Error {
     )]
     PreviousOwnerDied,
     /// The call cannot be made this way: an argument out of range, or an object in the wrong
-    /// state for it (a connection in the middle of a message, a TCP endpoint without an
-    /// authkey, ...). The text says what to do instead. Errors of kind
+    /// state for it (a process started twice, work for a closed pool, a connection in the
+    /// middle of a message, a TCP endpoint without an authkey, ...). The text says what is
+    /// wrong or what to do instead. Errors of kind
     /// [`io::ErrorKind::InvalidInput`] that come from the OS stay [`Error::Io`].
     #[error("{0}")]
     InvalidInput(String),

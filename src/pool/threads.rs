@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -297,7 +296,7 @@ impl Shared {
             return Some(Error::Remote { kind: RemoteKind::Pool, message: why.clone() });
         }
         if st.terminated {
-            return Some(Error::Io(io::Error::other("the pool was terminated")));
+            return Some(Error::InvalidInput("the pool was terminated".into()));
         }
         None
     }
@@ -308,7 +307,7 @@ impl Shared {
             return Some(e);
         }
         if st.closed {
-            return Some(Error::Io(io::Error::other("the pool is closed: it takes no new work")));
+            return Some(Error::InvalidInput("the pool is closed: it takes no new work".into()));
         }
         None
     }

@@ -189,10 +189,11 @@ pub(super) struct Spawned {
 
 pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     if std::env::var_os(ENV_PROCESS).is_some() && !INIT_CALLED.load(Ordering::SeqCst) {
-        return Err(Error::Io(io::Error::other(
+        return Err(Error::InvalidInput(
             "this process was started as a procwire child, but its main did not call \
-             procwire::process::init() before starting children of its own",
-        )));
+             procwire::process::init() before starting children of its own"
+                .into(),
+        ));
     }
     let exe = match o.executable {
         Some(p) => p.to_path_buf(),

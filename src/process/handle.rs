@@ -44,7 +44,7 @@ impl<R> Got<R> {
             Got::Pending | Got::Nothing => {
                 Err(remote(RemoteKind::Exit, format!("{} without a result", ended())))
             }
-            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
+            Got::Taken => Err(Error::InvalidInput("the result was taken already".into())),
         }
     }
 }
@@ -156,7 +156,7 @@ impl<R> Process<R> {
     fn signal(&mut self, kill: bool) -> Result<()> {
         match self.running.as_mut() {
             Some(run) => run.child.signal(kill),
-            None => Err(Error::Io(io::Error::other(format!("{} was not started", self.name)))),
+            None => Err(Error::InvalidInput(format!("{} was not started", self.name))),
         }
     }
 }
@@ -182,7 +182,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// the arguments do not decode) is an error here, and is reaped.
     pub fn start(&mut self) -> Result<()> {
         if self.running.is_some() {
-            return Err(Error::Io(io::Error::other(format!("{} was started already", self.name))));
+            return Err(Error::InvalidInput(format!("{} was started already", self.name)));
         }
         let args = self.args.as_ref().map_err(|e| Error::Encode(e.clone()))?;
         let s = spawn(&SpawnOptions {
@@ -220,7 +220,7 @@ impl<R: DeserializeOwned> Process<R> {
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = deadline_of(timeout);
         let Some(run) = self.running.as_mut() else {
-            return Err(Error::Io(io::Error::other(format!("{} was not started", self.name))));
+            return Err(Error::InvalidInput(format!("{} was not started", self.name)));
         };
         let Some(sentinel) = self.sentinel.raw() else {
             return Err(Error::Io(io::Error::other("a started process has no sentinel")));
@@ -259,7 +259,7 @@ impl<R: DeserializeOwned> Process<R> {
             return Err(Error::Timeout(format!("waiting for {} to finish", self.name)));
         };
         let Some(run) = self.running.as_mut() else {
-            return Err(Error::Io(io::Error::other("a joined process is not running")));
+            return Err(Error::InvalidInput("a joined process is not running".into()));
         };
         run.got.take(|| format!("{} (pid {}) exited with code {code}", self.name, run.child.pid))
     }

@@ -111,7 +111,7 @@ impl Shared {
             return Err(e);
         }
         if st.closed {
-            return Err(Error::Io(std::io::Error::other("the pool is closed: it takes no new work")));
+            return Err(Error::InvalidInput("the pool is closed: it takes no new work".into()));
         }
         let id = st.next_job;
         st.next_job += 1;

@@ -260,7 +260,7 @@ impl State {
             return Some(Error::Remote { kind: RemoteKind::Pool, message: why.clone() });
         }
         if self.terminated.is_some() {
-            return Some(Error::Io(std::io::Error::other("the pool was terminated")));
+            return Some(Error::InvalidInput("the pool was terminated".into()));
         }
         None
     }
