@@ -25,6 +25,7 @@ LAYERS = [
     ("process", ["process"]),
     ("consumers", ["queue", "pool", "manager"]),
     ("threads", ["dummy"]),
+    ("documentation (no code)", ["guide"]),
 ]
 RANK = {m: i for i, (_, ms) in enumerate(LAYERS) for m in ms}
 

@@ -31,8 +31,17 @@
 //! (values and arrays in shared memory). [`dummy`] has the same API over threads: a program
 //! switches from processes to threads by changing `use procwire as pw` to
 //! `use procwire::dummy as pw`.
+//!
+//! The [`guide`] has a chapter per use (connections, talking to Python, security, processes,
+//! queues, pools, managers, shared memory, threads, platforms) with the rules and limits.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The derives of `Serialize` and `Deserialize` for the crate's own messages, taken from
+// serde_derive itself so that serde's `derive` feature stays the user's choice.
+#[macro_use]
+extern crate serde_derive;
 
 mod address;
 pub mod auth;
@@ -40,6 +49,7 @@ pub mod codec;
 pub mod connection;
 pub mod dummy;
 mod error;
+pub mod guide;
 #[cfg(any(unix, windows))]
 pub mod handles;
 mod listener;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use procwire::connection::DEFAULT_MAX_MESSAGE_SIZE;
 use procwire::{Address, AuthKey, Client, Connection, Error, Listener};
 
 use crate::Failure;
@@ -12,6 +13,8 @@ use crate::units::{micros, parse_duration, parse_size};
 
 /// The environment variable that holds the authkey when no `--authkey-file` is given.
 pub const AUTHKEY_VAR: &str = "PROCWIRE_AUTHKEY";
+/// How long `ping` waits for a refusal after a failed send.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the authkey comes from.
 #[derive(Args, Debug)]
@@ -91,8 +94,10 @@ pub fn echo(args: &EchoArgs) -> Result<(), Failure> {
         builder = builder.max_message_size(max as u64);
     }
     let listener = builder.bind(&args.listen).map_err(|e| Failure::new(format!("{e}")))?;
-    // The first line on stdout is the address, with the real port after binding port 0.
-    println!("procwire echo: listening on {}", listener.address());
+    // The first line on stdout is the address alone (the real port after binding port 0), for
+    // scripts; everything else goes to stderr.
+    println!("{}", listener.address());
+    note(format_args!("listening on {}", listener.address()));
     note(format_args!("every message comes back as it was; stop with Ctrl-C"));
     for n in 1u64.. {
         match listener.accept() {
@@ -126,10 +131,28 @@ fn serve(mut conn: Connection, peer: &str) {
                 count += 1;
             }
             Err(Error::Closed) => break "closed".into(),
+            Err(Error::MessageTooLarge { len, max }) => {
+                // Without a word the client would see only its connection reset.
+                let why =
+                    format!("message too large: the server accepts at most {max} bytes, this one has {len}");
+                let _ = conn.send_bytes(format!("{REFUSAL}{why}").as_bytes());
+                break why;
+            }
             Err(e) => break format!("{e}"),
         }
     };
     note(format_args!("{peer} after {count} messages: {end}"));
+}
+
+/// How a refusal starts: the one message `echo` sends instead of an echo, before it closes the
+/// connection, when it cannot take a message (one over `--max-message-size`). The rest is the
+/// reason, in UTF-8.
+pub const REFUSAL: &str = "procwire echo refused: ";
+
+/// The reason in `reply` if it is a refusal rather than the echo of `msg`.
+fn refusal<'a>(reply: &'a [u8], msg: &[u8]) -> Option<std::borrow::Cow<'a, str>> {
+    let why = reply.strip_prefix(REFUSAL.as_bytes()).filter(|_| reply != msg)?;
+    Some(String::from_utf8_lossy(why))
 }
 
 /// A line on stderr. A closed or full stderr is ignored: `eprintln!` would panic, and the
@@ -154,7 +177,9 @@ pub fn ping(args: &PingArgs) -> Result<(), Failure> {
         .connect_timeout(args.timeout)
         .handshake_timeout(args.timeout)
         .read_timeout(Some(args.timeout))
-        .write_timeout(Some(args.timeout));
+        .write_timeout(Some(args.timeout))
+        // The reply is as large as the message.
+        .max_message_size(DEFAULT_MAX_MESSAGE_SIZE.max(args.size as u64));
     #[cfg(feature = "legacy-md5")]
     let builder = builder.legacy_md5(args.key.legacy_md5);
     let started = Instant::now();
@@ -180,17 +205,9 @@ pub fn ping(args: &PingArgs) -> Result<(), Failure> {
     for seq in 1..=args.count {
         pattern(&mut msg, seq);
         let t = Instant::now();
-        conn.send_bytes(&msg).map_err(|e| Failure::new(format!("round trip {seq}: send failed: {e}")))?;
-        conn.recv_bytes_into(&mut reply)
-            .map_err(|e| Failure::new(format!("round trip {seq}: no reply from {addr}: {e}")))?;
+        round_trip(&mut conn, addr, &msg, &mut reply)
+            .map_err(|e| Failure::new(format!("round trip {seq}: {e}")))?;
         let rtt = t.elapsed();
-        if reply != msg {
-            return Err(Failure::new(format!(
-                "round trip {seq}: the reply ({} bytes) differs from the message sent ({} bytes)",
-                reply.len(),
-                msg.len()
-            )));
-        }
         rtts.push(rtt.as_secs_f64() * 1e6);
         if !args.quiet {
             println!("{} bytes from {addr}: seq={seq} time={}", reply.len(), micros(rtts[rtts.len() - 1]));
@@ -212,6 +229,35 @@ pub fn ping(args: &PingArgs) -> Result<(), Failure> {
             us(quantile(&rtts, 0.99)),
             us(rtts[rtts.len() - 1])
         );
+    }
+    Ok(())
+}
+
+/// Sends `msg` and receives its echo into `reply`. A refusal (see [`REFUSAL`]) is reported
+/// with the server's reason, also when it comes after the send failed: the server closes the
+/// connection without reading the rest of a message it refused.
+fn round_trip(conn: &mut Connection, addr: &Address, msg: &[u8], reply: &mut Vec<u8>) -> Result<(), String> {
+    let refused = |why: &str| format!("{addr} refused the message: {why}");
+    if let Err(e) = conn.send_bytes(msg) {
+        // A refusal, if there is one, is already here or about to be.
+        conn.set_read_timeout(Some(REFUSAL_WAIT));
+        if conn.recv_bytes_into(reply).is_ok()
+            && let Some(why) = refusal(reply, msg)
+        {
+            return Err(refused(&why));
+        }
+        return Err(format!("send failed: {e}"));
+    }
+    conn.recv_bytes_into(reply).map_err(|e| format!("no reply from {addr}: {e}"))?;
+    if let Some(why) = refusal(reply, msg) {
+        return Err(refused(&why));
+    }
+    if reply != msg {
+        return Err(format!(
+            "the reply ({} bytes) differs from the message sent ({} bytes)",
+            reply.len(),
+            msg.len()
+        ));
     }
     Ok(())
 }

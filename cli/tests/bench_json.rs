@@ -3,6 +3,7 @@
 
 use std::process::{Command, Output};
 
+use procwire_cli::schema::{BenchReport, Figures};
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_procwire");
@@ -15,6 +16,15 @@ fn json_of(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"))
+}
+
+/// The document as the typed schema, checked to hold all of it: written back, it is the same
+/// JSON, field for field.
+fn typed(v: &Value) -> BenchReport {
+    let report: BenchReport =
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not a BenchReport ({e}):\n{v:#}"));
+    assert_eq!(&serde_json::to_value(&report).unwrap(), v, "the schema lost or changed a field");
+    report
 }
 
 fn transports() -> Vec<&'static str> {
@@ -65,8 +75,12 @@ fn check_figures(cell: &Value, imp: &str, repeat: usize) {
     for k in fields.iter().filter(|k| !matches!(**k, "spread" | "reps")) {
         positive(&f[k], &format!("{what} {k}"));
     }
-    let spread = f["spread"].as_f64().unwrap();
-    assert!(spread.is_finite() && spread >= 0.0, "{what} spread {spread}");
+    if repeat > 1 {
+        let spread = f["spread"].as_f64().unwrap();
+        assert!(spread.is_finite() && spread >= 0.0, "{what} spread {spread}");
+    } else {
+        assert!(f["spread"].is_null(), "{what}: a single run has no spread: {}", f["spread"]);
+    }
     let reps = f["reps"].as_array().unwrap();
     assert_eq!(reps.len(), repeat, "{what}: one figure per repetition");
     for r in reps {
@@ -128,6 +142,23 @@ fn ci_mode_json_has_every_transport_workload_and_field() {
         let ratio = p.as_f64().unwrap() / r.as_f64().unwrap();
         assert!((c["ratio_procwire_raw"].as_f64().unwrap() - ratio).abs() < 1e-9 * ratio);
     }
+
+    let report = typed(&v);
+    assert_eq!(report.repeat as usize, CI_REPEAT);
+    assert_eq!(report.cells.len(), cells.len());
+    for c in &report.cells {
+        for f in [&c.procwire, &c.raw] {
+            let kind_fits = match f {
+                Figures::Stream(_) => matches!(c.workload.name(), "stream" | "batched"),
+                Figures::PingPong(_) => c.workload.name() == "pingpong",
+                Figures::Connect(_) => c.workload.name() == "connect",
+                Figures::Failed(e) => panic!("{c:?} failed: {}", e.error),
+            };
+            assert!(kind_fits, "{:?} figures in a {} cell", f, c.workload.name());
+            assert_eq!(f.reps().len(), CI_REPEAT);
+            assert!(f.headline().is_some_and(|h| h > 0.0));
+        }
+    }
 }
 
 #[test]
@@ -160,6 +191,8 @@ fn the_python_column_runs_cpython_on_the_same_workloads() {
         check_figures(c, "python", 1);
         positive(&c["speedup_vs_python"], "speedup");
     }
+    let report = typed(&v);
+    assert!(report.cells.iter().any(|c| matches!(c.python, Some(Figures::Stream(_)))));
 }
 
 #[test]
@@ -174,6 +207,71 @@ fn tables_go_to_stdout_and_nothing_else() {
     }
     assert!(stdout.contains("16 B") && stdout.contains("4 KiB"), "{stdout}");
     assert!(!stdout.contains("Failed runs"), "{stdout}");
+    // One run has no spread: a dash, not "(0%)".
+    assert!(stdout.contains("/s –") && stdout.contains("µs –"), "{stdout}");
+    assert!(!stdout.contains("%)"), "{stdout}");
+}
+
+/// `--html FILE` writes a page with a chart per workload, every figure of every transport on
+/// it, that fetches nothing; the tables still go to stdout.
+#[test]
+fn the_html_report_has_a_chart_per_workload_and_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.html");
+    let transports = format!("{LOCAL},tcp");
+    let out = bench(&[
+        "--sizes",
+        "16,1k",
+        "--duration",
+        "20ms",
+        "--repeat",
+        "1",
+        "--transports",
+        &transports,
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Ping-pong"), "the tables still go to stdout: {stdout}");
+    let page = std::fs::read_to_string(&path).expect("the report was written");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    let charts: Vec<&str> = page.split("<svg").skip(1).collect();
+    assert_eq!(charts.len(), 4, "one chart per workload");
+    for (chart, title) in
+        charts.iter().zip(["Streaming, one send", "Streaming, batched", "Ping-pong", "Connect"])
+    {
+        assert!(chart.contains(title), "{title}: {chart}");
+    }
+    // 2 transports x 2 sizes x procwire and raw as points; connect: 2 transports x 2 bars.
+    for chart in &charts[..3] {
+        assert_eq!(chart.matches("<circle").count(), 8, "{chart}");
+        assert!(chart.contains("tcp procwire") && chart.contains("tcp raw"), "legend: {chart}");
+    }
+    assert_eq!(charts[3].matches("<title>").count(), 4, "{}", charts[3]);
+    for fetch in ["<script", "<link", "<img", "<iframe", "url(", "src=", "href=", "@import", "http"] {
+        assert!(!page.contains(fetch), "the page fetches something ({fetch}):\n{page}");
+    }
+
+    // Fewer workloads, fewer charts.
+    let out = bench(&[
+        "--sizes",
+        "16",
+        "--duration",
+        "20ms",
+        "--repeat",
+        "1",
+        "--transports",
+        LOCAL,
+        "--workloads",
+        "stream,connect",
+        "--json",
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    typed(&json_of(&out));
+    let page = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
 }
 
 #[test]

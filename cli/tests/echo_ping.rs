@@ -20,6 +20,17 @@ impl Drop for Echo {
     }
 }
 
+/// The address `procwire echo` prints alone on its first stdout line, checked to be one.
+fn first_line_address(stdout: std::process::ChildStdout) -> String {
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read echo's address");
+    let addr = line.strip_suffix('\n').unwrap_or_else(|| panic!("no whole first line: {line:?}"));
+    let parsed: procwire::Address =
+        addr.parse().unwrap_or_else(|e| panic!("{line:?} is not an address: {e}"));
+    assert_eq!(parsed.to_string(), addr, "the first line is the address alone");
+    addr.to_string()
+}
+
 /// Starts `procwire echo --listen addr` with `args` and the key `env_key` in the environment;
 /// returns it once it says where it listens.
 fn echo(addr: &str, args: &[&str], env_key: Option<&str>) -> Echo {
@@ -30,13 +41,7 @@ fn echo(addr: &str, args: &[&str], env_key: Option<&str>) -> Echo {
         cmd.env("PROCWIRE_AUTHKEY", k);
     }
     let mut child = cmd.spawn().expect("start procwire echo");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read echo's address");
-    let addr = line
-        .trim()
-        .strip_prefix("procwire echo: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = first_line_address(child.stdout.take().expect("stdout"));
     Echo { child, addr }
 }
 
@@ -138,6 +143,38 @@ fn ping_and_echo_without_a_key_say_where_to_put_one() {
     assert!(text(&out.stderr).contains("no authkey"), "{}", text(&out.stderr));
 }
 
+/// A message over the server's `--max-message-size` is refused with the server's reason, both
+/// one that the client could send whole and one the server closed the connection in the middle
+/// of; the server goes on serving.
+#[test]
+fn ping_of_an_oversized_message_reports_the_servers_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in [local(dir.path(), "echo.sock"), "tcp:127.0.0.1:0".to_string()] {
+        let server = echo(&addr, &["--max-message-size", "1k"], Some("limit key"));
+        for (size, bytes) in [("4k", 4096), ("8m", 8 << 20)] {
+            let out = ping(&[&server.addr, "-c", "3", "-s", size], Some("limit key"));
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            let want = format!(
+                "round trip 1: {} refused the message: message too large: the server accepts at most \
+                 1024 bytes, this one has {bytes}",
+                server.addr
+            );
+            assert!(stderr.contains(&want), "{addr} {size}: {stderr}");
+            assert!(!text(&out.stdout).contains("seq="), "no round trip happened");
+        }
+        assert_pinged(&ping(&[&server.addr, "-c", "2", "-s", "1k"], Some("limit key")), 2, 1024);
+    }
+}
+
+/// A reply larger than procwire's default limit (64 MiB) is accepted by `ping`: it expects
+/// replies as large as its messages.
+#[test]
+fn ping_takes_replies_as_large_as_its_messages() {
+    let server = echo("tcp:127.0.0.1:0", &["--max-message-size", "80m"], Some("big key"));
+    assert_pinged(&ping(&[&server.addr, "-c", "1", "-s", "65m"], Some("big key")), 1, 65 << 20);
+}
+
 #[test]
 fn ping_to_nothing_fails_with_the_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,9 +225,7 @@ fn echo_keeps_serving_when_its_stderr_is_closed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start procwire echo");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("procwire echo: listening on ").unwrap().to_string();
+    let addr = first_line_address(child.stdout.take().unwrap());
     // Once its first log line has begun, the reader goes away.
     let mut stderr = child.stderr.take().unwrap();
     stderr.read_exact(&mut [0u8; 1]).unwrap();

@@ -34,7 +34,7 @@ pub(crate) const NOT_RUN: u8 = 0x03;
 pub(crate) const SCRATCH: usize = 512;
 
 /// The worker's start arguments (the ARGS of spec/process.md).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerStart {
     pub(crate) version: u32,
 }

@@ -141,11 +141,11 @@ impl<'h> Exchange<'h> {
         for i in ready {
             let c = &mut self.channels[i];
             if c.conn.has_buffered() {
-                pids.push(c.pid);
+                pids.push(c.pid());
                 continue;
             }
             match c.conn.fill_ready() {
-                Ok(true) => pids.push(c.pid),
+                Ok(true) => pids.push(c.pid()),
                 Ok(false) => hung_up.push(i),
                 Err(Error::Io(e))
                     if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {}
@@ -157,12 +157,12 @@ impl<'h> Exchange<'h> {
             self.departed.push(c);
         }
         self.sweep();
-        Ok(self.channels.iter_mut().filter(|c| pids.contains(&c.pid)).collect())
+        Ok(self.channels.iter_mut().filter(|c| pids.contains(&c.pid())).collect())
     }
 
     /// Stops watching the channel to child `pid` and returns it.
     pub fn remove(&mut self, pid: u32) -> Option<Channel> {
-        let i = self.channels.iter().position(|c| c.pid == pid)?;
+        let i = self.channels.iter().position(|c| c.pid() == pid)?;
         Some(self.channels.remove(i))
     }
 
@@ -178,10 +178,10 @@ impl<'h> Exchange<'h> {
     }
 
     fn store_with(&mut self, handler: &mut Handler<'h>, timeout: Option<Duration>) -> Result<usize> {
-        let pids: Vec<u32> = self.ready(timeout)?.iter().map(|c| c.pid).collect();
+        let pids: Vec<u32> = self.ready(timeout)?.iter().map(|c| c.pid()).collect();
         let mut n = 0;
         for pid in pids {
-            let Some(i) = self.channels.iter().position(|c| c.pid == pid) else { continue };
+            let Some(i) = self.channels.iter().position(|c| c.pid() == pid) else { continue };
             match handler(&mut self.channels[i]) {
                 Ok(()) => n += 1,
                 Err(e) => {

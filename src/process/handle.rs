@@ -1,9 +1,8 @@
-//! [`Process`]: the parent's handle on a child that runs one [`Function`] and sends back what
-//! it returned, shaped like CPython's `multiprocessing.Process`.
+//! The [`Processes`] backend of [`Process`]: the parent's side of a child that runs one
+//! [`Function`] and sends back what it returned.
 
+use std::fmt;
 use std::io;
-use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,45 +10,15 @@ use serde::de::DeserializeOwned;
 
 use super::bootstrap::{SpawnOptions, encode_args, spawn};
 use super::child::{ChildState, join_child};
+use super::generic::sealed::{self, Settings};
+use super::generic::{Got, not_running};
+use super::generic::{Process, Processes};
+use super::pprocess::Peer;
 use super::registry::{Function, Outcome};
-use super::{DEFAULT_START_TIMEOUT, next_name};
-use crate::RemoteKind;
 use crate::sentinel::Sentinel;
-use crate::util::deadline_of;
 use crate::wait::{Waitable, wait};
 use crate::{Connection, Error, Result};
 
-/// What became of a child's result: the state machine behind `result()`, shared with the
-/// thread-backed `Process` of [`dummy`](crate::dummy), so that both report alike.
-#[derive(Debug)]
-pub(crate) enum Got<R> {
-    Pending,
-    Value(Outcome<R>),
-    Failed(Error),
-    /// The connection ended without a result (the child was killed or exited early).
-    Nothing,
-    Taken,
-}
-
-impl<R> Got<R> {
-    /// Takes the result of a child that has ended (once); `ended` says how, for the error of
-    /// one that ended without a result.
-    pub(crate) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
-        let remote = |kind, message| Error::Remote { kind, message };
-        match std::mem::replace(self, Got::Taken) {
-            Got::Value(Outcome::Returned(r)) => Ok(r),
-            Got::Value(Outcome::Panicked(m)) => Err(remote(RemoteKind::Panic, m)),
-            Got::Value(Outcome::Unsendable(m)) => Err(remote(RemoteKind::Encode, m)),
-            Got::Failed(e) => Err(e),
-            Got::Pending | Got::Nothing => {
-                Err(remote(RemoteKind::Exit, format!("{} without a result", ended())))
-            }
-            Got::Taken => Err(Error::InvalidInput("the result was taken already".into())),
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Running<R> {
     conn: Connection,
     child: ChildState,
@@ -81,148 +50,108 @@ impl<R: DeserializeOwned> Running<R> {
     }
 }
 
-/// A function running in a child process, shaped like CPython's `multiprocessing.Process`:
-/// create it with [`new`](Process::new), [`start`](Process::start) it, then
-/// [`join`](Process::join) it or take its [`result`](Process::result).
-///
-/// Dropping a `Process` neither waits for nor kills the child (as `std::process::Child`).
-#[derive(Debug)]
-pub struct Process<R> {
+/// A child process as its [`Process`] holds it: what it will run, then the running child.
+pub struct State<R> {
     function: &'static str,
     args: std::result::Result<Vec<u8>, String>,
-    name: String,
-    daemon: bool,
-    executable: Option<PathBuf>,
-    start_timeout: Duration,
     sentinel: Sentinel,
     running: Option<Running<R>>,
-    _result: PhantomData<fn() -> R>,
 }
 
-impl<R> Process<R> {
-    /// The name (the child sees it as [`current_name`](super::current_name)).
-    pub fn name(&self) -> &str {
-        &self.name
+impl<R> fmt::Debug for State<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("function", &self.function)
+            .field("pid", &self.running.as_ref().map(|r| r.child.pid))
+            .field("sentinel", &self.sentinel)
+            .finish()
     }
+}
 
-    /// Sets the name; before [`start`](Process::start).
-    pub fn set_name(&mut self, name: impl Into<String>) {
-        self.name = name.into();
-    }
-
-    /// Whether the child dies with this process.
-    pub fn is_daemon(&self) -> bool {
-        self.daemon
-    }
-
-    /// Makes the child die when this process ends, even by SIGKILL (see the [module
-    /// documentation](super#daemons)); before [`start`](Process::start).
-    pub fn set_daemon(&mut self, daemon: bool) {
-        self.daemon = daemon;
-    }
-
-    /// Runs another executable instead of this one (it must call [`init`](super::init) with this function
-    /// in its list); before [`start`](Process::start).
-    pub fn set_executable(&mut self, path: impl Into<PathBuf>) {
-        self.executable = Some(path.into());
-    }
-
-    /// How long [`start`](Process::start) waits for the child to report that it runs
-    /// ([`DEFAULT_START_TIMEOUT`] by default).
-    pub fn set_start_timeout(&mut self, timeout: Duration) {
-        self.start_timeout = timeout;
-    }
-
-    /// The child's process id, once started.
-    pub fn pid(&self) -> Option<u32> {
-        self.running.as_ref().map(|r| r.child.pid)
-    }
-
+impl<R> Process<R, Processes> {
     /// What [`wait`](crate::wait()) watches for this child's exit (also `Waitable::from(&p)`).
     pub fn sentinel(&self) -> &Sentinel {
-        &self.sentinel
+        &self.state.sentinel
+    }
+}
+
+impl<'a, R> From<&'a Process<R, Processes>> for Waitable<'a> {
+    fn from(p: &'a Process<R, Processes>) -> Self {
+        Waitable::Process(p.sentinel())
+    }
+}
+
+impl sealed::Backend for Processes {
+    type State<R> = State<R>;
+    type Peer = Peer;
+
+    fn pid<R>(st: &State<R>) -> Option<u32> {
+        st.running.as_ref().map(|r| r.child.pid)
     }
 
-    /// Asks the child to stop (SIGTERM); a child that has exited is left alone.
-    pub fn terminate(&mut self) -> Result<()> {
-        self.signal(false)
+    fn signal<R>(st: &mut State<R>, _: &str, kill: bool) -> Result<()> {
+        st.running.as_mut().ok_or_else(not_running)?.child.signal(kill)
     }
 
-    /// Kills the child (SIGKILL); a child that has exited is left alone.
-    pub fn kill(&mut self) -> Result<()> {
-        self.signal(true)
+    fn peer_pid(p: &Peer) -> u32 {
+        p.pid
     }
 
-    fn signal(&mut self, kill: bool) -> Result<()> {
-        match self.running.as_mut() {
-            Some(run) => run.child.signal(kill),
-            None => Err(Error::InvalidInput(format!("{} was not started", self.name))),
+    fn peer_alive(p: &Peer) -> bool {
+        p.exitcode().is_none()
+    }
+
+    fn peer_exitcode(p: &Peer) -> Option<i32> {
+        p.exitcode()
+    }
+
+    fn peer_join(p: &Peer, deadline: Option<Instant>) -> Result<Option<i32>> {
+        p.join(deadline)
+    }
+
+    fn peer_signal(p: &Peer, kill: bool) -> Result<()> {
+        p.signal(kill)
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> sealed::Runs<A, R> for Processes {
+    fn prepare(f: &Function<A, R>, args: A) -> State<R> {
+        State {
+            function: f.parts().0,
+            args: encode_args(&args),
+            sentinel: Sentinel::default(),
+            running: None,
         }
     }
 }
 
-impl<R: DeserializeOwned> Process<R> {
-    /// A process that will run `f(args)`; named `Process-N` until [`set_name`](Process::set_name).
-    pub fn new<A: Serialize>(f: &Function<A, R>, args: A) -> Process<R> {
-        Process {
-            function: f.parts().0,
-            args: encode_args(&args),
-            name: next_name(),
-            daemon: false,
-            executable: None,
-            start_timeout: DEFAULT_START_TIMEOUT,
-            sentinel: Sentinel::default(),
-            running: None,
-            _result: PhantomData,
-        }
-    }
-
-    /// Starts the child and waits until it runs the function. A child that cannot (the
-    /// executable does not start, it does not call [`init`](super::init), the function is not in its list,
-    /// the arguments do not decode) is an error here, and is reaped.
-    pub fn start(&mut self) -> Result<()> {
-        if self.running.is_some() {
-            return Err(Error::InvalidInput(format!("{} was started already", self.name)));
-        }
-        let args = self.args.as_ref().map_err(|e| Error::Encode(e.clone()))?;
+impl<R: DeserializeOwned> sealed::Returns<R> for Processes {
+    fn start(st: &mut State<R>, settings: Settings<'_>) -> Result<()> {
+        let args = st.args.as_ref().map_err(|e| Error::Encode(e.clone()))?;
         let s = spawn(&SpawnOptions {
-            function: self.function,
+            function: st.function,
             channel: false,
             args,
-            name: &self.name,
-            daemon: self.daemon,
-            executable: self.executable.as_deref(),
-            start_timeout: self.start_timeout,
+            name: settings.name,
+            daemon: settings.daemon,
+            executable: settings.executable,
+            start_timeout: settings.start_timeout,
         })?;
-        self.sentinel = Sentinel::new(s.sentinel);
-        self.running =
+        st.sentinel = Sentinel::new(s.sentinel);
+        st.running =
             Some(Running { conn: s.conn, child: ChildState { pid: s.pid, status: None }, got: Got::Pending });
         Ok(())
     }
 
-    /// Whether the child was started and has not exited.
-    pub fn is_alive(&mut self) -> bool {
-        self.exitcode().is_none() && self.running.is_some()
-    }
-
-    /// The exit code once the child has exited: 0 after the function returned,
-    /// [`EXIT_PANICKED`](super::EXIT_PANICKED) after a panic, minus the signal number if a signal ended it (as
-    /// CPython's). `None` while it runs or before it started.
-    pub fn exitcode(&mut self) -> Option<i32> {
-        let run = self.running.as_mut()?;
+    fn exitcode(st: &mut State<R>) -> Option<i32> {
+        let run = st.running.as_mut()?;
         run.collect(Some(Instant::now()));
         run.child.try_reap().ok().flatten()
     }
 
-    /// Waits for the child to exit, at most `timeout` (`None`: as long as it takes), receiving
-    /// its result meanwhile (so a large result cannot block it). Returns the exit code, or
-    /// `None` if it still runs.
-    pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let deadline = deadline_of(timeout);
-        let Some(run) = self.running.as_mut() else {
-            return Err(Error::InvalidInput(format!("{} was not started", self.name)));
-        };
-        let Some(sentinel) = self.sentinel.raw() else {
+    fn join(st: &mut State<R>, deadline: Option<Instant>) -> Result<Option<i32>> {
+        let run = st.running.as_mut().ok_or_else(not_running)?;
+        let Some(sentinel) = st.sentinel.raw() else {
             return Err(Error::Io(io::Error::other("a started process has no sentinel")));
         };
         loop {
@@ -240,7 +169,7 @@ impl<R: DeserializeOwned> Process<R> {
             let until = deadline.map_or(slice, |d| d.min(slice));
             if matches!(run.got, Got::Pending) {
                 wait(
-                    &[Waitable::Connection(&run.conn), Waitable::Process(&self.sentinel)],
+                    &[Waitable::Connection(&run.conn), Waitable::Process(&st.sentinel)],
                     Some(until.saturating_duration_since(now)),
                 )?;
             } else if join_child(|| run.child.try_reap(), sentinel, Some(until))?.is_some() {
@@ -249,24 +178,7 @@ impl<R: DeserializeOwned> Process<R> {
         }
     }
 
-    /// Joins the child (at most `timeout`) and returns what the function returned. Errors:
-    /// [`Error::Remote`] of kind `"panic"` with the panic message, `"exit"` when the child
-    /// ended without a result (killed, for instance), `"encode"` when the result could not be
-    /// encoded; [`Error::Timeout`] if it still runs; [`Error::Decode`] for a result that is
-    /// not an `R`. The result can be taken once.
-    pub fn result(&mut self, timeout: Option<Duration>) -> Result<R> {
-        let Some(code) = self.join(timeout)? else {
-            return Err(Error::Timeout(format!("waiting for {} to finish", self.name)));
-        };
-        let Some(run) = self.running.as_mut() else {
-            return Err(Error::InvalidInput("a joined process is not running".into()));
-        };
-        run.got.take(|| format!("{} (pid {}) exited with code {code}", self.name, run.child.pid))
-    }
-}
-
-impl<'a, R> From<&'a Process<R>> for Waitable<'a> {
-    fn from(p: &'a Process<R>) -> Self {
-        Waitable::Process(p.sentinel())
+    fn take(st: &mut State<R>, ended: &dyn Fn() -> String) -> Result<R> {
+        st.running.as_mut().ok_or_else(not_running)?.got.take(ended)
     }
 }

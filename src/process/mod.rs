@@ -84,6 +84,7 @@
 mod bootstrap;
 mod child;
 mod exchange;
+pub mod generic;
 mod handle;
 mod pprocess;
 mod registry;
@@ -97,11 +98,13 @@ pub(crate) use bootstrap::receive_args;
 pub use bootstrap::{current_name, init, set_child_args, use_test_entry};
 pub(crate) use child::{Child, spawn_child};
 pub use exchange::Exchange;
-pub(crate) use handle::Got;
-pub use handle::Process;
 pub use pprocess::{Channel, Forked, create, start, waitall};
-pub(crate) use registry::{Call, Called, Outcome, Registry, sealed::Sealed};
+pub(crate) use registry::{Call, Called, Registry, sealed::Sealed};
 pub use registry::{ChannelFunction, Entry, Function};
+
+/// A function running in a child process, shaped like CPython's `multiprocessing.Process`;
+/// see [`generic::Process`], which has its methods.
+pub type Process<R> = generic::Process<R, generic::Processes>;
 
 /// The exit code of a child that could not run its function.
 pub const EXIT_START_FAILED: i32 = 2;

@@ -1,8 +1,8 @@
-//! pprocess's API: [`start`] a [`ChannelFunction`] in a child and talk over the [`Channel`],
-//! fork-style [`create`], and [`waitall`], which reaps every child these started.
+//! pprocess's API over child processes: [`start`] a [`ChannelFunction`] in a child and talk
+//! over the [`Channel`], fork-style [`create`], and [`waitall`], which reaps every child these
+//! started.
 
 use std::io::{self, Write};
-use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::bootstrap::{SpawnOptions, encode_args, spawn};
 use super::child::{ChildState, join_child};
+use super::generic::{self, Processes};
 use super::registry::ChannelFunction;
 use super::{DEFAULT_START_TIMEOUT, next_name};
 use crate::sentinel::Sentinel;
@@ -27,77 +28,45 @@ fn register(child: &Arc<Mutex<ChildState>>) {
 }
 
 /// pprocess's channel: the parent's connection to a child from [`start`] or [`create`], with
-/// the child's pid. Dereferences to the [`Connection`].
+/// the child's pid; see [`generic::Channel`](super::generic::Channel), which has its methods.
+/// Dereferences to the [`Connection`].
+pub type Channel = generic::Channel<Processes>;
+
+/// The child on the other side of a [`Channel`].
 #[derive(Debug)]
-pub struct Channel {
-    pub(super) conn: Connection,
+pub struct Peer {
     sentinel: Sentinel,
     child: Arc<Mutex<ChildState>>,
     pub(super) pid: u32,
 }
 
-impl Channel {
-    fn new(conn: Connection, sentinel: sys::Sentinel, pid: u32) -> Channel {
+impl Peer {
+    fn channel(conn: Connection, sentinel: sys::Sentinel, pid: u32) -> Channel {
         let child = Arc::new(Mutex::new(ChildState { pid, status: None }));
         register(&child);
-        Channel { conn, sentinel: Sentinel::new(sentinel), child, pid }
+        Channel { conn, peer: Peer { sentinel: Sentinel::new(sentinel), child, pid } }
     }
 
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// What [`wait`](crate::wait()) watches for the child's exit.
-    pub fn sentinel(&self) -> &Sentinel {
-        &self.sentinel
-    }
-
-    /// Waits at most `timeout` (`None`: as long as it takes) for the child to exit; its exit
-    /// code, or `None` if it still runs.
-    pub fn join(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+    pub(super) fn join(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
         let Some(sentinel) = self.sentinel.raw() else {
             return Err(Error::Io(io::Error::other("a started process has no sentinel")));
         };
-        join_child(|| lock(&self.child).try_reap(), sentinel, deadline_of(timeout))
+        join_child(|| lock(&self.child).try_reap(), sentinel, deadline)
     }
 
-    /// The exit code, once the child has exited (see [`Process::exitcode`](super::Process::exitcode)).
-    pub fn exitcode(&self) -> Option<i32> {
+    pub(super) fn exitcode(&self) -> Option<i32> {
         lock(&self.child).try_reap().ok().flatten()
     }
 
-    /// Whether the child has not exited.
-    pub fn is_alive(&self) -> bool {
-        self.exitcode().is_none()
-    }
-
-    /// Asks the child to stop (SIGTERM).
-    pub fn terminate(&self) -> Result<()> {
-        lock(&self.child).signal(false)
-    }
-
-    /// Kills the child (SIGKILL).
-    pub fn kill(&self) -> Result<()> {
-        lock(&self.child).signal(true)
-    }
-
-    /// The connection alone ([`waitall`] still reaps the child).
-    pub fn into_connection(self) -> Connection {
-        self.conn
+    pub(super) fn signal(&self, kill: bool) -> Result<()> {
+        lock(&self.child).signal(kill)
     }
 }
 
-impl Deref for Channel {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        &self.conn
-    }
-}
-
-impl DerefMut for Channel {
-    fn deref_mut(&mut self) -> &mut Connection {
-        &mut self.conn
+impl Channel {
+    /// What [`wait`](crate::wait()) watches for the child's exit.
+    pub fn sentinel(&self) -> &Sentinel {
+        &self.peer.sentinel
     }
 }
 
@@ -140,7 +109,7 @@ pub fn start<A: Serialize>(f: &ChannelFunction<A>, args: A) -> Result<Channel> {
         executable: None,
         start_timeout: DEFAULT_START_TIMEOUT,
     })?;
-    Ok(Channel::new(s.conn, s.sentinel, s.pid))
+    Ok(Peer::channel(s.conn, s.sentinel, s.pid))
 }
 
 /// pprocess's `waitall`: waits for every child started by [`start`] and [`create`] (that was
@@ -234,7 +203,7 @@ pub unsafe fn create() -> Result<Forked> {
     match unsafe { sys::fork() }? {
         Some((pid, sentinel)) => {
             drop(theirs);
-            Ok(Forked::Parent(Channel::new(mine, sentinel, pid)))
+            Ok(Forked::Parent(Peer::channel(mine, sentinel, pid)))
         }
         None => {
             drop(mine);

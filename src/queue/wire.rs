@@ -44,7 +44,7 @@ pub(crate) const JOINED: u8 = 0x8b;
 pub(crate) const REFUSED: u8 = 0x8f;
 
 /// What the server says about itself in `INFO`.
-#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Info {
     pub(crate) version: u64,
     pub(crate) maxsize: Option<u64>,
@@ -55,7 +55,7 @@ pub(crate) struct Info {
 }
 
 /// The body of `HELLO`.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Hello<A> {
     pub(crate) version: u64,
     /// A `u64` in shared memory (spec/queue.md) the client adds every item it takes to.

@@ -4,18 +4,20 @@
 //! Each run is two fresh worker processes (this binary started again, or `python3`): one
 //! sends or echoes, the other receives or times round trips. A cell (transport, workload,
 //! size) runs its implementations interleaved, `--repeat` times, in alternating order
-//! (procwire, raw[, python], then [python, ]raw, procwire, ...), and reports the median of the
-//! repetitions and their spread, (max - min) / median.
+//! (procwire, raw and python if compared, then the same in reverse order, ...), and reports
+//! the median of the repetitions and their spread, (max - min) / median.
 
+mod html;
 mod report;
 mod runner;
+mod svg;
 pub mod worker;
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+pub use procwire_cli::schema::{Transport, Workload};
 
 use crate::Failure;
 use crate::units::{parse_duration, parse_sizes};
@@ -45,118 +47,59 @@ pub struct BenchArgs {
     /// The Python interpreter for --compare-python.
     #[arg(long, default_value = "python3", value_name = "PATH")]
     python: String,
-    /// Print the results as JSON instead of tables.
+    /// Print the results as JSON instead of tables (the schema: the procwire_cli::schema docs).
     #[arg(long)]
     json: bool,
+    /// Also write the results as an HTML page of charts, one per workload, to FILE (a
+    /// self-contained page: it fetches nothing).
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
-/// A transport under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// Unix domain socket at a filesystem path.
-    Unix,
-    /// Linux abstract Unix socket.
-    UnixAbstract,
-    /// TCP over 127.0.0.1.
-    Tcp,
-    /// `procwire::pipe(true)`: a socketpair, one end in each process. On Windows, a named pipe
-    /// (`pipe:NAME`) that one process listens on and the other connects to.
-    Pipe,
-    /// `procwire::pipe(false)`: an OS pipe, one way.
-    PipeOneway,
-    /// `procwire::dummy::pipe(true)`: the in-process transport, both ends threads of one
-    /// worker process (the raw baseline: a byte stream over std `mpsc` channels).
-    Inproc,
-}
-
-impl Transport {
-    /// Every transport this platform benchmarks.
-    pub fn all() -> Vec<Transport> {
-        if cfg!(target_os = "linux") {
-            vec![
-                Transport::Unix,
-                Transport::UnixAbstract,
-                Transport::Tcp,
-                Transport::Pipe,
-                Transport::PipeOneway,
-                Transport::Inproc,
-            ]
-        } else if cfg!(unix) {
-            vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway, Transport::Inproc]
-        } else {
-            vec![Transport::Pipe, Transport::Tcp, Transport::Inproc]
-        }
-    }
-
-    /// The name on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Unix => "unix",
-            Transport::UnixAbstract => "unix-abstract",
-            Transport::Tcp => "tcp",
-            Transport::Pipe => "pipe",
-            Transport::PipeOneway => "pipe-oneway",
-            Transport::Inproc => "inproc",
-        }
-    }
-
-    /// Reached through an address (listen and connect) rather than an inherited pipe end:
-    /// sockets, and named pipes on Windows (where connections are not handed to children).
-    pub fn by_address(self) -> bool {
-        match self {
-            Transport::Unix | Transport::UnixAbstract | Transport::Tcp => true,
-            Transport::Pipe => cfg!(windows),
-            Transport::PipeOneway | Transport::Inproc => false,
-        }
-    }
-
-    /// Whether `w` makes sense here: no round trips on a one-way pipe, connections only on sockets.
-    fn supports(self, w: Workload) -> bool {
-        match w {
-            Workload::Stream | Workload::Batched => true,
-            Workload::PingPong => self != Transport::PipeOneway,
-            Workload::Connect => self.by_address(),
-        }
+/// Every transport this platform benchmarks.
+fn available() -> Vec<Transport> {
+    if cfg!(target_os = "linux") {
+        vec![
+            Transport::Unix,
+            Transport::UnixAbstract,
+            Transport::Tcp,
+            Transport::Pipe,
+            Transport::PipeOneway,
+            Transport::Inproc,
+        ]
+    } else if cfg!(unix) {
+        vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway, Transport::Inproc]
+    } else {
+        vec![Transport::Pipe, Transport::Tcp, Transport::Inproc]
     }
 }
 
-/// What a cell measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Workload {
-    /// One-way streaming, one send (one write) per message.
-    Stream,
-    /// One-way streaming, batched: many sends, one flush.
-    Batched,
-    /// Round trips of one message.
-    #[value(name = "pingpong")]
-    #[serde(rename = "pingpong")]
-    PingPong,
-    /// Connect, authenticate, close.
-    Connect,
+/// Whether `t` is reached through an address (listen and connect) rather than an inherited
+/// pipe end: sockets, and named pipes on Windows (where connections are not handed to children).
+pub fn by_address(t: Transport) -> bool {
+    match t {
+        Transport::Unix | Transport::UnixAbstract | Transport::Tcp => true,
+        Transport::Pipe => cfg!(windows),
+        Transport::PipeOneway | Transport::Inproc => false,
+    }
 }
 
-impl Workload {
-    const ALL: [Workload; 4] = [Workload::Stream, Workload::Batched, Workload::PingPong, Workload::Connect];
-
-    /// The passive role (listens, or gets the first pipe end) and the active one.
-    fn roles(self) -> (Role, Role) {
-        match self {
-            Workload::Stream => (Role::StreamRecv, Role::StreamSend),
-            Workload::Batched => (Role::BatchedRecv, Role::BatchedSend),
-            Workload::PingPong => (Role::Echo, Role::Ping),
-            Workload::Connect => (Role::Accept, Role::Connect),
-        }
+/// Whether `w` makes sense on `t`: no round trips on a one-way pipe, connections only on sockets.
+fn supports(t: Transport, w: Workload) -> bool {
+    match w {
+        Workload::Stream | Workload::Batched => true,
+        Workload::PingPong => t != Transport::PipeOneway,
+        Workload::Connect => by_address(t),
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Stream => "stream",
-            Workload::Batched => "batched",
-            Workload::PingPong => "pingpong",
-            Workload::Connect => "connect",
-        }
+/// The passive role of `w` (listens, or gets the first pipe end) and the active one.
+fn roles(w: Workload) -> (Role, Role) {
+    match w {
+        Workload::Stream => (Role::StreamRecv, Role::StreamSend),
+        Workload::Batched => (Role::BatchedRecv, Role::BatchedSend),
+        Workload::PingPong => (Role::Echo, Role::Ping),
+        Workload::Connect => (Role::Accept, Role::Connect),
     }
 }
 
@@ -244,12 +187,13 @@ impl Stats {
         (!m.is_empty()).then(|| (median(&m), median(&p)))
     }
 
-    /// (max - min) / median of the headline figure.
-    pub fn spread(&self) -> f64 {
+    /// (max - min) / median of the headline figure; none from a single repetition, which has
+    /// no spread to show.
+    pub fn spread(&self) -> Option<f64> {
         let v = self.of(Sample::headline);
         let (lo, hi) =
             v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        (hi - lo) / median(&v)
+        Some((hi - lo) / median(&v)).filter(|s| v.len() > 1 && s.is_finite())
     }
 }
 
@@ -308,7 +252,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if args.duration < Duration::from_millis(1) {
         return Err(Failure::new("--duration must be at least 1ms"));
     }
-    let available = Transport::all();
+    let available = available();
     let transports = if args.transports.is_empty() { available.clone() } else { args.transports.clone() };
     if let Some(t) = transports.iter().find(|t| !available.contains(t)) {
         return Err(Failure::new(format!("transport {} is not available on this platform", t.name())));
@@ -329,7 +273,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     // The plan: (transport, workload, size) cells in the order they run.
     let mut plan = Vec::new();
     for &t in &transports {
-        for &w in workloads.iter().filter(|&&w| t.supports(w)) {
+        for &w in workloads.iter().filter(|&&w| supports(t, w)) {
             if w == Workload::Connect {
                 plan.push((t, w, None));
             } else {
@@ -409,13 +353,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         load,
         cells,
     };
+    let doc = report::document(&rep);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::json(&rep)).map_err(|e| Failure::new(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Failure::new(e.to_string()))?);
     } else {
         print!("{}", report::tables(&rep));
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::page(&doc))
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("procwire bench: charts written to {}", path.display());
     }
     if failed {
         return Err(Failure::new("some runs failed (see above)"));

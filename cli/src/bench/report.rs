@@ -1,8 +1,10 @@
-//! The bench's output: plain-text tables for people, JSON for programs.
+//! The bench's output: plain-text tables for people, the JSON document for programs.
 
-use serde_json::{Value, json};
+use procwire_cli::schema::{
+    self, ConnectFigures, FailedRuns, Figures, PingPongFigures, StreamFigures, Workload,
+};
 
-use super::{Cell, Report, Stats, Workload};
+use super::{Cell, Report, Stats};
 use crate::units::{micros, si, size};
 
 /// The CPU model, where the OS tells it simply.
@@ -33,73 +35,68 @@ fn speedup(c: &Cell) -> Option<f64> {
     }
 }
 
-fn stats_json(c: &Cell, r: &Result<Stats, String>) -> Value {
+fn figures(c: &Cell, r: &Result<Stats, String>) -> schema::Figures {
     let s = match r {
         Ok(s) => s,
-        Err(e) => return json!({ "error": e }),
+        Err(e) => return Figures::Failed(FailedRuns { error: e.clone() }),
     };
     let spread = s.spread();
     let reps: Vec<f64> = s.reps.iter().map(|x| x.headline()).collect();
     match c.workload {
-        Workload::Stream | Workload::Batched => {
-            let size = c.size.unwrap_or(0) as f64;
-            json!({
-                "msgs_per_sec": s.rate(),
-                "mb_per_sec": s.rate() * size / 1e6,
-                "spread": spread,
-                "reps": reps,
-            })
-        }
-        Workload::PingPong => {
-            let (median, p99) = s.latency().unwrap_or((f64::NAN, f64::NAN));
-            json!({
-                "median_us": median,
-                "p99_us": p99,
-                "round_trips_per_sec": s.rate(),
-                "spread": spread,
-                "reps": reps,
-            })
-        }
-        Workload::Connect => json!({ "connections_per_sec": s.rate(), "spread": spread, "reps": reps }),
+        Workload::Stream | Workload::Batched => Figures::Stream(StreamFigures {
+            msgs_per_sec: s.rate(),
+            mb_per_sec: s.rate() * c.size.unwrap_or(0) as f64 / 1e6,
+            spread,
+            reps,
+        }),
+        Workload::PingPong => match s.latency() {
+            Some((median_us, p99_us)) => Figures::PingPong(PingPongFigures {
+                median_us,
+                p99_us,
+                round_trips_per_sec: s.rate(),
+                spread,
+                reps,
+            }),
+            None => Figures::Failed(FailedRuns { error: "no round-trip times were reported".into() }),
+        },
+        Workload::Connect => Figures::Connect(ConnectFigures { connections_per_sec: s.rate(), spread, reps }),
     }
 }
 
-/// The report as JSON. Every cell has `procwire`, `raw` and `python` (null when not compared);
-/// each is an object of figures, or `{"error": ...}`.
-pub fn json(r: &Report) -> Value {
-    let cells: Vec<Value> = r
+/// The report as the document `--json` prints.
+pub fn document(r: &Report) -> schema::BenchReport {
+    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+    let cells = r
         .cells
         .iter()
-        .map(|c| {
-            json!({
-                "transport": c.transport,
-                "workload": c.workload,
-                "size": c.size,
-                "procwire": stats_json(c, &c.procwire),
-                "raw": stats_json(c, &c.raw),
-                "python": c.python.as_ref().map(|p| stats_json(c, p)),
-                "ratio_procwire_raw": ratio(c),
-                "speedup_vs_python": speedup(c),
-            })
+        .map(|c| schema::Cell {
+            transport: c.transport,
+            workload: c.workload,
+            size: c.size.map(|s| s as u64),
+            procwire: figures(c, &c.procwire),
+            raw: figures(c, &c.raw),
+            python: c.python.as_ref().map(|p| figures(c, p)),
+            ratio_procwire_raw: finite(ratio(c)),
+            speedup_vs_python: finite(speedup(c)),
         })
         .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "machine": {
-            "os": std::env::consts::OS,
-            "arch": std::env::consts::ARCH,
-            "cpus": cpus(),
-            "cpu": cpu_model(),
-            "load_average": r.load,
+    schema::BenchReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        machine: schema::Machine {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpus: cpus() as u32,
+            cpu: cpu_model(),
+            load_average: r.load,
         },
-        "duration_ms": r.duration.as_secs_f64() * 1e3,
-        "repeat": r.repeat,
-        "sizes": r.sizes,
-        "transports": r.transports,
-        "workloads": r.workloads,
-        "python": r.python,
-        "cells": cells,
-    })
+        duration_ms: r.duration.as_secs_f64() * 1e3,
+        repeat: r.repeat,
+        sizes: r.sizes.iter().map(|&s| s as u64).collect(),
+        transports: r.transports.clone(),
+        workloads: r.workloads.clone(),
+        python: r.python.clone(),
+        cells,
+    }
 }
 
 /// Lays out rows under a header: the first `left` columns aligned left, the rest right.
@@ -137,8 +134,9 @@ fn table(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
     out
 }
 
-fn pct(x: f64) -> String {
-    format!("({:.0}%)", x * 100.0)
+/// The spread of a cell's runs, or a dash when there is none (a single run).
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |x| format!("({:.0}%)", x * 100.0))
 }
 
 fn rate_cell(r: &Result<Stats, String>, unit: &str) -> String {
@@ -188,15 +186,23 @@ pub fn tables(r: &Report) -> String {
             "Load average before the run: {one:.2} (1 min), {five:.2} (5 min); over 0.5 means others share the CPUs.\n"
         ));
     }
-    out.push_str(&format!(
-        "Every figure is the median of {} run{} of {:?} each, run interleaved ({}, then in reverse\n\
-         order, and so on), each run a fresh sender and receiver process; (n%) is the spread of the\n\
-         runs, (max - min) / median.\n",
-        r.repeat,
-        if r.repeat == 1 { "" } else { "s" },
-        r.duration,
-        imps.join(", ")
-    ));
+    if r.repeat == 1 {
+        out.push_str(&format!(
+            "Every figure is one run of {:?} ({}), each run a fresh sender and receiver process;\n\
+             with one run there is no spread to show (–): --repeat 3 or more tells noise from a difference.\n",
+            r.duration,
+            imps.join(", ")
+        ));
+    } else {
+        out.push_str(&format!(
+            "Every figure is the median of {} runs of {:?} each, run interleaved ({}, then in reverse\n\
+             order, and so on), each run a fresh sender and receiver process; (n%) is the spread of the\n\
+             runs, (max - min) / median.\n",
+            r.repeat,
+            r.duration,
+            imps.join(", ")
+        ));
+    }
 
     let of = |w: Workload| r.cells.iter().filter(move |c| c.workload == w);
     let mut section = |title: &str, header: &[&str], rows: Vec<Vec<String>>, left: usize| {

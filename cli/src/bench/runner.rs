@@ -188,14 +188,14 @@ impl Runner {
         size: usize,
         duration: Duration,
     ) -> Result<Outcome, String> {
-        let (passive_role, active_role) = workload.roles();
+        let (passive_role, active_role) = super::roles(workload);
         let name = |role: Role| format!("{} {} worker", imp.name(), role.name());
         let setup = Instant::now() + SETUP_LIMIT;
         // An in-process run is one worker with both sides: it is both `passive` and `active`.
         let (mut passive, mut active) = if transport == Transport::Inproc {
             let mut cmd = self.command(imp, active_role, size, duration, "inproc");
             (None, Proc::spawn(&mut cmd, format!("{} in-process worker", imp.name()))?)
-        } else if transport.by_address() {
+        } else if super::by_address(transport) {
             let addr = self.address(transport);
             let mut cmd = self.command(imp, passive_role, size, duration, &format!("listen:{addr}"));
             let mut passive = Proc::spawn(&mut cmd, name(passive_role))?;

@@ -10,15 +10,10 @@ use std::time::Instant;
 use crate::Result;
 use crate::process::Function;
 
-/// Worker processes ([`procwire::pool`](crate::pool)): tasks are registered
-/// [`Function`]s whose arguments and results are serde values, sent as CBOR.
-#[derive(Debug)]
-pub enum Processes {}
-
-/// Worker threads of this process ([`procwire::dummy::pool`](crate::dummy::pool)): arguments
-/// and results are moved, not encoded.
-#[derive(Debug)]
-pub enum Threads {}
+/// The backends: worker processes ([`procwire::pool`](crate::pool)), whose tasks are
+/// registered [`Function`]s with serde arguments and results, sent as CBOR; and worker threads
+/// of this process ([`procwire::dummy::pool`](crate::dummy::pool)), which move them.
+pub use crate::process::generic::{Processes, Threads};
 
 /// What runs a pool's tasks: [`Processes`] or [`Threads`].
 pub trait Backend: sealed::Backend {}

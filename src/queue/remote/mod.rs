@@ -8,36 +8,21 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod send;
+
+use self::send::Tx;
 use super::server::read_batch;
 use super::wire::{self, Info};
 use crate::RemoteKind;
 use crate::shared::AtomicValue;
-use crate::util::deadline_of;
-use crate::util::lock;
-use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result, Sender};
+use crate::util::{deadline_of, lock, wait_deadline};
+use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result};
 
 /// How long a handle waits for the server's answer to a control message before it calls the
 /// connection broken.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long dropping a handle waits for its last puts to be written.
 const DROP_FLUSH: Duration = Duration::from_secs(10);
-/// A feeder idle this long gives unused reserved slots back.
-const RELEASE_IDLE: Duration = Duration::from_millis(5);
-
-/// The sending side: puts wait in `pending` for the feeder (or for a thread that must see its
-/// own message written before it returns).
-struct Tx {
-    /// `None` while a thread is writing with it.
-    sender: Option<Sender>,
-    pending: Vec<u8>,
-    /// Bytes appended to `pending` so far, and bytes written so far.
-    enq: u64,
-    done: u64,
-    broken: Option<String>,
-    waiters: usize,
-    feeder_waiting: bool,
-    stop: bool,
-}
 
 /// The receiving side's state.
 pub(crate) struct Rx {
@@ -135,16 +120,7 @@ impl Remote {
         let acks = acks.filter(|_| info.acks_shared);
         let link = Link {
             acks,
-            tx: Mutex::new(Tx {
-                sender: Some(tx),
-                pending: Vec::new(),
-                enq: 0,
-                done: 0,
-                broken: None,
-                waiters: 0,
-                feeder_waiting: false,
-                stop: false,
-            }),
+            tx: Mutex::new(Tx::new(tx)),
             tx_cv: Condvar::new(),
             st: Mutex::new(Rx {
                 items: VecDeque::new(),
@@ -182,19 +158,7 @@ impl Remote {
             return Ok(false);
         }
         self.ensure_feeder()?;
-        let mut tx = lock(&self.link.tx);
-        if let Some(why) = &tx.broken {
-            return Err(broken_error(why));
-        }
-        if tx.stop {
-            return Err(Error::Closed);
-        }
-        let before = tx.pending.len();
-        wire::push_frame(&mut tx.pending, wire::PUT, item);
-        tx.enq += (tx.pending.len() - before) as u64;
-        if tx.feeder_waiting {
-            self.link.tx_cv.notify_all();
-        }
+        self.link.queue_put(item)?;
         Ok(true)
     }
 
@@ -220,8 +184,7 @@ impl Remote {
     /// Stops the feeder after it wrote everything, then, if this handle ever put, waits for
     /// the server to answer a request sent after the puts (it handles messages in order).
     fn finish(&self) -> Result<()> {
-        lock(&self.link.tx).stop = true;
-        self.link.tx_cv.notify_all();
+        self.link.stop_feeder();
         let feeder = lock(&self.feeder).take();
         let Some(h) = feeder else { return Ok(()) };
         let _ = h.join();
@@ -236,138 +199,17 @@ impl Drop for Remote {
 }
 
 impl Link {
-    /// The feeder: writes what puts queued, in batches, until stopped and drained.
-    fn feed(&self) {
-        let mut tx = lock(&self.tx);
-        // Whether reserved slots were given back since the last write (bounded queues only).
-        let mut released = self.info.maxsize.is_none();
-        loop {
-            while tx.pending.is_empty() || tx.sender.is_none() {
-                if tx.stop && tx.pending.is_empty() || tx.broken.is_some() {
-                    return;
-                }
-                tx.feeder_waiting = true;
-                if released {
-                    tx = self.tx_cv.wait(tx).unwrap_or_else(|p| p.into_inner());
-                    tx.feeder_waiting = false;
-                    continue;
-                }
-                let (g, timeout) =
-                    self.tx_cv.wait_timeout(tx, RELEASE_IDLE).unwrap_or_else(|p| p.into_inner());
-                tx = g;
-                tx.feeder_waiting = false;
-                if timeout.timed_out() && tx.pending.is_empty() {
-                    drop(tx);
-                    self.release_idle_slots();
-                    released = true;
-                    tx = lock(&self.tx);
-                }
-            }
-            tx = self.write_pending(tx, None);
-            released = self.info.maxsize.is_none();
-        }
-    }
-
-    /// Gives back reserved slots this handle did not use, so other producers can have them.
-    fn release_idle_slots(&self) {
-        let n = {
-            let mut st = lock(&self.st);
-            std::mem::take(&mut st.put_credit)
-        };
-        if n > 0 {
-            let mut f = Vec::new();
-            wire::push_count(&mut f, wire::RELEASE, n);
-            let _ = self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)));
-        }
-    }
-
-    /// Writes everything pending with the sender (which must be free), then hands it back.
-    fn write_pending<'a>(
+    /// Waits for the thread that reads (or withdraws a request) to hand over, at most until
+    /// `deadline`; `false` if it had passed.
+    fn wait_for_reader<'a>(
         &'a self,
-        mut tx: MutexGuard<'a, Tx>,
+        mut st: MutexGuard<'a, Rx>,
         deadline: Option<Instant>,
-    ) -> MutexGuard<'a, Tx> {
-        let Some(mut sender) = tx.sender.take() else { return tx };
-        let batch = std::mem::take(&mut tx.pending);
-        let end = tx.enq;
-        drop(tx);
-        let r = sender.write_frames(&batch, deadline);
-        let mut tx = lock(&self.tx);
-        tx.sender = Some(sender);
-        match r {
-            Ok(()) => tx.done = end,
-            Err(e) => {
-                tx.broken.get_or_insert(describe(&e));
-            }
-        }
-        if tx.pending.is_empty() {
-            let mut batch = batch;
-            batch.clear();
-            tx.pending = batch;
-        }
-        if tx.waiters > 0 || tx.feeder_waiting {
-            self.tx_cv.notify_all();
-        }
-        tx
-    }
-
-    /// Appends `frames` after everything queued and returns once all of it is written.
-    pub(crate) fn send_now(&self, frames: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let target = self.enqueue(frames);
-        self.wait_written(target, deadline)
-    }
-
-    /// Appends `frames` to what goes out next; returns the stream position they end at.
-    fn enqueue(&self, frames: &[u8]) -> u64 {
-        let mut tx = lock(&self.tx);
-        tx.pending.extend_from_slice(frames);
-        tx.enq += frames.len() as u64;
-        tx.enq
-    }
-
-    /// Sends `frames` in the order of the state change the caller made under `st`: they are
-    /// queued before `st` is released (the order `st` then `tx` is the allowed one), so two
-    /// threads' messages reach the server in the order their changes were made.
-    fn send_locked(&self, st: MutexGuard<'_, Rx>, frames: &[u8]) -> Result<()> {
-        let target = self.enqueue(frames);
-        drop(st);
-        self.wait_written(target, deadline_of(Some(CONTROL_TIMEOUT)))
-    }
-
-    /// Waits until the stream position `target` is written, writing if nobody else is.
-    fn wait_written(&self, target: u64, deadline: Option<Instant>) -> Result<()> {
-        let mut tx = lock(&self.tx);
-        loop {
-            if tx.done >= target {
-                return Ok(());
-            }
-            if let Some(why) = &tx.broken {
-                return Err(broken_error(why));
-            }
-            if tx.sender.is_some() {
-                tx = self.write_pending(tx, deadline);
-                continue;
-            }
-            tx.waiters += 1;
-            tx = match deadline {
-                None => self.tx_cv.wait(tx).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        tx.waiters -= 1;
-                        return Err(Error::Timeout("writing to the queue".into()));
-                    }
-                    self.tx_cv.wait_timeout(tx, left).unwrap_or_else(|p| p.into_inner()).0
-                }
-            };
-            tx.waiters -= 1;
-        }
-    }
-
-    fn send_value(&self, op: u8, v: u64) -> Result<()> {
-        let mut f = Vec::new();
-        wire::push_count(&mut f, op, v);
-        self.send_now(&f, deadline_of(Some(CONTROL_TIMEOUT)))
+    ) -> (MutexGuard<'a, Rx>, bool) {
+        st.waiters += 1;
+        let (mut st, waited) = wait_deadline(&self.cv, st, deadline);
+        st.waiters -= 1;
+        (st, waited)
     }
 
     /// One step of waiting for a message: reads a batch if no other thread is reading, or
@@ -381,20 +223,11 @@ impl Link {
         if let Some(why) = &st.broken {
             return Err(broken_error(why));
         }
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let passed = left.is_some_and(|l| l.is_zero());
         if st.reading {
-            if passed {
-                return Ok((st, true));
-            }
-            st.waiters += 1;
-            st = match left {
-                None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(l) => self.cv.wait_timeout(st, l).unwrap_or_else(|p| p.into_inner()).0,
-            };
-            st.waiters -= 1;
-            return Ok((st, false));
+            let (st, waited) = self.wait_for_reader(st, deadline);
+            return Ok((st, !waited));
         }
+        let passed = deadline.is_some_and(|d| Instant::now() >= d);
         st.reading = true;
         drop(st);
         let mut guard: Option<MutexGuard<'_, Rx>> = None;
@@ -525,16 +358,11 @@ impl Link {
             if st.cancelling {
                 // Another thread is withdrawing this handle's request: no WANT may cross its
                 // CANCEL. Wait for it without reading (it reads), then ask again.
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                if left.is_some_and(|l| l.is_zero()) {
+                let (g, waited) = self.wait_for_reader(st, deadline);
+                st = g;
+                if !waited {
                     return Ok(None);
                 }
-                st.waiters += 1;
-                st = match left {
-                    None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                    Some(l) => self.cv.wait_timeout(st, l).unwrap_or_else(|p| p.into_inner()).0,
-                };
-                st.waiters -= 1;
                 continue;
             }
             if st.credit == 0 {

@@ -1,0 +1,470 @@
+//! The [`Processes`] backend: the queue's front over a [`Server`] in the creating process.
+//! Its own handles take items from the server's memory directly; other processes' handles
+//! reach it through a [`Remote`] connection, and a handle serializes as what they need for
+//! that (address, key, settings).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::generic::sealed::{self, Settings};
+use super::generic::{DEFAULT_PREFETCH, JoinableQueue, Processes, Queue, QueueBuilder};
+use super::remote::Remote;
+use super::server::{Server, State};
+use super::wire;
+use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::util::{lock, wait_deadline};
+use crate::{Address, AuthKey, Error, Family, Result};
+
+/// Where and with which key other processes reach a queue.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    address: Option<Address>,
+    authkey: Option<AuthKey>,
+}
+
+impl QueueBuilder<Processes> {
+    /// Where other processes reach the queue (default: a fresh address of the platform's
+    /// default family, [`Address::fresh`]). Give a TCP address to reach it from other hosts.
+    pub fn address(mut self, address: Address) -> Self {
+        self.settings.options.address = Some(address);
+        self
+    }
+
+    /// The key other processes must prove they hold (default: 32 random bytes, which travel
+    /// with handles sent to child processes).
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.settings.options.authkey = Some(key.into());
+        self
+    }
+}
+
+impl<T> Queue<T, Processes> {
+    /// The address other processes reach the queue at.
+    pub fn address(&self) -> &Address {
+        self.h.address()
+    }
+
+    /// The key other processes need ([`Queue::connect`]).
+    pub fn authkey(&self) -> &AuthKey {
+        self.h.key()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T, Processes> {
+    /// Opens the queue served at `address` (by any process, on any host it can reach) with its
+    /// key. Fails if it is a [`JoinableQueue`] (use [`JoinableQueue::connect`]).
+    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Self> {
+        Ok(Queue::from_handle(connect_handle(address, key.into(), false)?))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T, Processes> {
+    /// Opens the joinable queue served at `address` with its key.
+    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Self> {
+        Ok(JoinableQueue { q: Queue::from_handle(connect_handle(address, key.into(), true)?) })
+    }
+}
+
+/// The creator's hold on the server: the last local handle to go stops it.
+struct Owner {
+    server: Arc<Server>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        let mut reg = lock(&REGISTRY);
+        reg.retain(|(_, w)| w.strong_count() > 0);
+    }
+}
+
+/// Queues served by this process, so a handle that comes back here uses them directly.
+static REGISTRY: Mutex<Vec<(String, Weak<Owner>)>> = Mutex::new(Vec::new());
+
+fn register(owner: &Arc<Owner>) {
+    let mut reg = lock(&REGISTRY);
+    reg.retain(|(_, w)| w.strong_count() > 0);
+    reg.push((owner.server.address.to_string(), Arc::downgrade(owner)));
+}
+
+fn registered(address: &str) -> Option<Arc<Owner>> {
+    lock(&REGISTRY).iter().find(|(a, _)| a == address).and_then(|(_, w)| w.upgrade())
+}
+
+#[derive(Clone)]
+pub struct Local {
+    owner: Arc<Owner>,
+    closed: Arc<AtomicBool>,
+    prefetch: Arc<AtomicU64>,
+}
+
+impl Local {
+    fn new(owner: Arc<Owner>, prefetch: u64) -> Local {
+        Local {
+            owner,
+            closed: Arc::new(AtomicBool::new(false)),
+            prefetch: Arc::new(AtomicU64::new(prefetch)),
+        }
+    }
+
+    /// Waits for the server's state to change, at most until `deadline` (then `false`),
+    /// counted in the waiters `count` picks so the server knows whom to wake.
+    fn wait<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        count: fn(&mut State) -> &mut usize,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let s = &self.owner.server;
+        *count(&mut st) += 1;
+        let (mut st, waited) = wait_deadline(&s.local_cv, st, deadline);
+        *count(&mut st) -= 1;
+        (st, waited)
+    }
+
+    fn put(&self, item: Vec<u8>, deadline: Option<Instant>) -> Result<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let s = &self.owner.server;
+        let mut st = lock(&s.st);
+        while !s.has_room(&mut st) {
+            let (g, waited) = self.wait(st, deadline, |st| &mut st.local_putters);
+            st = g;
+            if !waited {
+                return Ok(false);
+            }
+        }
+        s.push_local(&mut st, Bytes::from(item));
+        s.grant(&mut st);
+        Ok(true)
+    }
+
+    fn get(&self, deadline: Option<Instant>) -> Option<Bytes> {
+        let s = &self.owner.server;
+        let mut st = lock(&s.st);
+        loop {
+            if let Some(item) = s.pop_local(&mut st) {
+                return Some(item);
+            }
+            let (g, waited) = self.wait(st, deadline, |st| &mut st.local_getters);
+            st = g;
+            if !waited {
+                return None;
+            }
+            if st.local_getters == 0 {
+                // Items kept back for local getters may go to other processes now.
+                s.distribute(&mut st);
+            }
+        }
+    }
+
+    fn join(&self, deadline: Option<Instant>) -> bool {
+        let s = &self.owner.server;
+        let mut st = lock(&s.st);
+        while Server::unfinished(&st) > 0 {
+            let (g, waited) = self.wait(st, deadline, |st| &mut st.local_joiners);
+            st = g;
+            if !waited {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A handle of a queue served elsewhere; connects on first use.
+pub struct Lazy {
+    address: Address,
+    key: AuthKey,
+    maxsize: Option<u64>,
+    joinable: bool,
+    max_item_size: u64,
+    prefetch: AtomicU64,
+    remote: Mutex<Option<Arc<Remote>>>,
+}
+
+impl Lazy {
+    fn get(&self) -> Result<Arc<Remote>> {
+        let mut r = lock(&self.remote);
+        if let Some(r) = &*r {
+            return Ok(r.clone());
+        }
+        let remote = Remote::connect(
+            &self.address,
+            self.key.clone(),
+            self.prefetch.load(Ordering::Relaxed),
+            self.max_item_size,
+        )?;
+        let info = remote.link.info;
+        if info.maxsize != self.maxsize || info.joinable != self.joinable {
+            return Err(Error::Protocol(format!(
+                "the queue at {} is not the one this handle was made for",
+                self.address
+            )));
+        }
+        let remote = Arc::new(remote);
+        *r = Some(remote.clone());
+        Ok(remote)
+    }
+}
+
+/// A handle of the [`Processes`] backend: served here, or elsewhere.
+#[derive(Clone)]
+pub enum Handle {
+    Local(Local),
+    Remote(Arc<Lazy>),
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("address", self.address())
+            .field("maxsize", &self.maxsize())
+            .field("served_here", &matches!(self, Handle::Local(_)))
+            .finish()
+    }
+}
+
+impl Handle {
+    fn address(&self) -> &Address {
+        match self {
+            Handle::Local(l) => &l.owner.server.address,
+            Handle::Remote(r) => &r.address,
+        }
+    }
+
+    fn maxsize(&self) -> Option<u64> {
+        match self {
+            Handle::Local(l) => l.owner.server.maxsize,
+            Handle::Remote(r) => r.maxsize,
+        }
+    }
+
+    fn joinable(&self) -> bool {
+        match self {
+            Handle::Local(l) => l.owner.server.joinable,
+            Handle::Remote(r) => r.joinable,
+        }
+    }
+
+    fn prefetch(&self) -> u64 {
+        match self {
+            Handle::Local(l) => l.prefetch.load(Ordering::Relaxed),
+            Handle::Remote(r) => r.prefetch.load(Ordering::Relaxed),
+        }
+    }
+
+    fn key(&self) -> &AuthKey {
+        match self {
+            Handle::Local(l) => &l.owner.server.key,
+            Handle::Remote(r) => &r.key,
+        }
+    }
+
+    fn max_item_size(&self) -> u64 {
+        match self {
+            Handle::Local(l) => l.owner.server.max_item_size,
+            Handle::Remote(r) => r.max_item_size,
+        }
+    }
+}
+
+impl sealed::Backend for Processes {
+    type Options = Options;
+    type Handle<T> = Handle;
+
+    fn maxsize<T>(h: &Handle) -> Option<usize> {
+        h.maxsize().map(|m| m as usize)
+    }
+
+    fn qsize<T>(h: &Handle) -> Result<usize> {
+        let n = match h {
+            Handle::Local(l) => lock(&l.owner.server.st).qsize(),
+            Handle::Remote(r) => r.get()?.link.qsize()?,
+        };
+        Ok(n as usize)
+    }
+
+    fn set_prefetch<T>(h: &Handle, n: u64) {
+        match h {
+            Handle::Local(l) => l.prefetch.store(n, Ordering::Relaxed),
+            Handle::Remote(r) => {
+                r.prefetch.store(n, Ordering::Relaxed);
+                if let Some(remote) = &*lock(&r.remote) {
+                    remote.link.set_prefetch(n);
+                }
+            }
+        }
+    }
+
+    fn close<T>(h: &Handle) -> Result<()> {
+        match h {
+            Handle::Local(l) => {
+                l.closed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Handle::Remote(r) => r.get()?.close(),
+        }
+    }
+
+    fn task_done<T>(h: &Handle) -> Result<()> {
+        match h {
+            Handle::Local(l) => {
+                let s = &l.owner.server;
+                s.task_done_locked(&mut lock(&s.st), 1)
+            }
+            Handle::Remote(r) => r.get()?.link.task_done(),
+        }
+    }
+
+    fn join<T>(h: &Handle, deadline: Option<Instant>) -> Result<bool> {
+        match h {
+            Handle::Local(l) => Ok(l.join(deadline)),
+            Handle::Remote(r) => r.get()?.link.join(deadline),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
+    fn build(settings: Settings<Options>, joinable: bool) -> Result<Handle> {
+        let address = match settings.options.address {
+            Some(a) => a,
+            None => Address::fresh(Family::default())?,
+        };
+        let key = match settings.options.authkey {
+            Some(k) => k,
+            None => AuthKey::random()?,
+        };
+        let maxsize = settings.maxsize.map(|m| m as u64);
+        let server = Server::start(&address, key, maxsize, joinable, settings.max_item_size)?;
+        let owner = Arc::new(Owner { server });
+        register(&owner);
+        Ok(Handle::Local(Local::new(owner, settings.prefetch)))
+    }
+
+    fn put(h: &Handle, item: &T, deadline: Option<Instant>) -> Result<bool> {
+        let bytes = wire::encode_item(item)?;
+        let max = h.max_item_size();
+        if bytes.len() as u64 > max {
+            return Err(Error::MessageTooLarge { len: bytes.len() as u64, max });
+        }
+        match h {
+            Handle::Local(l) => l.put(bytes, deadline),
+            Handle::Remote(r) => r.get()?.put(&bytes, deadline),
+        }
+    }
+
+    fn get(h: &Handle, deadline: Option<Instant>) -> Result<Option<T>> {
+        let item = match h {
+            Handle::Local(l) => l.get(deadline),
+            Handle::Remote(r) => r.get()?.link.get(deadline)?.map(Bytes::from),
+        };
+        item.map(|b| crate::connection::decode(&b)).transpose()
+    }
+}
+
+fn connect_handle(address: &Address, key: AuthKey, joinable: bool) -> Result<Handle> {
+    let remote = Remote::connect(address, key.clone(), DEFAULT_PREFETCH, DEFAULT_MAX_MESSAGE_SIZE - 1)?;
+    let info = remote.link.info;
+    if info.joinable != joinable {
+        return Err(Error::Protocol(if joinable {
+            format!("the queue at {address} is not a JoinableQueue")
+        } else {
+            format!("the queue at {address} is a JoinableQueue: open it with JoinableQueue::connect")
+        }));
+    }
+    Ok(Handle::Remote(Arc::new(Lazy {
+        address: address.clone(),
+        key,
+        maxsize: info.maxsize,
+        joinable,
+        max_item_size: DEFAULT_MAX_MESSAGE_SIZE - 1,
+        prefetch: AtomicU64::new(DEFAULT_PREFETCH),
+        remote: Mutex::new(Some(Arc::new(remote))),
+    })))
+}
+
+/// What a handle serializes as.
+#[derive(Serialize, Deserialize)]
+struct HandleRef {
+    address: String,
+    authkey: Vec<u8>,
+    maxsize: Option<u64>,
+    joinable: bool,
+    prefetch: u64,
+    max_item_size: u64,
+}
+
+impl HandleRef {
+    fn of(h: &Handle) -> HandleRef {
+        HandleRef {
+            address: h.address().to_string(),
+            authkey: h.key().as_bytes().to_vec(),
+            maxsize: h.maxsize(),
+            joinable: h.joinable(),
+            prefetch: h.prefetch(),
+            max_item_size: h.max_item_size(),
+        }
+    }
+
+    /// Reads a handle of a queue that is `joinable` or not, as the caller expects.
+    fn read<'de, D: Deserializer<'de>>(d: D, joinable: bool) -> std::result::Result<Handle, D::Error> {
+        let r = HandleRef::deserialize(d)?;
+        match (r.joinable, joinable) {
+            (true, false) => {
+                Err(serde::de::Error::custom("a JoinableQueue handle where a Queue was expected"))
+            }
+            (false, true) => {
+                Err(serde::de::Error::custom("a Queue handle where a JoinableQueue was expected"))
+            }
+            _ => r.into_handle().map_err(serde::de::Error::custom),
+        }
+    }
+
+    fn into_handle(self) -> std::result::Result<Handle, String> {
+        if let Some(owner) = registered(&self.address) {
+            return Ok(Handle::Local(Local::new(owner, self.prefetch)));
+        }
+        let address: Address = self.address.parse().map_err(|e: Error| e.to_string())?;
+        Ok(Handle::Remote(Arc::new(Lazy {
+            address,
+            key: AuthKey::new(self.authkey),
+            maxsize: self.maxsize,
+            joinable: self.joinable,
+            max_item_size: self.max_item_size,
+            prefetch: AtomicU64::new(self.prefetch),
+            remote: Mutex::new(None),
+        })))
+    }
+}
+
+impl<T> Serialize for Queue<T, Processes> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        HandleRef::of(&self.h).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T, Processes> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Queue::from_handle(HandleRef::read(d, false)?))
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T, Processes> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.q.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T, Processes> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(JoinableQueue { q: Queue::from_handle(HandleRef::read(d, true)?) })
+    }
+}
