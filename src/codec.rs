@@ -139,12 +139,22 @@ pub enum Peek {
 /// fb.consume(h.header_len + 2);
 /// assert_eq!(fb.peek().unwrap(), Peek::NeedHeader);
 /// ```
-#[derive(Debug)]
 pub struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: u64,
+}
+
+// Counts, not contents: the buffer is tens of KiB and may hold a peer's private data.
+impl std::fmt::Debug for FrameBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameBuf")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buf.len())
+            .field("max", &self.max)
+            .finish()
+    }
 }
 
 impl FrameBuf {
@@ -189,8 +199,8 @@ impl FrameBuf {
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             // Start a large empty buffer where a payload after a short header lands on a
-            // 64-byte boundary: copying a big payload out of a misaligned source is up to
-            // twice as slow on some CPUs (glibc's `rep movsb` on AMD Zen).
+            // 64-byte boundary: copying a big payload out of a misaligned source is slower
+            // on some CPUs (glibc's `rep movsb`).
             let aligned = if self.buf.len() >= 4096 {
                 (64 - (self.buf.as_ptr() as usize + SHORT_HEADER_LEN) % 64) % 64
             } else {

@@ -46,6 +46,11 @@ pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
     t.and_then(|t| Instant::now().checked_add(t))
 }
 
+/// Large copies are made in pieces of this size: small enough that glibc's `memcpy` moves each
+/// with vector instructions instead of `rep movsb` (used from a few KiB up), which some AMD CPUs
+/// run far slower when the destination lies just past the source modulo 64 bytes.
+pub(crate) const COPY_PIECE: usize = 2 << 10;
+
 /// Fills `buf` with random bytes from the OS.
 pub(crate) fn fill_random(buf: &mut [u8]) -> crate::Result<()> {
     getrandom::fill(buf).map_err(|e| {

@@ -15,6 +15,7 @@ mod recv;
 mod send;
 mod split;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::transport::PeerCredentials;
 use crate::transport::Stream;
-use crate::util::deadline_of;
+use crate::util::{COPY_PIECE, deadline_of};
 use crate::{Address, Error, Result};
 
 pub use pipe::pipe;
@@ -41,11 +42,6 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
 const READ_BUFFER: usize = 64 << 10;
 /// Default batching limit of [`Connection::set_batching`].
 pub const DEFAULT_BATCH: usize = 64 << 10;
-
-/// Copies are made in pieces of this size: small enough that glibc's `memcpy` moves each with
-/// vector instructions instead of `rep movsb` (used from a few KiB up), which some AMD CPUs run
-/// over ten times slower when the destination lies just past the source modulo 64 bytes.
-const COPY_PIECE: usize = 2 << 10;
 
 /// Appends `src` to `dst` (one exact reservation, then [`COPY_PIECE`]-sized copies).
 #[inline]
@@ -75,10 +71,20 @@ fn append(dst: &mut Vec<u8>, src: &[u8]) {
 /// assert_eq!((n, s.as_str()), (1, "two"));
 /// # Ok::<(), procwire::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct Connection {
     tx: Sender,
     rx: Receiver,
+}
+
+// The stream once, then each side's counts and settings (never buffered bytes).
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("stream", &*self.rx.stream)
+            .field("rx", &self.rx.reader)
+            .field("tx", &self.tx.writer)
+            .finish()
+    }
 }
 
 impl Connection {

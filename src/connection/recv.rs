@@ -1,5 +1,6 @@
 //! Receiving: the read buffer, frames taken out of it or read into their own allocation, CBOR.
 
+use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,6 @@ fn no_memory(len: usize) -> Error {
 }
 
 /// The receiving state of a connection.
-#[derive(Debug)]
 pub(super) struct Reader {
     pub(super) fb: FrameBuf,
     /// A large frame that timed out half-way: the payload so far, its full length, and the
@@ -45,6 +45,22 @@ pub(super) struct Reader {
     /// The last frame was large and read into its own allocation: the next read into an empty
     /// buffer takes only a header (a run of large messages goes without copies).
     direct: bool,
+}
+
+// Counts and state only: never the bytes received.
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Reader");
+        d.field("buffered", &self.fb.buffered().len());
+        if let Some((got, len, _)) = &self.partial {
+            d.field("partial", &format_args!("{} of {len} bytes", got.len()));
+        }
+        d.field("max_message_size", &self.fb.max()).field("read_timeout", &self.timeout);
+        if let Some(why) = &self.broken {
+            d.field("broken", why);
+        }
+        d.finish()
+    }
 }
 
 /// Where [`Reader::next`] left the frame.

@@ -17,12 +17,22 @@ const COPY_LIMIT: usize = 16 << 10;
 const DROP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// The sending state of a connection.
-#[derive(Debug)]
 pub(super) struct Writer {
     /// Frames not yet written: queued by batching, or left over from a write that timed out.
     pub(super) buf: Vec<u8>,
     pub(super) batch: Option<usize>,
     pub(super) timeout: Option<Duration>,
+}
+
+// Counts only: never the bytes queued.
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("queued", &self.buf.len())
+            .field("batch", &self.batch)
+            .field("write_timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Writer {

@@ -14,10 +14,15 @@ use crate::transport::Stream;
 use crate::util::deadline_of;
 
 /// The sending half of a [`Connection`], from [`Connection::split`].
-#[derive(Debug)]
 pub struct Sender {
     pub(super) stream: Arc<Stream>,
     pub(super) writer: Writer,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("stream", &*self.stream).field("tx", &self.writer).finish()
+    }
 }
 
 impl Sender {
@@ -69,11 +74,16 @@ impl Drop for Sender {
 }
 
 /// The receiving half of a [`Connection`], from [`Connection::split`].
-#[derive(Debug)]
 pub struct Receiver {
     pub(super) stream: Arc<Stream>,
     pub(super) reader: Reader,
     pub(super) scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("stream", &*self.stream).field("rx", &self.reader).finish()
+    }
 }
 
 impl Receiver {

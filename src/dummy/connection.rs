@@ -45,6 +45,21 @@ fn in_process(addr: &Address) -> Address {
     }
 }
 
+/// The options of a dummy builder: each one sets the same option of the process version's
+/// builder it wraps (`inner`), so the two cannot drift apart; only the doc is the dummy's own.
+macro_rules! forward_options {
+    ($builder:ident; $($(#[$attr:meta])* fn $name:ident($arg:ident: $ty:ty);)*) => {
+        impl $builder {
+            $(
+                $(#[$attr])*
+                pub fn $name(self, $arg: $ty) -> Self {
+                    $builder { inner: self.inner.$name($arg) }
+                }
+            )*
+        }
+    };
+}
+
 /// Made-up ports for listeners bound to TCP port 0, so that each gets its own name.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(49152);
 
@@ -56,65 +71,36 @@ pub struct ListenerBuilder {
     inner: crate::ListenerBuilder,
 }
 
-impl ListenerBuilder {
+forward_options! {
+    ListenerBuilder;
     /// As [`crate::ListenerBuilder::authkey`]: clients run the same handshake, in memory.
-    pub fn authkey(self, key: impl Into<AuthKey>) -> Self {
-        ListenerBuilder { inner: self.inner.authkey(key) }
-    }
-
+    fn authkey(key: impl Into<AuthKey>);
     /// As [`crate::ListenerBuilder::allow_unauthenticated_tcp`]: a `tcp:` address without a
     /// key is refused here too, so a program behaves the same with processes and threads.
-    pub fn allow_unauthenticated_tcp(self, allow: bool) -> Self {
-        ListenerBuilder { inner: self.inner.allow_unauthenticated_tcp(allow) }
-    }
-
+    fn allow_unauthenticated_tcp(allow: bool);
     /// Accepted for the same signature; no effect in-process.
-    pub fn tcp_keepalive(self, idle: Option<Duration>) -> Self {
-        ListenerBuilder { inner: self.inner.tcp_keepalive(idle) }
-    }
-
+    fn tcp_keepalive(idle: Option<Duration>);
     /// As [`crate::ListenerBuilder::legacy_md5`].
     #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(self, allow: bool) -> Self {
-        ListenerBuilder { inner: self.inner.legacy_md5(allow) }
-    }
-
+    fn legacy_md5(allow: bool);
     /// How many connections may wait for `accept` (default 128); further clients wait in
     /// `connect`, up to their connect timeout.
-    pub fn backlog(self, backlog: u32) -> Self {
-        ListenerBuilder { inner: self.inner.backlog(backlog) }
-    }
-
+    fn backlog(backlog: u32);
     /// As [`crate::ListenerBuilder::handshake_timeout`].
-    pub fn handshake_timeout(self, t: Duration) -> Self {
-        ListenerBuilder { inner: self.inner.handshake_timeout(t) }
-    }
-
+    fn handshake_timeout(t: Duration);
     /// As [`crate::ListenerBuilder::max_pending_handshakes`].
-    pub fn max_pending_handshakes(self, n: usize) -> Self {
-        ListenerBuilder { inner: self.inner.max_pending_handshakes(n) }
-    }
-
+    fn max_pending_handshakes(n: usize);
     /// As [`crate::ListenerBuilder::max_message_size`].
-    pub fn max_message_size(self, max: u64) -> Self {
-        ListenerBuilder { inner: self.inner.max_message_size(max) }
-    }
-
+    fn max_message_size(max: u64);
     /// Accepted for the same signature; no effect in-process (there is no socket file).
-    pub fn socket_mode(self, mode: u32) -> Self {
-        ListenerBuilder { inner: self.inner.socket_mode(mode) }
-    }
-
+    fn socket_mode(mode: u32);
     /// As [`crate::ListenerBuilder::read_timeout`].
-    pub fn read_timeout(self, t: Option<Duration>) -> Self {
-        ListenerBuilder { inner: self.inner.read_timeout(t) }
-    }
-
+    fn read_timeout(t: Option<Duration>);
     /// As [`crate::ListenerBuilder::write_timeout`].
-    pub fn write_timeout(self, t: Option<Duration>) -> Self {
-        ListenerBuilder { inner: self.inner.write_timeout(t) }
-    }
+    fn write_timeout(t: Option<Duration>);
+}
 
+impl ListenerBuilder {
     /// Binds the in-process address named by `addr`'s string form (`inproc:unix:/run/app.sock`); TCP
     /// port 0 gets a made-up free port, so [`Listener::address`] differs from every other.
     /// Binding a name already bound in this process is an [`std::io::ErrorKind::AddrInUse`]
@@ -223,58 +209,32 @@ pub struct ClientBuilder {
     inner: crate::ClientBuilder,
 }
 
-impl ClientBuilder {
+forward_options! {
+    ClientBuilder;
     /// As [`crate::ClientBuilder::authkey`].
-    pub fn authkey(self, key: impl Into<AuthKey>) -> Self {
-        ClientBuilder { inner: self.inner.authkey(key) }
-    }
-
+    fn authkey(key: impl Into<AuthKey>);
     /// As [`crate::ClientBuilder::allow_unauthenticated_tcp`].
-    pub fn allow_unauthenticated_tcp(self, allow: bool) -> Self {
-        ClientBuilder { inner: self.inner.allow_unauthenticated_tcp(allow) }
-    }
-
+    fn allow_unauthenticated_tcp(allow: bool);
     /// Accepted for the same signature; no effect in-process.
-    pub fn tcp_keepalive(self, idle: Option<Duration>) -> Self {
-        ClientBuilder { inner: self.inner.tcp_keepalive(idle) }
-    }
-
+    fn tcp_keepalive(idle: Option<Duration>);
     /// As [`crate::ClientBuilder::legacy_md5`].
     #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(self, allow: bool) -> Self {
-        ClientBuilder { inner: self.inner.legacy_md5(allow) }
-    }
-
+    fn legacy_md5(allow: bool);
     /// How long `connect` waits while the listener's backlog is full.
-    pub fn connect_timeout(self, t: Duration) -> Self {
-        ClientBuilder { inner: self.inner.connect_timeout(t) }
-    }
-
+    fn connect_timeout(t: Duration);
     /// As [`crate::ClientBuilder::wait_for_listener`]: retries while nothing is bound yet.
-    pub fn wait_for_listener(self, t: Duration) -> Self {
-        ClientBuilder { inner: self.inner.wait_for_listener(t) }
-    }
-
+    fn wait_for_listener(t: Duration);
     /// As [`crate::ClientBuilder::handshake_timeout`].
-    pub fn handshake_timeout(self, t: Duration) -> Self {
-        ClientBuilder { inner: self.inner.handshake_timeout(t) }
-    }
-
+    fn handshake_timeout(t: Duration);
     /// As [`crate::ClientBuilder::max_message_size`].
-    pub fn max_message_size(self, max: u64) -> Self {
-        ClientBuilder { inner: self.inner.max_message_size(max) }
-    }
-
+    fn max_message_size(max: u64);
     /// As [`crate::ClientBuilder::read_timeout`].
-    pub fn read_timeout(self, t: Option<Duration>) -> Self {
-        ClientBuilder { inner: self.inner.read_timeout(t) }
-    }
-
+    fn read_timeout(t: Option<Duration>);
     /// As [`crate::ClientBuilder::write_timeout`].
-    pub fn write_timeout(self, t: Option<Duration>) -> Self {
-        ClientBuilder { inner: self.inner.write_timeout(t) }
-    }
+    fn write_timeout(t: Option<Duration>);
+}
 
+impl ClientBuilder {
     /// Connects to the in-process listener standing for `addr` and runs the handshake. With no
     /// listener of that name, the error is an [`std::io::ErrorKind::ConnectionRefused`]
     /// (after [`wait_for_listener`](Self::wait_for_listener), if set).

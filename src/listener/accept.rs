@@ -6,10 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
-use crate::auth::{Handshake, Role, Status};
+use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
 use crate::error::io_context;
 use crate::transport::{Stream, wait_any};
+use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Most connections taken from the accept queue in one round, so that handshakes already
@@ -200,22 +201,25 @@ impl Listener {
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
         // An unnamed Unix socket is named in errors by its process.
         let creds = if peer.is_none() { stream.peer_credentials() } else { None };
-        if let Some(idle) = self.opts.keepalive
+        if let Some(idle) = self.opts.endpoint.keepalive
             && let Err(e) = stream.set_keepalive(Some(idle))
         {
             found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
             return;
         }
         let mut conn = Connection::for_handshake(stream);
-        let Some(key) = &self.opts.key else {
-            conn.finish_handshake(&self.opts.conn);
+        let Some(key) = &self.opts.endpoint.key else {
+            conn.finish_handshake(&self.opts.endpoint.conn);
             found.push_back(Ok((conn, peer)));
             return;
         };
-        let mut hs = Handshake::new(Role::Listener, key.clone()).allow_legacy_md5(self.opts.legacy);
-        let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
-        conn.set_write_timeout(Some(self.opts.handshake_timeout));
-        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
+        let drawn = fill_random(&mut random);
+        let mut hs = Handshake::with_challenge(Role::Listener, key.clone(), random)
+            .allow_legacy_md5(self.opts.endpoint.legacy);
+        let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
+        conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
+        let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent {
             Ok(()) => {
                 pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
@@ -262,7 +266,7 @@ impl Listener {
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
-                p.conn.finish_handshake(&self.opts.conn);
+                p.conn.finish_handshake(&self.opts.endpoint.conn);
                 found.push_back(Ok((p.conn, p.peer)));
             }
             Err(e) => {

@@ -6,13 +6,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use super::{DEFAULT_HANDSHAKE_TIMEOUT, Listener, State, keyless_tcp_refused};
+use super::{EndpointOptions, Listener, State};
 #[cfg(doc)]
 use crate::Connection;
 #[cfg(doc)]
 use crate::Error;
 use crate::auth::AuthKey;
-use crate::connection::ConnOptions;
 use crate::transport::RawListener;
 use crate::{Address, Result};
 
@@ -31,30 +30,15 @@ use crate::{Address, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ListenerBuilder {
-    pub(super) key: Option<AuthKey>,
-    pub(super) legacy: bool,
-    pub(super) keyless_tcp: bool,
-    pub(super) keepalive: Option<Duration>,
+    pub(super) endpoint: EndpointOptions,
     pub(super) backlog: i32,
-    pub(super) handshake_timeout: Duration,
     pub(super) max_pending: usize,
     pub(super) mode: u32,
-    pub(super) conn: ConnOptions,
 }
 
 impl Default for ListenerBuilder {
     fn default() -> Self {
-        ListenerBuilder {
-            key: None,
-            legacy: false,
-            keyless_tcp: false,
-            keepalive: None,
-            backlog: 128,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_pending: 1024,
-            mode: 0o600,
-            conn: ConnOptions::default(),
-        }
+        ListenerBuilder { endpoint: EndpointOptions::default(), backlog: 128, max_pending: 1024, mode: 0o600 }
     }
 }
 
@@ -66,7 +50,7 @@ impl ListenerBuilder {
     /// namespace can connect) and named pipes, but refused for TCP unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.key = Some(key.into());
+        self.endpoint.key = Some(key.into());
         self
     }
 
@@ -82,7 +66,7 @@ impl ListenerBuilder {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.keyless_tcp = allow;
+        self.endpoint.keyless_tcp = allow;
         self
     }
 
@@ -91,7 +75,7 @@ impl ListenerBuilder {
     /// eventually reported by a receive (see [`Connection::set_keepalive`]). Default: off.
     /// No effect on other transports.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.keepalive = idle;
+        self.endpoint.keepalive = idle;
         self
     }
 
@@ -99,7 +83,7 @@ impl ListenerBuilder {
     /// only to talk to such peers.
     #[cfg(feature = "legacy-md5")]
     pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.legacy = allow;
+        self.endpoint.legacy = allow;
         self
     }
 
@@ -111,7 +95,7 @@ impl ListenerBuilder {
 
     /// How long a client may take to complete the handshake (default 10 s).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.handshake_timeout = t;
+        self.endpoint.handshake_timeout = t;
         self
     }
 
@@ -132,7 +116,7 @@ impl ListenerBuilder {
 
     /// The largest message accepted connections receive (default 64 MiB).
     pub fn max_message_size(mut self, max: u64) -> Self {
-        self.conn.max_message_size = max;
+        self.endpoint.conn.max_message_size = max;
         self
     }
 
@@ -147,13 +131,13 @@ impl ListenerBuilder {
 
     /// The read timeout of accepted connections (default none).
     pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.conn.read_timeout = t;
+        self.endpoint.conn.read_timeout = t;
         self
     }
 
     /// The write timeout of accepted connections (default none).
     pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.conn.write_timeout = t;
+        self.endpoint.conn.write_timeout = t;
         self
     }
 
@@ -187,9 +171,6 @@ impl ListenerBuilder {
 impl ListenerBuilder {
     /// Refuses a TCP address without a key unless that was allowed.
     pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
-        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
-            return Err(keyless_tcp_refused(addr, "listen on", "ListenerBuilder"));
-        }
-        Ok(())
+        self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")
     }
 }

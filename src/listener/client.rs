@@ -5,14 +5,11 @@ use std::time::{Duration, Instant};
 
 #[cfg(doc)]
 use super::Listener;
-use super::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HANDSHAKE_BATCH, hung_up, keyless_tcp_refused,
-    with_peer,
-};
-use crate::auth::{AuthKey, Handshake, Role, Status};
-use crate::connection::ConnOptions;
+use super::{DEFAULT_CONNECT_TIMEOUT, EndpointOptions, HANDSHAKE_BATCH, hung_up, with_peer};
+use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::error::io_context;
 use crate::transport::Stream;
+use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Options for [`Client::connect`]; get one from [`Client::builder`].
@@ -29,27 +26,17 @@ use crate::{Address, Connection, Error, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    key: Option<AuthKey>,
-    legacy: bool,
-    keyless_tcp: bool,
-    keepalive: Option<Duration>,
+    endpoint: EndpointOptions,
     connect_timeout: Duration,
     wait: Option<Duration>,
-    handshake_timeout: Duration,
-    conn: ConnOptions,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
-            key: None,
-            legacy: false,
-            keyless_tcp: false,
-            keepalive: None,
+            endpoint: EndpointOptions::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait: None,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            conn: ConnOptions::default(),
         }
     }
 }
@@ -59,7 +46,7 @@ impl ClientBuilder {
     /// there is no handshake (as in CPython), which is refused for TCP addresses unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.key = Some(key.into());
+        self.endpoint.key = Some(key.into());
         self
     }
 
@@ -67,7 +54,7 @@ impl ClientBuilder {
     /// refused, unlike CPython). Without a key the client cannot tell the listener it meant
     /// from anyone else who took the port, and the listener accepts anyone.
     pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.keyless_tcp = allow;
+        self.endpoint.keyless_tcp = allow;
         self
     }
 
@@ -75,14 +62,14 @@ impl ClientBuilder {
     /// vanished without closing (host down, link cut) is eventually reported by a receive
     /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.keepalive = idle;
+        self.endpoint.keepalive = idle;
         self
     }
 
     /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
     #[cfg(feature = "legacy-md5")]
     pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.legacy = allow;
+        self.endpoint.legacy = allow;
         self
     }
 
@@ -101,25 +88,25 @@ impl ClientBuilder {
 
     /// How long the handshake may take (default 10 s).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.handshake_timeout = t;
+        self.endpoint.handshake_timeout = t;
         self
     }
 
     /// The largest message the connection receives (default 64 MiB).
     pub fn max_message_size(mut self, max: u64) -> Self {
-        self.conn.max_message_size = max;
+        self.endpoint.conn.max_message_size = max;
         self
     }
 
     /// The connection's read timeout (default none).
     pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.conn.read_timeout = t;
+        self.endpoint.conn.read_timeout = t;
         self
     }
 
     /// The connection's write timeout (default none).
     pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.conn.write_timeout = t;
+        self.endpoint.conn.write_timeout = t;
         self
     }
 
@@ -130,24 +117,21 @@ impl ClientBuilder {
     pub fn connect(self, addr: &Address) -> Result<Connection> {
         self.check_keyless(addr)?;
         let stream = self.open(addr)?;
-        if let Some(idle) = self.keepalive {
+        if let Some(idle) = self.endpoint.keepalive {
             stream.set_keepalive(Some(idle))?;
         }
         let mut conn = Connection::for_handshake(stream);
-        match &self.key {
+        match &self.endpoint.key {
             Some(key) => self.handshake(&mut conn, key, addr)?,
             None => conn.refuse_challenge(),
         }
-        conn.finish_handshake(&self.conn);
+        conn.finish_handshake(&self.endpoint.conn);
         Ok(conn)
     }
 
     /// Refuses a TCP address without a key unless that was allowed.
     pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
-        if self.key.is_none() && !self.keyless_tcp && matches!(addr, Address::Tcp { .. }) {
-            return Err(keyless_tcp_refused(addr, "connect to", "ClientBuilder"));
-        }
-        Ok(())
+        self.endpoint.check_keyless(addr, "connect to", "ClientBuilder")
     }
 
     fn open(&self, addr: &Address) -> Result<Stream> {
@@ -180,9 +164,12 @@ impl ClientBuilder {
     }
 
     fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
-        let mut hs = Handshake::new(Role::Client, key.clone()).allow_legacy_md5(self.legacy);
-        let deadline = Instant::now().checked_add(self.handshake_timeout);
-        conn.set_write_timeout(Some(self.handshake_timeout));
+        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
+        fill_random(&mut random)?;
+        let mut hs = Handshake::with_challenge(Role::Client, key.clone(), random)
+            .allow_legacy_md5(self.endpoint.legacy);
+        let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);
+        conn.set_write_timeout(Some(self.endpoint.handshake_timeout));
         let peer = Some(addr.clone());
         while hs.status() != Status::Done {
             let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {

@@ -14,7 +14,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::connection::PeerCredentials;
+use crate::auth::AuthKey;
+use crate::connection::{ConnOptions, PeerCredentials};
 use crate::transport::RawListener;
 use crate::{Address, Connection, Error, Result};
 
@@ -30,12 +31,43 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `CONNECTION_TIMEOUT`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The error for TCP without an authkey and without the explicit opt-out.
-fn keyless_tcp_refused(addr: &Address, what: &str, builder: &str) -> Error {
-    Error::InvalidInput(format!(
-        "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
-         connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
-    ))
+/// The options a [`ListenerBuilder`] and a [`ClientBuilder`] both have: the key and how the
+/// handshake runs, and the options of the connections they make.
+#[derive(Clone, Debug)]
+struct EndpointOptions {
+    key: Option<AuthKey>,
+    legacy: bool,
+    keyless_tcp: bool,
+    keepalive: Option<Duration>,
+    handshake_timeout: Duration,
+    conn: ConnOptions,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            key: None,
+            legacy: false,
+            keyless_tcp: false,
+            keepalive: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+impl EndpointOptions {
+    /// Refuses a TCP address without a key unless that was allowed; `what` (`listen on`,
+    /// `connect to`) and `builder` name the side in the message.
+    fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
+        if self.key.is_some() || self.keyless_tcp || !matches!(addr, Address::Tcp { .. }) {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
+             connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
+        )))
+    }
 }
 
 /// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
@@ -97,7 +129,7 @@ impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
             .field("address", &self.address)
-            .field("authkey", &self.opts.key.is_some())
+            .field("authkey", &self.opts.endpoint.key.is_some())
             .finish()
     }
 }

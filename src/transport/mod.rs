@@ -64,10 +64,19 @@ impl std::fmt::Display for PeerCredentials {
 }
 
 /// A connected byte stream: an OS one (socket, pipe, named pipe) or an in-process one.
-#[derive(Debug)]
 pub(crate) enum Stream {
     Os(platform::Stream),
     Mem(inproc::Stream),
+}
+
+// An in-process stream's state is its rings and locks: the kind says enough.
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Os(s) => s.fmt(f),
+            Stream::Mem(_) => f.write_str("InProcess"),
+        }
+    }
 }
 
 /// The error for what an in-process stream cannot do.

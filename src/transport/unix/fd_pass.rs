@@ -28,17 +28,12 @@ impl Stream {
         wait_fd(self.fd.as_raw_fd(), libc::POLLOUT, deadline)?;
         let mut data = [byte];
         let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: 1 };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
-        let mut cbuf = vec![0u64; space.div_ceil(8)];
-        // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call, and
-        // the control buffer is large enough (CMSG_SPACE) and aligned (u64) for one descriptor.
+        let mut cbuf = control_buffer();
+        let msg = header(&mut iov, &mut cbuf);
+        // SAFETY: `data`, `iov` and `cbuf`, which `msg` points into, outlive the sendmsg call,
+        // and the control buffer is large enough (CMSG_SPACE) and aligned (u64) for one
+        // descriptor.
         unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -64,9 +59,8 @@ impl Stream {
         wait_fd(self.fd.as_raw_fd(), libc::POLLIN, deadline)?;
         let mut data = [0u8];
         let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: 1 };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
-        let mut cbuf = vec![0u64; space.div_ceil(8)];
+        let mut cbuf = control_buffer();
+        let mut msg = header(&mut iov, &mut cbuf);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let flags = libc::MSG_CMSG_CLOEXEC;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -74,11 +68,6 @@ impl Stream {
         // SAFETY: as send_fd; the kernel writes at most msg_controllen bytes of control data,
         // and a descriptor it delivers is new and ours to own.
         unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
             let n = loop {
                 let n = libc::recvmsg(self.fd.as_raw_fd(), &mut msg, flags);
                 if n >= 0 {
@@ -118,4 +107,27 @@ impl Stream {
             Ok((data[0], got))
         }
     }
+}
+
+/// The size of the control message of one descriptor.
+fn one_fd_space() -> usize {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize }
+}
+
+/// A control buffer with room for one descriptor, aligned for a `cmsghdr` (u64).
+fn control_buffer() -> Vec<u64> {
+    vec![0u64; one_fd_space().div_ceil(8)]
+}
+
+/// The header of a message of the one buffer `iov`, with `cbuf` (from [`control_buffer`]) for
+/// its control data; the caller keeps both, and what `iov` points to, alive while it is used.
+fn header(iov: &mut libc::iovec, cbuf: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data, for which all zeroes is an empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = one_fd_space() as _;
+    msg
 }

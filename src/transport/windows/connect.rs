@@ -69,27 +69,26 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     let opts = pipe_options(path);
     // A single attempt: a busy pipe means someone else holds the one free instance.
     let once = ConnectWaitMode::Timeout(Duration::ZERO);
+    // The same steps for both kinds, whose types differ (interprocess's mode tags are sealed,
+    // so no generic function can name them): create the server end, connect the client end,
+    // accept it; the (server, client) handles.
+    macro_rules! connect_and_accept {
+        ($create:ident, $client:ty) => {{
+            let listener = opts.$create::<pipe_mode::Messages>()?;
+            let c = <$client>::connect_by_path_with_wait_mode(path, once).map_err(stranger_first)?;
+            // Before accepting: connected to someone else's listener, ours would wait forever.
+            ours(c.server_process_id())?;
+            let client = OwnedHandle::try_from(c).map_err(shared_stream)?;
+            let s = listener.accept()?;
+            ours(s.client_process_id())?;
+            (OwnedHandle::try_from(s).map_err(shared_stream)?, client)
+        }};
+    }
     if duplex {
-        let listener = opts.create_duplex::<pipe_mode::Messages>()?;
-        let c = DuplexPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path, once)
-            .map_err(stranger_first)?;
-        // Before accepting: connected to someone else's listener, ours would wait forever.
-        ours(c.server_process_id())?;
-        let client = OwnedHandle::try_from(c).map_err(shared_stream)?;
-        let s = listener.accept()?;
-        ours(s.client_process_id())?;
-        let server = OwnedHandle::try_from(s).map_err(shared_stream)?;
+        let (server, client) = connect_and_accept!(create_duplex, DuplexPipeStream<pipe_mode::Messages>);
         Ok((Stream::pipe(server, Dir::Duplex)?, Stream::pipe(client, Dir::Duplex)?))
     } else {
-        let listener = opts.create_recv_only::<pipe_mode::Messages>()?;
-        let c = SendPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path, once)
-            .map_err(stranger_first)?;
-        // Before accepting: connected to someone else's listener, ours would wait forever.
-        ours(c.server_process_id())?;
-        let client = OwnedHandle::try_from(c).map_err(shared_stream)?;
-        let s = listener.accept()?;
-        ours(s.client_process_id())?;
-        let server = OwnedHandle::try_from(s).map_err(shared_stream)?;
+        let (server, client) = connect_and_accept!(create_recv_only, SendPipeStream<pipe_mode::Messages>);
         Ok((Stream::pipe(server, Dir::RecvOnly)?, Stream::pipe(client, Dir::SendOnly)?))
     }
 }

@@ -52,11 +52,28 @@ pub(super) fn poll_sockets(fds: &mut [WSAPOLLFD], deadline: Option<Instant>) -> 
 }
 
 /// Waits until `s` is ready for `events` or `deadline` passes (then `TimedOut`).
-pub(super) fn wait_socket(s: &Socket, events: i16, deadline: Option<Instant>) -> io::Result<()> {
+fn wait_socket(s: &Socket, events: i16, deadline: Option<Instant>) -> io::Result<()> {
     if poll_sockets(&mut [pollfd(s, events)], deadline)? == 0 {
         return Err(io::ErrorKind::TimedOut.into());
     }
     Ok(())
+}
+
+/// Runs `op` on the nonblocking socket `s` until it neither would block (then it waits for
+/// `events`) nor was interrupted; `TimedOut` when `deadline` passes first.
+pub(super) fn retry_socket<T>(
+    s: &Socket,
+    events: i16,
+    deadline: Option<Instant>,
+    mut op: impl FnMut(&Socket) -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match op(s) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_socket(s, events, deadline)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
 }
 
 /// Waits until the listener has a connection queued or one of `streams` is readable, or

@@ -11,7 +11,7 @@ use socket2::{SockAddr, Socket};
 use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, POLLWRNORM};
 
 use super::msg_pipe::{Dir, MsgPipe, uninit_view};
-use super::poll::{poll_sockets, pollfd, wait_socket};
+use super::poll::{poll_sockets, pollfd, retry_socket};
 use crate::{Address, Error, Result};
 
 const CHILD_UNSUPPORTED: &str = "passing connections to children on Windows is not supported yet";
@@ -75,13 +75,7 @@ impl Stream {
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
         match &self.inner {
-            Inner::Tcp(s) => loop {
-                match s.recv(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_socket(s, POLLRDNORM, deadline)?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    r => return r,
-                }
-            },
+            Inner::Tcp(s) => retry_socket(s, POLLRDNORM, deadline, |s| s.recv(buf)),
             Inner::Pipe(p) => p.read(buf, deadline),
         }
     }
@@ -94,13 +88,7 @@ impl Stream {
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
         match &self.inner {
-            Inner::Tcp(s) => loop {
-                match s.send_vectored(bufs) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_socket(s, POLLWRNORM, deadline)?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    r => return r,
-                }
-            },
+            Inner::Tcp(s) => retry_socket(s, POLLWRNORM, deadline, |s| s.send_vectored(bufs)),
             Inner::Pipe(p) => p.write_frames(bufs, deadline),
         }
     }
