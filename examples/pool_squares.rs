@@ -8,18 +8,17 @@
 use std::time::Duration;
 
 use procwire::pool::Pool;
-use procwire::process::Function;
 
+/// Registered for the workers, with no list: the attribute also makes `static F`.
+#[procwire::function]
 fn f(x: u64) -> u64 {
     x * x
 }
 
-static F: Function<u64, u64> = Function::new("f", f);
-
+/// First in `main`, `procwire::process::init(&[])`: in a worker it runs its tasks and exits;
+/// here it returns at once.
+#[procwire::main]
 fn main() -> procwire::Result<()> {
-    // In a worker this runs its tasks and exits; here it returns at once.
-    procwire::process::init(&[&F]);
-
     let p = Pool::new(4)?;
     let result = p.map_async(&F, 0..10, None)?;
     let squares = result.get(Some(Duration::from_secs(1)))?;

@@ -1,6 +1,7 @@
 //! The seed's worker that squares numbers coming through a pipe until it is told to stop, with
 //! procwire's child processes: `start` gives the child its end of a duplex pipe (the channel),
-//! and a `Process` returns a typed result.
+//! and a `Process` returns a typed result. Both functions are registered by
+//! `#[procwire::function]`, so `init` needs no list.
 //!
 //! ```text
 //! cargo run --example squares
@@ -9,7 +10,7 @@
 use std::time::Duration;
 
 use procwire::Connection;
-use procwire::process::{ChannelFunction, Function, Process, start, waitall};
+use procwire::process::{Process, start, waitall};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -18,7 +19,9 @@ enum Job {
     Stop,
 }
 
-/// The child: squares every number that arrives until `Stop`.
+/// The child: squares every number that arrives until `Stop`. Takes the channel first, so the
+/// attribute makes `static SQUARER: ChannelFunction<String>`.
+#[procwire::function]
 fn squarer(mut pipe: Connection, greeting: String) {
     println!("[child {}] {greeting}", std::process::id());
     while let Ok(Job::Square(n)) = pipe.recv::<Job>() {
@@ -29,17 +32,16 @@ fn squarer(mut pipe: Connection, greeting: String) {
     println!("[child {}] got STOP", std::process::id());
 }
 
-/// A child with a result: the sum of the squares of `values`.
+/// A child with a result: the sum of the squares of `values` (`static SUM_OF_SQUARES:
+/// Function<Vec<i64>, i64>`).
+#[procwire::function]
 fn sum_of_squares(values: Vec<i64>) -> i64 {
     values.iter().map(|v| v * v).sum()
 }
 
-static SQUARER: ChannelFunction<String> = ChannelFunction::new("squarer", squarer);
-static SUM_OF_SQUARES: Function<Vec<i64>, i64> = Function::new("sum_of_squares", sum_of_squares);
-
 fn main() -> procwire::Result<()> {
-    // In a child this runs the requested function and exits.
-    procwire::process::init(&[&SQUARER, &SUM_OF_SQUARES]);
+    // In a child this runs the requested function and exits. Registered functions need no list.
+    procwire::process::init(&[]);
 
     let mut pipe = start(&SQUARER, "hello from the parent".to_string())?;
     pipe.set_read_timeout(Some(Duration::from_secs(10)));

@@ -25,8 +25,9 @@
 //! The wire protocol is written down in `SPEC.md`. Layers: [`codec`] (framing, no I/O),
 //! [`auth`] (the handshake, no I/O), [`Connection`] (messages over a stream), [`Listener`] and
 //! [`Client`] (endpoints), and a transport per platform underneath. On top: [`wait()`] over many
-//! of them, [`process`] (child processes that run a Rust function), [`queue`] (queues shared
-//! between processes), [`manager`] (a server process of shared objects used through proxies),
+//! of them, [`process`] (child processes that run a Rust function, made runnable there by
+//! `#[procwire::function]`), [`queue`] (queues shared between processes), [`manager`] (a server
+//! process of shared objects used through proxies),
 //! [`pool`] (a pool of worker processes with `map`, `imap` and `apply_async`), and [`shared`]
 //! (values and arrays in shared memory). [`dummy`] has the same API over threads: a program
 //! switches from processes to threads by changing `use procwire as pw` to
@@ -42,6 +43,10 @@
 // serde_derive itself so that serde's `derive` feature stays the user's choice.
 #[macro_use]
 extern crate serde_derive;
+
+// The code `#[procwire::function]` generates names `::procwire`; the crate's own tests use it.
+#[cfg(test)]
+extern crate self as procwire;
 
 mod address;
 pub mod auth;
@@ -70,6 +75,16 @@ pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
 pub use error::{Error, RemoteKind, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait};
+
+#[cfg(feature = "macros")]
+pub use procwire_macros::{function, main};
+
+/// What the code `#[procwire::function]` generates names; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::process::registered::Registration;
+    pub use inventory;
+}
 
 /// The child entries the crate provides itself, which [`process::init`] finds without the
 /// program listing them. The crate root wires them in, so that the process layer reaches the

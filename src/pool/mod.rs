@@ -5,15 +5,14 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use procwire::pool::Pool;
-//! use procwire::process::Function;
 //!
+//! #[procwire::function] // also makes `static SQUARE: Function<u64, u64>`
 //! fn square(x: u64) -> u64 {
 //!     x * x
 //! }
-//! static SQUARE: Function<u64, u64> = Function::new("square", square);
 //!
 //! fn main() -> procwire::Result<()> {
-//!     procwire::process::init(&[&SQUARE]); // first in main: a worker runs its tasks from here
+//!     procwire::process::init(&[]); // first in main: a worker runs its tasks from here
 //!     let pool = Pool::new(4)?;
 //!     let result = pool.map_async(&SQUARE, 0..10, None)?;
 //!     assert_eq!(result.get(Some(Duration::from_secs(1)))?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
@@ -24,8 +23,9 @@
 //! # Tasks
 //!
 //! A task is a call of a [`Function`](crate::process::Function) (a registered `fn` item, found by the workers the way a
-//! [`Process`](crate::process::Process) child finds its function: the list given to
-//! [`init`](crate::process::init), which `main` calls first) on one argument; arguments and
+//! [`Process`](crate::process::Process) child finds its function: made by
+//! `#[procwire::function]` or in the list given to [`init`](crate::process::init), which `main`
+//! calls first) on one argument; arguments and
 //! results are serde values (CBOR on the wire). A function of several arguments takes a tuple.
 //! Workers are procwire child processes started as in [`process`](crate::process) (in test
 //! binaries too, with [`use_test_entry`](crate::process::use_test_entry)), as daemons: they
@@ -33,7 +33,7 @@
 //!
 //! - A task that panics is an error for that task only ([`Error::Remote`](crate::Error::Remote) of kind `"panic"`
 //!   with the panic message); the worker carries on with the next. A function the workers
-//!   cannot run (not in their [`init`](crate::process::init) list, or arguments that do not
+//!   cannot run (not registered nor in their [`init`](crate::process::init) list, or arguments that do not
 //!   decode there) fails its tasks with kind `"start"`, and a result that cannot be encoded
 //!   with kind `"encode"`.
 //! - A worker that dies (killed, aborted, out of memory, `std::process::exit` in a task) never

@@ -34,6 +34,10 @@ const ENV_SENTINEL: &str = "PROCWIRE_PROCESS_SENTINEL";
 const VERSION: u32 = 1;
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+/// Whether [`init`] was called on the main thread, where a child that runs `main` calls it too.
+static INIT_ON_MAIN: AtomicBool = AtomicBool::new(false);
+/// Why the functions given to [`init`] and the registered ones cannot all be found by name.
+static DUPLICATE: Mutex<Option<String>> = Mutex::new(None);
 static CHILD_ARGS: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
 static NAME: OnceLock<String> = OnceLock::new();
 
@@ -72,18 +76,25 @@ pub(crate) fn receive_args<A: DeserializeOwned>(conn: &mut Connection, name: &st
 }
 
 /// The hook at the top of `main`: in a process started as a child it runs the requested
-/// function from `functions` and exits (never returning); anywhere else it returns at once.
+/// function, one of `functions` or of those `#[procwire::function]` registered (so `&[]` will
+/// do for those), and exits (never returning); anywhere else it returns at once.
 ///
-/// A child that cannot run its function (not in `functions`, arguments that do not decode)
-/// tells its parent why and exits with [`EXIT_START_FAILED`]. See the [module
+/// A child that cannot run its function (not known, arguments that do not decode) tells its
+/// parent why and exits with [`EXIT_START_FAILED`]. In the parent it notes, for
+/// [`Process::start`](super::Process::start), whether it ran on the main thread (where a child
+/// that runs `main` calls it too) and whether two functions share a name. See the [module
 /// documentation](super) for the rules.
 pub fn init(functions: &[&dyn Entry]) {
     INIT_CALLED.store(true, Ordering::SeqCst);
-    let Ok(value) = std::env::var(ENV_PROCESS) else { return };
-    let Some((version, ppid)) = value.split_once(':') else { return };
+    if std::thread::current().name() == Some("main") {
+        INIT_ON_MAIN.store(true, Ordering::SeqCst);
+    }
+    let parent = || *lock(&DUPLICATE) = Registry::new(functions).duplicates();
+    let Ok(value) = std::env::var(ENV_PROCESS) else { return parent() };
+    let Some((version, ppid)) = value.split_once(':') else { return parent() };
     // Inherited by a process that some child started on its own: not a procwire child.
     if ppid.parse::<u32>().ok() != Some(sys::parent_id()) {
-        return;
+        return parent();
     }
     sys::keep_sentinel(ENV_SENTINEL);
     // Grandchildren are started the way this child was (in a test binary: the same test).
@@ -188,12 +199,8 @@ pub(super) struct Spawned {
 }
 
 pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
-    if std::env::var_os(ENV_PROCESS).is_some() && !INIT_CALLED.load(Ordering::SeqCst) {
-        return Err(Error::InvalidInput(
-            "this process was started as a procwire child, but its main did not call \
-             procwire::process::init() before starting children of its own"
-                .into(),
-        ));
+    if let Some(why) = cannot_spawn(o.executable.is_none()) {
+        return Err(Error::InvalidInput(why));
     }
     let exe = match o.executable {
         Some(p) => p.to_path_buf(),
@@ -252,6 +259,33 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
             ),
         )),
     }
+}
+
+/// Why this process cannot start a child yet, if it cannot: checked before each start, so that
+/// a program set up wrongly fails at once in the parent instead of in children that run the
+/// wrong code.
+fn cannot_spawn(runs_itself: bool) -> Option<String> {
+    let init_called = INIT_CALLED.load(Ordering::SeqCst);
+    if std::env::var_os(ENV_PROCESS).is_some() && !init_called {
+        return Some(
+            "this process was started as a procwire child, but its main did not call \
+             procwire::process::init() before starting children of its own"
+                .into(),
+        );
+    }
+    // A child started without arguments runs this program's `main`, which must reach `init`
+    // before anything else: a call on another thread (a `#[test]`, whose binary's `main` is the
+    // test harness) or none at all means the child would run something else, maybe everything.
+    if runs_itself && lock(&CHILD_ARGS).is_empty() && !INIT_ON_MAIN.load(Ordering::SeqCst) {
+        let place = if init_called { "on the main thread" } else { "in this process" };
+        return Some(format!(
+            "procwire::process::init was not called {place}, so a child of this program, which runs its main, \
+             would not reach it: call init first in main (or put #[procwire::main] on main); in a test \
+             binary, whose main is the test harness, name a test that calls init with \
+             procwire::process::use_test_entry before starting children"
+        ));
+    }
+    lock(&DUPLICATE).clone().or_else(|| Registry::new(&[]).duplicates())
 }
 
 pub(super) fn encode_args<A: Serialize>(args: &A) -> std::result::Result<Vec<u8>, String> {

@@ -5,20 +5,21 @@
 //! # The start method: the current executable, started again
 //!
 //! A child is this program run again (CPython's *spawn* start method). It finds the function
-//! to run by name, in a list the program hands to [`init`], which `main` calls first:
+//! to run by name, among the functions of the program that [`init`] knows, and `main` calls
+//! [`init`] first. Make a function runnable in a child with `#[procwire::function]` (the
+//! default `macros` feature):
 //!
 //! ```no_run
-//! use procwire::process::{Function, Process};
+//! use procwire::process::Process;
 //!
+//! /// Stays a plain function; the attribute adds `static SQUARE: Function<u64, u64>`.
+//! #[procwire::function]
 //! fn square(x: u64) -> u64 {
 //!     x * x
 //! }
-//! static SQUARE: Function<u64, u64> = Function::new("square", square);
 //!
+//! #[procwire::main] // calls procwire::process::init(&[]) first
 //! fn main() -> procwire::Result<()> {
-//!     // In a child this runs the requested function and exits; in the parent it returns.
-//!     procwire::process::init(&[&SQUARE]);
-//!
 //!     let mut p = Process::new(&SQUARE, 12);
 //!     p.start()?;
 //!     assert_eq!(p.result(None)?, 144);
@@ -26,32 +27,81 @@
 //! }
 //! ```
 //!
+//! What `#[procwire::function]` makes of `fn NAME(...)`:
+//! - a `static` named like the function in upper case (`square` gives `SQUARE`), with the
+//!   function's visibility: a [`Function`] for [`Process`] and the pools, or a
+//!   [`ChannelFunction`] for [`start`] when the first parameter is a `Connection` (the
+//!   channel; it returns nothing);
+//! - its name for children, `module_path!()::NAME` (here `my_crate::square`), unique in the
+//!   program unless two functions are given one name with
+//!   `#[procwire::function(name = "...")]`, which keeps a name stable when code moves;
+//! - one argument for several parameters: `fn add(a: u64, b: u64) -> u64` becomes a
+//!   `Function<(u64, u64), u64>`, started as `Process::new(&ADD, (2, 3))`; a function
+//!   without parameters takes `()`, and `fn work(ch: Connection, a: u64, b: String)` is a
+//!   `ChannelFunction<(u64, String)>`;
+//! - a registration, gathered from every crate of the program by `inventory` (each one links
+//!   itself into a list before `main`, without allocating), so [`init`] finds it with an
+//!   empty list. The function cannot be generic or `async`.
+//!
+//! Without the attribute, a function is named by hand and listed in [`init`]; both ways
+//! combine, and the list may name registered functions too:
+//!
+//! ```no_run
+//! use procwire::process::{Function, Process};
+//!
+//! fn cube(x: u64) -> u64 {
+//!     x * x * x
+//! }
+//! static CUBE: Function<u64, u64> = Function::new("cube", cube);
+//!
+//! fn main() -> procwire::Result<()> {
+//!     // In a child this runs the requested function and exits; in the parent it returns.
+//!     procwire::process::init(&[&CUBE]);
+//!
+//!     let mut p = Process::new(&CUBE, 3);
+//!     p.start()?;
+//!     assert_eq!(p.result(None)?, 27);
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Rules:
 //! - Call [`init`] before anything else in `main` (before starting threads, reading stdin, or
-//!   any work that a child must not repeat). Until it has been called, a process started as a
-//!   child refuses to start children of its own, so a forgotten `init` is an error, never a
-//!   process that runs the parent's `main` and multiplies.
-//! - Functions are plain `fn` items (or closures that capture nothing), named by a string that
-//!   is unique in the program. Arguments and results travel as CBOR (serde), so they are owned
-//!   values. A name that the child's `init` does not list, or arguments that do not decode
-//!   there as the function's argument type, make [`Process::start`] fail with
-//!   [`Error::Remote`](crate::Error::Remote) of kind `"start"`.
+//!   any work that a child must not repeat), or put `#[procwire::main]` on `main`. A process
+//!   whose `init` did not run on its main thread cannot start children that run its `main`:
+//!   [`Process::start`] (and a pool) fails at once, saying so, instead of starting children
+//!   that would run the parent's `main` again and multiply. A child that did not call `init`
+//!   refuses to start children of its own likewise.
+//! - Names are unique in the program: two different functions with one name (registered or
+//!   listed) make [`Process::start`] fail in the parent, before any child runs, with an error
+//!   that names both (with the file and line of each registered one). The same function
+//!   registered and listed is one function.
+//! - Functions are plain `fn` items (or, listed by hand, closures that capture nothing).
+//!   Arguments and results travel as CBOR (serde), so they are owned values. A name the child
+//!   does not know, or arguments that do not decode there as the function's argument type,
+//!   make [`Process::start`] fail with [`Error::Remote`](crate::Error::Remote) of kind
+//!   `"start"`. A child started with [`Process::set_executable`] is another program, whose own
+//!   functions count.
 //! - The child inherits stdin, stdout, stderr, the environment and the working directory.
 //!
 //! # In `cargo test` binaries
 //!
-//! A test binary has no `main` of its own, so the child is started as the test binary running
-//! one test that calls [`init`]: name that test with [`use_test_entry`] before starting
-//! children (it sets [`set_child_args`] to `--exact NAME --include-ignored --nocapture
-//! --test-threads=1 -q`). Mark the test `#[ignore]` so that a normal run skips it:
+//! A test binary has no `main` of its own (its `main` is the test harness, which would run
+//! every test), so the child is started as the test binary running one test that calls
+//! [`init`]: name that test with [`use_test_entry`] before starting children (it sets
+//! [`set_child_args`] to `--exact NAME --include-ignored --nocapture --test-threads=1 -q`).
+//! Mark the test `#[ignore]` so that a normal run skips it:
 //!
 //! ```no_run
-//! # use procwire::process::Function;
-//! # static SQUARE: Function<u64, u64> = Function::new("square", |x| x * x);
+//! #[procwire::function]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
 //! #[test]
 //! #[ignore = "the entry point of child processes"]
 //! fn procwire_child() {
-//!     procwire::process::init(&[&SQUARE]);
+//!     procwire::process::init(&[]);
 //! }
 //!
 //! #[test]
@@ -63,7 +113,10 @@
 //! }
 //! ```
 //!
-//! libtest prints a `running 1 test` line in each such child.
+//! Without [`use_test_entry`] (or [`set_child_args`]), starting a child from a test fails at
+//! once with an error that says to call it, whether or not the test called [`init`]: the
+//! harness runs tests on threads named after them, never on the main thread, and a child
+//! would run the whole test binary. libtest prints a `running 1 test` line in each child.
 //!
 //! # Daemons
 //!
@@ -87,6 +140,7 @@ mod exchange;
 pub mod generic;
 mod handle;
 mod pprocess;
+pub(crate) mod registered;
 mod registry;
 pub(crate) mod threads;
 

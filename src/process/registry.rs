@@ -1,9 +1,9 @@
 //! The registry of functions a child can run: [`Entry`] and its two public kinds, [`Function`]
-//! and [`ChannelFunction`], looked up by name in the list a program gives to
-//! [`init`](super::init). An entry runs over the bootstrap connection with the whole registry
-//! at hand, so that an entry which runs other entries (the pool's worker, registered by the
-//! pool in the crate's built-in table) needs nothing from this layer but [`Registry::find`] and
-//! [`Call`].
+//! and [`ChannelFunction`], looked up by name among those `#[procwire::function]` registered
+//! (module `registered`) and those in the list a program gives to [`init`](super::init).
+//! An entry runs over the bootstrap connection with the whole registry at hand, so that an
+//! entry which runs other entries (the pool's worker, registered by the pool in the crate's
+//! built-in table) needs nothing from this layer but [`Registry::find`] and [`Call`].
 
 use std::any::type_name;
 use std::fmt;
@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::receive_args;
+use super::registered::registered;
 use super::{EXIT_PANICKED, EXIT_START_FAILED};
 use crate::util::panic_message;
 use crate::{Connection, Error};
@@ -36,7 +37,8 @@ pub(crate) mod sealed {
 }
 
 /// A function a child process can run: a [`Function`] or a [`ChannelFunction`]. Lists of
-/// these (`&[&dyn Entry]`) go to [`init`](super::init).
+/// these (`&[&dyn Entry]`) go to [`init`](super::init), for those that `#[procwire::function]`
+/// did not register.
 pub trait Entry: sealed::Sealed + Sync {
     /// The name the parent asks for.
     fn name(&self) -> &'static str;
@@ -45,33 +47,88 @@ pub trait Entry: sealed::Sealed + Sync {
     fn takes_channel(&self) -> bool;
 }
 
-/// The functions a program listed in [`init`](super::init).
+/// The functions a program can run in a child: those it listed in [`init`](super::init) and
+/// those `#[procwire::function]` registered.
 #[derive(Clone, Copy)]
 pub struct Registry<'a> {
-    entries: &'a [&'a dyn Entry],
+    listed: &'a [&'a dyn Entry],
 }
 
 impl<'a> Registry<'a> {
-    pub(crate) fn new(entries: &'a [&'a dyn Entry]) -> Registry<'a> {
-        Registry { entries }
+    pub(crate) fn new(listed: &'a [&'a dyn Entry]) -> Registry<'a> {
+        Registry { listed }
+    }
+
+    /// Every entry with where it comes from; one listed and also registered appears twice.
+    fn all(&self) -> impl Iterator<Item = (&'a dyn Entry, Source)> {
+        let listed = self.listed.iter().map(|e| (*e, Source::Listed));
+        listed.chain(registered().map(|r| (r.entry, Source::Registered(r.location))))
     }
 
     /// The entry named `name`, or why there is none, in words for the parent.
     pub(crate) fn find(&self, name: &str) -> std::result::Result<&'a dyn Entry, String> {
-        let entries: &'a [&'a dyn Entry] = self.entries;
-        let mut found = entries.iter().filter(|f| f.name() == name);
-        let exe =
-            || std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string());
-        match (found.next(), found.next()) {
-            (Some(f), None) => Ok(*f),
-            (None, _) => Err(format!(
-                "function {name:?} is not registered: it is not in the list given to procwire::process::init \
-                 in {}",
+        let mut found: Vec<(&'a dyn Entry, Source)> = Vec::new();
+        for (e, source) in self.all().filter(|(e, _)| e.name() == name) {
+            if !found.iter().any(|(f, _)| same(*f, e)) {
+                found.push((e, source));
+            }
+        }
+        match found.as_slice() {
+            [(f, _)] => Ok(*f),
+            [] => Err(format!(
+                "function {name:?} is not registered in {}: no #[procwire::function] made it, and it is not in \
+                 the list given to procwire::process::init",
                 exe()
             )),
-            (Some(_), Some(_)) => Err(format!("function name {name:?} is registered twice in {}", exe())),
+            [(_, a), (_, b), ..] => Err(twice(name, a, b)),
         }
     }
+
+    /// The first name that two different entries carry, in words; `None` if the names are
+    /// unique.
+    pub(crate) fn duplicates(&self) -> Option<String> {
+        let mut seen: std::collections::HashMap<&str, (&dyn Entry, Source)> =
+            std::collections::HashMap::new();
+        for (e, source) in self.all() {
+            match seen.get(e.name()) {
+                Some((f, first)) if !same(*f, e) => return Some(twice(e.name(), first, &source)),
+                Some(_) => {}
+                None => {
+                    seen.insert(e.name(), (e, source));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Where an entry of the [`Registry`] comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Listed,
+    Registered(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Listed => f.write_str("one in the list given to procwire::process::init"),
+            Source::Registered(at) => write!(f, "one made by #[procwire::function] at {at}"),
+        }
+    }
+}
+
+/// Whether `a` and `b` are the same entry (the same static), rather than two with one name.
+fn same(a: &dyn Entry, b: &dyn Entry) -> bool {
+    std::ptr::addr_eq(a as *const dyn Entry, b as *const dyn Entry)
+}
+
+fn twice(name: &str, a: &Source, b: &Source) -> String {
+    format!("function name {name:?} is registered twice in {}: {a}, and {b}", exe())
+}
+
+fn exe() -> String {
+    std::env::current_exe().map_or_else(|_| "this program".into(), |p| p.display().to_string())
 }
 
 /// A [`Function`] with its types erased: one call on CBOR arguments, for a consumer that runs
@@ -116,8 +173,9 @@ pub struct Function<A, R> {
 }
 
 impl<A, R> Function<A, R> {
-    /// Names `f` for child processes; `name` must be unique among the functions given to
-    /// [`init`](super::init).
+    /// Names `f` for child processes; `name` must be unique in the program, among the functions
+    /// given to [`init`](super::init) and those `#[procwire::function]` registered (which makes
+    /// these for you).
     pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
         Function { name, f }
     }
@@ -202,8 +260,9 @@ pub struct ChannelFunction<A> {
 }
 
 impl<A> ChannelFunction<A> {
-    /// Names `f` for child processes; `name` must be unique among the functions given to
-    /// [`init`](super::init).
+    /// Names `f` for child processes; `name` must be unique in the program, among the functions
+    /// given to [`init`](super::init) and those `#[procwire::function]` registered (which makes
+    /// these for you).
     pub const fn new(name: &'static str, f: fn(Connection, A)) -> Self {
         ChannelFunction { name, f }
     }
