@@ -88,5 +88,6 @@ pub mod __private {
 
 /// The child entries the crate provides itself, which [`process::init`] finds without the
 /// program listing them. The crate root wires them in, so that the process layer reaches the
-/// layers above it (the pool's worker) only through this table and never names them.
-static BUILTIN_ENTRIES: &[&dyn process::Entry] = &[&pool::WORKER];
+/// layers above it (the pool's worker, the manager's server) only through this table and never
+/// names them.
+static BUILTIN_ENTRIES: &[&dyn process::Entry] = &[&pool::WORKER, &manager::SERVE];

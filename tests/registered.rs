@@ -131,3 +131,20 @@ fn a_pool_runs_registered_functions() {
     assert_eq!(p.map(&SQUARE, 0..20u64, None).unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(p.map(&ADD, (0..10u64).map(|x| (x, 100)), None).unwrap(), (100..110u64).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_manager_starts_without_listing_its_server() {
+    // The entry lists only NEGATE: the manager's server (SERVE) is built in, as the pool's
+    // worker is, and a registered function uses the manager's proxies from another child.
+    use_test_entry("procwire_child");
+    let manager = procwire::manager::Manager::start().expect("manager");
+    let scores = manager.dict::<String, u64>().unwrap();
+    run(&RECORD, (scores.clone(), "ada".to_string()));
+    assert_eq!(scores.get(&"ada".to_string()).unwrap(), Some(3));
+    manager.shutdown().unwrap();
+}
+
+#[procwire::function]
+fn record(scores: procwire::manager::DictProxy<String, u64>, name: String) {
+    scores.insert(&name, &(name.len() as u64)).unwrap();
+}

@@ -9,7 +9,7 @@
 //!
 //! Three ways to have one:
 //! - [`Manager::start`] runs one in a new child process (this program started again, see
-//!   [`process`](crate::process): list [`SERVE`] in `process::init`); it ends when this
+//!   [`process`](crate::process): `process::init` runs its server, [`SERVE`], built in); it ends when this
 //!   process drops its last handle to it, calls [`Manager::shutdown`], or dies.
 //! - [`ManagerServer::bind`] serves one in this process, on a given address.
 //! - [`Manager::connect`] reaches a running one, from any process, local or over TCP, with its
@@ -100,8 +100,10 @@ impl fmt::Debug for ChildArgs {
     }
 }
 
-/// The function a manager child of the built-in types runs: list it in
-/// [`process::init`](crate::process::init) to use [`Manager::start`].
+/// The function a manager child of the built-in types runs. It is built in:
+/// [`process::init`](crate::process::init) finds it without a list, so `init(&[])` (or
+/// `#[procwire::main]`) is all [`Manager::start`] needs; listing it, as older programs do, is
+/// the same.
 pub static SERVE: ChannelFunction<ChildArgs> =
     ChannelFunction::new("procwire.manager", |channel, args| serve_child(channel, args, Registry::new()));
 
@@ -161,10 +163,10 @@ pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry)
 /// Options for starting a manager in a child process; from [`Manager::builder`].
 ///
 /// ```no_run
-/// use procwire::manager::{Manager, SERVE};
+/// use procwire::manager::Manager;
 /// use procwire::{Address, AuthKey};
 ///
-/// procwire::process::init(&[&SERVE]);
+/// procwire::process::init(&[]); // first in main: a manager child runs its server from here
 /// let m = Manager::builder()
 ///     .address("tcp:127.0.0.1:0".parse()?)
 ///     .authkey(AuthKey::random()?)
@@ -192,8 +194,8 @@ impl ManagerBuilder {
         self
     }
 
-    /// Starts a manager of the built-in types in a child process ([`SERVE`] must be listed
-    /// in [`process::init`](crate::process::init)).
+    /// Starts a manager of the built-in types in a child process, which runs [`SERVE`] from
+    /// [`process::init`](crate::process::init).
     pub fn start(self) -> Result<Manager> {
         self.start_with(&SERVE)
     }
@@ -258,12 +260,13 @@ impl Manager {
     }
 
     /// Starts a manager of the built-in types in a new child process, at a fresh address
-    /// with a random key ([`SERVE`] must be listed in [`process::init`](crate::process::init)).
+    /// with a random key; the child runs [`SERVE`] from
+    /// [`process::init`](crate::process::init).
     ///
     /// ```no_run
-    /// use procwire::manager::{Manager, SERVE};
+    /// use procwire::manager::Manager;
     ///
-    /// procwire::process::init(&[&SERVE]);
+    /// procwire::process::init(&[]); // first in main
     /// let manager = Manager::start()?;
     /// let l = manager.list(0..10)?;
     /// l.reverse()?;
