@@ -1,7 +1,6 @@
 //! Accepting: the table of handshakes under way, driven in rounds, and what they produce.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
 use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
+use crate::error::io_context;
 use crate::transport::{Stream, wait_any};
 use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
@@ -144,9 +144,9 @@ impl Listener {
                         // Out of descriptors or memory: the socket stays readable, so rest it
                         // instead of spinning, and say so once.
                         rest = Instant::now().checked_add(RESOURCE_REST);
-                        found.push_back(Err(Error::Io(io::Error::new(
-                            e.kind(),
-                            format!("accept failed, pausing for {RESOURCE_REST:?}: {e}"),
+                        found.push_back(Err(Error::Io(io_context(
+                            e,
+                            format_args!("accept failed, pausing for {RESOURCE_REST:?}"),
                         ))));
                         break;
                     }
