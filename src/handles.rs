@@ -36,8 +36,6 @@
 //! # Ok::<(), procwire::Error>(())
 //! ```
 
-use std::io;
-
 use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::{Connection, Error, Result};
 
@@ -59,10 +57,10 @@ fn parse_offer(offer: &[u8]) -> Result<(String, &[u8])> {
 /// Refuses to hand over a connection that is half-way through a large message.
 fn unread_of(passed: &Connection) -> Result<&[u8]> {
     passed.unread().ok_or_else(|| {
-        Error::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "this connection is in the middle of receiving a large message (or broken); finish it first",
-        ))
+        Error::InvalidInput(
+            "this connection is in the middle of receiving a large message (or broken); finish it first"
+                .into(),
+        )
     })
 }
 

@@ -73,7 +73,7 @@ pub mod wait;
 pub use address::{Address, Family};
 pub use auth::AuthKey;
 pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
-pub use error::{Error, Result};
+pub use error::{Error, RemoteKind, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait};
 

@@ -53,8 +53,13 @@ pub(crate) const COPY_PIECE: usize = 2 << 10;
 
 /// Fills `buf` with random bytes from the OS.
 pub(crate) fn fill_random(buf: &mut [u8]) -> crate::Result<()> {
-    getrandom::fill(buf)
-        .map_err(|e| crate::Error::Io(std::io::Error::other(format!("no randomness from the OS: {e}"))))
+    getrandom::fill(buf).map_err(|e| {
+        let what = "no randomness from the OS";
+        crate::Error::Io(match e.raw_os_error() {
+            Some(code) => crate::error::io_context(std::io::Error::from_raw_os_error(code), what),
+            None => std::io::Error::other(format!("{what}: {e}")),
+        })
+    })
 }
 
 /// The message of a panic's payload (`panic!` with a string or a format).

@@ -14,12 +14,12 @@ use procwire::manager::{
     serve_child,
 };
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
-use procwire::{Address, AuthKey, Connection, Error};
+use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
 const LONG: Duration = Duration::from_secs(60);
 
-fn remote_kind<T: std::fmt::Debug>(r: procwire::Result<T>) -> String {
+fn remote_kind<T: std::fmt::Debug>(r: procwire::Result<T>) -> RemoteKind {
     match r {
         Err(Error::Remote { kind, .. }) => kind,
         other => panic!("expected a remote error, got {other:?}"),
@@ -140,12 +140,12 @@ fn every_builtin_type_from_two_processes() {
     // The child took the semaphore's permit and ended without giving it back: returned.
     assert!(sem.acquire_timeout(LONG).unwrap());
     assert_eq!(bsem.value().unwrap(), 1);
-    assert_eq!(remote_kind(bsem.release()), "value", "bounded");
+    assert_eq!(remote_kind(bsem.release()), RemoteKind::Value, "bounded");
     lock.release().unwrap();
     assert!(lock.try_acquire().unwrap());
     rlock.release().unwrap();
     rlock.release().unwrap();
-    assert_eq!(remote_kind(rlock.release()), "runtime");
+    assert_eq!(remote_kind(rlock.release()), RemoteKind::Runtime);
     m.shutdown().unwrap();
     assert!(d.len().is_err(), "proxies stop working after shutdown");
 }
@@ -158,29 +158,29 @@ fn builtin_errors_and_edge_cases() {
     l.reverse().unwrap();
     assert_eq!(l.to_vec().unwrap(), (0..10).rev().collect::<Vec<_>>());
     assert_eq!(l.get(-1).unwrap(), 0);
-    assert_eq!(remote_kind(l.get(10)), "index");
+    assert_eq!(remote_kind(l.get(10)), RemoteKind::Index);
     l.sort().unwrap();
     assert_eq!(l.pop().unwrap(), 9);
     assert_eq!(l.pop_at(0).unwrap(), 0);
     l.insert(-100, &-1).unwrap();
     assert_eq!(l.index(&-1).unwrap(), 0);
-    assert_eq!(remote_kind(l.remove(&1000)), "value");
+    assert_eq!(remote_kind(l.remove(&1000)), RemoteKind::Value);
     let empty = m.list(Vec::<i64>::new()).unwrap();
-    assert_eq!(remote_kind(empty.pop()), "index");
+    assert_eq!(remote_kind(empty.pop()), RemoteKind::Index);
     let ns = m.namespace().unwrap();
-    assert_eq!(remote_kind(ns.get::<u8>("missing")), "attribute");
+    assert_eq!(remote_kind(ns.get::<u8>("missing")), RemoteKind::Attribute);
     let d = m.dict::<(u8, String), Option<u8>>().unwrap();
     d.insert(&(1, "a".into()), &None).unwrap();
     assert_eq!(d.get(&(1, "a".into())).unwrap(), Some(None), "a null value is not a missing one");
     assert_eq!(d.get(&(2, "a".into())).unwrap(), None);
     assert_eq!(d.setdefault(&(1, "a".into()), &Some(3)).unwrap(), None);
     let lock = m.lock().unwrap();
-    assert_eq!(remote_kind(lock.release()), "runtime");
-    assert_eq!(remote_kind(m.barrier(0)), "value");
-    assert_eq!(remote_kind(m.create("no such type", &())), "create");
+    assert_eq!(remote_kind(lock.release()), RemoteKind::Runtime);
+    assert_eq!(remote_kind(m.barrier(0)), RemoteKind::Value);
+    assert_eq!(remote_kind(m.create("no such type", &())), RemoteKind::Create);
     // Arguments that do not fit the method.
-    assert_eq!(remote_kind(l.proxy().call::<_, ()>("set", &"not an index")), "type");
-    assert_eq!(remote_kind(l.proxy().call::<_, ()>("frobnicate", &())), "attribute");
+    assert_eq!(remote_kind(l.proxy().call::<_, ()>("set", &"not an index")), RemoteKind::Type);
+    assert_eq!(remote_kind(l.proxy().call::<_, ()>("frobnicate", &())), RemoteKind::Attribute);
     let t = Instant::now();
     assert!(!lock.acquire_timeout(Duration::ZERO).unwrap() || lock.release().is_ok());
     let ev = m.event().unwrap();
@@ -266,12 +266,12 @@ fn condition_event_barrier_across_four_processes() {
     assert_eq!(turn.get().unwrap(), 4);
     // A wait that times out breaks the barrier for everyone, as in threading.
     let b2 = m.barrier(2).unwrap();
-    assert_eq!(remote_kind(b2.wait(Some(Duration::from_millis(50)))), "broken_barrier");
+    assert_eq!(remote_kind(b2.wait(Some(Duration::from_millis(50)))), RemoteKind::BrokenBarrier);
     assert!(b2.broken().unwrap());
     b2.reset().unwrap();
     assert!(!b2.broken().unwrap());
     // A condition wait without the lock, and one that times out.
-    assert_eq!(remote_kind(cond.wait(Some(Duration::ZERO))), "runtime");
+    assert_eq!(remote_kind(cond.wait(Some(Duration::ZERO))), RemoteKind::Runtime);
     cond.acquire().unwrap();
     assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
     cond.release().unwrap();
@@ -326,14 +326,14 @@ fn custom_type() {
     assert_eq!(obj.call::<_, Vec<String>>("calls", &()).unwrap(), vec!["parent", "child"]);
     match obj.call::<_, ()>("baz", &()) {
         Err(Error::Remote { kind, message }) => {
-            assert_eq!(kind, "attribute");
+            assert_eq!(kind, RemoteKind::Attribute);
             assert!(message.contains("'Foo'") && message.contains("'baz'"), "{message}");
         }
         other => panic!("{other:?}"),
     }
     match obj.call::<_, u8>("boom", &()) {
         Err(Error::Remote { kind, message }) => {
-            assert_eq!((kind.as_str(), message.as_str()), ("panic", "boom inside Foo"))
+            assert_eq!((kind, message.as_str()), (RemoteKind::Panic, "boom inside Foo"))
         }
         other => panic!("{other:?}"),
     }
@@ -342,11 +342,11 @@ fn custom_type() {
     assert_eq!(obj.call::<_, i32>("checked", &21).unwrap(), 42);
     match obj.call::<_, i32>("checked", &-1) {
         Err(Error::Remote { kind, message }) => {
-            assert_eq!((kind.as_str(), message.as_str()), ("error", "-1 is negative"))
+            assert_eq!((kind, message.as_str()), (RemoteKind::Error, "-1 is negative"))
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(remote_kind(obj.call::<_, u64>("bar", &12)), "type");
+    assert_eq!(remote_kind(obj.call::<_, u64>("bar", &12)), RemoteKind::Type);
     let c = m.create("Counter", &10u64).unwrap();
     assert_eq!(c.call::<_, u64>("add", &5).unwrap(), 15);
     // The built-ins are there too.
@@ -355,7 +355,7 @@ fn custom_type() {
     assert_eq!(d.get(&1).unwrap(), Some(2));
     // The manager built without Foo refuses it.
     let plain = Manager::start().unwrap();
-    assert_eq!(remote_kind(plain.create("Foo", &())), "create");
+    assert_eq!(remote_kind(plain.create("Foo", &())), RemoteKind::Create);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,7 +609,7 @@ fn hold_leased(mut ch: Connection, (leased, rleased, plain): (LockProxy, RLockPr
     // Stopped here by the parent; once continued, says what its releases got.
     let _: String = ch.recv().unwrap();
     let kinds = [leased.release(), rleased.release()].map(|r| match r {
-        Err(Error::Remote { kind, .. }) => kind,
+        Err(Error::Remote { kind, .. }) => kind.to_string(),
         other => format!("{other:?}"),
     });
     ch.send(&kinds).unwrap();
@@ -670,7 +670,7 @@ fn a_stopped_holder_loses_a_lock_with_a_lease() {
     ch.join(LIMIT).unwrap();
     assert!(plain.acquire_timeout(LONG).unwrap(), "given back when the holder died");
     match m.lock_with_lease(Duration::ZERO) {
-        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "value"),
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, RemoteKind::Value),
         other => panic!("{other:?}"),
     }
 }

@@ -14,8 +14,7 @@ fn square(x: u64) -> u64 {
 }
 
 fn assert_loud(e: &Error) {
-    let Error::Io(io) = e else { panic!("{e:?}") };
-    let message = io.to_string();
+    let Error::InvalidInput(message) = e else { panic!("{e:?}") };
     assert!(message.contains("use_test_entry"), "{message}");
     assert!(message.contains("procwire::process::init was not called"), "{message}");
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use procwire::Error;
+use procwire::{Error, RemoteKind};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
 
@@ -45,7 +45,7 @@ fn entry() {
 }
 
 /// The kind and message of an [`Error::Remote`], or a panic saying what came instead.
-fn remote<T: std::fmt::Debug>(r: &procwire::Result<T>) -> (String, String) {
+fn remote<T: std::fmt::Debug>(r: &procwire::Result<T>) -> (RemoteKind, String) {
     match r {
         Err(Error::Remote { kind, message }) => (kind.clone(), message.clone()),
         other => panic!("expected a remote error, got {other:?}"),
@@ -130,7 +130,7 @@ parity! { process {
         let mut p = Process::new(&PANICS, 7);
         p.start().unwrap();
         let (kind, message) = remote(&p.result(LIMIT));
-        assert_eq!(kind, "panic");
+        assert_eq!(kind, RemoteKind::Panic);
         assert!(message.contains("no 7 today"), "{message}");
         assert_eq!(p.exitcode(), Some(pw::process::EXIT_PANICKED));
     }
@@ -268,7 +268,7 @@ parity! { queue {
         let total: u64 = workers.iter_mut().map(|w| w.result(LIMIT).unwrap()).sum();
         assert_eq!(total, 5050);
         let (kind, _) = remote(&q.task_done());
-        assert_eq!(kind, "value");
+        assert_eq!(kind, RemoteKind::Value);
     }
 
     #[test]
@@ -391,14 +391,14 @@ parity! { pool {
         for (x, r) in each.iter().enumerate() {
             if x == 13 {
                 let (kind, message) = remote(r);
-                assert_eq!(kind, "panic");
+                assert_eq!(kind, RemoteKind::Panic);
                 assert!(message.contains("unlucky 13"), "{message}");
             } else {
                 assert_eq!(*r.as_ref().unwrap(), x as u64 + 1);
             }
         }
         let (kind, _) = remote(&p.map(&PANICS_ON_13, 10..15, Some(2)));
-        assert_eq!(kind, "panic");
+        assert_eq!(kind, RemoteKind::Panic);
         assert_eq!(p.apply(&PANICS_ON_13, 1).unwrap(), 2, "the pool keeps working");
     }
 
@@ -438,10 +438,10 @@ parity! { pool {
         // The tasks fail with kind "initializer", or are refused ("pool") if the workers
         // failed before they were submitted; either way with the panic's message.
         let (kind, message) = remote(&p.map(&SQUARE, 0..10, None));
-        assert!(kind == "initializer" || kind == "pool", "{kind}");
+        assert!(matches!(kind, RemoteKind::Initializer | RemoteKind::Pool), "{kind}");
         assert!(message.contains("no database here"), "{message}");
         let e = p.apply_async(&SQUARE, 1).map(|_| ()).unwrap_err();
-        assert!(matches!(&e, Error::Remote { kind, .. } if kind == "pool"), "{e}");
+        assert!(matches!(&e, Error::Remote { kind: RemoteKind::Pool, .. }), "{e}");
     }
 
     #[test]
@@ -462,7 +462,7 @@ parity! { pool {
         std::thread::sleep(Duration::from_millis(50));
         p.terminate();
         let each = slow.get_each(LIMIT).unwrap();
-        assert!(each.iter().skip(1).all(|r| remote(r).0 == "terminated"), "{each:?}");
+        assert!(each.iter().skip(1).all(|r| remote(r).0 == RemoteKind::Terminated), "{each:?}");
         assert!(p.apply_async(&SQUARE, 1).is_err());
         p.join(LIMIT).unwrap();
     }
@@ -505,7 +505,7 @@ parity! { sync {
         let other = { let l = l.clone(); std::thread::spawn(move || l.release()) };
         other.join().unwrap().unwrap();
         assert!(!l.locked().unwrap(), "any thread may release a lock");
-        assert_eq!(remote(&l.release()).0, "runtime");
+        assert_eq!(remote(&l.release()).0, RemoteKind::Runtime);
 
         let r = m.rlock().unwrap();
         r.acquire().unwrap();
@@ -513,10 +513,10 @@ parity! { sync {
         let stranger = { let r = r.clone(); std::thread::spawn(move || (r.try_acquire(), r.release())) };
         let (tried, released) = stranger.join().unwrap();
         assert!(!tried.unwrap());
-        assert_eq!(remote(&released).0, "runtime");
+        assert_eq!(remote(&released).0, RemoteKind::Runtime);
         r.release().unwrap();
         r.release().unwrap();
-        assert_eq!(remote(&r.release()).0, "runtime");
+        assert_eq!(remote(&r.release()).0, RemoteKind::Runtime);
 
         let s = m.semaphore(2).unwrap();
         s.acquire().unwrap();
@@ -525,11 +525,11 @@ parity! { sync {
         assert_eq!(s.value().unwrap(), 0);
         s.release_n(3).unwrap();
         assert_eq!(s.value().unwrap(), 3, "a plain semaphore goes past its start");
-        assert_eq!(remote(&s.release_n(0)).0, "value");
+        assert_eq!(remote(&s.release_n(0)).0, RemoteKind::Value);
         let b = m.bounded_semaphore(1).unwrap();
         b.acquire().unwrap();
         b.release().unwrap();
-        assert_eq!(remote(&b.release()).0, "value");
+        assert_eq!(remote(&b.release()).0, RemoteKind::Value);
     }
 
     #[test]
@@ -546,8 +546,8 @@ parity! { sync {
 
         let cond = m.condition().unwrap();
         let ready = m.value(&false).unwrap();
-        assert_eq!(remote(&cond.wait(Some(Duration::ZERO))).0, "runtime");
-        assert_eq!(remote(&cond.notify(1)).0, "runtime");
+        assert_eq!(remote(&cond.wait(Some(Duration::ZERO))).0, RemoteKind::Runtime);
+        assert_eq!(remote(&cond.notify(1)).0, RemoteKind::Runtime);
         let waiter = {
             let (cond, ready) = (cond.clone(), ready.clone());
             std::thread::spawn(move || -> procwire::Result<bool> {
@@ -572,12 +572,12 @@ parity! { sync {
             (0..3).map(|_| { let b = barrier.clone(); std::thread::spawn(move || b.wait(LIMIT)) }).collect();
         let indices: HashSet<u64> = parties.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
         assert_eq!(indices, HashSet::from([0, 1, 2]));
-        assert_eq!(remote(&barrier.wait(Some(Duration::from_millis(20)))).0, "broken_barrier");
+        assert_eq!(remote(&barrier.wait(Some(Duration::from_millis(20)))).0, RemoteKind::BrokenBarrier);
         assert!(barrier.broken().unwrap());
         barrier.reset().unwrap();
         assert!(!barrier.broken().unwrap());
         assert_eq!(barrier.n_waiting().unwrap(), 0);
-        assert_eq!(remote(&m.barrier(0)).0, "value");
+        assert_eq!(remote(&m.barrier(0)).0, RemoteKind::Value);
     }
 
     #[test]
@@ -605,11 +605,11 @@ parity! { sync {
         l.insert(-100, &0).unwrap();
         assert_eq!(l.to_vec().unwrap(), [0, 3, 1, 2, 5, 1, 9]);
         assert_eq!(l.get(-1).unwrap(), 9);
-        assert_eq!(remote(&l.get(7)).0, "index");
+        assert_eq!(remote(&l.get(7)).0, RemoteKind::Index);
         l.set(0, &7).unwrap();
         assert_eq!(l.count(&1).unwrap(), 2);
         assert_eq!(l.index(&2).unwrap(), 3);
-        assert_eq!(remote(&l.index(&42)).0, "value");
+        assert_eq!(remote(&l.index(&42)).0, RemoteKind::Value);
         l.remove(&1).unwrap();
         assert_eq!(l.pop().unwrap(), 9);
         assert_eq!(l.pop_at(0).unwrap(), 7);
@@ -619,7 +619,7 @@ parity! { sync {
         assert!(l.contains(&5).unwrap());
         assert_eq!(l.len().unwrap(), 4);
         l.clear().unwrap();
-        assert_eq!(remote(&l.pop()).0, "index");
+        assert_eq!(remote(&l.pop()).0, RemoteKind::Index);
 
         let v = m.value(&10u64).unwrap();
         assert_eq!(v.swap(&11).unwrap(), 10);
@@ -632,8 +632,8 @@ parity! { sync {
         assert!(ns.contains("name").unwrap());
         assert_eq!(ns.items().unwrap().len(), 2);
         ns.del("x").unwrap();
-        assert_eq!(remote(&ns.get::<f64>("x")).0, "attribute");
-        assert_eq!(remote(&ns.del("x")).0, "attribute");
+        assert_eq!(remote(&ns.get::<f64>("x")).0, RemoteKind::Attribute);
+        assert_eq!(remote(&ns.del("x")).0, RemoteKind::Attribute);
 
         let q = m.queue::<u64>(Some(1)).unwrap();
         q.put(&1).unwrap();

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use procwire::Error;
 use procwire::pool::{Pool, PoolBuilder};
 use procwire::process::{Function, use_test_entry};
+use procwire::{Error, RemoteKind};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
 
@@ -131,7 +131,7 @@ fn built(b: PoolBuilder) -> Pool {
     b.build().expect("start the pool")
 }
 
-fn remote(r: &procwire::Result<impl std::fmt::Debug>) -> (&str, &str) {
+fn remote(r: &procwire::Result<impl std::fmt::Debug>) -> (&RemoteKind, &str) {
     match r {
         Err(Error::Remote { kind, message }) => (kind, message),
         other => panic!("expected a remote error, got {other:?}"),
@@ -295,19 +295,19 @@ fn a_panicking_task_fails_alone_and_the_pool_keeps_working() {
         assert_eq!(each.len(), 50);
         for (x, got) in each.iter().enumerate() {
             if x == 13 {
-                assert_eq!(remote(got), ("panic", "unlucky 13"));
+                assert_eq!(remote(got), (&RemoteKind::Panic, "unlucky 13"));
             } else {
                 assert_eq!(*got.as_ref().unwrap(), x as u64 + 1);
             }
         }
         assert_eq!(r.successful(), Some(false));
-        assert_eq!(remote(&r.get(None)), ("panic", "unlucky 13"));
+        assert_eq!(remote(&r.get(None)), (&RemoteKind::Panic, "unlucky 13"));
     }
     let got: Vec<_> = p.imap(&PANICS_ON_13, 10..16, Some(2)).unwrap().collect();
     assert_eq!(got.len(), 6);
-    assert_eq!(remote(&got[3]), ("panic", "unlucky 13"));
+    assert_eq!(remote(&got[3]), (&RemoteKind::Panic, "unlucky 13"));
     assert_eq!(*got[4].as_ref().unwrap(), 15);
-    assert_eq!(remote(&p.apply(&PANICS_ON_13, 13)), ("panic", "unlucky 13"));
+    assert_eq!(remote(&p.apply(&PANICS_ON_13, 13)), (&RemoteKind::Panic, "unlucky 13"));
     assert_eq!(p.map(&SQUARE, 0..5, None).unwrap(), [0, 1, 4, 9, 16]);
 }
 
@@ -329,7 +329,7 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
     for (x, got) in each.iter().enumerate() {
         if x == 4 {
             let (kind, message) = remote(got);
-            assert_eq!(kind, "exit");
+            assert_eq!(kind, &RemoteKind::Exit);
             assert!(message.contains(&format!("pid {victim}")), "{message}");
             assert!(message.contains("signal 9"), "{message}");
             assert!(message.contains("while running this task"), "{message}");
@@ -357,7 +357,7 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
     for (x, got) in each.iter().enumerate() {
         if (8..12).contains(&x) {
             let (kind, message) = remote(got);
-            assert_eq!(kind, "exit");
+            assert_eq!(kind, &RemoteKind::Exit);
             assert!(message.contains("signal 9") && message.contains("tasks 8 to 11"), "{message}");
         } else {
             assert_eq!(*got.as_ref().unwrap(), x as u64 * 10, "task {x}");
@@ -377,7 +377,7 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
     for (x, got) in each.iter().enumerate() {
         if x == 9 {
             let (kind, message) = remote(got);
-            assert_eq!(kind, "exit");
+            assert_eq!(kind, &RemoteKind::Exit);
             assert!(message.contains("second try"), "{message}");
         } else {
             assert_eq!(*got.as_ref().unwrap(), x as u64 * 10, "task {x}");
@@ -425,10 +425,10 @@ fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let p = built(Pool::builder().processes(2).initializer(&BAD_INIT, ()));
     let r = p.map(&SQUARE, 0..10, None);
     let (kind, message) = remote(&r);
-    assert_eq!(kind, "initializer");
+    assert_eq!(kind, &RemoteKind::Initializer);
     assert!(message.contains("no database here"), "{message}");
     let e = p.apply_async(&SQUARE, 1).map(|_| ()).unwrap_err();
-    assert!(matches!(&e, Error::Remote { kind, .. } if kind == "pool"), "{e}");
+    assert!(matches!(&e, Error::Remote { kind: RemoteKind::Pool, .. }), "{e}");
 }
 
 #[test]
@@ -486,7 +486,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     let t = Instant::now();
     p.terminate();
     let each = r.get_each(LIMIT).unwrap();
-    assert!(each.iter().all(|r| remote(r).0 == "terminated"), "{each:?}");
+    assert!(each.iter().all(|r| *remote(r).0 == RemoteKind::Terminated), "{each:?}");
     p.join(LIMIT).unwrap();
     assert!(t.elapsed() < Duration::from_secs(20));
     for pid in &pids {
@@ -505,7 +505,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     for pid in &pids {
         assert!(is_dead(*pid), "worker {pid} still there");
     }
-    assert_eq!(remote(&r.get(LIMIT)).0, "terminated");
+    assert_eq!(remote(&r.get(LIMIT)).0, &RemoteKind::Terminated);
     let rest: Vec<_> = it.collect();
     assert!(!rest.is_empty() && rest.iter().all(|r| r.is_err()), "{rest:?}");
 }
@@ -514,14 +514,14 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
 fn bad_input_is_a_clear_error() {
     use_test_entry("procwire_child");
     let e = Pool::new(0).unwrap_err();
-    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidInput), "{e}");
+    assert!(matches!(&e, Error::InvalidInput(_)), "{e}");
     let p = pool(1);
     let e = p.map_async(&SQUARE, 0..10, Some(0)).map(|_| ()).unwrap_err();
-    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidInput), "{e}");
+    assert!(matches!(&e, Error::InvalidInput(_)), "{e}");
     assert!(p.imap(&SQUARE, 0..10, Some(0)).is_err());
     let r = p.map(&UNREGISTERED, 0..3, None);
     let (kind, message) = remote(&r);
-    assert_eq!(kind, "start");
+    assert_eq!(kind, &RemoteKind::Start);
     assert!(message.contains("not registered"), "{message}");
     // The worker is fine afterwards.
     assert_eq!(p.apply(&SQUARE, 5).unwrap(), 25);

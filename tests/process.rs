@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use procwire::process::{ChannelFunction, Exchange, Function, Process, start, use_test_entry, waitall};
-use procwire::{Connection, Error, Waitable, wait};
+use procwire::{Connection, Error, RemoteKind, Waitable, wait};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
 
@@ -86,7 +86,7 @@ fn return_value_name_and_panic_reach_the_parent() {
     let mut p = started(Process::new(&PANICS, "the message".to_string()));
     match p.result(LIMIT) {
         Err(Error::Remote { kind, message }) => {
-            assert_eq!(kind, "panic");
+            assert_eq!(kind, RemoteKind::Panic);
             assert_eq!(message, "boom: the message");
         }
         other => panic!("expected a panic, got {other:?}"),
@@ -107,7 +107,7 @@ fn exit_codes_are_reported() {
         let mut p = started(Process::new(&EXIT_WITH, code));
         assert_eq!(p.join(LIMIT).unwrap(), Some(code));
         match p.result(LIMIT) {
-            Err(Error::Remote { kind, .. }) => assert_eq!(kind, "exit"),
+            Err(Error::Remote { kind, .. }) => assert_eq!(kind, RemoteKind::Exit),
             other => panic!("expected no result, got {other:?}"),
         }
     }
@@ -254,7 +254,7 @@ fn start_error<R: serde::de::DeserializeOwned>(mut p: Process<R>) -> Error {
 fn a_child_that_cannot_start_is_an_error() {
     let e = start_error(Process::new(&UNREGISTERED, 3));
     assert!(
-        matches!(&e, Error::Remote { kind, message } if kind == "start" && message.contains("not registered")),
+        matches!(&e, Error::Remote { kind: RemoteKind::Start, message } if message.contains("not registered")),
         "{e}"
     );
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::queue::{JoinableQueue, Queue, QueueBuilder};
-use procwire::{Address, AuthKey, Connection, Error};
+use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
 
@@ -271,7 +271,7 @@ fn join_returns_only_after_every_task_done() {
     let done: u64 = workers.into_iter().map(|mut w| w.result(LIMIT).unwrap()).sum();
     assert_eq!(done, 30);
     let err = q.task_done().unwrap_err();
-    assert!(matches!(&err, Error::Remote { kind, .. } if kind == "value"), "{err:?}");
+    assert!(matches!(&err, Error::Remote { kind: RemoteKind::Value, .. }), "{err:?}");
 }
 
 #[test]

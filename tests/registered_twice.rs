@@ -28,8 +28,7 @@ fn a_name_registered_twice_is_an_error_that_names_both_places() {
     assert_eq!((first(1), second(1)), (1, 2));
     for mut p in [Process::new(&FIRST, 1), Process::new(&SECOND, 1)] {
         let e = p.start().expect_err("a duplicate name must not start");
-        let Error::Io(io) = &e else { panic!("{e:?}") };
-        let message = io.to_string();
+        let Error::InvalidInput(message) = &e else { panic!("{e:?}") };
         assert!(message.contains("\"twice\" is registered twice"), "{message}");
         assert!(message.contains("tests/registered_twice.rs:10"), "{message}");
         assert!(message.contains("tests/registered_twice.rs:15"), "{message}");

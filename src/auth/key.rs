@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::error::io_context;
 use crate::util::fill_random;
 use crate::{Error, Result};
 
@@ -35,9 +36,8 @@ impl AuthKey {
     /// the key). An empty file is an error, as it is almost always a mistake.
     pub fn from_file(path: impl AsRef<Path>) -> Result<AuthKey> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::Io(std::io::Error::new(e.kind(), format!("reading authkey file {}: {e}", path.display())))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Io(io_context(e, format_args!("reading authkey file {}", path.display()))))?;
         if bytes.is_empty() {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

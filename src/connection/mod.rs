@@ -16,7 +16,6 @@ mod send;
 mod split;
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -430,10 +429,9 @@ impl Connection {
     /// ```
     pub fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> Result<()> {
         if self.rx.reader.has_data() || !self.tx.writer.buf.is_empty() {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "this connection has buffered data; pass it to the child before using it",
-            )));
+            return Err(Error::InvalidInput(
+                "this connection has buffered data; pass it to the child before using it".into(),
+            ));
         }
         Ok(self.stream().pass_to_child(cmd, var)?)
     }

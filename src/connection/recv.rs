@@ -285,7 +285,7 @@ impl Reader {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
-    let v = ciborium::from_reader(&mut bytes).map_err(|e| Error::Decode(e.to_string()))?;
+    let v = ciborium::from_reader(&mut bytes).map_err(|e| crate::error::decode_error::<T, _>(&e))?;
     if !bytes.is_empty() {
         return Err(Error::Decode(format!("{} bytes left over after the CBOR value", bytes.len())));
     }

@@ -78,7 +78,7 @@ impl Writer {
         self.buf.extend_from_slice(&[0; 4]);
         if let Err(e) = ciborium::into_writer(value, &mut self.buf) {
             self.buf.truncate(start);
-            return Err(Error::Encode(e.to_string()));
+            return Err(crate::error::encode_error(&e));
         }
         let len = (self.buf.len() - start - 4) as u64;
         let header = encode_header(len);

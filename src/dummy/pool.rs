@@ -93,8 +93,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::Error;
     use crate::dummy::process::Function;
+    use crate::{Error, RemoteKind};
 
     fn sleep_ms(ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
@@ -128,13 +128,14 @@ mod tests {
         }
         let started = Instant::now();
         pool.terminate();
-        assert!(
-            matches!(r.get(Some(Duration::ZERO)), Err(Error::Remote { kind, .. }) if kind == "terminated")
-        );
+        assert!(matches!(
+            r.get(Some(Duration::ZERO)),
+            Err(Error::Remote { kind: RemoteKind::Terminated, .. })
+        ));
         pool.join(Some(Duration::from_secs(60))).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(100), "join waited for the running task");
         assert!(
-            matches!(r.get(None), Err(Error::Remote { kind, .. }) if kind == "terminated"),
+            matches!(r.get(None), Err(Error::Remote { kind: RemoteKind::Terminated, .. })),
             "its result was dropped"
         );
     }

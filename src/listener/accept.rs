@@ -1,7 +1,6 @@
 //! Accepting: the table of handshakes under way, driven in rounds, and what they produce.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
 use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
+use crate::error::io_context;
 use crate::trace;
 use crate::transport::{Stream, wait_any};
 use crate::util::fill_random;
@@ -137,6 +137,7 @@ impl Listener {
         let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
             Ok(r) => r,
             Err(e) => {
+                trace::event!(ERROR, listener = %self.address, error = %e, "waiting for clients failed");
                 found.push_back(Err(Error::Io(e)));
                 return None;
             }
@@ -157,9 +158,10 @@ impl Listener {
                         // Out of descriptors or memory: the socket stays readable, so rest it
                         // instead of spinning, and say so once.
                         rest = Instant::now().checked_add(RESOURCE_REST);
-                        found.push_back(Err(Error::Io(io::Error::new(
-                            e.kind(),
-                            format!("accept failed, pausing for {RESOURCE_REST:?}: {e}"),
+                        trace::event!(WARN, listener = %self.address, error = %e, "accept failed, pausing");
+                        found.push_back(Err(Error::Io(io_context(
+                            e,
+                            format_args!("accept failed, pausing for {RESOURCE_REST:?}"),
                         ))));
                         break;
                     }

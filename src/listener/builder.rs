@@ -147,8 +147,7 @@ impl ListenerBuilder {
     /// live listener answers on is an [`io::ErrorKind::AddrInUse`] error, and a path that is
     /// not a socket is never removed. The file is removed when the listener is dropped.
     ///
-    /// A TCP address without an authkey is an [`Error::Io`] of kind
-    /// [`io::ErrorKind::InvalidInput`] unless
+    /// A TCP address without an authkey is an [`Error::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn bind(self, addr: &Address) -> Result<Listener> {
         self.check_keyless(addr)?;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::Listener;
 use super::{DEFAULT_CONNECT_TIMEOUT, EndpointOptions, HANDSHAKE_BATCH, hung_up, with_peer};
 use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
+use crate::error::io_context;
 use crate::transport::Stream;
 use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
@@ -111,8 +112,7 @@ impl ClientBuilder {
 
     /// Connects to `addr` and runs the handshake.
     ///
-    /// A TCP address without an authkey is an [`Error::Io`] of kind
-    /// [`io::ErrorKind::InvalidInput`] unless
+    /// A TCP address without an authkey is an [`Error::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
     pub fn connect(self, addr: &Address) -> Result<Connection> {
         self.check_keyless(addr)?;
@@ -162,10 +162,7 @@ impl ClientBuilder {
                     if e.kind() == io::ErrorKind::TimedOut {
                         return Err(Error::Timeout(format!("connecting to {addr}")));
                     }
-                    return Err(Error::Io(io::Error::new(
-                        e.kind(),
-                        format!("cannot connect to {addr}: {e}"),
-                    )));
+                    return Err(Error::Io(io_context(e, format_args!("cannot connect to {addr}"))));
                 }
                 Err(e) => return Err(e),
             }

@@ -64,12 +64,9 @@ impl EndpointOptions {
         if self.key.is_some() || self.keyless_tcp || !matches!(addr, Address::Tcp { .. }) {
             return Ok(());
         }
-        Err(Error::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
-                 connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
-            ),
+        Err(Error::InvalidInput(format!(
+            "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
+             connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
         )))
     }
 }

@@ -206,7 +206,7 @@ impl Drop for Link {
 fn answer<R>(r: ReplyIn<R>) -> Result<R> {
     match r {
         ReplyIn::Ok(v) => Ok(v),
-        ReplyIn::Err { kind, message } => Err(Error::Remote { kind, message }),
+        ReplyIn::Err { kind, message } => Err(Error::Remote { kind: kind.into(), message }),
     }
 }
 
@@ -219,7 +219,7 @@ fn local<A: Serialize, R: DeserializeOwned>(
     req: &RequestOut<'_, A>,
 ) -> Result<R> {
     let mut bytes = Vec::new();
-    ciborium::into_writer(req, &mut bytes).map_err(|e| Error::Encode(e.to_string()))?;
+    ciborium::into_writer(req, &mut bytes).map_err(|e| crate::error::encode_error(&e))?;
     let req = wire::parse(&bytes).map_err(Error::Encode)?;
     match server.handle(session, req, None) {
         Ok(reply) => answer(wire::decode::<ReplyIn<R>>(&reply)?),

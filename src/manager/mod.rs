@@ -77,11 +77,13 @@ pub use self::proxies::{
 };
 pub use self::server::{BUILTIN_TYPES, ManagerServer, Registry, TypeBuilder};
 use self::wire::{Plain, ProxyRef, RequestOut};
+use crate::RemoteKind;
 use crate::process::{Channel, ChannelFunction};
 use crate::{Address, AuthKey, Connection, Error, Family, Result};
 
-/// The [`Error::Remote`] kind of a `release` by a holder of a lock whose lease ran out: the
-/// manager took the lock back ([`Manager::lock_with_lease`], [`Manager::rlock_with_lease`]).
+/// The wire text of [`RemoteKind::LeaseExpired`], the [`Error::Remote`] kind of a `release` by
+/// a holder of a lock whose lease ran out: the manager took the lock back
+/// ([`Manager::lock_with_lease`], [`Manager::rlock_with_lease`]).
 pub const LEASE_EXPIRED: &str = "lease_expired";
 
 /// The arguments of a manager child ([`SERVE`], or a function of yours that calls
@@ -221,7 +223,7 @@ impl ManagerBuilder {
                 Ok(a) => a,
                 Err(e) => return Err(fail(child, e)),
             },
-            Ok(Err(message)) => return Err(fail(child, Error::Remote { kind: "start".into(), message })),
+            Ok(Err(message)) => return Err(fail(child, Error::Remote { kind: RemoteKind::Start, message })),
             Err(e) => return Err(fail(child, e)),
         };
         child.set_read_timeout(None);
@@ -340,7 +342,7 @@ impl Drop for ProxyInner {
 ///
 /// ```
 /// use procwire::manager::{Manager, ManagerServer, Registry};
-/// use procwire::{Address, AuthKey, Error, Family};
+/// use procwire::{Address, AuthKey, Error, Family, RemoteKind};
 ///
 /// let mut reg = Registry::new();
 /// reg.register("Greeter", |name: String| name)
@@ -351,7 +353,7 @@ impl Drop for ProxyInner {
 /// let g = m.create("Greeter", &"world")?;
 /// assert_eq!(g.call::<_, String>("greet", &"Hello")?, "Hello, world!");
 /// match g.call::<_, ()>("shout", &()) {
-///     Err(Error::Remote { kind, .. }) => assert_eq!(kind, "attribute"),
+///     Err(Error::Remote { kind: RemoteKind::Attribute, .. }) => {}
 ///     other => panic!("{other:?}"),
 /// }
 /// # Ok::<(), procwire::Error>(())

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::objects::{self, Ctx, Fault, Object, Outcome, args, lock, no_method, reply};
 use super::wire::{self, MAX_HELLO, OK, Reply, Request, VERSION};
+use crate::RemoteKind;
 use crate::{Address, AuthKey, Connection, Error, Listener, Result};
 
 type Create = dyn Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
@@ -87,7 +88,7 @@ impl Registry {
         r.builtin("barrier", |a, _| {
             let parties: u64 = args("barrier", a)?;
             if parties == 0 {
-                return Err(Fault::new("value", "a barrier needs at least one party"));
+                return Err(Fault::new(RemoteKind::Value, "a barrier needs at least one party"));
             }
             Ok(Arc::new(objects::Barrier::new(parties)))
         });
@@ -125,7 +126,7 @@ impl Registry {
         let f = move |a: &[u8], _: &Address| -> std::result::Result<Arc<dyn Object>, Fault> {
             let a: A = args(&format!("{n} (its constructor)"), a)?;
             let value = catch_unwind(AssertUnwindSafe(|| create(a)))
-                .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?;
+                .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))?;
             Ok(Arc::new(Custom { typeid: n.clone(), value: Mutex::new(value), methods: m.clone() }))
         };
         self.types.insert(typeid.to_string(), Box::new(f));
@@ -136,7 +137,7 @@ impl Registry {
         match self.types.get(typeid) {
             Some(f) => f(a, near),
             None => Err(Fault::new(
-                "create",
+                RemoteKind::Create,
                 format!("no type {:?} is registered with this manager", objects::clip(typeid)),
             )),
         }
@@ -183,7 +184,7 @@ impl<T: Send + 'static> TypeBuilder<T> {
     {
         let n = format!("{}.{name}", self.typeid);
         let m: Method<T> = Box::new(move |t, a| {
-            f(t, args(&n, a)?).map_err(|e| Fault::new("error", e.to_string())).and_then(reply)
+            f(t, args(&n, a)?).map_err(|e| Fault::new(RemoteKind::Error, e.to_string())).and_then(reply)
         });
         lock_write(&self.methods).insert(name.to_string(), m);
         self
@@ -277,14 +278,14 @@ impl Inner {
 
     pub(super) fn handle(&self, session: u64, req: Request<'_>, conn: Option<&mut Connection>) -> Outcome {
         if self.stop.load(Ordering::SeqCst) {
-            return Err(Fault::new("shutdown", "the manager was shut down"));
+            return Err(Fault::new(RemoteKind::Shutdown, "the manager was shut down"));
         }
         match req {
-            Request::Hello { .. } => Err(Fault::new("protocol", "Hello sent twice")),
+            Request::Hello { .. } => Err(Fault::new(RemoteKind::Protocol, "Hello sent twice")),
             Request::Create { typeid, args } => {
                 let obj =
                     catch_unwind(AssertUnwindSafe(|| self.registry.create(typeid, args, &self.address)))
-                        .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))??;
+                        .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))??;
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let entry = Entry { obj, refs: HashMap::from([(session, 1)]), floating: HashMap::new() };
                 lock(&self.objects).insert(id, entry);
@@ -294,7 +295,7 @@ impl Inner {
                 let obj = self.object(id)?;
                 let mut ctx = Ctx { session, conn, stop: &self.stop };
                 catch_unwind(AssertUnwindSafe(|| obj.call(&mut ctx, method, args)))
-                    .map_err(|p| Fault::new("panic", crate::util::panic_message(&*p)))?
+                    .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))?
             }
             Request::IncRef { id } => {
                 let mut objects = lock(&self.objects);
@@ -316,7 +317,7 @@ impl Inner {
                 let e = objects.get_mut(&id).ok_or_else(|| missing(id))?;
                 if !dec(&mut e.refs, session) {
                     return Err(Fault::new(
-                        "reference",
+                        RemoteKind::Reference,
                         format!("this process holds no reference to object {id}"),
                     ));
                 }
@@ -382,12 +383,15 @@ impl Inner {
 }
 
 fn missing(id: u64) -> Fault {
-    Fault::new("reference", format!("object {id} does not exist (it was freed, or never created here)"))
+    Fault::new(
+        RemoteKind::Reference,
+        format!("object {id} does not exist (it was freed, or never created here)"),
+    )
 }
 
 /// Sends a fault as the reply.
 fn send_fault(conn: &mut Connection, f: Fault) -> Result<()> {
-    conn.send(&Reply::Err { kind: f.kind, message: f.message })
+    conn.send(&Reply::Err { kind: f.kind.as_str().into(), message: f.message })
 }
 
 /// Reads the Hello that opens a connection (at most [`MAX_HELLO`] bytes: it has no reason to
@@ -404,10 +408,10 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
             return conn.send_bytes(&[OK[0], OK[1], OK[2], OK[3], 0xf6]).ok().map(|()| session);
         }
         Ok(Ok(Request::Hello { version, .. })) => {
-            Fault::new("version", format!("protocol version {version} is not {VERSION}"))
+            Fault::new(RemoteKind::Version, format!("protocol version {version} is not {VERSION}"))
         }
         Ok(_) | Err(Error::MessageTooLarge { .. }) => {
-            Fault::new("protocol", "the first request on a manager connection must be Hello")
+            Fault::new(RemoteKind::Protocol, "the first request on a manager connection must be Hello")
         }
         Err(_) => return None,
     };
@@ -428,7 +432,7 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
         }
         let outcome = match wire::parse(&buf) {
             Ok(req) => inner.handle(session, req, Some(&mut conn)),
-            Err(e) => Err(Fault::new("protocol", format!("not a manager request: {e}"))),
+            Err(e) => Err(Fault::new(RemoteKind::Protocol, format!("not a manager request: {e}"))),
         };
         let sent = match outcome {
             Ok(reply) => conn.send_bytes(&reply),

@@ -201,7 +201,8 @@ impl PoolBuilder<Processes> {
         R: Serialize,
     {
         let mut v = Vec::new();
-        let encoded = ciborium::into_writer(&args, &mut v).map(|()| v).map_err(|e| e.to_string());
+        let encoded =
+            ciborium::into_writer(&args, &mut v).map(|()| v).map_err(|e| crate::error::describe_encode(&e));
         self.with_initializer(f.parts().0, encoded)
     }
 }

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -14,6 +13,7 @@ use std::time::Instant;
 
 use super::generic::sealed::{self, Gathered, Settings};
 use super::generic::{DROP_JOIN, PoolBuilder, Threads, join_when};
+use crate::RemoteKind;
 use crate::process::Function;
 use crate::process::threads::spawn_named;
 use crate::util::{deadline_of, lock, panic_message, wait_until};
@@ -24,13 +24,13 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 /// Why a task failed; becomes [`Error::Remote`] each time it is asked for.
 #[derive(Clone, Debug)]
 struct Failure {
-    kind: &'static str,
+    kind: RemoteKind,
     message: String,
 }
 
 impl Failure {
     fn error(&self) -> Error {
-        Error::Remote { kind: self.kind.into(), message: self.message.clone() }
+        Error::Remote { kind: self.kind.clone(), message: self.message.clone() }
     }
 }
 
@@ -227,7 +227,7 @@ impl<A: Send, R: Send> Chunk for Tasks<A, R> {
             }
             out.push(
                 catch_unwind(AssertUnwindSafe(|| f(item)))
-                    .map_err(|p| Failure { kind: "panic", message: panic_message(&*p) }),
+                    .map_err(|p| Failure { kind: RemoteKind::Panic, message: panic_message(&*p) }),
             );
         }
         job.deliver(index, out);
@@ -293,10 +293,10 @@ impl Shared {
     /// Why no chunks can be added any more, even to an open `imap`.
     fn stopped(st: &State) -> Option<Error> {
         if let Some(why) = &st.broken {
-            return Some(Error::Remote { kind: "pool".into(), message: why.clone() });
+            return Some(Error::Remote { kind: RemoteKind::Pool, message: why.clone() });
         }
         if st.terminated {
-            return Some(Error::Io(io::Error::other("the pool was terminated")));
+            return Some(Error::InvalidInput("the pool was terminated".into()));
         }
         None
     }
@@ -307,7 +307,7 @@ impl Shared {
             return Some(e);
         }
         if st.closed {
-            return Some(Error::Io(io::Error::other("the pool is closed: it takes no new work")));
+            return Some(Error::InvalidInput("the pool is closed: it takes no new work".into()));
         }
         None
     }
@@ -385,7 +385,7 @@ fn work(shared: Arc<Shared>, name: String) {
             shared.stop.store(true, Ordering::SeqCst);
             shared.work.notify_all();
         }
-        shared.abort_all(&Failure { kind: "initializer", message: why });
+        shared.abort_all(&Failure { kind: RemoteKind::Initializer, message: why });
         shared.thread_ended();
         return;
     }
@@ -516,7 +516,7 @@ impl sealed::Backend for Threads {
             pool.work.notify_all();
         }
         pool.abort_all(&Failure {
-            kind: "terminated",
+            kind: RemoteKind::Terminated,
             message: "the pool was terminated before this task finished".into(),
         });
     }

@@ -4,6 +4,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::RemoteKind;
 pub(crate) use crate::codec::push_cbor_uint as push_uint;
 use crate::codec::{MAX_SHORT_PAYLOAD, encode_header, take_cbor_uint};
 use crate::process::{Call, Called};
@@ -79,7 +80,8 @@ pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
 
 /// Takes one CBOR value off the front of `body`.
 pub(crate) fn take_value<T: DeserializeOwned>(body: &mut &[u8], scratch: &mut [u8]) -> Result<T> {
-    ciborium::de::from_reader_with_buffer(&mut *body, scratch).map_err(|e| Error::Decode(e.to_string()))
+    ciborium::de::from_reader_with_buffer(&mut *body, scratch)
+        .map_err(|e| crate::error::decode_error::<T, _>(&e))
 }
 
 /// In the worker: runs `f` over the `n` arguments in `args`, appending one outcome per task.
@@ -136,9 +138,9 @@ pub(crate) fn take_outcome<R: DeserializeOwned>(
     *body = rest;
     let kind = match tag {
         RETURNED => return take_value(body, scratch).map_err(|e| (e, false)),
-        PANICKED => "panic",
-        UNSENDABLE => "encode",
-        NOT_RUN => "start",
+        PANICKED => RemoteKind::Panic,
+        UNSENDABLE => RemoteKind::Encode,
+        NOT_RUN => RemoteKind::Start,
         _ => {
             return Err((
                 Error::Protocol(format!("a pool result with an unknown outcome tag {tag:#04x}")),
@@ -147,7 +149,7 @@ pub(crate) fn take_outcome<R: DeserializeOwned>(
         }
     };
     match take_value::<String>(body, scratch) {
-        Ok(message) => Err((Error::Remote { kind: kind.into(), message }, true)),
+        Ok(message) => Err((Error::Remote { kind, message }, true)),
         Err(e) => Err((e, false)),
     }
 }
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(take_outcome::<u32>(&mut body, &mut scratch).unwrap(), 2);
         match take_outcome::<u32>(&mut body, &mut scratch) {
             Err((Error::Remote { kind, message }, true)) => {
-                assert_eq!((kind.as_str(), message.as_str()), ("panic", "unlucky 13"))
+                assert_eq!((kind, message.as_str()), (RemoteKind::Panic, "unlucky 13"))
             }
             other => panic!("{other:?}"),
         }
@@ -200,7 +202,7 @@ mod tests {
         for _ in 0..2 {
             let e = take_outcome::<u32>(&mut body, &mut scratch).unwrap_err();
             assert!(
-                matches!(&e.0, Error::Remote { kind, message } if kind == "start" && message.contains("decode"))
+                matches!(&e.0, Error::Remote { kind: RemoteKind::Start, message } if message.contains("decode"))
             );
         }
         assert!(body.is_empty());

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::child::{ChildState, join_child};
 use super::registry::{Entry, Registry};
 use super::{DEFAULT_START_TIMEOUT, EXIT_START_FAILED};
+use crate::RemoteKind;
+use crate::error::io_context;
 use crate::sys;
 use crate::util::{deadline_of, lock};
 use crate::{Connection, Error, Result};
@@ -198,7 +200,7 @@ pub(super) struct Spawned {
 
 pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     if let Some(why) = cannot_spawn(o.executable.is_none()) {
-        return Err(Error::Io(io::Error::other(why)));
+        return Err(Error::InvalidInput(why));
     }
     let exe = match o.executable {
         Some(p) => p.to_path_buf(),
@@ -211,7 +213,7 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     theirs.pass_to_child(&mut cmd, ENV_CONN)?;
     let sentinel = sys::prepare_child(&mut cmd, ENV_SENTINEL, o.daemon)?;
     let pid = sys::spawn(cmd, o.daemon)
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))))?;
+        .map_err(|e| Error::Io(io_context(e, format_args!("cannot start {}", exe.display()))))?;
     drop(theirs);
     let mut child = ChildState { pid, status: None };
     let start = Start {
@@ -235,7 +237,7 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
             });
         let how = code.map_or_else(|| "could not be reaped".to_string(), |c| format!("exit code {c}"));
         Error::Remote {
-            kind: "start".into(),
+            kind: RemoteKind::Start,
             message: format!("child process {pid} ({}) {what} ({how})", exe.display()),
         }
     };
@@ -288,6 +290,6 @@ fn cannot_spawn(runs_itself: bool) -> Option<String> {
 
 pub(super) fn encode_args<A: Serialize>(args: &A) -> std::result::Result<Vec<u8>, String> {
     let mut v = Vec::new();
-    ciborium::into_writer(args, &mut v).map_err(|e| e.to_string())?;
+    ciborium::into_writer(args, &mut v).map_err(|e| crate::error::describe_encode(&e))?;
     Ok(v)
 }

@@ -170,7 +170,7 @@ impl<'h> Exchange<'h> {
     /// one; returns how many were handled.
     pub fn store(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let Some(mut handler) = self.handler.take() else {
-            return Err(Error::Io(io::Error::other("this exchange has no handler (Exchange::on_ready)")));
+            return Err(Error::InvalidInput("this exchange has no handler (Exchange::on_ready)".into()));
         };
         let r = self.store_with(&mut handler, timeout);
         self.handler = Some(handler);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::registry::Outcome;
 use super::{DEFAULT_START_TIMEOUT, Function, next_name};
 use crate::util::deadline_of;
-use crate::{Connection, Error, Result};
+use crate::{Connection, Error, RemoteKind, Result};
 
 /// Other processes: a [`Process`] or [`Channel`] is a child running this program (see
 /// [`process`](crate::process)), a queue is served over authenticated connections, a pool's
@@ -107,14 +107,16 @@ impl<R> Got<R> {
     /// Takes the result of a child that has ended (once); `ended` says how, for the error of
     /// one that ended without a result.
     pub(super) fn take(&mut self, ended: impl FnOnce() -> String) -> Result<R> {
-        let remote = |kind: &str, message: String| Error::Remote { kind: kind.into(), message };
+        let remote = |kind, message| Error::Remote { kind, message };
         match std::mem::replace(self, Got::Taken) {
             Got::Value(Outcome::Returned(r)) => Ok(r),
-            Got::Value(Outcome::Panicked(m)) => Err(remote("panic", m)),
-            Got::Value(Outcome::Unsendable(m)) => Err(remote("encode", m)),
+            Got::Value(Outcome::Panicked(m)) => Err(remote(RemoteKind::Panic, m)),
+            Got::Value(Outcome::Unsendable(m)) => Err(remote(RemoteKind::Encode, m)),
             Got::Failed(e) => Err(e),
-            Got::Pending | Got::Nothing => Err(remote("exit", format!("{} without a result", ended()))),
-            Got::Taken => Err(Error::Io(io::Error::other("the result was taken already"))),
+            Got::Pending | Got::Nothing => {
+                Err(remote(RemoteKind::Exit, format!("{} without a result", ended())))
+            }
+            Got::Taken => Err(Error::InvalidInput("the result was taken already".into())),
         }
     }
 }
@@ -125,7 +127,7 @@ pub(super) fn not_running() -> Error {
 }
 
 fn not_started(name: &str) -> Error {
-    Error::Io(io::Error::other(format!("{name} was not started")))
+    Error::InvalidInput(format!("{name} was not started"))
 }
 
 /// A function running in a child process (or, with [`Threads`], on a thread), shaped like
@@ -262,7 +264,7 @@ impl<R, B: Returns<R>> Process<R, B> {
     /// [`Threads`], errors are: an executable was set, or the OS refused a thread.
     pub fn start(&mut self) -> Result<()> {
         if self.started {
-            return Err(Error::Io(io::Error::other(format!("{} was started already", self.name))));
+            return Err(Error::InvalidInput(format!("{} was started already", self.name)));
         }
         let settings = sealed::Settings {
             name: &self.name,

@@ -224,13 +224,18 @@ impl<A: DeserializeOwned, R: Serialize> Call for Function<A, R> {
     fn call(&self, args: &mut &[u8], scratch: &mut [u8], out: &mut Vec<u8>) -> Called {
         let a: A = match ciborium::de::from_reader_with_buffer(&mut *args, scratch) {
             Ok(a) => a,
-            Err(e) => return Called::Undecodable { expected: type_name::<A>(), error: e.to_string() },
+            Err(e) => {
+                return Called::Undecodable {
+                    expected: type_name::<A>(),
+                    error: crate::error::describe_decode(&e),
+                };
+            }
         };
         let f = self.f;
         match catch_unwind(AssertUnwindSafe(|| f(a))) {
             Ok(r) => match ciborium::into_writer(&r, &mut *out) {
                 Ok(()) => Called::Returned,
-                Err(e) => Called::Unsendable(e.to_string()),
+                Err(e) => Called::Unsendable(crate::error::describe_encode(&e)),
             },
             Err(p) => Called::Panicked(panic_message(&*p)),
         }

@@ -15,6 +15,7 @@ use super::generic::{self, Threads};
 use super::generic::{Got, not_running};
 use super::registry::{ChannelFunction, Function, Outcome};
 use super::{EXIT_PANICKED, next_name};
+use crate::error::io_context;
 use crate::util::{deadline_of, lock, panic_message, wait_until};
 use crate::{Error, Result};
 
@@ -48,7 +49,7 @@ pub(crate) fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Resu
             f();
         })
         .map(drop)
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot start a thread: {e}"))))
+        .map_err(|e| Error::Io(io_context(e, "cannot start a thread")))
 }
 
 /// The name the calling thread was started with by [`spawn_named`]; `None` on other threads.
@@ -203,7 +204,7 @@ impl<R: Send + 'static> sealed::Returns<R> for Threads {
             )));
         }
         let Some(task) = st.task.take() else {
-            return Err(Error::Io(io::Error::other(format!("{} was started already", settings.name))));
+            return Err(Error::InvalidInput(format!("{} was started already", settings.name)));
         };
         let exit = Exit::new();
         let got = Arc::new(Mutex::new(Got::Pending));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::wire::{self, Info};
+use crate::RemoteKind;
 use crate::shared::AtomicValue;
 use crate::trace;
 use crate::util::{deadline_of, lock};
@@ -566,13 +567,13 @@ impl Server {
     pub(crate) fn task_done_locked(&self, st: &mut State, n: u64) -> Result<()> {
         if !self.joinable {
             return Err(Error::Remote {
-                kind: "value".into(),
+                kind: RemoteKind::Value,
                 message: "task_done() on a queue that is not joinable".into(),
             });
         }
         if n > st.unfinished {
             return Err(Error::Remote {
-                kind: "value".into(),
+                kind: RemoteKind::Value,
                 message: "task_done() called too many times".into(),
             });
         }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::generic::Threads;
 use super::generic::sealed::{self, Settings};
 use crate::util::{lock, wait_until};
-use crate::{Error, Result};
+use crate::{Error, RemoteKind, Result};
 
 struct State<T> {
     items: VecDeque<T>,
@@ -78,7 +78,7 @@ impl sealed::Backend for Threads {
         let mut st = lock(&q.st);
         if st.unfinished == 0 {
             return Err(Error::Remote {
-                kind: "value".into(),
+                kind: RemoteKind::Value,
                 message: "task_done() called too many times".into(),
             });
         }
@@ -197,7 +197,7 @@ mod tests {
         q.put(&1).unwrap();
         assert_eq!(q.get().unwrap(), 1);
         q.task_done().unwrap();
-        assert!(matches!(q.task_done(), Err(Error::Remote { kind, .. }) if kind == "value"));
+        assert!(matches!(q.task_done(), Err(Error::Remote { kind: RemoteKind::Value, .. })));
         assert!(q.join_timeout(Duration::ZERO).unwrap());
     }
 }

@@ -89,7 +89,7 @@ pub(crate) fn push_value<V: Serialize + ?Sized>(out: &mut Vec<u8>, op: u8, value
     out.extend_from_slice(&[0, 0, 0, 0, op]);
     if let Err(e) = ciborium::into_writer(value, &mut *out) {
         out.truncate(start);
-        return Err(Error::Encode(e.to_string()));
+        return Err(crate::error::encode_error(&e));
     }
     let len = (out.len() - start - 4) as u64;
     let header = encode_header(len);
@@ -124,7 +124,7 @@ pub(crate) fn count(op: u8, body: &[u8]) -> Result<u64> {
 /// The CBOR encoding of an item.
 pub(crate) fn encode_item<T: Serialize + ?Sized>(item: &T) -> Result<Vec<u8>> {
     let mut v = Vec::new();
-    ciborium::into_writer(item, &mut v).map_err(|e| Error::Encode(e.to_string()))?;
+    ciborium::into_writer(item, &mut v).map_err(|e| crate::error::encode_error(&e))?;
     Ok(v)
 }
 

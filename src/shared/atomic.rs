@@ -183,12 +183,13 @@ impl<T: HasAtomic> AtomicArray<T> {
         (i < self.len).then(|| unsafe { &*self.seg.data().cast::<T>().add(i).cast::<T::Atomic>() })
     }
 
-    /// Loads element `i`; an `InvalidInput` error out of range.
+    /// Loads element `i`; an [`Error::InvalidInput`](crate::Error::InvalidInput) out of range.
     pub fn load(&self, i: usize, order: Ordering) -> Result<T> {
         self.atomic(i).map(|a| T::load(a, order)).ok_or_else(|| out_of_range(i, self.len))
     }
 
-    /// Stores `value` in element `i`; an `InvalidInput` error out of range.
+    /// Stores `value` in element `i`; an [`Error::InvalidInput`](crate::Error::InvalidInput) out of
+    /// range.
     pub fn store(&self, i: usize, value: T, order: Ordering) -> Result<()> {
         self.atomic(i).map(|a| T::store(a, value, order)).ok_or_else(|| out_of_range(i, self.len))
     }

@@ -92,12 +92,9 @@ fn invalid(why: String) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
-/// An `InvalidInput` error for index `i` of an array of `len`.
+/// An [`Error::InvalidInput`] for index `i` of an array of `len`.
 fn out_of_range(i: usize, len: usize) -> Error {
-    Error::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("index {i} out of range for an array of {len}"),
-    ))
+    Error::InvalidInput(format!("index {i} out of range for an array of {len}"))
 }
 
 /// Threads in one process, on the real memory and lock, and under Miri on the model of both

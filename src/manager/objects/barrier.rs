@@ -3,6 +3,7 @@
 use std::sync::{Condvar, Mutex};
 
 use super::{Ctx, Fault, Object, Outcome, Woke, args, block, deadline, lock, no_method, reply};
+use crate::RemoteKind;
 
 struct BarrierState {
     count: u64,
@@ -30,7 +31,7 @@ impl Barrier {
 }
 
 fn broken() -> Fault {
-    Fault::new("broken_barrier", "the barrier is broken")
+    Fault::new(RemoteKind::BrokenBarrier, "the barrier is broken")
 }
 
 impl Object for Barrier {
@@ -112,8 +113,8 @@ impl Object for Barrier {
 mod tests {
     use std::time::Duration;
 
-    use crate::Error;
     use crate::manager::{Manager, Registry};
+    use crate::{Error, RemoteKind};
 
     #[test]
     fn a_timed_out_barrier_wait_breaks_the_barrier_for_the_others() {
@@ -123,9 +124,10 @@ mod tests {
             let b = b.clone();
             std::thread::spawn(move || b.wait(Some(Duration::from_secs(60))))
         };
-        assert!(
-            matches!(b.wait(Some(Duration::from_millis(50))), Err(Error::Remote { kind, .. }) if kind == "broken_barrier")
-        );
-        assert!(matches!(other.join().unwrap(), Err(Error::Remote { kind, .. }) if kind == "broken_barrier"));
+        assert!(matches!(
+            b.wait(Some(Duration::from_millis(50))),
+            Err(Error::Remote { kind: RemoteKind::BrokenBarrier, .. })
+        ));
+        assert!(matches!(other.join().unwrap(), Err(Error::Remote { kind: RemoteKind::BrokenBarrier, .. })));
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{Ctx, Fault, Object, Outcome, args, cbor, copy, lock, no_method, raw, reply, room, shape};
+use crate::RemoteKind;
 use crate::manager::wire::OK;
 
 /// `value`: one CBOR value.
@@ -44,8 +45,9 @@ pub(crate) struct Namespace {
 impl Object for Namespace {
     fn call(&self, _ctx: &mut Ctx<'_>, method: &str, a: &[u8]) -> Outcome {
         let mut m = lock(&self.attrs);
-        let missing =
-            |name: &str| Fault::new("attribute", format!("'Namespace' object has no attribute '{name}'"));
+        let missing = |name: &str| {
+            Fault::new(RemoteKind::Attribute, format!("'Namespace' object has no attribute '{name}'"))
+        };
         match method {
             "get" => {
                 let name: String = args(method, a)?;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::{
     Ctx, Fault, Object, Outcome, Owner, Woke, args, block, deadline, gone_fault, lock, no_method, reply,
 };
+use crate::RemoteKind;
 
 #[derive(Default)]
 struct CondState {
@@ -74,7 +75,7 @@ impl Object for Condition {
                 let thread: u64 = args(method, a)?;
                 let mut st = lock(&self.st);
                 if !owns(&st, ctx.owner(thread)) {
-                    return Err(Fault::new("runtime", "cannot release un-acquired lock"));
+                    return Err(Fault::new(RemoteKind::Runtime, "cannot release un-acquired lock"));
                 }
                 if let Some((_, n)) = &mut st.owner {
                     *n -= 1;
@@ -91,7 +92,7 @@ impl Object for Condition {
                 let deadline = deadline(true, timeout)?;
                 let mut st = lock(&self.st);
                 let Some((_, count)) = st.owner.filter(|(o, _)| *o == me) else {
-                    return Err(Fault::new("runtime", "cannot wait on un-acquired lock"));
+                    return Err(Fault::new(RemoteKind::Runtime, "cannot wait on un-acquired lock"));
                 };
                 st.owner = None;
                 st.next += 1;
@@ -124,7 +125,7 @@ impl Object for Condition {
                 let (thread, n): (u64, Option<u64>) = args(method, a)?;
                 let mut st = lock(&self.st);
                 if !owns(&st, ctx.owner(thread)) {
-                    return Err(Fault::new("runtime", "cannot notify on un-acquired lock"));
+                    return Err(Fault::new(RemoteKind::Runtime, "cannot notify on un-acquired lock"));
                 }
                 let n = if method == "notify_all" { u64::MAX } else { n.unwrap_or(1) };
                 for _ in 0..n {

@@ -10,6 +10,7 @@ use super::{
     Ctx, Fault, MAX_BYTES, Object, Outcome, args, cbor, copy, lock, no_method, raw, reply, room, shape,
     too_large,
 };
+use crate::RemoteKind;
 
 /// Encoded items back to back, and where each ends.
 #[derive(Default)]
@@ -134,7 +135,7 @@ impl List {
 fn index(i: i64, len: usize) -> Result<usize, Fault> {
     let j = if i < 0 { i + len as i64 } else { i };
     if j < 0 || j >= len as i64 {
-        return Err(Fault::new("index", format!("list index {i} out of range (length {len})")));
+        return Err(Fault::new(RemoteKind::Index, format!("list index {i} out of range (length {len})")));
     }
     Ok(j as usize)
 }
@@ -174,7 +175,7 @@ impl Object for List {
             "pop" => {
                 let i: Option<i64> = args(method, a)?;
                 if v.len() == 0 {
-                    return Err(Fault::new("index", "pop from empty list"));
+                    return Err(Fault::new(RemoteKind::Index, "pop from empty list"));
                 }
                 let i = index(i.unwrap_or(-1), v.len())?;
                 let x = v.remove(i)?;
@@ -187,12 +188,12 @@ impl Object for List {
                         v.remove(i)?;
                         reply(())
                     }
-                    None => Err(Fault::new("value", "list.remove(x): x not in list")),
+                    None => Err(Fault::new(RemoteKind::Value, "list.remove(x): x not in list")),
                 }
             }
             "index" => match v.iter().position(|x| cbor::equal(x, a)) {
                 Some(i) => reply(i),
-                None => Err(Fault::new("value", "list.index(x): x not in list")),
+                None => Err(Fault::new(RemoteKind::Value, "list.index(x): x not in list")),
             },
             "count" => reply(v.iter().filter(|x| cbor::equal(x, a)).count()),
             "contains" => reply(v.iter().any(|x| cbor::equal(x, a))),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::{
     Ctx, Fault, Object, Outcome, Owner, Woke, args, block, deadline, gone_fault, lock, no_method, reply,
 };
+use crate::RemoteKind;
 
 /// Who holds a lock, how many times, and until when its lease runs.
 #[derive(Clone, Copy)]
@@ -61,7 +62,7 @@ impl Lock {
             None => None,
             Some(s) => match Duration::try_from_secs_f64(s) {
                 Ok(d) if !d.is_zero() => Some(d),
-                _ => return Err(Fault::new("value", "a lease is a positive number of seconds")),
+                _ => return Err(Fault::new(RemoteKind::Value, "a lease is a positive number of seconds")),
             },
         };
         Ok(Lock { reentrant, lease, st: Mutex::new(LockState::default()), cv: Condvar::new() })
@@ -121,15 +122,17 @@ impl Object for Lock {
                 if !mine && st.expired.contains(&me) {
                     st.expired.retain(|o| *o != me);
                     return Err(Fault::new(
-                        crate::manager::LEASE_EXPIRED,
+                        RemoteKind::LeaseExpired,
                         format!("the lease on this {name} ran out and the manager took it back"),
                     ));
                 }
                 match &mut st.held {
-                    None if self.reentrant => Err(Fault::new("runtime", "cannot release un-acquired lock")),
-                    None => Err(Fault::new("runtime", "release unlocked lock")),
+                    None if self.reentrant => {
+                        Err(Fault::new(RemoteKind::Runtime, "cannot release un-acquired lock"))
+                    }
+                    None => Err(Fault::new(RemoteKind::Runtime, "release unlocked lock")),
                     Some(h) if self.reentrant && h.owner != me => {
-                        Err(Fault::new("runtime", "cannot release un-acquired lock"))
+                        Err(Fault::new(RemoteKind::Runtime, "cannot release un-acquired lock"))
                     }
                     Some(h) => {
                         // As threading.Lock, a plain lock may be released by any thread.

@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use super::cbor;
 use super::wire::OK;
 use crate::Connection;
+use crate::RemoteKind;
 pub(crate) use crate::util::lock;
 
 /// How long a blocking method waits before looking at its client's connection again.
@@ -45,13 +46,13 @@ pub(crate) const SLICE: Duration = Duration::from_millis(100);
 /// An error a method raises: it travels to the caller as `Error::Remote { kind, message }`.
 #[derive(Debug)]
 pub(crate) struct Fault {
-    pub(crate) kind: String,
+    pub(crate) kind: RemoteKind,
     pub(crate) message: String,
 }
 
 impl Fault {
-    pub(crate) fn new(kind: &str, message: impl Into<String>) -> Fault {
-        Fault { kind: kind.to_string(), message: message.into() }
+    pub(crate) fn new(kind: RemoteKind, message: impl Into<String>) -> Fault {
+        Fault { kind, message: message.into() }
     }
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn args<T: DeserializeOwned>(method: &str, a: &[u8]) -> Result<T, Fau
         // serde's message may quote the whole argument.
         let e = e.to_string();
         Fault::new(
-            "type",
+            RemoteKind::Type,
             format!(
                 "the arguments of {method} do not decode as {}: {}",
                 std::any::type_name::<T>(),
@@ -76,7 +77,7 @@ pub(crate) fn args<T: DeserializeOwned>(method: &str, a: &[u8]) -> Result<T, Fau
 
 /// Arguments of the wrong shape for a built-in method.
 fn shape(method: &str, e: cbor::Malformed) -> Fault {
-    Fault::new("type", format!("the arguments of {method} do not fit: {e}"))
+    Fault::new(RemoteKind::Type, format!("the arguments of {method} do not fit: {e}"))
 }
 
 /// A name from a request, cut to 64 characters for a message: a reply to a bad request is no
@@ -91,7 +92,7 @@ fn clip_to(s: &str, n: usize) -> &str {
 
 /// The fault for memory the server could not have.
 pub(crate) fn no_memory() -> Fault {
-    Fault::new("memory", "the manager cannot allocate the memory this request needs")
+    Fault::new(RemoteKind::Memory, "the manager cannot allocate the memory this request needs")
 }
 
 /// Makes room for `n` more bytes or items, or a fault of kind `memory`: a size that comes
@@ -104,7 +105,7 @@ pub(crate) fn room<T>(v: &mut Vec<T>, n: usize) -> Result<(), Fault> {
 pub(crate) fn reply<T: Serialize>(v: T) -> Outcome {
     let mut out = OK.to_vec();
     ciborium::into_writer(&v, &mut out)
-        .map_err(|e| Fault::new("encode", format!("the result does not encode: {e}")))?;
+        .map_err(|e| Fault::new(RemoteKind::Encode, format!("the result does not encode: {e}")))?;
     Ok(out)
 }
 
@@ -165,7 +166,7 @@ impl Ctx<'_> {
 }
 
 fn gone_fault() -> Fault {
-    Fault::new("gone", "the caller went away or the manager is shutting down")
+    Fault::new(RemoteKind::Gone, "the caller went away or the manager is shutting down")
 }
 
 /// A served object.
@@ -177,7 +178,7 @@ pub(crate) trait Object: Send + Sync {
 }
 
 pub(crate) fn no_method(typeid: &str, method: &str) -> Fault {
-    Fault::new("attribute", format!("'{typeid}' object has no exposed method '{}'", clip(method)))
+    Fault::new(RemoteKind::Attribute, format!("'{typeid}' object has no exposed method '{}'", clip(method)))
 }
 
 /// The end of a wait: `None` for "wait forever", `Some(now)` for a non-blocking attempt.
@@ -189,7 +190,7 @@ fn deadline(blocking: bool, timeout: Option<f64>) -> Result<Option<Instant>, Fau
     match timeout {
         None => Ok(None),
         Some(t) if t.is_nan() || t < 0.0 => {
-            Err(Fault::new("value", "timeout value must be a non-negative number"))
+            Err(Fault::new(RemoteKind::Value, "timeout value must be a non-negative number"))
         }
         Some(t) => Ok(Duration::try_from_secs_f64(t).ok().and_then(|d| now.checked_add(d))),
     }
@@ -226,5 +227,5 @@ fn block<'a, T>(
 const MAX_BYTES: usize = u32::MAX as usize;
 
 fn too_large() -> Fault {
-    Fault::new("memory", "a manager container holds at most 4 GiB of encoded items")
+    Fault::new(RemoteKind::Memory, "a manager container holds at most 4 GiB of encoded items")
 }

@@ -2,6 +2,7 @@
 
 use super::{Ctx, Fault, Object, Outcome, copy, no_method, reply};
 use crate::Address;
+use crate::RemoteKind;
 use crate::queue::{Queue, QueueBuilder};
 
 /// `queue`: a [`Queue`](crate::queue::Queue) served by the manager's process; callers get its
@@ -24,7 +25,7 @@ impl SharedQueue {
         }
         let q = b
             .build::<ciborium::Value>()
-            .map_err(|e| Fault::new("create", format!("cannot create the queue: {e}")))?;
+            .map_err(|e| Fault::new(RemoteKind::Create, format!("cannot create the queue: {e}")))?;
         Ok(SharedQueue { handle: reply(&q)?, _queue: q })
     }
 }

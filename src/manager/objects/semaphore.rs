@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
 use super::{Ctx, Fault, Object, Outcome, Woke, args, block, deadline, gone_fault, lock, no_method, reply};
+use crate::RemoteKind;
 
 struct SemState {
     value: u64,
@@ -82,12 +83,12 @@ impl Object for Semaphore {
             "release" => {
                 let n: u64 = args(method, a)?;
                 if n == 0 {
-                    return Err(Fault::new("value", "n must be one or more"));
+                    return Err(Fault::new(RemoteKind::Value, "n must be one or more"));
                 }
                 let mut st = lock(&self.st);
                 let value = st.value.saturating_add(n);
                 if self.bounded && value > self.initial {
-                    return Err(Fault::new("value", "Semaphore released too many times"));
+                    return Err(Fault::new(RemoteKind::Value, "Semaphore released too many times"));
                 }
                 st.value = value;
                 st.trim(self.initial, ctx.session);

@@ -130,14 +130,15 @@ impl Manager {
 
     /// A new shared lock with a lease: a holder keeps it at most `lease` after its acquire,
     /// then the manager takes it back (a waiter gets it), and the holder's later `release` is
-    /// an [`Error::Remote`](crate::Error::Remote) of kind [`LEASE_EXPIRED`](super::LEASE_EXPIRED).
+    /// an [`Error::Remote`](crate::Error::Remote) of kind
+    /// [`RemoteKind::LeaseExpired`](crate::RemoteKind::LeaseExpired).
     /// This bounds how long a holder that is alive but stuck (stopped, deadlocked, paging)
     /// blocks everyone else; a lock without a lease is held until released or until the
     /// holder's process ends. A lease shorter than a nanosecond is an error of kind `value`.
     ///
     /// ```
-    /// # use procwire::manager::{LEASE_EXPIRED, Manager, ManagerServer, Registry};
-    /// # use procwire::Error;
+    /// # use procwire::manager::{Manager, ManagerServer, Registry};
+    /// # use procwire::{Error, RemoteKind};
     /// # use std::time::Duration;
     /// # let key = procwire::AuthKey::random()?;
     /// # let server = ManagerServer::bind(&procwire::Address::fresh(procwire::Family::Tcp)?, key.clone(), Registry::new())?;
@@ -147,7 +148,7 @@ impl Manager {
     /// std::thread::sleep(Duration::from_millis(100));
     /// assert!(!l.locked()?, "taken back");
     /// match l.release() {
-    ///     Err(Error::Remote { kind, .. }) => assert_eq!(kind, LEASE_EXPIRED),
+    ///     Err(Error::Remote { kind: RemoteKind::LeaseExpired, .. }) => {}
     ///     other => panic!("{other:?}"),
     /// }
     /// # Ok::<(), procwire::Error>(())

@@ -21,6 +21,7 @@ use std::thread;
 use std::time::Instant;
 
 use super::generic::join_when;
+use crate::RemoteKind;
 use crate::util::{lock, wait_until};
 use crate::{Error, Result};
 
@@ -110,7 +111,7 @@ impl Shared {
             return Err(e);
         }
         if st.closed {
-            return Err(Error::Io(std::io::Error::other("the pool is closed: it takes no new work")));
+            return Err(Error::InvalidInput("the pool is closed: it takes no new work".into()));
         }
         let id = st.next_job;
         st.next_job += 1;
@@ -332,7 +333,7 @@ impl Shared {
             }
             st.terminated = Some(Instant::now());
             st.closed = true;
-            st.fail_all(self, "terminated", "the pool was terminated before this task finished");
+            st.fail_all(self, RemoteKind::Terminated, "the pool was terminated before this task finished");
             for id in st.jobs.keys().copied().collect::<Vec<_>>() {
                 let j = st.jobs.get_mut(&id).expect("listed");
                 if !j.sealed {

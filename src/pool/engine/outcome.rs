@@ -1,6 +1,7 @@
 //! What came back from a worker: its messages parsed, and a chunk's outcomes decoded into
 //! each task's result.
 
+use crate::RemoteKind;
 use crate::{Error, Result};
 
 use super::super::wire;
@@ -11,7 +12,7 @@ pub(in crate::pool) enum ChunkOut {
     /// The worker's outcomes, one per task (spec/pool.md), `failed` of them failures.
     Data { n: usize, failed: usize, bytes: Vec<u8> },
     /// Every task failed the same way without an outcome of its own.
-    Failed { n: usize, kind: &'static str, message: String },
+    Failed { n: usize, kind: RemoteKind, message: String },
     /// A lost chunk whose tasks were retried one by one.
     Parts(Vec<ChunkOut>),
 }
@@ -45,7 +46,7 @@ impl ChunkOut {
             }
             ChunkOut::Failed { n, kind, message } => {
                 for _ in 0..*n {
-                    each(Err(Error::Remote { kind: (*kind).into(), message: message.clone() }));
+                    each(Err(Error::Remote { kind: kind.clone(), message: message.clone() }));
                 }
             }
             ChunkOut::Parts(parts) => {

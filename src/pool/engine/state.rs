@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::RemoteKind;
 use crate::process::Child;
 use crate::util::lock;
 
@@ -238,24 +239,28 @@ impl State {
     }
 
     /// Fails every chunk not answered yet (queued and in flight) with `kind` and `message`.
-    pub(super) fn fail_all(&mut self, shared: &Arc<Shared>, kind: &'static str, message: &str) {
+    pub(super) fn fail_all(&mut self, shared: &Arc<Shared>, kind: RemoteKind, message: &str) {
         let mut lost: Vec<Chunk> = self.pending.drain(..).collect();
         for s in &mut self.slots {
             lost.extend(s.in_flight.drain(..));
             s.in_flight_bytes = 0;
         }
         for c in lost {
-            self.chunk_done(shared, &c, ChunkOut::Failed { n: c.n, kind, message: message.to_string() });
+            self.chunk_done(
+                shared,
+                &c,
+                ChunkOut::Failed { n: c.n, kind: kind.clone(), message: message.to_string() },
+            );
         }
     }
 
     /// Whether submissions are refused, and why.
     pub(super) fn refusal(&self) -> Option<Error> {
         if let Some(why) = &self.broken {
-            return Some(Error::Remote { kind: "pool".into(), message: why.clone() });
+            return Some(Error::Remote { kind: RemoteKind::Pool, message: why.clone() });
         }
         if self.terminated.is_some() {
-            return Some(Error::Io(std::io::Error::other("the pool was terminated")));
+            return Some(Error::InvalidInput("the pool was terminated".into()));
         }
         None
     }

@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::RemoteKind;
 use crate::connection::Receiver;
 use crate::process::spawn_child;
 use crate::util::lock;
@@ -40,7 +41,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>, k: usize) -> Result<(Receiver, 
     let r = (|| {
         let mut args = Vec::new();
         ciborium::into_writer(&WorkerStart { version: wire::VERSION }, &mut args)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+            .map_err(|e| crate::error::encode_error(&e))?;
         spawn_child(WORKER_ENTRY, &args, &name, true)
     })();
     let (conn, child) = match r {
@@ -149,7 +150,7 @@ pub(super) fn give_up(shared: &Arc<Shared>, e: &Error) {
     let mut st = lock(&shared.state);
     if st.live_workers() == 0 && !st.slots.iter().any(|s| s.starting) && st.terminated.is_none() {
         let why = format!("no worker process could be started: {e}");
-        st.fail_all(shared, "pool", &why);
+        st.fail_all(shared, RemoteKind::Pool, &why);
         st.broken = Some(why);
         shared.changed.notify_all();
     }
@@ -307,7 +308,7 @@ pub(super) fn worker_ended(
         End::InitFailed(why) => {
             let why = format!("the initializer failed in {}: {why}", describe(worker, code));
             st.pending.extend(lost);
-            st.fail_all(shared, "initializer", &why);
+            st.fail_all(shared, RemoteKind::Initializer, &why);
             st.broken = Some(why);
             false
         }
@@ -340,7 +341,11 @@ pub(super) fn worker_ended(
                         };
                         let retried = if c.tries > 0 { " (it was the task's second try)" } else { "" };
                         let message = format!("{why} {which}{retried}");
-                        st.chunk_done(shared, &c, ChunkOut::Failed { n: c.n, kind: "exit", message });
+                        st.chunk_done(
+                            shared,
+                            &c,
+                            ChunkOut::Failed { n: c.n, kind: RemoteKind::Exit, message },
+                        );
                     }
                 }
                 shared.wake_writers(&st);

@@ -11,7 +11,6 @@ mod backend;
 mod results;
 
 use std::fmt;
-use std::io;
 use std::sync::{Arc, Condvar, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use crate::{Error, Result};
 pub(crate) const DROP_JOIN: Duration = Duration::from_secs(10);
 
 fn invalid(message: &str) -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, message.to_string()))
+    Error::InvalidInput(message.to_string())
 }
 
 /// CPython's default chunk size for `map`: `len / (4 * workers)`, rounded up.
@@ -55,7 +54,7 @@ pub(crate) fn join_when<T>(
     counts: impl Fn(&T) -> (usize, usize),
 ) -> Result<()> {
     if !closed {
-        return Err(Error::Io(io::Error::other("close or terminate the pool before joining it")));
+        return Err(Error::InvalidInput("close or terminate the pool before joining it".into()));
     }
     loop {
         let (threads, callbacks) = counts(&st);

@@ -13,6 +13,7 @@ mod send;
 use self::send::Tx;
 use super::server::read_batch;
 use super::wire::{self, Info};
+use crate::RemoteKind;
 use crate::shared::AtomicValue;
 use crate::util::{deadline_of, lock, wait_deadline};
 use crate::{Address, AuthKey, Client, Error, Family, Receiver, Result};
@@ -484,7 +485,7 @@ impl Link {
         wire::push_count(&mut f, wire::TASK_DONE, 1);
         match self.call(&f, |st| st.done.pop_front())? {
             None => Ok(()),
-            Some(message) => Err(Error::Remote { kind: "value".into(), message }),
+            Some(message) => Err(Error::Remote { kind: RemoteKind::Value, message }),
         }
     }
 

@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 
+use crate::error::io_context;
+
 /// A shared, writable mapping of a whole memory file.
 #[derive(Debug)]
 pub(crate) struct Mapping {
@@ -69,7 +71,7 @@ impl Mapping {
         use std::os::unix::fs::OpenOptionsExt;
         let path = format!("/proc/{pid}/fd/{fd}");
         let target = std::fs::read_link(&path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open the shared memory of process {pid} ({path}): {e}"))
+            io_context(e, format_args!("cannot open the shared memory of process {pid} ({path})"))
         })?;
         if !target.to_string_lossy().starts_with("/memfd:procwire-shared") {
             return Err(io::Error::new(
@@ -83,10 +85,7 @@ impl Mapping {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot open the shared memory of process {pid} ({path}): {e}"),
-                )
+                io_context(e, format_args!("cannot open the shared memory of process {pid} ({path})"))
             })?;
         // Checked on the descriptor we opened (the link may have changed since it was read):
         // only a sealed memory file keeps its size while we map it.

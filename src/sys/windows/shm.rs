@@ -35,6 +35,8 @@ use windows_sys::Win32::System::Threading::{
     WaitForSingleObject,
 };
 
+use crate::error::io_context;
+
 /// `SYNCHRONIZE`, the right to wait on an object.
 const SYNCHRONIZE: u32 = 0x0010_0000;
 /// Names that exist already are tried again with another ID this many times.
@@ -125,7 +127,7 @@ impl Mapping {
                     ),
                 )
             } else {
-                io::Error::new(e.kind(), format!("cannot open the shared memory {name}: {e}"))
+                io_context(e, format_args!("cannot open the shared memory {name}"))
             }
         })?;
         Mapping::map(handle, None, creator, id)
@@ -231,8 +233,7 @@ impl Lock {
     pub(crate) unsafe fn open(map: &Mapping, at: usize) -> io::Result<Lock> {
         // SAFETY: a NUL-terminated name; the rights to wait on and release it.
         let h = unsafe { OpenMutexW(SYNCHRONIZE | MUTEX_MODIFY_STATE, 0, map.lock_name().as_ptr()) };
-        let mutex = owned(h)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open the shared memory's lock: {e}")))?;
+        let mutex = owned(h).map_err(|e| io_context(e, "cannot open the shared memory's lock"))?;
         Ok(Lock { mutex, at })
     }
 

@@ -12,6 +12,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::Stream;
 use super::addr::{to_address, unix_sockaddr};
+use crate::error::io_context;
 use crate::sys::FdKind as Kind;
 use crate::{Address, Error, Result};
 
@@ -196,7 +197,7 @@ fn chmod_socket_file(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 fn bind_error(addr: &Address, e: io::Error) -> Error {
-    Error::Io(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
+    Error::Io(io_context(e, format_args!("cannot bind {addr}")))
 }
 
 /// Handles a path that is already taken: a socket nobody listens on (left by a dead process)

@@ -15,6 +15,7 @@ use windows_sys::Win32::Networking::WinSock::{SOCKET, WSAGetLastError};
 
 use super::msg_pipe::Dir;
 use super::stream::{Inner, Stream};
+use crate::error::io_context;
 
 /// Tags of the streams that can be handed over.
 const TAG_PIPE: &str = "pipe";
@@ -128,10 +129,7 @@ impl Stream {
         let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
         if process.is_null() {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot open process {pid} to take its handle: {e}"),
-            ));
+            return Err(io_context(e, format_args!("cannot open process {pid} to take its handle")));
         }
         // SAFETY: a new handle we own.
         let process = unsafe { OwnedHandle::from_raw_handle(process) };
@@ -151,7 +149,7 @@ impl Stream {
         };
         if ok == 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("cannot take the handle of process {pid}: {e}")));
+            return Err(io_context(e, format_args!("cannot take the handle of process {pid}")));
         }
         // SAFETY: DuplicateHandle made this handle for us.
         Ok(unsafe { OwnedHandle::from_raw_handle(out) })

@@ -14,6 +14,7 @@ use super::msg_pipe::Dir;
 use super::poll::{poll_sockets, pollfd};
 use super::stream::to_address;
 use super::{Stream, UNIX_ONLY, lock};
+use crate::error::io_context;
 use crate::{Address, Error, Result};
 
 /// Pipe buffer size asked for each direction. CPython asks for 8 KiB; more lets a sender queue
@@ -91,7 +92,7 @@ pub(crate) struct BindOptions {
 }
 
 fn bind_error(addr: &Address, e: io::Error) -> Error {
-    Error::Io(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
+    Error::Io(io_context(e, format_args!("cannot bind {addr}")))
 }
 
 impl RawListener {
