@@ -15,7 +15,7 @@ import sys
 
 # Lowest first. Modules in one layer may use each other, but not in a cycle.
 LAYERS = [
-    ("base", ["util", "error"]),
+    ("base", ["util", "error", "trace"]),
     ("protocol (no I/O)", ["codec", "auth"]),
     ("os", ["sys"]),
     ("addresses", ["address"]),

@@ -65,6 +65,7 @@ pub mod queue;
 mod sentinel;
 pub mod shared;
 mod sys;
+mod trace;
 mod transport;
 mod util;
 pub mod wait;

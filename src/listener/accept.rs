@@ -9,6 +9,7 @@ use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
 use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::connection::PeerCredentials;
 use crate::error::io_context;
+use crate::trace;
 use crate::transport::{Stream, wait_any};
 use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
@@ -58,12 +59,18 @@ impl Listener {
     }
 
     pub(super) fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
+        let nonblocking = self.is_nonblocking();
+        let mut drove = false;
         let mut st = self.lock();
         loop {
             if let Some(r) = st.ready.pop_front() {
                 let (conn, peer) = r?;
                 *self.last_peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
                 return Ok(conn);
+            }
+            // Nonblocking: one round without waiting, and none if another thread is driving.
+            if nonblocking && (drove || st.driving) {
+                return Err(super::poll::would_block());
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
@@ -81,7 +88,11 @@ impl Listener {
             }
             st.driving = true;
             let mut pending = std::mem::take(&mut st.pending);
-            if let Some(idle) = st.idle_since.take() {
+            // A nonblocking listener's caller polls between calls: its handshakes were not
+            // paused, so their deadlines stand.
+            if let Some(idle) = st.idle_since.take()
+                && !nonblocking
+            {
                 let paused = now.saturating_duration_since(idle);
                 for p in &mut pending {
                     p.deadline = p.deadline.and_then(|d| d.checked_add(paused));
@@ -90,7 +101,9 @@ impl Listener {
             let rest_until = st.accept_rest_until.filter(|&t| t > now);
             drop(st);
             let mut found = VecDeque::new();
-            let rested = self.drive_round(&mut pending, &mut found, deadline, rest_until);
+            let round_deadline = if nonblocking { Some(now) } else { deadline };
+            let rested = self.drive_round(&mut pending, &mut found, round_deadline, rest_until);
+            drove = true;
             st = self.lock();
             st.pending = pending;
             st.ready.extend(found);
@@ -124,6 +137,7 @@ impl Listener {
         let (listener_ready, ready) = match wait_any(listen.then_some(&self.raw), &streams, wake) {
             Ok(r) => r,
             Err(e) => {
+                trace::event!(ERROR, listener = %self.address, error = %e, "waiting for clients failed");
                 found.push_back(Err(Error::Io(e)));
                 return None;
             }
@@ -144,6 +158,7 @@ impl Listener {
                         // Out of descriptors or memory: the socket stays readable, so rest it
                         // instead of spinning, and say so once.
                         rest = Instant::now().checked_add(RESOURCE_REST);
+                        trace::event!(WARN, listener = %self.address, error = %e, "accept failed, pausing");
                         found.push_back(Err(Error::Io(io_context(
                             e,
                             format_args!("accept failed, pausing for {RESOURCE_REST:?}"),
@@ -161,7 +176,7 @@ impl Listener {
             if pending[i].deadline.is_some_and(|d| d <= now) {
                 let p = pending.swap_remove(i);
                 let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             } else {
                 i += 1;
             }
@@ -194,22 +209,24 @@ impl Listener {
                  pending (max_pending_handshakes) and this one had gone longest without progress",
                 p.hs.waiting_for()
             ));
-            found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+            refuse(self, found, with_peer(e, &p.peer, p.creds));
         }
     }
 
     fn start(&self, pending: &mut Vec<Pending>, found: &mut Found, stream: Stream, peer: Option<Address>) {
         // An unnamed Unix socket is named in errors by its process.
         let creds = if peer.is_none() { stream.peer_credentials() } else { None };
+        trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&peer, creds), "accepted a connection");
         if let Some(idle) = self.opts.endpoint.keepalive
             && let Err(e) = stream.set_keepalive(Some(idle))
         {
-            found.push_back(Err(with_peer(Error::Io(e), &peer, creds)));
+            refuse(self, found, with_peer(Error::Io(e), &peer, creds));
             return;
         }
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.endpoint.key else {
             conn.finish_handshake(&self.opts.endpoint.conn);
+            trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&peer, creds), "accepted without a handshake (no authkey)");
             found.push_back(Ok((conn, peer)));
             return;
         };
@@ -220,7 +237,7 @@ impl Listener {
         let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
         let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
-        match sent {
+        match sent.and_then(|()| self.watch(&conn).map_err(Error::Io)) {
             Ok(()) => {
                 pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
             }
@@ -232,10 +249,12 @@ impl Listener {
                         "the client hung up during the handshake ({e}) while {}",
                         hs.waiting_for()
                     ));
-                    found.push_back(Err(with_peer(e, &peer, creds)));
+                    refuse(self, found, with_peer(e, &peer, creds));
+                } else {
+                    trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&peer, creds), "a client hung up without a word");
                 }
             }
-            Err(e) => found.push_back(Err(with_peer(e, &peer, creds))),
+            Err(e) => refuse(self, found, with_peer(e, &peer, creds)),
         }
     }
 
@@ -254,7 +273,9 @@ impl Listener {
         match outcome {
             Ok(false) => {}
             Err(e) if hung_up(&e) && !p.heard => {
-                pending.swap_remove(i);
+                let p = pending.swap_remove(i);
+                trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "a client hung up without a word");
+                drop(p);
             }
             Err(e) if hung_up(&e) => {
                 let p = pending.swap_remove(i);
@@ -262,11 +283,13 @@ impl Listener {
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
                 ));
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
             Ok(true) => {
                 let mut p = pending.swap_remove(i);
+                self.unwatch(&p.conn);
                 p.conn.finish_handshake(&self.opts.endpoint.conn);
+                trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
                 found.push_back(Ok((p.conn, p.peer)));
             }
             Err(e) => {
@@ -274,7 +297,7 @@ impl Listener {
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }
-                found.push_back(Err(with_peer(e, &p.peer, p.creds)));
+                refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
         }
     }
@@ -282,6 +305,13 @@ impl Listener {
 
 /// Accepted connections and per-client errors, in the order they happened.
 type Found = VecDeque<Result<(Connection, Option<Address>)>>;
+
+/// Records a client's failed handshake (already naming the peer) for `accept`.
+fn refuse(listener: &Listener, found: &mut Found, e: Error) {
+    trace::event!(WARN, listener = %listener.address, error = %e, "handshake failed");
+    let _ = listener;
+    found.push_back(Err(e));
+}
 
 /// Feeds every buffered handshake message to the state machine; `Ok(true)` when done.
 /// Replies to messages that arrived together (a client's answer and its early challenge)

@@ -2,7 +2,7 @@
 
 #[cfg(doc)]
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -156,6 +156,15 @@ impl ListenerBuilder {
             &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
         )?;
         let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
+        #[cfg(unix)]
+        let poll_set = match raw.os_fd() {
+            Some(fd) => {
+                let set = crate::transport::PollSet::new()?;
+                set.add(fd)?;
+                Some(set)
+            }
+            None => None,
+        };
         Ok(Listener {
             raw,
             address,
@@ -164,6 +173,9 @@ impl ListenerBuilder {
             turn: Condvar::new(),
             last_peer: Mutex::new(None),
             ticks: AtomicU64::new(0),
+            nonblocking: AtomicBool::new(false),
+            #[cfg(unix)]
+            poll_set,
         })
     }
 }

@@ -122,7 +122,13 @@ impl ClientBuilder {
         }
         let mut conn = Connection::for_handshake(stream);
         match &self.endpoint.key {
-            Some(key) => self.handshake(&mut conn, key, addr)?,
+            Some(key) => {
+                self.handshake(&mut conn, key, addr).inspect_err(|e| {
+                    crate::trace::event!(WARN, address = %addr, error = %e, "client handshake failed");
+                    let _ = e;
+                })?;
+                crate::trace::event!(INFO, address = %addr, "connected (handshake succeeded)");
+            }
             None => conn.refuse_challenge(),
         }
         conn.finish_handshake(&self.endpoint.conn);

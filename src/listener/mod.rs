@@ -8,9 +8,10 @@
 mod accept;
 mod builder;
 mod client;
+mod poll;
 
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,16 +74,21 @@ impl EndpointOptions {
 /// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
 /// credentials of its process.
 fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
-    let who = match (peer, creds) {
-        (Some(a), _) => a.to_string(),
-        (None, Some(c)) => c.to_string(),
-        (None, None) => "an unnamed peer".to_string(),
-    };
+    let who = describe_peer(peer, creds);
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
         Error::Timeout(m) => Error::Timeout(format!("{m} (peer {who})")),
         Error::Protocol(m) => Error::Protocol(format!("{m} (peer {who})")),
         other => other,
+    }
+}
+
+/// The peer as errors and events name it: its address, or else its process's credentials.
+fn describe_peer(peer: &Option<Address>, creds: Option<PeerCredentials>) -> String {
+    match (peer, creds) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "an unnamed peer".to_string(),
     }
 }
 
@@ -123,6 +129,12 @@ pub struct Listener {
     last_peer: Mutex<Option<Address>>,
     /// The source of [`Pending::progress`].
     ticks: AtomicU64,
+    /// Whether `accept` returns `WouldBlock` instead of waiting.
+    nonblocking: AtomicBool,
+    /// The listening socket and the pending handshakes' sockets, for a caller's poll loop
+    /// (none for an in-process listener).
+    #[cfg(unix)]
+    poll_set: Option<crate::transport::PollSet>,
 }
 
 impl std::fmt::Debug for Listener {

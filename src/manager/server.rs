@@ -415,6 +415,7 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
         }
         Err(_) => return None,
     };
+    crate::trace::event!(WARN, fault = ?fault, "manager refused a client");
     let _ = send_fault(conn, fault);
     None
 }
@@ -423,6 +424,7 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
 fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
     let mut buf = Vec::new();
     let Some(session) = hello(&mut conn, &mut buf) else { return };
+    crate::trace::event!(INFO, address = %inner.address, session, "manager client connected");
     inner.session_opened(session);
     while !inner.stop.load(Ordering::Relaxed) {
         if conn.recv_bytes_into(&mut buf).is_err() {
@@ -434,13 +436,17 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
         };
         let sent = match outcome {
             Ok(reply) => conn.send_bytes(&reply),
-            Err(f) => send_fault(&mut conn, f),
+            Err(f) => {
+                crate::trace::event!(DEBUG, address = %inner.address, session, fault = ?f, "manager request failed");
+                send_fault(&mut conn, f)
+            }
         };
         if sent.is_err() {
             break;
         }
     }
     drop(conn);
+    crate::trace::event!(INFO, address = %inner.address, session, "manager client disconnected");
     inner.session_closed(session);
 }
 
@@ -539,9 +545,13 @@ fn accept_loop(inner: &Arc<Inner>, listener: &Listener) {
         if let Ok(conn) = listener.accept_timeout(Duration::from_millis(100)) {
             let i = inner.clone();
             // A thread that cannot start drops the connection: that client sees it closed.
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("procwire-manager-client".into())
                 .spawn(move || serve_connection(i, conn));
+            if let Err(e) = spawned {
+                crate::trace::event!(WARN, error = %e, "manager refused a client: no thread to serve it");
+                let _ = e;
+            }
         }
     }
 }

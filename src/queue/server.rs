@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::wire::{self, Info};
 use crate::RemoteKind;
 use crate::shared::AtomicValue;
+use crate::trace;
 use crate::util::{deadline_of, lock};
 use crate::{Address, AuthKey, Connection, Error, Listener, Receiver, Result, Sender};
 
@@ -246,10 +247,14 @@ impl Server {
                 Err(_) => continue,
             };
             let s = self.clone();
-            let _ = thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name("procwire-queue-read".into())
                 .stack_size(STACK)
                 .spawn(move || s.serve(conn));
+            if let Err(e) = spawned {
+                trace::event!(WARN, error = %e, "queue refused a client: no thread to serve it");
+                let _ = e;
+            }
         }
     }
 
@@ -313,6 +318,7 @@ impl Server {
             );
             id
         };
+        trace::event!(INFO, client = id, "queue client connected");
         let s = self.clone();
         let spawned = thread::Builder::new()
             .name("procwire-queue-write".into())
@@ -326,6 +332,7 @@ impl Server {
 
     /// Answers a connection's first message with REFUSED and why, and closes it.
     fn refuse(&self, conn: Connection, why: &str) {
+        trace::event!(WARN, reason = why, "queue refused a client");
         let mut reply = Vec::new();
         let _ = wire::push_value(&mut reply, wire::REFUSED, why);
         let (mut tx, _) = conn.split();
@@ -436,6 +443,7 @@ impl Server {
     fn drop_conn(&self, id: u64) {
         let mut st = lock(&self.st);
         let Some(mut c) = st.conns.remove(&id) else { return };
+        trace::event!(INFO, client = id, "queue client disconnected");
         c.cv.notify_all();
         // What the client counted as taken before it went is gone for good.
         if let Ok(n) = c.sync_acks() {

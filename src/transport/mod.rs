@@ -22,6 +22,8 @@ mod windows;
 use windows as platform;
 
 pub(crate) use platform::BindOptions;
+#[cfg(unix)]
+pub(crate) use unix::PollSet;
 
 /// The socket addresses a TCP host name or literal stands for.
 pub(crate) fn resolve(
@@ -76,6 +78,19 @@ impl std::fmt::Debug for Stream {
             Stream::Os(s) => s.fmt(f),
             Stream::Mem(_) => f.write_str("InProcess"),
         }
+    }
+}
+
+/// The end of a connection (both halves of a split one dropped), with the `tracing` feature.
+#[cfg(feature = "tracing")]
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::trace::event!(
+            DEBUG,
+            local = ?self.local_addr().map(|a| a.to_string()),
+            peer = ?self.peer_addr().map(|a| a.to_string()),
+            "connection closed"
+        );
     }
 }
 
@@ -309,6 +324,17 @@ impl RawListener {
         match self {
             RawListener::Os(l) => Ok(l.try_accept()?.map(|(s, a)| (Stream::Os(s), a))),
             RawListener::Mem(l) => Ok(l.try_accept().map(|s| (Stream::Mem(s), None))),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl RawListener {
+    /// The listening socket's descriptor; an in-process listener has none.
+    pub(crate) fn os_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            RawListener::Os(l) => Some(std::os::fd::AsFd::as_fd(l)),
+            RawListener::Mem(_) => None,
         }
     }
 }

@@ -131,6 +131,12 @@ impl RawListener {
     }
 }
 
+impl std::os::fd::AsFd for RawListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+}
+
 /// Sets the mode of the socket file at `path` without following a symbolic link: someone who
 /// can write the directory could have swapped one in since `bind`. A path that is not a socket
 /// (a link, or any other file) is an error and keeps its mode.

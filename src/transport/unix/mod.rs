@@ -6,8 +6,10 @@ mod cred;
 mod fd_pass;
 mod listener;
 mod poll;
+mod poll_set;
 mod stream;
 
 pub(crate) use listener::{BindOptions, RawListener};
 pub(crate) use poll::{Pollable, wait_any, wait_ready_with};
+pub(crate) use poll_set::PollSet;
 pub(crate) use stream::{Stream, connect, pipe};
