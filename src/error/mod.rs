@@ -196,7 +196,7 @@ impl Error {
 }
 
 /// For code that returns `io::Result`: an [`Error::Io`] becomes its `io::Error`; every other
-/// kind an `io::Error` whose [`get_ref`](io::Error::get_ref)/[`into_inner`](io::Error::into_inner)
+/// kind an `io::Error` whose [`get_ref`](io::Error::get_ref)/`into_inner`
 /// is the `Error`, of kind [`TimedOut`](io::ErrorKind::TimedOut) for a timeout,
 /// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) for [`Error::Closed`] and [`Error::Truncated`]
 /// (both are the end of the stream where a message was expected),
