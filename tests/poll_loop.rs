@@ -115,3 +115,41 @@ fn an_in_process_listener_has_no_descriptor() {
     let l = Listener::bind(&"inproc:poll-loop-no-fd".parse().unwrap()).unwrap();
     let _ = l.as_raw_fd();
 }
+
+/// A handshake that ends without a connection (here a client that hangs up without a word)
+/// leaves the listener's poll set even while another process holds a copy of its socket: the
+/// set tracks the socket, not the descriptor, so only an explicit removal takes it out. Were it
+/// left in, the hung-up socket would keep the listener's descriptor readable while `accept`
+/// has nothing: a poll loop would spin until the copy closes.
+#[test]
+fn an_abandoned_handshake_leaves_the_poll_set_even_if_a_forked_child_holds_its_socket() {
+    let listener =
+        Listener::builder().authkey(KEY).bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+    listener.set_nonblocking(true);
+    let client = connect_silently(listener.address());
+    let fd = listener.as_raw_fd();
+    assert!(poll_readable(fd, Duration::from_secs(5)), "the connection never showed");
+    assert!(matches!(listener.accept(), Err(Error::Io(e)) if e.kind() == ErrorKind::WouldBlock));
+    // Hung up before the fork, so that the child holds only the listener's side of it.
+    drop(client);
+    // SAFETY: the child only sleeps and exits (both async-signal-safe) and touches no memory of
+    // ours; it holds copies of every descriptor, the pending handshake's socket among them.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+    }
+    assert!(poll_readable(fd, Duration::from_secs(5)), "the hang-up never showed");
+    while !matches!(listener.accept(), Err(Error::Io(ref e)) if e.kind() == ErrorKind::WouldBlock) {}
+    let spins = poll_readable(fd, Duration::from_millis(300));
+    // SAFETY: our own child, killed and reaped once.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    assert!(!spins, "the listener's descriptor stays readable with nothing to accept");
+}

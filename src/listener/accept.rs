@@ -99,6 +99,10 @@ impl Listener {
                 }
             }
             let rest_until = st.accept_rest_until.filter(|&t| t > now);
+            if st.accept_rest_until.is_some() && rest_until.is_none() {
+                st.accept_rest_until = None;
+                self.watch_listening(true);
+            }
             drop(st);
             let mut found = VecDeque::new();
             let round_deadline = if nonblocking { Some(now) } else { deadline };
@@ -110,6 +114,9 @@ impl Listener {
             st.driving = false;
             st.idle_since = Some(Instant::now());
             if rested.is_some() {
+                if st.accept_rest_until.is_none() {
+                    self.watch_listening(false);
+                }
                 st.accept_rest_until = rested;
             }
             if st.waiting > 0 {
@@ -174,7 +181,7 @@ impl Listener {
         let mut i = 0;
         while i < pending.len() {
             if pending[i].deadline.is_some_and(|d| d <= now) {
-                let p = pending.swap_remove(i);
+                let p = self.take(pending, i);
                 let e = Error::Timeout(format!("in the handshake, {}", p.hs.waiting_for()));
                 refuse(self, found, with_peer(e, &p.peer, p.creds));
             } else {
@@ -182,6 +189,16 @@ impl Listener {
             }
         }
         rest
+    }
+
+    /// Removes pending handshake `i` from the table and from the poll set. Every way out of the
+    /// table goes through here: the set tracks the socket itself, not its descriptor number, so
+    /// an entry left behind would outlive a close while a forked child still holds the socket,
+    /// and a hung-up one would keep the listener's descriptor readable for nothing.
+    fn take(&self, pending: &mut Vec<Pending>, i: usize) -> Pending {
+        let p = pending.swap_remove(i);
+        self.unwatch(&p.conn);
+        p
     }
 
     /// A number larger than all handed out before: the order of accepts and progress.
@@ -203,7 +220,7 @@ impl Listener {
         // Highest index first: swap_remove then moves only entries that stay.
         victims.sort_unstable_by(|a, b| b.cmp(a));
         for i in victims {
-            let p = pending.swap_remove(i);
+            let p = self.take(pending, i);
             let e = Error::Timeout(format!(
                 "in the handshake, {}: dropped for a new connection, as {max} handshakes were \
                  pending (max_pending_handshakes) and this one had gone longest without progress",
@@ -273,12 +290,12 @@ impl Listener {
         match outcome {
             Ok(false) => {}
             Err(e) if hung_up(&e) && !p.heard => {
-                let p = pending.swap_remove(i);
+                let p = self.take(pending, i);
                 trace::event!(DEBUG, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "a client hung up without a word");
                 drop(p);
             }
             Err(e) if hung_up(&e) => {
-                let p = pending.swap_remove(i);
+                let p = self.take(pending, i);
                 let e = Error::AuthenticationFailed(format!(
                     "the client hung up during the handshake ({e}) while {}",
                     p.hs.waiting_for()
@@ -286,14 +303,13 @@ impl Listener {
                 refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
             Ok(true) => {
-                let mut p = pending.swap_remove(i);
-                self.unwatch(&p.conn);
+                let mut p = self.take(pending, i);
                 p.conn.finish_handshake(&self.opts.endpoint.conn);
                 trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
                 found.push_back(Ok((p.conn, p.peer)));
             }
             Err(e) => {
-                let mut p = pending.swap_remove(i);
+                let mut p = self.take(pending, i);
                 if let Some(f) = p.hs.failure_message() {
                     let _ = p.conn.send_bytes(&f);
                 }

@@ -31,7 +31,10 @@ impl Listener {
     /// For a poll loop (Unix): watch the listener's descriptor ([`AsFd`](std::os::fd::AsFd))
     /// for readability and, when it is readable, call `accept` until it returns `WouldBlock`
     /// (one readiness may finish several handshakes). Give the poll a timeout, or call
-    /// `accept` now and then, so that handshakes of silent clients are dropped in time.
+    /// `accept` now and then, so that handshakes of silent clients are dropped in time, and
+    /// so that a listener whose socket rests after the OS refused an accept (out of
+    /// descriptors: an error from `accept`, then 100 ms in which the socket is out of the set)
+    /// takes new clients again.
     ///
     /// ```
     /// use procwire::{Address, Error, Family, Listener};
@@ -62,7 +65,19 @@ impl Listener {
         Ok(())
     }
 
-    /// Takes a finished handshake's socket out of the poll set, before it is handed out.
+    /// Takes the listening socket out of the poll set while it rests after the OS refused an
+    /// accept (its queue stays readable, and a poll loop would spin on it), or puts it back.
+    pub(super) fn watch_listening(&self, watch: bool) {
+        #[cfg(unix)]
+        if let (Some(set), Some(fd)) = (&self.poll_set, self.raw.os_fd()) {
+            // Adding back what was in the set before, or removing what is in it, cannot fail
+            // for a reason we could act on; at worst a poll wakes once for nothing.
+            let _ = if watch { set.add(fd) } else { set.remove(fd) };
+        }
+        let _ = watch;
+    }
+
+    /// Takes a pending handshake's socket out of the poll set: finished, refused or expired.
     pub(super) fn unwatch(&self, conn: &Connection) {
         #[cfg(unix)]
         if let Some(set) = &self.poll_set {
