@@ -65,8 +65,11 @@ fn a_wrong_key_is_reported_as_a_failed_handshake_with_its_reason() {
     let listener =
         Listener::builder().authkey("right").bind(&Address::fresh(Family::default()).unwrap()).unwrap();
     let addr = listener.address().clone();
+    // The global default, set before the first event: a scoped one (`with_default`) set after
+    // another thread already hit a call site can leave that site's cached interest at "never".
+    tracing::subscriber::set_global_default(rec.clone()).unwrap();
     let client = std::thread::spawn(move || Client::builder().authkey("wrong").connect(&addr));
-    let accepted = tracing::subscriber::with_default(rec.clone(), || {
+    let accepted = {
         let r = listener.accept_timeout(Duration::from_secs(10));
         // The honest client after it is accepted and its end seen.
         let addr = listener.address().clone();
@@ -75,7 +78,7 @@ fn a_wrong_key_is_reported_as_a_failed_handshake_with_its_reason() {
         drop(good.join().unwrap().unwrap());
         drop(conn);
         r
-    });
+    };
     assert!(matches!(accepted, Err(Error::AuthenticationFailed(_))), "{accepted:?}");
     assert!(client.join().unwrap().is_err());
 
