@@ -774,7 +774,7 @@ parity! { connection {
 
     #[test]
     fn listener_and_client_authenticate_and_talk() {
-        let listener = pw::Listener::builder().authkey("parity key").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("parity key").bind(fresh()).unwrap();
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || {
             let mut c = pw::Client::builder().authkey("parity key").connect(&addr).unwrap();
@@ -789,7 +789,7 @@ parity! { connection {
 
     #[test]
     fn a_wrong_key_is_refused_on_both_sides_and_the_listener_goes_on() {
-        let listener = pw::Listener::builder().authkey("right").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("right").bind(fresh()).unwrap();
         let addr = listener.address().clone();
         let a2 = addr.clone();
         let bad = std::thread::spawn(move || pw::Client::builder().authkey("wrong").connect(&a2));
@@ -802,7 +802,7 @@ parity! { connection {
 
     #[test]
     fn wait_sees_a_listener_with_a_client_to_accept() {
-        let listener = pw::Listener::builder().authkey("k").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("k").bind(fresh()).unwrap();
         assert!(pw::wait(&[(&listener).into()], Some(Duration::from_millis(10))).unwrap().is_empty());
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || pw::Client::builder().authkey("k").connect(&addr));
