@@ -329,6 +329,21 @@ fn dropping_the_creators_queue_closes_other_handles() {
 }
 
 #[test]
+fn iterating_a_queue_whose_server_is_gone_yields_the_error_once_and_ends() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+    r.set_prefetch(0);
+    q.put(&1).unwrap();
+    q.put(&2).unwrap();
+    assert_eq!(r.get().unwrap(), 1);
+    let mut items = r.iter_timeout(Duration::from_secs(10));
+    assert_eq!(items.next().unwrap().unwrap(), 2);
+    drop(q);
+    assert!(matches!(items.next(), Some(Err(Error::Closed))));
+    assert!(items.next().is_none(), "fused after the error");
+}
+
+#[test]
 fn an_item_over_the_limit_is_refused_before_it_travels() {
     let q: Queue<Vec<u8>> = QueueBuilder::new().max_item_size(1000).build().unwrap();
     let err = q.put(&vec![0u8; 2000]).unwrap_err();
