@@ -40,7 +40,7 @@ fn slow_consumer(mut ch: Connection, q: Queue<Option<u64>>) {
 
 /// Opens the queue from its address and key, as an unrelated process would, and puts squares.
 fn by_address((address, key, n): (String, Vec<u8>, u64)) -> u64 {
-    let q: Queue<u64> = Queue::connect(&address.parse().expect("address"), key).expect("connect");
+    let q: Queue<u64> = Queue::connect(&address, key).expect("connect");
     for i in 0..n {
         q.put(&(i * i)).expect("put");
     }
