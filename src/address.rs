@@ -210,6 +210,64 @@ impl From<SocketAddr> for Address {
     }
 }
 
+/// What [`Listener::bind`](crate::Listener::bind), [`Client::connect`](crate::Client::connect)
+/// and their builders accept as an address, as std's `ToSocketAddrs`: an [`Address`], its
+/// string form (`"unix:/run/app.sock"`, parsed; a bad one is an [`Error::InvalidAddress`]),
+/// or a [`SocketAddr`], and references to any of these. Sealed: the crate's types only.
+///
+/// ```
+/// use procwire::{Address, ToAddress};
+/// let a: Address = "tcp:127.0.0.1:7000".parse()?;
+/// assert_eq!("tcp:127.0.0.1:7000".to_address()?, a);
+/// assert_eq!((&a).to_address()?, a);
+/// assert!("nowhere".to_address().is_err());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub trait ToAddress: sealed::Sealed {
+    /// The address named, or why it is not one.
+    fn to_address(&self) -> Result<Address>;
+}
+
+mod sealed {
+    /// Keeps [`ToAddress`](super::ToAddress) to the types this module implements it for.
+    pub trait Sealed {}
+    impl Sealed for super::Address {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for std::net::SocketAddr {}
+    impl<T: Sealed + ?Sized> Sealed for &T {}
+}
+
+impl ToAddress for Address {
+    fn to_address(&self) -> Result<Address> {
+        Ok(self.clone())
+    }
+}
+
+impl ToAddress for str {
+    fn to_address(&self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl ToAddress for String {
+    fn to_address(&self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl ToAddress for SocketAddr {
+    fn to_address(&self) -> Result<Address> {
+        Ok(Address::tcp(*self))
+    }
+}
+
+impl<T: ToAddress + ?Sized> ToAddress for &T {
+    fn to_address(&self) -> Result<Address> {
+        (**self).to_address()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ mod transport;
 mod util;
 pub mod wait;
 
-pub use address::{Address, Family};
+pub use address::{Address, Family, ToAddress};
 pub use auth::AuthKey;
 pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
 pub use error::{Error, RemoteKind, Result};

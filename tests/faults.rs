@@ -75,7 +75,7 @@ fn start(t: &Transport, role: &str, env: &[(&str, String)]) -> (ChildGuard, Conn
 /// Child side of [`start`].
 fn child_conn() -> Connection {
     match std::env::var("PROCWIRE_TEST_ADDR") {
-        Ok(addr) => Client::builder().authkey(KEY).connect(&addr.parse().unwrap()).unwrap(),
+        Ok(addr) => Client::builder().authkey(KEY).connect(&addr).unwrap(),
         Err(_) => Connection::from_env("PROCWIRE_TEST_CONN").unwrap(),
     }
 }
@@ -441,7 +441,7 @@ fn a_tcp_peer_that_vanishes_without_fin_gives_timeouts_then_keepalive_reports_th
     let listener = Listener::builder()
         .authkey(KEY)
         .tcp_keepalive(Some(idle))
-        .bind(&format!("tcp:{}:0", ns.host_ip).parse().unwrap())
+        .bind(format!("tcp:{}:0", ns.host_ip))
         .unwrap();
     // The peer process runs inside the namespace.
     let exe = std::env::current_exe().unwrap();
@@ -571,7 +571,7 @@ fn keepalive_options_reach_the_sockets_on_both_sides() {
     let l = Listener::builder()
         .authkey(KEY)
         .tcp_keepalive(Some(idle))
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let bound = l.address().clone();
     let t =
@@ -591,7 +591,7 @@ fn keepalive_options_reach_the_sockets_on_both_sides() {
         assert_eq!(s.tcp_user_timeout().unwrap(), None);
     }
     // Without the option, nothing is set; on other transports the option does nothing.
-    let plain = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let plain = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let bound = plain.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey(KEY).connect(&bound));
     let accepted = plain.accept_timeout(LIMIT).unwrap();
@@ -600,7 +600,7 @@ fn keepalive_options_reach_the_sockets_on_both_sides() {
     let unix = Listener::builder()
         .authkey(KEY)
         .tcp_keepalive(Some(idle))
-        .bind(&Address::fresh(Family::Unix).unwrap())
+        .bind(Address::fresh(Family::Unix).unwrap())
         .unwrap();
     let bound = unix.address().clone();
     let t =

@@ -61,7 +61,7 @@ fn accepted_and_paired_connections_work_in_the_child_they_were_handed_to() {
     carrier.set_read_timeout(LIMIT.map(|d| d * 2));
 
     // A connection a listener accepted: the client talks to the worker without knowing.
-    let listener = Listener::builder().authkey("k").bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let listener = Listener::builder().authkey("k").bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let addr = listener.address().clone();
     let client = std::thread::spawn(move || -> procwire::Result<Vec<u8>> {
         let mut c = Client::builder().authkey("k").connect(&addr)?;
@@ -83,7 +83,7 @@ fn accepted_and_paired_connections_work_in_the_child_they_were_handed_to() {
 
 #[test]
 fn passing_over_tcp_is_refused_clearly() {
-    let listener = Listener::builder().authkey("k").bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let listener = Listener::builder().authkey("k").bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let addr = listener.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey("k").connect(&addr));
     let mut server = listener.accept().unwrap();

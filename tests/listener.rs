@@ -77,7 +77,7 @@ fn a_regular_file_in_the_way_is_never_removed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("precious.txt");
     std::fs::write(&path, b"do not delete").unwrap();
-    let e = Listener::bind(&Address::Unix(path.clone())).unwrap_err();
+    let e = Listener::bind(Address::Unix(path.clone())).unwrap_err();
     assert!(e.to_string().contains("not a socket"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"do not delete");
 }
@@ -86,7 +86,7 @@ fn a_regular_file_in_the_way_is_never_removed() {
 fn a_socket_file_replaced_by_someone_else_is_not_removed_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sock");
-    let listener = Listener::bind(&Address::Unix(path.clone())).unwrap();
+    let listener = Listener::bind(Address::Unix(path.clone())).unwrap();
     std::fs::remove_file(&path).unwrap();
     let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
     drop(listener);
@@ -98,18 +98,18 @@ fn a_socket_file_replaced_by_someone_else_is_not_removed_on_drop() {
 fn too_long_unix_path_is_a_clear_error() {
     let long = format!("/tmp/{}", "x".repeat(200));
     let e =
-        Listener::bind(&long.parse::<Address>().unwrap_or(Address::Unix(long.clone().into()))).unwrap_err();
+        Listener::bind(long.parse::<Address>().unwrap_or(Address::Unix(long.clone().into()))).unwrap_err();
     match &e {
         Error::InvalidAddress { reason, .. } => assert!(reason.contains("at most"), "{reason}"),
         other => panic!("expected InvalidAddress, got {other}"),
     }
-    let e = Client::connect(&Address::Unix(long.into())).unwrap_err();
+    let e = Client::connect(Address::Unix(long.into())).unwrap_err();
     assert!(matches!(e, Error::InvalidAddress { .. }), "{e}");
 }
 
 #[test]
 fn tcp_port_zero_resolves_to_the_real_port() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let Address::Tcp { host, port } = l.address() else { panic!() };
     assert_eq!(host, "127.0.0.1");
     assert_ne!(*port, 0);
@@ -123,7 +123,7 @@ fn tcp_port_zero_resolves_to_the_real_port() {
 
 #[test]
 fn accept_timeout_times_out() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
     let start = Instant::now();
     let e = l.accept_timeout(Duration::from_millis(150)).unwrap_err();
     assert!(e.is_timeout(), "{e}");
@@ -158,7 +158,7 @@ fn client_waits_for_a_listener_that_is_not_up_yet() {
 #[test]
 fn client_without_wait_fails_at_once_when_nothing_listens() {
     let start = Instant::now();
-    let e = Client::connect(&Address::fresh(Family::Unix).unwrap()).unwrap_err();
+    let e = Client::connect(Address::fresh(Family::Unix).unwrap()).unwrap_err();
     assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e}");
     assert!(e.to_string().contains("cannot connect to unix:"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(2));
@@ -166,7 +166,7 @@ fn client_without_wait_fails_at_once_when_nothing_listens() {
 
 #[test]
 fn incoming_yields_errors_for_bad_clients_and_connections_for_good_ones() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let addr = l.address().clone();
     let clients = std::thread::spawn(move || {
         let bad = Client::builder().authkey("nope").connect(&addr);
@@ -195,7 +195,7 @@ fn authkey_from_file_is_used_byte_for_byte() {
 
 #[test]
 fn batched_sends_arrive_in_order_with_large_messages_between() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::UnixAbstract).unwrap()).unwrap();
     let (mut c, mut s) = connect_pair(&l);
     c.set_batching(Some(4096));
     let writer = std::thread::spawn(move || {
@@ -234,7 +234,7 @@ fn batched_data_is_flushed_when_the_connection_is_dropped() {
 
 #[test]
 fn split_halves_work_from_two_threads() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let (c, mut s) = connect_pair(&l);
     let (mut tx, mut rx) = c.split();
     let sender = std::thread::spawn(move || {
@@ -376,7 +376,7 @@ fn huge_timeouts_mean_forever_and_do_not_panic() {
     let l = Listener::builder()
         .authkey(KEY)
         .handshake_timeout(Duration::MAX)
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let addr = l.address().clone();
     let t = std::thread::spawn(move || {
@@ -392,7 +392,7 @@ fn huge_timeouts_mean_forever_and_do_not_panic() {
 
 #[test]
 fn a_second_thread_accept_timeout_is_honoured_while_another_thread_waits() {
-    let l = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let l = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     std::thread::scope(|s| {
         let waiting = s.spawn(|| l.accept_timeout(Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(50));
@@ -412,7 +412,7 @@ fn a_busy_serial_server_does_not_fail_handshakes_it_started() {
     let l = Listener::builder()
         .authkey(KEY)
         .handshake_timeout(Duration::from_millis(300))
-        .bind(&Address::fresh(Family::Unix).unwrap())
+        .bind(Address::fresh(Family::Unix).unwrap())
         .unwrap();
     let addr = l.address().clone();
     let clients: Vec<_> = (0..3)
@@ -440,7 +440,7 @@ fn at_most_max_pending_handshakes_hold_descriptors() {
         .authkey(KEY)
         .max_pending_handshakes(4)
         .handshake_timeout(Duration::from_millis(500))
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let Address::Tcp { host, port } = l.address().clone() else { panic!() };
     // Ten silent clients, then an honest one: past four, each newcomer takes the place of the
@@ -476,7 +476,7 @@ fn an_honest_client_gets_through_past_the_pending_handshake_limit() {
         .authkey(KEY)
         .max_pending_handshakes(8)
         .handshake_timeout(Duration::from_secs(30))
-        .bind(&Address::fresh(Family::Unix).unwrap())
+        .bind(Address::fresh(Family::Unix).unwrap())
         .unwrap();
     let path = unix_path(listener.address());
     let silent: Vec<UnixStream> = (0..20).map(|_| UnixStream::connect(&path).unwrap()).collect();
@@ -527,7 +527,7 @@ fn the_pending_handshake_dropped_for_a_newcomer_is_the_longest_without_progress(
         .authkey(KEY)
         .max_pending_handshakes(2)
         .handshake_timeout(Duration::from_secs(30))
-        .bind(&Address::fresh(Family::Unix).unwrap())
+        .bind(Address::fresh(Family::Unix).unwrap())
         .unwrap();
     let path = unix_path(listener.address());
     // Each call runs rounds for a while: connections are taken, bytes read, room made.
@@ -548,4 +548,20 @@ fn the_pending_handshake_dropped_for_a_newcomer_is_the_longest_without_progress(
     };
     assert!(outcome(&second).is_ok_and(|n| n > 0), "the silent one is dropped (challenge, then end of file)");
     assert!(outcome(&first).is_err(), "the one that made progress is still pending");
+}
+
+#[test]
+fn bind_and_connect_take_address_strings_and_refuse_bad_ones() {
+    let listener = Listener::builder().authkey(KEY).bind("tcp:127.0.0.1:0").unwrap();
+    let text: String = listener.address().to_string();
+    let t = std::thread::spawn(move || Client::builder().authkey(KEY).connect(text));
+    let mut server = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    let mut client = t.join().unwrap().unwrap();
+    client.send_bytes(b"by string").unwrap();
+    assert_eq!(server.recv_bytes().unwrap(), b"by string");
+
+    for bad in ["nowhere", "tcp:127.0.0.1:99999"] {
+        assert!(matches!(Listener::bind(bad), Err(Error::InvalidAddress { .. })), "{bad}");
+        assert!(matches!(Client::connect(bad), Err(Error::InvalidAddress { .. })), "{bad}");
+    }
 }

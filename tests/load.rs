@@ -184,7 +184,7 @@ fn a_thousand_concurrent_authenticated_clients_each_with_a_hundred_round_trips()
     raise_fd_limit();
     let started = Instant::now();
     let listener =
-        Listener::builder().authkey(KEY).backlog(1024).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+        Listener::builder().authkey(KEY).backlog(1024).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let addr = listener.address().to_string();
     let before = status_kib("VmRSS:");
     let mut children: Vec<ChildGuard> = (0..PROCESSES)
@@ -281,7 +281,7 @@ fn honest_clients_authenticate_while_500_stalled_connections_are_held() {
         .authkey(KEY)
         .backlog(1024)
         .handshake_timeout(listener_timeout)
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let Address::Tcp { host, port } = listener.address() else { unreachable!() };
     let mut cmd = common::child_command("slowloris", &[("PROCWIRE_TEST_ADDR", format!("{host}:{port}"))]);
@@ -380,7 +380,7 @@ fn honest_past_silent(silent: usize, max_pending: usize, churn: bool) -> Honest 
     let listener = Listener::builder()
         .authkey(KEY)
         .max_pending_handshakes(max_pending)
-        .bind(&Address::fresh(Family::Unix).unwrap())
+        .bind(Address::fresh(Family::Unix).unwrap())
         .unwrap();
     let Address::Unix(path) = listener.address().clone() else { unreachable!() };
     let stop = AtomicBool::new(false);

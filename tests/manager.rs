@@ -362,10 +362,10 @@ fn custom_type() {
 // Remote access over TCP
 
 fn tcp_client((address, key): (String, Vec<u8>)) -> (u64, String) {
-    let m = Manager::connect(&address.parse().unwrap(), key).unwrap();
+    let m = Manager::connect(&address, key).unwrap();
     let d = m.dict::<String, u64>().unwrap();
     d.insert(&"x".into(), &1).unwrap();
-    let wrong = Manager::connect(&address.parse().unwrap(), b"not the key".to_vec());
+    let wrong = Manager::connect(&address, b"not the key".to_vec());
     (d.len().unwrap() as u64, format!("{:?}", wrong.map(|_| ())))
 }
 

@@ -288,6 +288,34 @@ parity! { queue {
         assert_eq!(got, (0..300).collect::<Vec<_>>());
         assert_eq!(q.try_get().unwrap(), None);
     }
+
+    #[test]
+    fn try_iter_takes_what_is_there_and_iter_timeout_what_comes() {
+        entry();
+        let q: Queue<u64> = Queue::new().unwrap();
+        assert_eq!(q.try_iter().count(), 0);
+        for x in 0..5 {
+            q.put(&x).unwrap();
+        }
+        let now: Vec<u64> = q.try_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(now, [0, 1, 2, 3, 4]);
+        assert_eq!(q.try_get().unwrap(), None, "try_iter took them");
+
+        let mut producers: Vec<Process<u64>> =
+            (0..2).map(|k| Process::new(&PRODUCE, (q.clone(), k * 100, k * 100 + 100))).collect();
+        for p in &mut producers {
+            p.start().unwrap();
+        }
+        let mut got: Vec<u64> = q.iter_timeout(Duration::from_secs(30)).take(200).map(|r| r.unwrap()).collect();
+        for p in &mut producers {
+            assert_eq!(p.result(LIMIT).unwrap(), 100);
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..200).collect::<Vec<_>>());
+        let started = std::time::Instant::now();
+        assert_eq!(q.iter_timeout(Duration::from_millis(50)).count(), 0, "quiet: ends");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
 }}
 
 parity! { pool {
@@ -774,7 +802,7 @@ parity! { connection {
 
     #[test]
     fn listener_and_client_authenticate_and_talk() {
-        let listener = pw::Listener::builder().authkey("parity key").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("parity key").bind(fresh()).unwrap();
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || {
             let mut c = pw::Client::builder().authkey("parity key").connect(&addr).unwrap();
@@ -789,7 +817,7 @@ parity! { connection {
 
     #[test]
     fn a_wrong_key_is_refused_on_both_sides_and_the_listener_goes_on() {
-        let listener = pw::Listener::builder().authkey("right").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("right").bind(fresh()).unwrap();
         let addr = listener.address().clone();
         let a2 = addr.clone();
         let bad = std::thread::spawn(move || pw::Client::builder().authkey("wrong").connect(&a2));
@@ -802,7 +830,7 @@ parity! { connection {
 
     #[test]
     fn wait_sees_a_listener_with_a_client_to_accept() {
-        let listener = pw::Listener::builder().authkey("k").bind(&fresh()).unwrap();
+        let listener = pw::Listener::builder().authkey("k").bind(fresh()).unwrap();
         assert!(pw::wait(&[(&listener).into()], Some(Duration::from_millis(10))).unwrap().is_empty());
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || pw::Client::builder().authkey("k").connect(&addr));

@@ -37,7 +37,7 @@ fn serve_in_a_poll_loop(family: Family) {
     let listener = Listener::builder()
         .authkey(KEY)
         .handshake_timeout(Duration::from_millis(1000))
-        .bind(&Address::fresh(family).unwrap())
+        .bind(Address::fresh(family).unwrap())
         .unwrap();
     listener.set_nonblocking(true);
     let addr = listener.address().clone();
@@ -112,7 +112,7 @@ fn a_poll_loop_accepts_honest_clients_past_a_silent_one_over_tcp() {
 #[test]
 #[should_panic(expected = "in-process listener has no file descriptor")]
 fn an_in_process_listener_has_no_descriptor() {
-    let l = Listener::bind(&"inproc:poll-loop-no-fd".parse().unwrap()).unwrap();
+    let l = Listener::bind("inproc:poll-loop-no-fd").unwrap();
     let _ = l.as_raw_fd();
 }
 
@@ -123,8 +123,7 @@ fn an_in_process_listener_has_no_descriptor() {
 /// has nothing: a poll loop would spin until the copy closes.
 #[test]
 fn an_abandoned_handshake_leaves_the_poll_set_even_if_a_forked_child_holds_its_socket() {
-    let listener =
-        Listener::builder().authkey(KEY).bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+    let listener = Listener::builder().authkey(KEY).bind(Address::fresh(Family::default()).unwrap()).unwrap();
     listener.set_nonblocking(true);
     let client = connect_silently(listener.address());
     let fd = listener.as_raw_fd();

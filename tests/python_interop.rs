@@ -221,7 +221,7 @@ fn listener(family: Family, legacy: bool) -> Listener {
     if legacy {
         builder = builder.legacy_md5(true);
     }
-    let listener = builder.bind(&Address::fresh(family).expect("fresh address")).expect("bind");
+    let listener = builder.bind(Address::fresh(family).expect("fresh address")).expect("bind");
     if let Address::Tcp { port, .. } = listener.address() {
         assert_ne!(*port, 0, "the listener reports the port the OS chose");
     }

@@ -40,7 +40,7 @@ fn slow_consumer(mut ch: Connection, q: Queue<Option<u64>>) {
 
 /// Opens the queue from its address and key, as an unrelated process would, and puts squares.
 fn by_address((address, key, n): (String, Vec<u8>, u64)) -> u64 {
-    let q: Queue<u64> = Queue::connect(&address.parse().expect("address"), key).expect("connect");
+    let q: Queue<u64> = Queue::connect(&address, key).expect("connect");
     for i in 0..n {
         q.put(&(i * i)).expect("put");
     }
@@ -326,6 +326,21 @@ fn dropping_the_creators_queue_closes_other_handles() {
     drop(q);
     let err = r.get_timeout(Duration::from_secs(10)).unwrap_err();
     assert!(matches!(err, Error::Closed), "{err:?}");
+}
+
+#[test]
+fn iterating_a_queue_whose_server_is_gone_yields_the_error_once_and_ends() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let r: Queue<u64> = Queue::connect(q.address(), q.authkey().clone()).unwrap();
+    r.set_prefetch(0);
+    q.put(&1).unwrap();
+    q.put(&2).unwrap();
+    assert_eq!(r.get().unwrap(), 1);
+    let mut items = r.iter_timeout(Duration::from_secs(10));
+    assert_eq!(items.next().unwrap().unwrap(), 2);
+    drop(q);
+    assert!(matches!(items.next(), Some(Err(Error::Closed))));
+    assert!(items.next().is_none(), "fused after the error");
 }
 
 #[test]

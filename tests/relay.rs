@@ -28,7 +28,7 @@ fn forward(mut from: UnixStream, to: Arc<Mutex<UnixStream>>, seen: Arc<Mutex<Vec
 
 #[test]
 fn a_relay_between_a_keyed_client_and_the_listener_reads_and_injects_messages() {
-    let real = Listener::builder().authkey(KEY).bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let real = Listener::builder().authkey(KEY).bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let real_addr = real.address().clone();
     let server = thread::spawn(move || {
         // An echo server: answers every message with the same bytes.
@@ -64,7 +64,7 @@ fn a_relay_between_a_keyed_client_and_the_listener_reads_and_injects_messages() 
         .authkey(KEY)
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Some(Duration::from_secs(10)))
-        .connect(&Address::Unix(relay_path.clone()))
+        .connect(Address::Unix(relay_path.clone()))
         .expect("the client accepts the relayed handshake as the listener's");
     client.send_bytes(b"private: the launch code is 1234").unwrap();
     assert_eq!(client.recv_bytes().unwrap(), b"private: the launch code is 1234");

@@ -197,7 +197,7 @@ fn raw_answer(l: &Listener, bytes: &[u8]) -> (std::os::unix::net::UnixStream, pr
 
 #[test]
 fn handshake_messages_are_capped_at_256_bytes_before_any_allocation() {
-    let l = Listener::builder().authkey(SECRET).bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let l = Listener::builder().authkey(SECRET).bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     // A short header one byte over the cap, and a long header announcing 1 TiB.
     let (mut over, r) = raw_answer(&l, &257u32.to_be_bytes());
     assert!(matches!(r, Err(Error::MessageTooLarge { len: 257, max: 256 })), "{r:?}");
@@ -266,7 +266,7 @@ fn keys_never_appear_in_debug_output() {
     let listener_builder = Listener::builder().authkey(key.clone());
     let client_builder = Client::builder().authkey(key.clone());
     let handshake = Handshake::new(Role::Listener, key.clone());
-    let listener = listener_builder.clone().bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let listener = listener_builder.clone().bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let addr = listener.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey("a different key").connect(&addr));
     let refused = listener.accept_timeout(LIMIT).unwrap_err();
@@ -306,7 +306,7 @@ fn socket_mode_is_exact_under_a_restrictive_umask() {
 /// other's pid, uid and gid.
 #[test]
 fn unix_peers_are_named_by_their_credentials() {
-    let listener = Listener::builder().authkey(SECRET).bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let listener = Listener::builder().authkey(SECRET).bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let mut c = common::spawn_child("peer", &[("PROCWIRE_TEST_ADDR", listener.address().to_string())]);
     let pid = c.child.id();
     // SAFETY: getuid and getgid have no preconditions.
@@ -334,7 +334,7 @@ fn unix_peers_are_named_by_their_credentials() {
     // Other transports have none.
     let (a, _b) = procwire::dummy::pipe(true).unwrap();
     assert_eq!(a.peer_credentials(), None);
-    let tcp = Listener::builder().authkey(SECRET).bind(&Address::fresh(Family::Tcp).unwrap()).unwrap();
+    let tcp = Listener::builder().authkey(SECRET).bind(Address::fresh(Family::Tcp).unwrap()).unwrap();
     let addr = tcp.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey(SECRET).connect(&addr));
     assert_eq!(tcp.accept_timeout(LIMIT).unwrap().peer_credentials(), None);

@@ -63,7 +63,7 @@ impl Subscriber for Recorder {
 fn a_wrong_key_is_reported_as_a_failed_handshake_with_its_reason() {
     let rec = Recorder::default();
     let listener =
-        Listener::builder().authkey("right").bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+        Listener::builder().authkey("right").bind(Address::fresh(Family::default()).unwrap()).unwrap();
     let addr = listener.address().clone();
     // The global default, set before the first event: a scoped one (`with_default`) set after
     // another thread already hit a call site can leave that site's cached interest at "never".

@@ -241,7 +241,7 @@ fn wrong_key_fails_on_both_sides_and_the_listener_serves_the_next_client() {
 
 #[test]
 fn keyed_client_against_keyless_listener_is_a_clear_timeout() {
-    let listener = Listener::bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let listener = Listener::bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let start = Instant::now();
     let mut child = spawn_child("report", &env_of(listener.address(), Some(KEY)));
     let mut server_side = listener.accept_timeout(LIMIT).unwrap();
@@ -260,7 +260,7 @@ fn keyless_client_against_keyed_listener_is_a_clear_error_on_both_sides() {
     let listener = Listener::builder()
         .authkey(KEY)
         .handshake_timeout(Duration::from_secs(2))
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let mut child = spawn_child("report", &env_of(listener.address(), None));
     std::thread::scope(|s| {
@@ -415,7 +415,7 @@ fn pipe_ends_work_in_a_child_process() {
 fn wrong_key_in_process_gives_authentication_failed_both_sides() {
     let listener = Listener::builder()
         .authkey(AuthKey::random().unwrap())
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let addr = listener.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey(AuthKey::random().unwrap()).connect(&addr));

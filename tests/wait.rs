@@ -58,7 +58,7 @@ fn wait_times_out_empty_and_sees_a_closed_peer() {
 
 #[test]
 fn wait_sees_a_listener_with_a_client_waiting() {
-    let l = Listener::builder().authkey("k").bind(&Address::fresh(Family::Unix).unwrap()).unwrap();
+    let l = Listener::builder().authkey("k").bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let (_x, idle) = procwire::pipe(true).unwrap();
     let objects: [Waitable<'_>; 2] = [(&idle).into(), (&l).into()];
     assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty());

@@ -226,7 +226,7 @@ fn child() {
             };
             let listener = Listener::builder()
                 .authkey(env_var(AUTHKEY).as_str())
-                .bind(&Address::fresh(family).unwrap())
+                .bind(Address::fresh(family).unwrap())
                 .unwrap();
             say(&format!("listening {}", listener.address()));
             let _c = listener.accept_timeout(LIMIT).unwrap();
@@ -708,10 +708,10 @@ fn wait_over_pipes_a_socket_and_a_listener() {
     use procwire::{Waitable, wait};
     let (a1, mut b1) = procwire::pipe(true).unwrap();
     let (mut a2, mut b2) = procwire::pipe(true).unwrap();
-    let listener = Listener::bind(&Address::fresh(Family::Pipe).unwrap()).unwrap();
+    let listener = Listener::bind(Address::fresh(Family::Pipe).unwrap()).unwrap();
     let tcp = Listener::builder()
         .allow_unauthenticated_tcp(true)
-        .bind(&Address::fresh(Family::Tcp).unwrap())
+        .bind(Address::fresh(Family::Tcp).unwrap())
         .unwrap();
     let tcp_addr = tcp.address().clone();
     let t = std::thread::spawn(move || Client::builder().allow_unauthenticated_tcp(true).connect(&tcp_addr));

@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn the_receive_buffer_grows_to_full_size_at_the_first_read_after_the_handshake() {
         let listener =
-            Listener::builder().authkey("k").bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+            Listener::builder().authkey("k").bind(Address::fresh(Family::default()).unwrap()).unwrap();
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || Client::builder().authkey("k").connect(&addr));
         let mut server = listener.accept().unwrap();

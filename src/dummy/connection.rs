@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use crate::{Address, AuthKey, Connection, Error, Incoming, Result, Waitable};
+use crate::{Address, AuthKey, Connection, Error, Incoming, Result, ToAddress, Waitable};
 
 /// A connected pair of in-process connections, like [`crate::pipe`] for threads.
 ///
@@ -105,7 +105,8 @@ impl ListenerBuilder {
     /// port 0 gets a made-up free port, so [`Listener::address`] differs from every other.
     /// Binding a name already bound in this process is an [`std::io::ErrorKind::AddrInUse`]
     /// error.
-    pub fn bind(self, addr: &Address) -> Result<Listener> {
+    pub fn bind(self, addr: impl ToAddress) -> Result<Listener> {
+        let addr = &addr.to_address()?;
         self.inner.check_keyless(addr)?;
         let fresh_dir = match addr {
             Address::Unix(p) => p.parent().map(PathBuf::from),
@@ -115,12 +116,12 @@ impl ListenerBuilder {
             Address::Tcp { host, port: 0 } => loop {
                 let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(49152);
                 let named = Address::Tcp { host: host.clone(), port };
-                match self.inner.clone().bind(&in_process(&named)) {
+                match self.inner.clone().bind(in_process(&named)) {
                     Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                     r => break r?,
                 }
             },
-            _ => self.inner.bind(&in_process(addr))?,
+            _ => self.inner.bind(in_process(addr))?,
         };
         Ok(Listener { inner, fresh_dir })
     }
@@ -165,7 +166,7 @@ impl Listener {
 
     /// Binds with default options and no authentication (a `tcp:` address is refused, as
     /// with [`crate::Listener::bind`]).
-    pub fn bind(addr: &Address) -> Result<Listener> {
+    pub fn bind(addr: impl ToAddress) -> Result<Listener> {
         Listener::builder().bind(addr)
     }
 
@@ -238,9 +239,10 @@ impl ClientBuilder {
     /// Connects to the in-process listener standing for `addr` and runs the handshake. With no
     /// listener of that name, the error is an [`std::io::ErrorKind::ConnectionRefused`]
     /// (after [`wait_for_listener`](Self::wait_for_listener), if set).
-    pub fn connect(self, addr: &Address) -> Result<Connection> {
+    pub fn connect(self, addr: impl ToAddress) -> Result<Connection> {
+        let addr = &addr.to_address()?;
         self.inner.check_keyless(addr)?;
-        self.inner.connect(&in_process(addr))
+        self.inner.connect(in_process(addr))
     }
 }
 
@@ -255,7 +257,7 @@ impl Client {
     }
 
     /// Connects with default options and no authentication.
-    pub fn connect(addr: &Address) -> Result<Connection> {
+    pub fn connect(addr: impl ToAddress) -> Result<Connection> {
         Client::builder().connect(addr)
     }
 }

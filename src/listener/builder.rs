@@ -13,7 +13,7 @@ use crate::Connection;
 use crate::Error;
 use crate::auth::AuthKey;
 use crate::transport::RawListener;
-use crate::{Address, Result};
+use crate::{Address, Result, ToAddress};
 
 /// Options for [`Listener::bind`]; get one from [`Listener::builder`].
 ///
@@ -149,7 +149,8 @@ impl ListenerBuilder {
     ///
     /// A TCP address without an authkey is an [`Error::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
-    pub fn bind(self, addr: &Address) -> Result<Listener> {
+    pub fn bind(self, addr: impl ToAddress) -> Result<Listener> {
+        let addr = &addr.to_address()?;
         self.check_keyless(addr)?;
         let raw = RawListener::bind(
             addr,

@@ -10,7 +10,7 @@ use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
 use crate::error::io_context;
 use crate::transport::Stream;
 use crate::util::fill_random;
-use crate::{Address, Connection, Error, Result};
+use crate::{Address, Connection, Error, Result, ToAddress};
 
 /// Options for [`Client::connect`]; get one from [`Client::builder`].
 ///
@@ -21,7 +21,7 @@ use crate::{Address, Connection, Error, Result};
 ///     .authkey(procwire::AuthKey::from_file("/etc/myapp/key")?)
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .wait_for_listener(Duration::from_secs(30))
-///     .connect(&"tcp:10.0.0.5:7000".parse()?)?;
+///     .connect("tcp:10.0.0.5:7000")?;
 /// # Ok::<(), procwire::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -114,7 +114,8 @@ impl ClientBuilder {
     ///
     /// A TCP address without an authkey is an [`Error::InvalidInput`] unless
     /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) was set.
-    pub fn connect(self, addr: &Address) -> Result<Connection> {
+    pub fn connect(self, addr: impl ToAddress) -> Result<Connection> {
+        let addr = &addr.to_address()?;
         self.check_keyless(addr)?;
         let stream = self.open(addr)?;
         if let Some(idle) = self.endpoint.keepalive {
@@ -226,7 +227,7 @@ impl ClientBuilder {
 /// Connects to a [`Listener`], like CPython's `multiprocessing.connection.Client`.
 ///
 /// ```no_run
-/// let mut conn = procwire::Client::builder().authkey("secret").connect(&"unix:/run/app.sock".parse()?)?;
+/// let mut conn = procwire::Client::builder().authkey("secret").connect("unix:/run/app.sock")?;
 /// conn.send_bytes(b"hello")?;
 /// # Ok::<(), procwire::Error>(())
 /// ```
@@ -241,7 +242,7 @@ impl Client {
 
     /// Connects to `addr` with default options and **no authentication**. A TCP address is
     /// refused (see [`ClientBuilder::allow_unauthenticated_tcp`]).
-    pub fn connect(addr: &Address) -> Result<Connection> {
+    pub fn connect(addr: impl ToAddress) -> Result<Connection> {
         Client::builder().connect(addr)
     }
 }

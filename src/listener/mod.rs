@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::auth::AuthKey;
 use crate::connection::{ConnOptions, PeerCredentials};
 use crate::transport::RawListener;
-use crate::{Address, Connection, Error, Result};
+use crate::{Address, Connection, Error, Result, ToAddress};
 
 #[cfg(doc)]
 use accept::Pending;
@@ -155,7 +155,7 @@ impl Listener {
     /// Binds `addr` with default options and **no authentication** (as CPython's
     /// `Listener(address)` without an authkey). Use [`Listener::builder`] to set a key. A TCP
     /// address is refused (see [`ListenerBuilder::allow_unauthenticated_tcp`]).
-    pub fn bind(addr: &Address) -> Result<Listener> {
+    pub fn bind(addr: impl ToAddress) -> Result<Listener> {
         Listener::builder().bind(addr)
     }
 
@@ -187,7 +187,7 @@ impl Listener {
     /// An endless iterator of [`accept`](Listener::accept) results.
     ///
     /// ```no_run
-    /// # let listener = procwire::Listener::builder().authkey("secret").bind(&"tcp:127.0.0.1:0".parse()?)?;
+    /// # let listener = procwire::Listener::builder().authkey("secret").bind("tcp:127.0.0.1:0")?;
     /// for conn in listener.incoming() {
     ///     match conn {
     ///         Ok(mut c) => { c.send_bytes(b"hi")?; }

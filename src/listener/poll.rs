@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn nonblocking_accept_with_nobody_waiting_would_block() {
-        let l = Listener::builder().authkey("k").bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+        let l = Listener::builder().authkey("k").bind(Address::fresh(Family::default()).unwrap()).unwrap();
         assert!(!l.is_nonblocking());
         l.set_nonblocking(true);
         assert!(l.is_nonblocking());
@@ -141,11 +141,11 @@ mod tests {
 
     #[test]
     fn in_process_listeners_say_so() {
-        let l = Listener::bind(&"inproc:listener-poll-unit".parse().unwrap()).unwrap();
+        let l = Listener::bind("inproc:listener-poll-unit").unwrap();
         assert!(l.is_in_process());
         l.set_nonblocking(true);
         assert_would_block(l.accept());
-        let os = Listener::bind(&Address::fresh(Family::default()).unwrap()).unwrap();
+        let os = Listener::bind(Address::fresh(Family::default()).unwrap()).unwrap();
         assert!(!os.is_in_process());
     }
 }

@@ -79,7 +79,7 @@ pub use self::server::{BUILTIN_TYPES, ManagerServer, Registry, TypeBuilder};
 use self::wire::{Plain, ProxyRef, RequestOut};
 use crate::RemoteKind;
 use crate::process::{Channel, ChannelFunction};
-use crate::{Address, AuthKey, Connection, Error, Family, Result};
+use crate::{Address, AuthKey, Connection, Error, Family, Result, ToAddress};
 
 /// The wire text of [`RemoteKind::LeaseExpired`], the [`Error::Remote`] kind of a `release` by
 /// a holder of a lock whose lease ran out: the manager took the lock back
@@ -279,8 +279,8 @@ impl Manager {
 
     /// Connects to the manager at `address` with its key (a wrong key is
     /// [`Error::AuthenticationFailed`]).
-    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Manager> {
-        let link = link_for(address, &key.into());
+    pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Manager> {
+        let link = link_for(&address.to_address()?, &key.into());
         link.check()?;
         Ok(Manager { link })
     }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::objects::{self, Ctx, Fault, Object, Outcome, args, lock, no_method, reply};
 use super::wire::{self, MAX_HELLO, OK, Reply, Request, VERSION};
 use crate::RemoteKind;
-use crate::{Address, AuthKey, Connection, Error, Listener, Result};
+use crate::{Address, AuthKey, Connection, Error, Listener, Result, ToAddress};
 
 type Create = dyn Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
 type Method<T> = Box<dyn Fn(&mut T, &[u8]) -> Outcome + Send + Sync>;
@@ -486,7 +486,11 @@ impl ManagerServer {
     /// that prove they hold `key`, from background threads, until
     /// [`shutdown`](ManagerServer::shutdown), a client's [`Manager::shutdown`](super::Manager::shutdown),
     /// or the drop of this value.
-    pub fn bind(address: &Address, key: impl Into<AuthKey>, registry: Registry) -> Result<ManagerServer> {
+    pub fn bind(
+        address: impl ToAddress,
+        key: impl Into<AuthKey>,
+        registry: Registry,
+    ) -> Result<ManagerServer> {
         let listener = Listener::builder().authkey(key).bind(address)?;
         let address = listener.address().clone();
         let inner = Arc::new(Inner::new(registry, address.clone()));

@@ -19,7 +19,7 @@ use super::server::{Server, State};
 use super::wire;
 use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::util::{lock, wait_deadline};
-use crate::{Address, AuthKey, Error, Family, Result};
+use crate::{Address, AuthKey, Error, Family, Result, ToAddress};
 
 /// Where and with which key other processes reach a queue.
 #[derive(Clone, Debug, Default)]
@@ -59,15 +59,15 @@ impl<T> Queue<T, Processes> {
 impl<T: Serialize + DeserializeOwned> Queue<T, Processes> {
     /// Opens the queue served at `address` (by any process, on any host it can reach) with its
     /// key. Fails if it is a [`JoinableQueue`] (use [`JoinableQueue::connect`]).
-    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Self> {
-        Ok(Queue::from_handle(connect_handle(address, key.into(), false)?))
+    pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
+        Ok(Queue::from_handle(connect_handle(&address.to_address()?, key.into(), false)?))
     }
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T, Processes> {
     /// Opens the joinable queue served at `address` with its key.
-    pub fn connect(address: &Address, key: impl Into<AuthKey>) -> Result<Self> {
-        Ok(JoinableQueue { q: Queue::from_handle(connect_handle(address, key.into(), true)?) })
+    pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
+        Ok(JoinableQueue { q: Queue::from_handle(connect_handle(&address.to_address()?, key.into(), true)?) })
     }
 }
 

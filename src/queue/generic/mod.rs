@@ -8,6 +8,7 @@
 //! behave differently.
 
 mod backend;
+mod iter;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use backend::sealed;
 pub use backend::{Backend, Carries, Processes, Threads};
+pub use iter::Iter;
 
 use self::sealed::Settings;
 use crate::Result;
@@ -260,6 +262,33 @@ impl<T, B: Carries<T>> Queue<T, B> {
     /// process this asks the server (a round trip).
     pub fn try_get(&self) -> Result<Option<T>> {
         B::get(&self.h, Some(Instant::now()))
+    }
+
+    /// The items in the queue now, taken one by one (as [`try_get`](Queue::try_get) until it
+    /// finds none). Each is a `Result`: after an error the iteration ends.
+    ///
+    /// ```
+    /// # use procwire::dummy as pw; // the same with `use procwire as pw`
+    /// use pw::queue::Queue;
+    ///
+    /// let q: Queue<u32> = Queue::new()?;
+    /// for x in 1..=3 {
+    ///     q.put(&x)?;
+    /// }
+    /// let items: Vec<u32> = q.try_iter().collect::<procwire::Result<_>>()?;
+    /// assert_eq!(items, [1, 2, 3]);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn try_iter(&self) -> Iter<'_, T, B> {
+        Iter::new(self, None)
+    }
+
+    /// The items as they come, taken one by one, until none comes for `idle` (as
+    /// [`get_timeout`](Queue::get_timeout) until it finds none). For a consumer whose
+    /// producers stop by going quiet rather than by sending a sentinel; a queue cannot tell
+    /// when all of its producers are gone (see [`Iter`]). After an error the iteration ends.
+    pub fn iter_timeout(&self, idle: Duration) -> Iter<'_, T, B> {
+        Iter::new(self, Some(idle))
     }
 }
 
