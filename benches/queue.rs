@@ -93,7 +93,7 @@ fn mib(b: u64) -> f64 {
 }
 
 fn hostile() {
-    let version = arg("--hello-version", 2) as u8;
+    let version = arg("--hello-version", 3) as u8;
     // One HELLO whose acks is an array of one-byte items.
     let size = arg("--hello-mib", 8) << 20;
     let n = size - 32;

@@ -68,6 +68,8 @@ fn procwire_child() {
         &p::SQUARES,
         &queue::processes::SUM_TASKS,
         &queue::processes::PRODUCE,
+        &queue::processes::CONSUME,
+        &queue::processes::PRODUCE_AND_FINISH,
         &pool::processes::SQUARE,
         &pool::processes::POW,
         &pool::processes::PANICS_ON_13,
@@ -200,8 +202,73 @@ parity! { queue {
         q.close().expect("close");
         to - from
     }
+    /// Takes items until the queue is finished: how many, and their sum.
+    fn consume(q: Queue<u64>) -> (u64, u64) {
+        let (mut n, mut sum) = (0, 0);
+        for x in &q {
+            n += 1;
+            sum += x.expect("get");
+        }
+        (n, sum)
+    }
+    /// Puts `1..=n`, then finishes the queue.
+    fn produce_and_finish((q, n): (Queue<u64>, u64)) {
+        for x in 1..=n {
+            q.put(&x).expect("put");
+        }
+        q.finish().expect("finish");
+    }
     pub static SUM_TASKS: Function<JoinableQueue<u64>, u64> = Function::new("parity_sum_tasks", sum_tasks);
     pub static PRODUCE: Function<(Queue<u64>, u64, u64), u64> = Function::new("parity_produce", produce);
+    pub static CONSUME: Function<Queue<u64>, (u64, u64)> = Function::new("parity_consume", consume);
+    pub static PRODUCE_AND_FINISH: Function<(Queue<u64>, u64), ()> =
+        Function::new("parity_produce_and_finish", produce_and_finish);
+
+    #[test]
+    fn finish_ends_every_consumers_loop_after_the_last_item() {
+        entry();
+        let q: Queue<u64> = QueueBuilder::new().prefetch(8).build().unwrap();
+        let mut consumers: Vec<Process<(u64, u64)>> = (0..2).map(|_| Process::new(&CONSUME, q.clone())).collect();
+        for c in &mut consumers {
+            c.start().unwrap();
+        }
+        let mut producers: Vec<Process<u64>> =
+            [(1, 501), (501, 1001)].into_iter().map(|(a, b)| Process::new(&PRODUCE, (q.clone(), a, b))).collect();
+        for p in &mut producers {
+            p.start().unwrap();
+        }
+        for p in &mut producers {
+            assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 500);
+        }
+        q.finish().unwrap();
+        let (mut n, mut sum) = (0, 0);
+        for c in &mut consumers {
+            let (k, s) = c.result_timeout(LIMIT).in_time().unwrap();
+            n += k;
+            sum += s;
+        }
+        assert_eq!((n, sum), (1000, 500_500), "every item taken once");
+        assert!(matches!(q.get(), Err(Error::Finished)));
+        assert!(matches!(q.try_get(), Err(Error::Finished)));
+        assert!(q.iter().next().is_none());
+        // An item put after the end is still there for a later get.
+        q.put(&7).unwrap();
+        assert_eq!(q.get_timeout(LIMIT).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_producer_elsewhere_can_finish_the_queue() {
+        entry();
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut producer = Process::new(&PRODUCE_AND_FINISH, (q.clone(), 100));
+        producer.start().unwrap();
+        let got: Vec<u64> = q.iter().collect::<procwire::Result<_>>().unwrap();
+        assert_eq!(got, (1..=100).collect::<Vec<_>>());
+        producer.result_timeout(LIMIT).in_time().unwrap();
+        // A waiting get is released by the end, not left waiting.
+        let waiting = { let q = q.clone(); std::thread::spawn(move || q.get()) };
+        assert!(matches!(waiting.join().unwrap(), Err(Error::Finished)));
+    }
 
     #[test]
     fn fifo_bounds_and_timeouts() {

@@ -480,11 +480,11 @@ fn raw_client(address: &Address, key: &AuthKey) -> Connection {
     c
 }
 
-/// `HELLO {"version": 2, "acks": acks}`, `acks` given as CBOR.
+/// `HELLO {"version": 3, "acks": acks}`, `acks` given as CBOR.
 fn hello(acks: &[u8]) -> Vec<u8> {
     let mut h = vec![0x00, 0xa2, 0x67];
     h.extend_from_slice(b"version");
-    h.extend_from_slice(&[0x02, 0x64]);
+    h.extend_from_slice(&[0x03, 0x64]);
     h.extend_from_slice(b"acks");
     h.extend_from_slice(acks);
     h

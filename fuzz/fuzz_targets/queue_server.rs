@@ -126,11 +126,11 @@ fn frames(mut data: &[u8]) -> Vec<(Vec<u8>, usize)> {
     out
 }
 
-/// `HELLO {"version": 2, "acks": null}`.
+/// `HELLO {"version": 3, "acks": null}`.
 fn hello() -> Vec<u8> {
     let mut h = vec![0x00, 0xa2, 0x67];
     h.extend_from_slice(b"version");
-    h.extend_from_slice(&[0x02, 0x64]);
+    h.extend_from_slice(&[0x03, 0x64]);
     h.extend_from_slice(b"acks");
     h.push(0xf6);
     h

@@ -48,6 +48,11 @@ pub enum Error {
     /// The peer closed the connection at a message boundary (orderly end of stream).
     #[error("connection closed by peer")]
     Closed,
+    /// A get found the queue empty after someone called
+    /// [`Queue::finish`](crate::queue::generic::Queue::finish): no more items will come. A
+    /// queue's [`iter`](crate::queue::generic::Queue::iter) ends here.
+    #[error("the queue is finished and empty: no more items will come")]
+    Finished,
     /// The stream ended inside a message: the peer died or closed mid-frame. The partial
     /// message is discarded, never returned.
     #[error("connection closed in the middle of a message ({received} of {expected} bytes received)")]
@@ -198,8 +203,8 @@ impl Error {
 /// For code that returns `io::Result`: an [`Error::Io`] becomes its `io::Error`; every other
 /// kind an `io::Error` whose [`get_ref`](io::Error::get_ref)/`into_inner`
 /// is the `Error`, of kind [`TimedOut`](io::ErrorKind::TimedOut) for a timeout,
-/// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) for [`Error::Closed`] and [`Error::Truncated`]
-/// (both are the end of the stream where a message was expected),
+/// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) for [`Error::Closed`], [`Error::Truncated`]
+/// and [`Error::Finished`] (each is the end of a stream where a message was expected),
 /// [`InvalidInput`](io::ErrorKind::InvalidInput) for misuse, an address or a value that
 /// cannot be encoded, [`InvalidData`](io::ErrorKind::InvalidData) for what a peer sent that
 /// does not fit (too large, malformed, undecodable),
@@ -220,7 +225,7 @@ impl From<Error> for io::Error {
         }
         let kind = match &e {
             Error::Timeout(_) => K::TimedOut,
-            Error::Closed | Error::Truncated { .. } => K::UnexpectedEof,
+            Error::Closed | Error::Truncated { .. } | Error::Finished => K::UnexpectedEof,
             Error::InvalidInput(_) | Error::InvalidAddress { .. } | Error::Encode(_) => K::InvalidInput,
             Error::MessageTooLarge { .. } | Error::Protocol(_) | Error::Decode(_) => K::InvalidData,
             Error::AuthenticationFailed(_) => K::PermissionDenied,

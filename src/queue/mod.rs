@@ -29,6 +29,9 @@
 //!   stops calling get while it holds prefetched items keeps them until it gets again or
 //!   drops its handle: set [`Queue::set_prefetch`] to 0 when each get should fetch exactly one
 //!   item (a round trip each, as fair as it gets between slow consumers).
+//! - [`Queue::finish`] says no more items will come: once the queue is empty, gets in every
+//!   process fail with [`Error::Finished`](crate::Error::Finished) instead of waiting, and
+//!   consumers' `for item in &q` loops end. Producers need not send one sentinel per consumer.
 //!
 //! ```
 //! use procwire::queue::Queue;

@@ -146,17 +146,20 @@ impl Local {
         Ok(true)
     }
 
-    fn get(&self, deadline: Option<Instant>) -> Option<Bytes> {
+    fn get(&self, deadline: Option<Instant>) -> Result<Option<Bytes>> {
         let s = &self.owner.server;
         let mut st = lock(&s.st);
         loop {
             if let Some(item) = s.pop_local(&mut st) {
-                return Some(item);
+                return Ok(Some(item));
+            }
+            if st.drained() {
+                return Err(Error::Finished);
             }
             let (g, waited) = self.wait(st, deadline, |st| &mut st.local_getters);
             st = g;
             if !waited {
-                return None;
+                return Ok(None);
             }
             if st.local_getters == 0 {
                 // Items kept back for local getters may go to other processes now.
@@ -314,6 +317,17 @@ impl sealed::Backend for Processes {
         }
     }
 
+    fn finish<T>(h: &Handle) -> Result<()> {
+        match h {
+            Handle::Local(l) => {
+                let s = &l.owner.server;
+                s.finish_local(&mut lock(&s.st));
+                Ok(())
+            }
+            Handle::Remote(r) => r.get()?.link.finish_queue(),
+        }
+    }
+
     fn task_done<T>(h: &Handle) -> Result<()> {
         match h {
             Handle::Local(l) => {
@@ -363,7 +377,7 @@ impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
 
     fn get(h: &Handle, deadline: Option<Instant>) -> Result<Option<T>> {
         let item = match h {
-            Handle::Local(l) => l.get(deadline),
+            Handle::Local(l) => l.get(deadline)?,
             Handle::Remote(r) => r.get()?.link.get(deadline)?.map(Bytes::from),
         };
         item.map(|b| crate::connection::decode(&b)).transpose()

@@ -151,12 +151,20 @@ pub(crate) struct State {
     hungry: VecDeque<u64>,
     reserve_queue: VecDeque<u64>,
     next_id: u64,
+    /// `FINISH` came (or a local handle finished the queue): once `items` is empty, consumers
+    /// are told so rather than left waiting.
+    finished: bool,
     pub(crate) local_getters: usize,
     pub(crate) local_putters: usize,
     pub(crate) local_joiners: usize,
 }
 
 impl State {
+    /// Whether the queue is finished and has nothing left to hand out: a local get ends.
+    pub(crate) fn drained(&self) -> bool {
+        self.finished && self.items.is_empty()
+    }
+
     /// Items in the queue or handed to a consumer's prefetch and not yet taken by it.
     pub(crate) fn qsize(&mut self) -> u64 {
         self.sync_acks();
@@ -551,6 +559,13 @@ impl Server {
                 let c = st.conns.get_mut(&id).ok_or(Error::Closed)?;
                 c.push_value(wire::DONE, &r.err());
             }
+            wire::FINISH => {
+                // The caller's distribute (after this batch) tells the waiting consumers.
+                st.finished = true;
+                if st.local_getters > 0 {
+                    self.local_cv.notify_all();
+                }
+            }
             wire::JOIN => {
                 if st.unfinished == 0 {
                     c.push_joined(1);
@@ -608,9 +623,20 @@ impl Server {
         }
     }
 
+    /// Marks the queue finished for a local handle and tells the waiting consumers.
+    pub(crate) fn finish_local(&self, st: &mut State) {
+        st.finished = true;
+        self.distribute(st);
+        if st.local_getters > 0 {
+            self.local_cv.notify_all();
+        }
+    }
+
     /// Takes the next item for a local getter.
     pub(crate) fn pop_local(&self, st: &mut State) -> Option<Bytes> {
         let item = st.items.pop_front()?;
+        // It may have been the last one a remote consumer was waiting behind.
+        self.end_if_drained(st);
         self.grant(st);
         if st.local_putters > 0 {
             self.local_cv.notify_all();
@@ -653,6 +679,22 @@ impl Server {
         }
         if st.local_getters > 0 && !st.items.is_empty() {
             self.local_cv.notify_all();
+        }
+        self.end_if_drained(st);
+    }
+
+    /// Once the queue is finished and empty, answers every outstanding `WANT` with
+    /// `FINISHED` (its credit is cancelled: a later get asks anew, and is answered at once).
+    fn end_if_drained(&self, st: &mut State) {
+        if !st.drained() {
+            return;
+        }
+        for id in std::mem::take(&mut st.hungry) {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.in_hungry = false;
+                c.credit = 0;
+                c.push(Out::Bare(wire::FINISHED));
+            }
         }
     }
 

@@ -17,6 +17,9 @@ struct State<T> {
     items: VecDeque<T>,
     /// Items put and not yet marked done (joinable queues).
     unfinished: u64,
+    /// [`Queue::finish`](super::generic::Queue::finish) was called: a get of an empty queue
+    /// ends instead of waiting.
+    finished: bool,
 }
 
 struct Inner<T> {
@@ -73,6 +76,13 @@ impl sealed::Backend for Threads {
         Ok(())
     }
 
+    fn finish<T>(h: &Handle<T>) -> Result<()> {
+        let q = &*h.inner;
+        lock(&q.st).finished = true;
+        q.not_empty.notify_all();
+        Ok(())
+    }
+
     fn task_done<T>(h: &Handle<T>) -> Result<()> {
         let q = &*h.inner;
         let mut st = lock(&q.st);
@@ -105,7 +115,7 @@ impl sealed::Backend for Threads {
 impl<T: Clone> sealed::Carries<T> for Threads {
     fn build(settings: Settings<()>, joinable: bool) -> Result<Handle<T>> {
         let inner = Arc::new(Inner {
-            st: Mutex::new(State { items: VecDeque::new(), unfinished: 0 }),
+            st: Mutex::new(State { items: VecDeque::new(), unfinished: 0, finished: false }),
             maxsize: settings.maxsize,
             joinable,
             not_empty: Condvar::new(),
@@ -140,6 +150,9 @@ impl<T: Clone> sealed::Carries<T> for Threads {
             if let Some(item) = st.items.pop_front() {
                 q.not_full.notify_one();
                 return Ok(Some(item));
+            }
+            if st.finished {
+                return Err(Error::Finished);
             }
             st = match wait_until(&q.not_empty, st, deadline) {
                 Some(g) => g,

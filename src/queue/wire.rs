@@ -8,8 +8,9 @@ use crate::codec::{encode_header, push_cbor_uint, take_cbor_uint};
 use crate::shared::AtomicValue;
 use crate::{Error, Result};
 
-/// The protocol version a client names in its `HELLO` (2: `JOINED` carries a count).
-pub(crate) const VERSION: u64 = 2;
+/// The protocol version a client names in its `HELLO` (2: `JOINED` carries a count; 3:
+/// `FINISH` and `FINISHED`).
+pub(crate) const VERSION: u64 = 3;
 
 /// The longest `HELLO` a server reads (opcode included): a version and a shared-memory handle
 /// take under 100 bytes, so a longer one is refused by its length before it is read.
@@ -31,6 +32,7 @@ pub(crate) const RELEASE: u8 = 0x08;
 pub(crate) const QSIZE: u8 = 0x09;
 pub(crate) const TASK_DONE: u8 = 0x0a;
 pub(crate) const JOIN: u8 = 0x0b;
+pub(crate) const FINISH: u8 = 0x0c;
 
 // Server to client.
 pub(crate) const INFO: u8 = 0x80;
@@ -41,6 +43,7 @@ pub(crate) const UNRESERVED: u8 = 0x87;
 pub(crate) const SIZE: u8 = 0x89;
 pub(crate) const DONE: u8 = 0x8a;
 pub(crate) const JOINED: u8 = 0x8b;
+pub(crate) const FINISHED: u8 = 0x8c;
 pub(crate) const REFUSED: u8 = 0x8f;
 
 /// What the server says about itself in `INFO`.

@@ -51,6 +51,9 @@ pub(crate) mod sealed {
         /// No more puts through this handle: [`Error::Closed`](crate::Error::Closed) after.
         fn close<T>(h: &Self::Handle<T>) -> Result<()>;
         fn task_done<T>(h: &Self::Handle<T>) -> Result<()>;
+        /// No more items will come: gets that find the queue empty from now on fail with
+        /// [`Error::Finished`](crate::Error::Finished) instead of waiting.
+        fn finish<T>(h: &Self::Handle<T>) -> Result<()>;
         /// Waits at most until `deadline` for every task to be done; whether they were.
         fn join<T>(h: &Self::Handle<T>, deadline: Option<Instant>) -> Result<bool>;
     }
@@ -59,7 +62,8 @@ pub(crate) mod sealed {
         fn build(settings: Settings<Self::Options>, joinable: bool) -> Result<Self::Handle<T>>;
         /// Puts a copy of `item`, waiting at most until `deadline` for room; whether it did.
         fn put(h: &Self::Handle<T>, item: &T, deadline: Option<Instant>) -> Result<bool>;
-        /// Takes the front item, waiting at most until `deadline`; `None` if none came.
+        /// Takes the front item, waiting at most until `deadline`; `None` if none came,
+        /// [`Error::Finished`](crate::Error::Finished) if none will.
         fn get(h: &Self::Handle<T>, deadline: Option<Instant>) -> Result<Option<T>>;
     }
 }

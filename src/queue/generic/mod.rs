@@ -246,6 +246,10 @@ impl<T, B: Carries<T>> Queue<T, B> {
     /// Takes the item at the front, waiting for one. With [`Processes`], an item that does
     /// not decode as `T` is an [`Error::Decode`](crate::Error::Decode) (and is gone from the
     /// queue).
+    ///
+    /// After [`finish`](Queue::finish), a get that finds the queue empty fails with
+    /// [`Error::Finished`](crate::Error::Finished) instead of waiting (so do
+    /// [`get_timeout`](Queue::get_timeout) and [`try_get`](Queue::try_get)).
     pub fn get(&self) -> Result<T> {
         match B::get(&self.h, None)? {
             Some(v) => Ok(v),
@@ -264,6 +268,44 @@ impl<T, B: Carries<T>> Queue<T, B> {
         B::get(&self.h, Some(Instant::now()))
     }
 
+    /// Says that no more items will come, from any handle in any process: once the items in
+    /// the queue are taken, gets fail with [`Error::Finished`](crate::Error::Finished) instead
+    /// of waiting, and every consumer's [`iter`](Queue::iter) ends. Call it when the producers
+    /// are done (joined, or their handles [closed](Queue::close)); consumers then need no
+    /// sentinel items.
+    ///
+    /// It does not stop puts: an item put after it (by a producer that was not done after
+    /// all) is still in the queue for a later get, but consumers already told of the end do
+    /// not wait for it. With [`Processes`], the server has the mark when this returns, and
+    /// every item this handle put before it is ahead of it; an item a consumer in another
+    /// process prefetched and then gave back (its process ended before taking it) stays in
+    /// the queue after the end was announced.
+    ///
+    /// ```
+    /// # use procwire::dummy as pw; // the same with `use procwire as pw`
+    /// use pw::queue::Queue;
+    ///
+    /// let q: Queue<u32> = Queue::new()?;
+    /// let consumer = { let q = q.clone(); std::thread::spawn(move || q.iter().sum::<procwire::Result<u32>>()) };
+    /// for x in 1..=100 {
+    ///     q.put(&x)?;
+    /// }
+    /// q.finish()?;
+    /// assert_eq!(consumer.join().unwrap()?, 5050);
+    /// assert!(matches!(q.get(), Err(procwire::Error::Finished)));
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn finish(&self) -> Result<()> {
+        B::finish(&self.h)
+    }
+
+    /// The items as they come, taken one by one, until the queue is
+    /// [finished](Queue::finish) and empty: a consumer's loop, with no sentinel. Each is a
+    /// `Result`: after an error the iteration ends. `for item in &queue` does the same.
+    pub fn iter(&self) -> Iter<'_, T, B> {
+        Iter::new(self, iter::Wait::Forever)
+    }
+
     /// The items in the queue now, taken one by one (as [`try_get`](Queue::try_get) until it
     /// finds none). Each is a `Result`: after an error the iteration ends.
     ///
@@ -280,15 +322,24 @@ impl<T, B: Carries<T>> Queue<T, B> {
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn try_iter(&self) -> Iter<'_, T, B> {
-        Iter::new(self, None)
+        Iter::new(self, iter::Wait::Not)
     }
 
     /// The items as they come, taken one by one, until none comes for `idle` (as
-    /// [`get_timeout`](Queue::get_timeout) until it finds none). For a consumer whose
-    /// producers stop by going quiet rather than by sending a sentinel; a queue cannot tell
-    /// when all of its producers are gone (see [`Iter`]). After an error the iteration ends.
+    /// [`get_timeout`](Queue::get_timeout) until it finds none) or the queue is
+    /// [finished](Queue::finish) and empty. After an error the iteration ends.
     pub fn iter_timeout(&self, idle: Duration) -> Iter<'_, T, B> {
-        Iter::new(self, Some(idle))
+        Iter::new(self, iter::Wait::For(idle))
+    }
+}
+
+impl<'a, T, B: Carries<T>> IntoIterator for &'a Queue<T, B> {
+    type Item = Result<T>;
+    type IntoIter = Iter<'a, T, B>;
+
+    /// [`Queue::iter`].
+    fn into_iter(self) -> Iter<'a, T, B> {
+        self.iter()
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) struct Rx {
     done: VecDeque<Option<String>>,
     joins_sent: u64,
     joined: u64,
+    /// `FINISHED` answers not yet reported: each ends one get (the server cancelled the
+    /// credit it answered).
+    ends: u64,
     /// A thread is withdrawing this handle's request (CANCEL sent, CANCELLED not handled).
     cancelling: bool,
     reading: bool,
@@ -136,6 +139,7 @@ impl Remote {
                 done: VecDeque::new(),
                 joins_sent: 0,
                 joined: 0,
+                ends: 0,
                 cancelling: false,
                 reading: false,
                 waiters: 0,
@@ -277,6 +281,10 @@ impl Link {
             wire::SIZE => st.sizes.push_back(wire::count(op, body)?),
             wire::DONE => st.done.push_back(wire::value(op, body)?),
             wire::JOINED => st.joined = st.joined.saturating_add(wire::count(op, body)?),
+            wire::FINISHED => {
+                st.ends = st.ends.saturating_add(1);
+                st.credit = 0;
+            }
             _ => return Err(Error::Protocol(format!("unexpected queue message {op:#04x}"))),
         }
         Ok(())
@@ -354,6 +362,10 @@ impl Link {
             if let Some(item) = st.items.pop_front() {
                 self.ack_taken(st, 1)?;
                 return Ok(Some(item));
+            }
+            if st.ends > 0 {
+                st.ends -= 1;
+                return Err(Error::Finished);
             }
             if st.cancelling {
                 // Another thread is withdrawing this handle's request: no WANT may cross its
@@ -474,6 +486,12 @@ impl Link {
                 return Err(Error::Timeout("waiting for the queue to answer".into()));
             }
         }
+    }
+
+    /// Sends `FINISH` behind every put of this handle and returns once the server has it (it
+    /// answers the `QSIZE` that follows it).
+    pub(crate) fn finish_queue(&self) -> Result<()> {
+        self.call(&[0, 0, 0, 1, wire::FINISH, 0, 0, 0, 1, wire::QSIZE], |st| st.sizes.pop_front()).map(drop)
     }
 
     pub(crate) fn qsize(&self) -> Result<u64> {
