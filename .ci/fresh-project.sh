@@ -42,3 +42,16 @@ for crate in procwire serde libc socket2; do
 done
 cargo check --quiet "${offline[@]}"
 echo "a fresh project resolves and builds procwire beside the newest serde, libc and socket2"
+
+# The three programs a newcomer writes from README alone (a keyed server and client with typed
+# messages and a read timeout; a queue with two producer and two consumer processes; a pool
+# map over 1,000 items), built and run as that project's binaries: they need no list of
+# functions, no sentinel and no `None` argument.
+mkdir -p src/bin
+cp "$root"/.ci/newcomer/*.rs src/bin/
+if grep -n 'None\b' src/bin/*.rs | grep -v 'Some(' ; then
+    echo "a newcomer program passes None"; exit 1
+fi
+for program in keyed queue pool; do
+    cargo run --quiet "${offline[@]}" --bin "$program"
+done
