@@ -18,8 +18,10 @@ macro_rules! remote_kinds {
         /// assert_eq!(RemoteKind::BrokenBarrier.as_str(), "broken_barrier");
         /// assert_eq!(RemoteKind::from("index"), RemoteKind::Index);
         /// assert_eq!(RemoteKind::from("from_the_future"), RemoteKind::Other("from_the_future".into()));
+        /// // Kinds are equal when their wire texts are, however they were made.
+        /// assert_eq!(RemoteKind::Other("panic".into()), RemoteKind::Panic);
         /// ```
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone)]
         #[non_exhaustive]
         pub enum RemoteKind {
             $($(#[$doc])* $name,)*
@@ -34,6 +36,22 @@ macro_rules! remote_kinds {
                     $(RemoteKind::$name => $wire,)*
                     RemoteKind::Other(s) => s,
                 }
+            }
+        }
+
+        // By wire text, so that `Other("panic")` (made by hand) equals `Panic`, as the wire
+        // cannot tell them apart either; Hash agrees with it.
+        impl PartialEq for RemoteKind {
+            fn eq(&self, other: &RemoteKind) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for RemoteKind {}
+
+        impl std::hash::Hash for RemoteKind {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
             }
         }
 
@@ -128,5 +146,14 @@ mod tests {
         }
         assert_eq!(RemoteKind::from(String::from("key")), RemoteKind::Other("key".into()));
         assert_eq!(RemoteKind::Other("key".into()).as_str(), "key");
+    }
+
+    #[test]
+    fn a_kind_made_by_hand_equals_the_variant_of_its_text() {
+        use std::collections::HashSet;
+        assert_eq!(RemoteKind::Other("panic".into()), RemoteKind::Panic);
+        assert_ne!(RemoteKind::Other("panik".into()), RemoteKind::Panic);
+        let set: HashSet<RemoteKind> = [RemoteKind::Panic, RemoteKind::Other("panic".into())].into();
+        assert_eq!(set.len(), 1);
     }
 }
