@@ -209,14 +209,23 @@ impl<R: Send + 'static> sealed::Returns<R> for Threads {
         let exit = Exit::new();
         let got = Arc::new(Mutex::new(Got::Pending));
         let (e, g) = (exit.clone(), got.clone());
-        spawn_named(settings.name, move || {
+        // The task waits in a slot the thread empties, so that a thread that could not be
+        // created leaves it here and a later start can run it.
+        let slot = Arc::new(Mutex::new(Some(task)));
+        let mine = slot.clone();
+        let spawned = spawn_named(settings.name, move || {
+            let Some(task) = lock(&mine).take() else { return };
             let (outcome, code) = match catch_unwind(AssertUnwindSafe(task)) {
                 Ok(r) => (Got::Value(Outcome::Returned(r)), 0),
                 Err(p) => (Got::Value(Outcome::Panicked(panic_message(&*p))), EXIT_PANICKED),
             };
             *lock(&g) = outcome;
             e.set(code);
-        })?;
+        });
+        if let Err(err) = spawned {
+            st.task = lock(&slot).take();
+            return Err(err);
+        }
         st.running = Some(Running { exit, got });
         Ok(())
     }
