@@ -104,6 +104,7 @@ fn child() {
             let (socket, fd) = (fd_of("PROCWIRE_TEST_CONN"), fd_of("PROCWIRE_TEST_CONN_SHM_CLIENT"));
             let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
             c.send_bytes(b"before").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"go");
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
             let len = st.st_size as usize;
@@ -271,6 +272,7 @@ fn a_peer_scribbling_on_the_ring_is_a_protocol_error() {
     drop(theirs);
     ours.set_read_timeout(Some(LIMIT));
     assert_eq!(ours.recv_bytes().unwrap(), b"before");
+    ours.send_bytes(b"go").unwrap();
     assert_eq!(child.line(), "scribbled");
     // Garbage positions: an error; garbage that happens to be in range: garbage bytes, never
     // more than a ring and never a message over the limit.

@@ -32,6 +32,8 @@ use crate::util::lock;
 pub(crate) const CAPACITY: usize = 1 << 20;
 /// How long a side that finds nothing to do spins before it sleeps, by default.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
+/// How long a spin runs before each of its rounds yields the CPU.
+const SPIN_ALONE: Duration = Duration::from_micros(5);
 /// The byte the listener's region descriptor travels with.
 const OFFER: u8 = b'M';
 
@@ -79,18 +81,27 @@ impl Stream {
     }
 
     /// Spins until `ready()` or the spin window ends, looking at the clock only now and then.
+    /// After the first few microseconds each round yields the CPU: with more busy threads
+    /// than cores, the peer may be waiting for this one's.
     fn spin(&self, mut ready: impl FnMut() -> bool) {
         let window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
         if window.is_zero() {
             return;
         }
-        let until = Instant::now() + window;
-        while Instant::now() < until {
+        let start = Instant::now();
+        loop {
             for _ in 0..64 {
                 if ready() {
                     return;
                 }
                 std::hint::spin_loop();
+            }
+            let spent = start.elapsed();
+            if spent >= window {
+                return;
+            }
+            if spent >= SPIN_ALONE {
+                std::thread::yield_now();
             }
         }
     }
