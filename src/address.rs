@@ -7,6 +7,7 @@
 //! | `tcp:127.0.0.1:7000`, `tcp:[::1]:7000`, `tcp:localhost:7000` | TCP |
 //! | `pipe:name` | Windows named pipe `\\.\pipe\name` |
 //! | `inproc:name` | in-process listener: threads of this process only, no socket |
+//! | `shm:/run/app.sock` | processes of one host through shared memory, the handshake on a Unix socket at the path |
 //!
 //! ```
 //! use procwire::Address;

@@ -12,7 +12,7 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::sys::shm::Mapping;
-use crate::util::COPY_PIECE;
+use crate::util::copy_in_pieces as copy;
 
 /// The first bytes of a region: its kind and layout version.
 const MAGIC: u64 = u64::from_le_bytes(*b"PWSHMRG1");
@@ -156,20 +156,6 @@ impl Ring {
             copy(src.as_ptr(), self.data.add(at), first);
             copy(src.as_ptr().add(first), self.data, src.len() - first);
         }
-    }
-}
-
-/// Copies `len` bytes in pieces of [`COPY_PIECE`] (see there why).
-///
-/// # Safety
-/// `src..src+len` readable, `dst..dst+len` writable, not overlapping.
-unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(COPY_PIECE);
-        // SAFETY: within the ranges the caller vouches for.
-        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), n) };
-        done += n;
     }
 }
 
