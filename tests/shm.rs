@@ -316,3 +316,27 @@ fn a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides(
     let line = child.line();
     assert!(line.starts_with("err ") && line.contains("does not serve shared memory"), "{line}");
 }
+
+#[test]
+fn both_halves_of_a_split_end_sleep_at_once_and_each_is_woken() {
+    let (a, mut b) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let (mut tx, mut rx) = a.split();
+    let big = pattern(3 * RING, 9);
+    let sent = big.clone();
+    let writer = std::thread::spawn(move || tx.send_bytes(&sent).map(|()| tx));
+    let reader = std::thread::spawn(move || {
+        let m = rx.recv_bytes();
+        (m, Instant::now())
+    });
+    // Both past their spin windows: the writer on a full ring, the reader on an empty one.
+    std::thread::sleep(Duration::from_millis(100));
+    b.set_read_timeout(Some(LIMIT));
+    assert_eq!(b.recv_bytes().unwrap(), big);
+    let _tx = writer.join().unwrap().unwrap();
+    let rung = Instant::now();
+    b.send_bytes(b"x").unwrap();
+    let (m, woke) = reader.join().unwrap();
+    assert_eq!(m.unwrap(), b"x");
+    // Well within the sleep's own recheck (100 ms): woken by the doorbell, not by the clock.
+    assert!(woke - rung < Duration::from_millis(80), "{:?}", woke - rung);
+}

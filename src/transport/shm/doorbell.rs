@@ -16,8 +16,7 @@ use crate::transport::unix::Stream as Socket;
 use crate::util::{lock, wait_deadline};
 
 /// The longest one sleep lasts before the sleeper looks at its ring again even if nobody rang:
-/// a bound on the cost of a wake-up lost to a byte taken by [`Doorbell::drain`] from another
-/// waiter (a multi-connection wait beside a sleeping half of the same connection).
+/// a bound on the cost of a wake-up lost in a way not foreseen here.
 const RECHECK: Duration = Duration::from_millis(100);
 
 /// The socket under a shared-memory stream, as doorbell and liveness signal.
@@ -53,7 +52,26 @@ impl Doorbell {
 
     /// Takes the bytes rung so far without waiting, and notes end of file; then wakes the
     /// threads waiting on the leader.
-    pub(crate) fn drain(&self) {
+    fn drain(&self) {
+        self.read_rung();
+        let _g = lock(&self.polling);
+        self.woken.notify_all();
+    }
+
+    /// For a wait over many objects that polled the socket itself: takes the bytes rung,
+    /// unless a sleeper polls the socket now (it takes them, and may need them to wake: had
+    /// it not been polling when we looked, it looks at its ring after this, under the lock).
+    pub(crate) fn take_rung(&self) {
+        let polling = lock(&self.polling);
+        if !*polling {
+            self.read_rung();
+            self.woken.notify_all();
+        }
+        drop(polling);
+    }
+
+    /// Reads and discards the doorbell bytes there are, and notes end of file.
+    fn read_rung(&self) {
         let mut buf = [0u8; 64];
         loop {
             match self.socket.read(&mut buf, Some(Instant::now())) {
@@ -71,8 +89,6 @@ impl Doorbell {
                 }
             }
         }
-        let _g = lock(&self.polling);
-        self.woken.notify_all();
     }
 
     /// Sleeps until rung, until the peer's end closes, or until `deadline` (at most

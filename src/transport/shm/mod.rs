@@ -213,7 +213,7 @@ impl Stream {
     /// After a wait over many objects found the socket readable: takes the doorbell's bytes,
     /// says the reader is awake, and tells whether a read would not wait.
     pub(crate) fn settle(&self) -> bool {
-        self.bell.drain();
+        self.bell.take_rung();
         lock(&self.rx).stop_waiting();
         self.readable_now()
     }
