@@ -18,7 +18,7 @@ pub(crate) mod ring;
 
 use std::io::{self, IoSlice};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use self::doorbell::Doorbell;
@@ -32,6 +32,9 @@ use crate::util::lock;
 pub(crate) const CAPACITY: usize = 1 << 20;
 /// How long a side that finds nothing to do spins before it sleeps, by default.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
+/// Spins in a row that find nothing before spinning becomes the exception, and how rare.
+const SPIN_MISSES: u32 = 4;
+const SPIN_PROBE: u32 = 16;
 /// How long a spin runs before each of its rounds yields the CPU.
 const SPIN_ALONE: Duration = Duration::from_micros(5);
 /// The byte the listener's region descriptor travels with.
@@ -52,6 +55,8 @@ pub(crate) struct Stream {
     bell: Doorbell,
     /// The spin window, in nanoseconds.
     spin: AtomicU64,
+    /// Spins in a row that ended with nothing to do (see [`Stream::spin`]).
+    misses: AtomicU32,
     local: Option<Address>,
     peer: Option<Address>,
     side: Side,
@@ -68,6 +73,7 @@ impl Stream {
             tx: Mutex::new(Writer::new(&map, capacity, tx)),
             bell: Doorbell::new(socket),
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
+            misses: AtomicU32::new(0),
             local,
             peer,
             side,
@@ -82,22 +88,29 @@ impl Stream {
 
     /// Spins until `ready()` or the spin window ends, looking at the clock only now and then.
     /// After the first few microseconds each round yields the CPU: with more busy threads
-    /// than cores, the peer may be waiting for this one's.
+    /// than cores, the peer may be waiting for this one's. After [`SPIN_MISSES`] spins in a
+    /// row that found nothing, only one in [`SPIN_PROBE`] spins: where the peer does not
+    /// answer within the window (it is idle, or not running) a spin only costs time, and a
+    /// sleep with a doorbell wakes sooner than a yield.
     fn spin(&self, mut ready: impl FnMut() -> bool) {
         let window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
-        if window.is_zero() {
+        let misses = self.misses.load(Ordering::Relaxed);
+        if window.is_zero() || (misses >= SPIN_MISSES && !misses.is_multiple_of(SPIN_PROBE)) {
+            self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
             return;
         }
         let start = Instant::now();
         loop {
             for _ in 0..64 {
                 if ready() {
+                    self.misses.store(0, Ordering::Relaxed);
                     return;
                 }
                 std::hint::spin_loop();
             }
             let spent = start.elapsed();
             if spent >= window {
+                self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
                 return;
             }
             if spent >= SPIN_ALONE {
