@@ -96,6 +96,17 @@ fn child() {
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             unreachable!()
         }
+        // Listen, send one message to the first client, then die by SIGKILL.
+        "listen-and-die" => {
+            let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
+            let l = listener(&addr);
+            say("listening");
+            let mut c = l.accept_timeout(LIMIT).unwrap();
+            c.send_bytes(b"hi").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!()
+        }
         // Say one thing, then write garbage over the whole region, ring the doorbell and wait.
         "scribble" => {
             let fd_of = |var: &str| -> i32 {
@@ -339,4 +350,20 @@ fn both_halves_of_a_split_end_sleep_at_once_and_each_is_woken() {
     assert_eq!(m.unwrap(), b"x");
     // Well within the sleep's own recheck (100 ms): woken by the doorbell, not by the clock.
     assert!(woke - rung < Duration::from_millis(80), "{:?}", woke - rung);
+}
+
+#[test]
+fn a_listener_killed_is_closed_for_its_client_at_once() {
+    let addr = shm_address();
+    let mut child = spawn_child("listen-and-die", &env_of(&addr));
+    assert_eq!(child.line(), "listening");
+    let mut c = Client::builder().authkey(KEY).read_timeout(Some(LIMIT)).connect(&addr).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"hi");
+    // Asleep on the doorbell when the listener dies: woken by end of file, not by a timeout.
+    let start = Instant::now();
+    assert!(matches!(c.recv_bytes(), Err(Error::Closed)));
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let (code, _) = child.finish(LIMIT);
+    assert_eq!(code, None, "the listener should have died by a signal");
+    assert!(c.send_bytes(&pattern(2 * RING, 1)).is_err());
 }
