@@ -185,7 +185,7 @@ impl Stream {
                 continue;
             }
             if !tx.start_waiting()? {
-                self.bell.sleep(deadline, || false)?;
+                self.bell.sleep(deadline, || tx.has_room())?;
             }
             tx.stop_waiting();
         }

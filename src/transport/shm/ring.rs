@@ -199,8 +199,9 @@ impl Writer {
     }
 
     /// Whether a write would take bytes now (a corrupt ring too: the write says so).
-    pub(crate) fn has_room(&mut self) -> bool {
-        self.room().map_or(true, |n| n > 0)
+    pub(crate) fn has_room(&self) -> bool {
+        let used = self.tail.wrapping_sub(self.ring.counter(HEAD).load(Ordering::Acquire));
+        used != self.ring.capacity as u64
     }
 
     /// Copies as much of `bufs` as fits and publishes it.
