@@ -17,8 +17,6 @@ mod unix {
     use procwire::process::{Function, Process};
     use serde::Serialize;
 
-    const LIMIT: Option<Duration> = Some(Duration::from_secs(600));
-
     /// The shapes of the manager's dict get request and reply (spec/manager.md), to size the raw
     /// ping-pong's messages like the manager's.
     #[derive(Serialize)]
@@ -60,7 +58,7 @@ mod unix {
     fn client((d, start, secs): (DictProxy<String, u64>, BarrierProxy, f64)) -> f64 {
         // One get first, so that the connection exists before timing starts.
         d.get(&KEY.to_string()).expect("warm-up get");
-        start.wait(Some(Duration::from_secs(120))).expect("barrier");
+        start.wait_timeout(Duration::from_secs(120)).expect("barrier");
         get_loop(&d, secs)
     }
 
@@ -122,7 +120,7 @@ mod unix {
             }
         };
         drop(s);
-        server.result(LIMIT).expect("raw server");
+        server.result().expect("raw server");
         rate
     }
 
@@ -164,7 +162,7 @@ if __name__ == "__main__":
                 p
             })
             .collect();
-        kids.iter_mut().map(|p| p.result(LIMIT).expect("client")).sum()
+        kids.iter_mut().map(|p| p.result().expect("client")).sum()
     }
 
     fn median(v: &[f64]) -> (f64, f64, f64) {

@@ -121,7 +121,11 @@ fn cpython(n: u64, procs: u64, limit: u64) -> Option<Vec<f64>> {
 
 fn map_rate(pool: &Pool, n: u64, chunksize: Option<usize>) -> f64 {
     let t = Instant::now();
-    let out = pool.map(&SQUARE, 0..n, chunksize).expect("map");
+    let out = match chunksize {
+        Some(c) => pool.with_chunksize(c).map(&SQUARE, 0..n),
+        None => pool.map(&SQUARE, 0..n),
+    }
+    .expect("map");
     let rate = n as f64 / t.elapsed().as_secs_f64();
     assert_eq!(out.len() as u64, n);
     assert_eq!(out[out.len() - 1], square(n - 1));
@@ -165,8 +169,8 @@ fn cpu_round(pool: &Pool, threads: u64, limit: u64) -> [f64; 5] {
         let t = Instant::now();
         let n: u64 = match i {
             0 => ranges(limit).into_iter().map(count_primes).sum(),
-            1 => pool.map(&COUNT_PRIMES, ranges(limit), Some(1)).expect("map").iter().sum(),
-            2 => pool.map(&COUNT_PRIMES, ranges(limit), None).expect("map").iter().sum(),
+            1 => pool.with_chunksize(1).map(&COUNT_PRIMES, ranges(limit)).expect("map").iter().sum(),
+            2 => pool.map(&COUNT_PRIMES, ranges(limit)).expect("map").iter().sum(),
             _ => on_threads(threads, limit),
         };
         times[i] += t.elapsed().as_secs_f64();
@@ -202,7 +206,7 @@ fn main() {
     let procs = arg("--processes", 2).max(1);
     let limit = arg("--limit", 3_000_000);
     let pool = Pool::new(procs as usize).expect("start the pool");
-    pool.map(&SQUARE, 0..100, None).expect("warm-up");
+    pool.map(&SQUARE, 0..100).expect("warm-up");
     // Rows: map chunksize 1, map default, primes chunksize 1, primes default, then without a
     // CPython column: primes on threads, pool over threads with chunksize 1 and the default.
     let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 7];

@@ -211,15 +211,13 @@ if __name__ == "__main__":
     print((k - 1) / dt)
 "#;
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(600));
-
 /// Child producer, the creator (parent) consumes with its local handle.
 fn child_to_parent(n: u64) -> f64 {
     let q: Queue<u64> = Queue::new().expect("queue");
     let mut p = Process::new(&PRODUCE, (q.clone(), n));
     p.start().expect("start producer");
     let rate = consume(q);
-    p.result(LIMIT).expect("producer");
+    p.result().expect("producer");
     rate
 }
 
@@ -230,7 +228,7 @@ fn parent_to_child(n: u64) -> f64 {
     c.start().expect("start consumer");
     // The creator serves the queue: it keeps a handle until the consumer is done.
     produce((q.clone(), n));
-    let rate = c.result(LIMIT).expect("consumer");
+    let rate = c.result().expect("consumer");
     drop(q);
     rate
 }
@@ -242,8 +240,8 @@ fn child_to_child(n: u64) -> f64 {
     c.start().expect("start consumer");
     let mut p = Process::new(&PRODUCE, (q.clone(), n));
     p.start().expect("start producer");
-    p.result(LIMIT).expect("producer");
-    c.result(LIMIT).expect("consumer")
+    p.result().expect("producer");
+    c.result().expect("consumer")
 }
 
 fn cpython(n: u64) -> Option<f64> {

@@ -18,7 +18,7 @@ static F: Function<QueueProxy<String>, ()> = Function::new("f", f);
 fn main() -> procwire::Result<()> {
     procwire::process::init(&[&SERVE, &F]);
     let manager = Manager::start()?;
-    let queue = manager.queue::<String>(Some(10))?;
+    let queue = manager.queue_with_maxsize::<String>(10)?;
 
     let mut p = Process::new(&F, queue.clone());
     p.start()?;
@@ -30,6 +30,6 @@ fn main() -> procwire::Result<()> {
             break;
         }
     }
-    p.join(None)?;
+    p.join()?;
     manager.shutdown()
 }

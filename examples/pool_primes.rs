@@ -51,7 +51,7 @@ fn main() -> procwire::Result<()> {
 
     let pool = Pool::builder().build()?;
     let t = Instant::now();
-    let counts = pool.map(&COUNT_PRIMES, ranges, Some(chunksize))?;
+    let counts = pool.with_chunksize(chunksize).map(&COUNT_PRIMES, ranges)?;
     let t_pool = t.elapsed();
     let total: u64 = counts.iter().sum();
     assert_eq!(total, single);

@@ -5,8 +5,6 @@
 //! cargo run --example pool_squares
 //! ```
 
-use std::time::Duration;
-
 use procwire::pool::Pool;
 
 /// Registered for the workers, with no list: the attribute also makes `static F`.
@@ -20,13 +18,13 @@ fn f(x: u64) -> u64 {
 #[procwire::main]
 fn main() -> procwire::Result<()> {
     let p = Pool::new(4)?;
-    let result = p.map_async(&F, 0..10, None)?;
-    let squares = result.get(Some(Duration::from_secs(1)))?;
+    let result = p.map_async(&F, 0..10)?;
+    let squares = result.get()?;
     println!("{squares:?}");
     assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 
     // The same with imap, one result at a time as they come, and with one task.
-    for (x, sq) in p.imap(&F, 0..3, None)?.enumerate() {
+    for (x, sq) in p.imap(&F, 0..3)?.enumerate() {
         println!("{x} squared is {}", sq?);
     }
     println!("apply: 12 squared is {}", p.apply(&F, 12)?);

@@ -48,6 +48,6 @@ fn main() -> procwire::Result<()> {
     exchange.finish()?;
     drop(exchange);
     println!("[parent] {results} results, total {total}, in {:?}", started.elapsed());
-    procwire::process::waitall(Some(Duration::from_secs(10)))?;
+    procwire::process::waitall_timeout(Duration::from_secs(10))?;
     Ok(())
 }

@@ -53,6 +53,6 @@ fn main() -> procwire::Result<()> {
             break;
         }
     }
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

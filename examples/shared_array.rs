@@ -22,7 +22,7 @@ fn main() -> procwire::Result<()> {
     let a = Array::<f64>::new(1_000_000)?;
     let mut child = Process::new(&FILL, a.clone());
     child.start()?;
-    child.join(None)?;
+    child.join()?;
     let sum: f64 = a.with_lock(|xs| xs.iter().sum())?;
     println!("harmonic number H(1,000,000) = {sum:.6}");
     assert!((sum - 14.392727).abs() < 1e-5);

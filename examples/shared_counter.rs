@@ -20,7 +20,7 @@ fn main() -> procwire::Result<()> {
     let mut child = Process::new(&COUNT, (counter.clone(), 100_000));
     child.start()?;
     count((counter.clone(), 100_000));
-    child.join(None)?;
+    child.join()?;
     let total = counter.get()?;
     println!("final count: {total}");
     assert_eq!(total, 200_000);

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use procwire::Connection;
-use procwire::process::{Process, start, waitall};
+use procwire::process::{Process, start, waitall_timeout};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,13 +51,13 @@ fn main() -> procwire::Result<()> {
         println!("[parent] {x} squared is {sq}");
     }
     pipe.send(&Job::Stop)?;
-    println!("[parent] squarer {} exited with {:?}", pipe.pid(), pipe.join(Some(Duration::from_secs(10)))?);
+    println!("[parent] squarer {} exited with {:?}", pipe.pid(), pipe.join_timeout(Duration::from_secs(10))?);
 
     let mut p = Process::new(&SUM_OF_SQUARES, (1..=10).collect());
     p.set_name("summer");
     p.start()?;
-    let sum = p.result(Some(Duration::from_secs(10)))?;
+    let sum = p.result()?;
     println!("[parent] {} (pid {:?}) says the sum is {sum}", p.name(), p.pid());
-    waitall(Some(Duration::from_secs(10)))?;
+    waitall_timeout(Duration::from_secs(10))?;
     Ok(())
 }

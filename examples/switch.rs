@@ -43,7 +43,7 @@ fn main() -> pw::Result<()> {
     let mode = if cfg!(feature = "threads") { "threads (procwire::dummy)" } else { "processes (procwire)" };
 
     let pool = Pool::new(2)?;
-    let squares = pool.map(&SQUARE, 0..10, None)?;
+    let squares = pool.map(&SQUARE, 0..10)?;
     assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
     println!("{mode}: pool map: {squares:?}");
 
@@ -58,7 +58,7 @@ fn main() -> pw::Result<()> {
     }
     let mut items: Vec<u64> = (0..30).map(|_| q.get()).collect::<pw::Result<_>>()?;
     for p in &mut producers {
-        assert_eq!(p.result(None)?, 10);
+        assert_eq!(p.result()?, 10);
     }
     items.sort_unstable();
     assert_eq!(items, (0..30).collect::<Vec<_>>());

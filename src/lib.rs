@@ -75,7 +75,7 @@ pub use auth::AuthKey;
 pub use connection::{Connection, PeerCredentials, PipeKind, Receiver, Sender, pipe, pipe_with};
 pub use error::{Error, RemoteKind, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
-pub use wait::{Waitable, wait};
+pub use wait::{Waitable, wait, wait_timeout};
 
 #[cfg(feature = "macros")]
 pub use procwire_macros::{function, main};

@@ -66,8 +66,8 @@ impl Waitable<'_> {
     }
 }
 
-/// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: forever), and
-/// returns the indices of the ready ones, in order (empty after a timeout). Objects that
+/// Waits until at least one of `objects` is ready and returns the indices of the ready ones,
+/// in order (CPython's `multiprocessing.connection.wait(objects)`). Objects that
 /// already hold buffered data count as ready without waiting; the others are then only checked,
 /// not waited for. Any number of objects works (one `poll(2)` over all of them on Unix).
 ///
@@ -81,12 +81,30 @@ impl Waitable<'_> {
 /// let (mut a1, b1) = procwire::pipe(true)?;
 /// let (_a2, b2) = procwire::pipe(true)?;
 /// a1.send_bytes(b"hi")?;
-/// let ready = wait(&[(&b1).into(), (&b2).into()], Some(Duration::from_secs(5)))?;
+/// let ready = wait(&[(&b1).into(), (&b2).into()])?;
 /// assert_eq!(ready, [0]);
-/// assert!(wait(&[(&b2).into()], Some(Duration::ZERO))?.is_empty());
 /// # Ok::<(), procwire::Error>(())
 /// ```
-pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<usize>> {
+pub fn wait(objects: &[Waitable<'_>]) -> Result<Vec<usize>> {
+    wait_with(objects, None)
+}
+
+/// As [`wait`], waiting at most `timeout` (zero: just look): empty if nothing was ready by then
+/// (`wait(objects, timeout)` in CPython).
+///
+/// ```
+/// use std::time::Duration;
+/// use procwire::wait::wait_timeout;
+/// let (_a, b) = procwire::pipe(true)?;
+/// assert!(wait_timeout(&[(&b).into()], Duration::ZERO)?.is_empty());
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub fn wait_timeout(objects: &[Waitable<'_>], timeout: Duration) -> Result<Vec<usize>> {
+    wait_with(objects, Some(timeout))
+}
+
+/// [`wait`] with an optional timeout (`None`: forever), for the callers that pass one on.
+pub(crate) fn wait_with(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let buffered: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].ready_now()).collect();
     let deadline = if buffered.is_empty() { deadline_of(timeout) } else { Some(Instant::now()) };
     let (mut pollables, mut at) = (Vec::new(), Vec::new());

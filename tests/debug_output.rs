@@ -98,7 +98,7 @@ fn processes_pools_and_managers_print_short_lines() {
     check("process with a large argument", &Process::new(&SUM, vec![7u8; 100_000]));
     p.start().unwrap();
     check("started process", &p);
-    assert_eq!(p.result(None).unwrap(), 42);
+    assert_eq!(p.result().unwrap(), 42);
     let pool = procwire::pool::Pool::new(2).unwrap();
     check("pool", &pool);
     let m = procwire::manager::Manager::start().unwrap();

@@ -81,7 +81,7 @@ fn manager_pool_and_process_errors_match_by_kind() {
     assert!(e.is_remote());
     assert_eq!(e.to_string(), "remote error: index: pop from empty list");
     let barrier = m.barrier(2).unwrap();
-    let e = barrier.wait(Some(Duration::from_millis(10))).unwrap_err();
+    let e = barrier.wait_timeout(Duration::from_millis(10)).unwrap_err();
     assert!(matches!(e, Error::Remote { kind: RemoteKind::BrokenBarrier, .. }), "{e}");
 
     fn panics(x: u8) -> u8 {
@@ -96,7 +96,7 @@ fn manager_pool_and_process_errors_match_by_kind() {
     );
     let mut p = pw::process::Process::new(&PANICS, 8);
     p.start().unwrap();
-    let e = p.result(Some(Duration::from_secs(60))).unwrap_err();
+    let e = p.result_timeout(Duration::from_secs(60)).unwrap_err();
     assert_eq!(e.remote_kind(), Some(&RemoteKind::Panic), "{e}");
     assert!(!e.is_closed() && !e.is_timeout());
 }
@@ -120,7 +120,7 @@ fn misuse_is_invalid_input_not_an_os_error() {
     p.start().unwrap();
     let e = p.start().unwrap_err();
     assert!(matches!(&e, Error::InvalidInput(m) if m.ends_with("was started already")), "{e:?}");
-    p.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(0));
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn main() -> procwire::Result<()> {
             let (sq, pid): (u64, u32) = ch.recv()?;
             check(sq == 144, "the forked child computed 12 squared");
             check(pid == ch.pid(), "the child's pid is the channel's pid");
-            check(ch.join(Some(Duration::from_secs(30)))? == Some(7), "the child's exit code arrives");
+            check(ch.join_timeout(Duration::from_secs(30))? == Some(7), "the child's exit code arrives");
         }
     }
 
@@ -55,7 +55,7 @@ fn main() -> procwire::Result<()> {
     let mut got = Vec::new();
     let mut pids = Vec::new();
     while got.len() < 4 {
-        for ch in ex.ready(Some(Duration::from_secs(30)))? {
+        for ch in ex.ready_timeout(Duration::from_secs(30))? {
             got.push(ch.recv::<u64>()?);
             pids.push(ch.pid());
         }
@@ -65,7 +65,7 @@ fn main() -> procwire::Result<()> {
     for pid in pids {
         let mut ch = ex.remove(pid).expect("a removed channel comes back");
         ch.send_bytes(b"bye")?;
-        check(ch.join(Some(Duration::from_secs(30)))? == Some(0), "a removed child exits cleanly");
+        check(ch.join_timeout(Duration::from_secs(30))? == Some(0), "a removed child exits cleanly");
     }
     check(ex.active().is_empty(), "the exchange is empty after removing every channel");
     ex.finish()?;

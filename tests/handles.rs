@@ -9,7 +9,7 @@ use procwire::handles::{recv_connection, recv_fd, send_connection, send_fd};
 use procwire::process::{ChannelFunction, start, use_test_entry};
 use procwire::{Address, Client, Connection, Error, Family, Listener};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Receives a file, appends to it, says done.
 fn append_to_file(mut ch: Connection, text: String) {
@@ -58,7 +58,7 @@ fn accepted_and_paired_connections_work_in_the_child_they_were_handed_to() {
     use_test_entry("procwire_child");
     let child = start(&SERVE, 2).unwrap();
     let mut carrier = child.into_connection();
-    carrier.set_read_timeout(LIMIT.map(|d| d * 2));
+    carrier.set_read_timeout(Some(LIMIT * 2));
 
     // A connection a listener accepted: the client talks to the worker without knowing.
     let listener = Listener::builder().authkey("k").bind(Address::fresh(Family::Unix).unwrap()).unwrap();
@@ -75,7 +75,7 @@ fn accepted_and_paired_connections_work_in_the_child_they_were_handed_to() {
     // One end of a pipe pair.
     let (mut mine, theirs) = procwire::pipe(true).unwrap();
     send_connection(&mut carrier, theirs).unwrap();
-    mine.set_read_timeout(LIMIT);
+    mine.set_read_timeout(Some(LIMIT));
     mine.send_bytes(b"and a pipe").unwrap();
     assert_eq!(mine.recv_bytes().unwrap(), b"AND A PIPE");
     assert_eq!(carrier.recv::<String>().unwrap(), "served");

@@ -226,7 +226,7 @@ fn a_thousand_concurrent_authenticated_clients_each_with_a_hundred_round_trips()
                 while !open.is_empty() {
                     let ready = {
                         let w: Vec<Waitable<'_>> = open.iter().map(|c| Waitable::from(&**c)).collect();
-                        procwire::wait(&w, Some(LIMIT)).unwrap()
+                        procwire::wait_timeout(&w, LIMIT).unwrap()
                     };
                     assert!(!ready.is_empty(), "no client made progress for {LIMIT:?}");
                     for &i in ready.iter().rev() {

@@ -5,9 +5,12 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::InTime;
 use procwire::manager::{
     BarrierProxy, ChildArgs, ConditionProxy, DictProxy, EventProxy, LEASE_EXPIRED, ListProxy, LockProxy,
     Manager, NamespaceProxy, Proxy, QueueProxy, RLockProxy, Registry, SERVE, SemaphoreProxy, ValueProxy,
@@ -16,7 +19,7 @@ use procwire::manager::{
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
+const LIMIT: Duration = Duration::from_secs(120);
 const LONG: Duration = Duration::from_secs(60);
 
 fn remote_kind<T: std::fmt::Debug>(r: procwire::Result<T>) -> RemoteKind {
@@ -69,7 +72,7 @@ fn use_everything(h: Everything) -> Vec<String> {
     cond.notify_all().unwrap();
     cond.release().unwrap();
     ev.set().unwrap();
-    saw.push(format!("barrier {}", bar.wait(Some(LONG)).is_ok()));
+    saw.push(format!("barrier {}", bar.wait_timeout(LONG).is_ok()));
     saw
 }
 
@@ -85,7 +88,7 @@ fn every_builtin_type_from_two_processes() {
     let v = m.value(&"from parent".to_string()).unwrap();
     let ns = m.namespace().unwrap();
     ns.set("greeting", &"hi").unwrap();
-    let q = m.queue::<u64>(Some(4)).unwrap();
+    let q = m.queue_with_maxsize::<u64>(4).unwrap();
     q.put(&5).unwrap();
     let lock = m.lock().unwrap();
     lock.acquire().unwrap();
@@ -113,9 +116,9 @@ fn every_builtin_type_from_two_processes() {
     );
     let mut p = Process::new(&USE_EVERYTHING, handles);
     p.start().unwrap();
-    assert!(ev.wait(Some(LONG)).unwrap(), "the child sets the event");
-    assert!(bar.wait(Some(LONG)).unwrap() < 2);
-    let saw = p.result(LIMIT).unwrap();
+    assert!(ev.wait_timeout(LONG).unwrap(), "the child sets the event");
+    assert!(bar.wait_timeout(LONG).unwrap() < 2);
+    let saw = p.result_timeout(LIMIT).in_time().unwrap();
     assert_eq!(
         saw,
         vec![
@@ -184,7 +187,7 @@ fn builtin_errors_and_edge_cases() {
     let t = Instant::now();
     assert!(!lock.acquire_timeout(Duration::ZERO).unwrap() || lock.release().is_ok());
     let ev = m.event().unwrap();
-    assert!(!ev.wait(Some(Duration::from_millis(200))).unwrap());
+    assert!(!ev.wait_timeout(Duration::from_millis(200)).unwrap());
     let waited = t.elapsed();
     assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(5), "{waited:?}");
     // A wrongly typed proxy refuses to decode.
@@ -206,12 +209,12 @@ type Sync4 = (u64, ConditionProxy, ValueProxy<u64>, ListProxy<u64>, EventProxy, 
 
 fn sync_party((me, cond, turn, order, ev, bar): Sync4) -> (u64, bool, u64) {
     // Barrier: all four meet (three children and the parent).
-    let index = bar.wait(Some(LONG)).expect("barrier");
+    let index = bar.wait_timeout(LONG).expect("barrier");
     // Event: set by the parent once everyone is waiting.
-    let set = ev.wait(Some(LONG)).expect("event");
+    let set = ev.wait_timeout(LONG).expect("event");
     // Condition: take turns in the order 1, 2, 3.
     cond.acquire().expect("acquire");
-    let ok = cond.wait_for(|| Ok(turn.get()? == me), Some(LONG)).expect("wait_for");
+    let ok = cond.wait_for_timeout(|| Ok(turn.get()? == me), LONG).expect("wait_for");
     assert!(ok, "turn {me} never came");
     order.push(&me).expect("push");
     turn.set(&(me + 1)).expect("set");
@@ -244,7 +247,7 @@ fn condition_event_barrier_across_four_processes() {
         })
         .collect();
     let mut indices = HashSet::new();
-    indices.insert(bar.wait(Some(LONG)).unwrap());
+    indices.insert(bar.wait_timeout(LONG).unwrap());
     // Everyone passed the barrier; give them time to wait on the event, which nobody set.
     std::thread::sleep(Duration::from_millis(200));
     assert!(order.is_empty().unwrap());
@@ -257,7 +260,7 @@ fn condition_event_barrier_across_four_processes() {
     cond.notify_all().unwrap();
     cond.release().unwrap();
     for p in &mut kids {
-        let (index, set, _) = p.result(LIMIT).unwrap();
+        let (index, set, _) = p.result_timeout(LIMIT).in_time().unwrap();
         assert!(set);
         indices.insert(index);
     }
@@ -266,14 +269,14 @@ fn condition_event_barrier_across_four_processes() {
     assert_eq!(turn.get().unwrap(), 4);
     // A wait that times out breaks the barrier for everyone, as in threading.
     let b2 = m.barrier(2).unwrap();
-    assert_eq!(remote_kind(b2.wait(Some(Duration::from_millis(50)))), RemoteKind::BrokenBarrier);
+    assert_eq!(remote_kind(b2.wait_timeout(Duration::from_millis(50))), RemoteKind::BrokenBarrier);
     assert!(b2.broken().unwrap());
     b2.reset().unwrap();
     assert!(!b2.broken().unwrap());
     // A condition wait without the lock, and one that times out.
-    assert_eq!(remote_kind(cond.wait(Some(Duration::ZERO))), RemoteKind::Runtime);
+    assert_eq!(remote_kind(cond.wait_timeout(Duration::ZERO)), RemoteKind::Runtime);
     cond.acquire().unwrap();
-    assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
+    assert!(!cond.wait_timeout(Duration::from_millis(50)).unwrap());
     cond.release().unwrap();
 }
 
@@ -322,7 +325,7 @@ fn custom_type() {
     assert_eq!(obj.call::<_, u64>("bar", &"parent").unwrap(), 1);
     let mut p = Process::new(&CALL_FOO, obj.clone());
     p.start().unwrap();
-    assert_eq!(p.result(LIMIT).unwrap(), 2);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 2);
     assert_eq!(obj.call::<_, Vec<String>>("calls", &()).unwrap(), vec!["parent", "child"]);
     match obj.call::<_, ()>("baz", &()) {
         Err(Error::Remote { kind, message }) => {
@@ -385,11 +388,11 @@ fn remote_over_tcp_and_wrong_key() {
     }
     let mut p = Process::new(&TCP_CLIENT, (address.to_string(), key.as_bytes().to_vec()));
     p.start().unwrap();
-    let (len, wrong) = p.result(LIMIT).unwrap();
+    let (len, wrong) = p.result_timeout(LIMIT).in_time().unwrap();
     assert_eq!(len, 1);
     assert!(wrong.contains("AuthenticationFailed"), "{wrong}");
     // A queue of a TCP manager listens on TCP too, so remote clients can reach it.
-    let q = m.queue::<u8>(None).unwrap();
+    let q = m.queue::<u8>().unwrap();
     assert!(matches!(q.address(), Address::Tcp { .. }), "{}", q.address());
     q.put(&1).unwrap();
     assert_eq!(q.get_timeout(LONG).unwrap(), Some(1));
@@ -447,7 +450,7 @@ fn client_killed_while_holding_a_lock() {
     };
     std::thread::sleep(Duration::from_millis(100));
     ch.kill().unwrap();
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     let t = Instant::now();
     assert!(waiter.join().unwrap().unwrap(), "the blocked acquire got the lock");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
@@ -502,7 +505,7 @@ fn objects_freed_when_proxies_are_gone() {
     // Passed to a child that drops them: still alive, the parent holds them.
     let mut p = Process::new(&USE_AND_DROP, (d.clone(), l.clone()));
     p.start().unwrap();
-    assert_eq!(p.result(LIMIT).unwrap(), 2);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 2);
     assert_eq!(m.object_count().unwrap(), 2);
     assert_eq!(d.len().unwrap(), 1);
     drop(l);
@@ -515,7 +518,7 @@ fn objects_freed_when_proxies_are_gone() {
     assert_eq!(m.object_count().unwrap(), 1);
     // The child dies: its references go with it.
     ch.kill().unwrap();
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     wait_for_count(&m, 0);
     // A proxy serialized and taken over in the same process.
     let e = m.event().unwrap();
@@ -569,7 +572,7 @@ fn sixteen_clients_under_load() {
         })
         .collect();
     for p in &mut kids {
-        assert_eq!(p.result(LIMIT).unwrap(), n);
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), n);
     }
     assert_eq!(counter.get().unwrap(), 16 * n, "increments under the lock were not lost");
     assert_eq!(d.len().unwrap() as u64, 16 * n);
@@ -588,7 +591,7 @@ fn threads_of_one_process_do_not_block_each_other() {
     let ev = m.event().unwrap();
     let waiter = {
         let ev = ev.clone();
-        std::thread::spawn(move || ev.wait(Some(LONG)))
+        std::thread::spawn(move || ev.wait_timeout(LONG))
     };
     std::thread::sleep(Duration::from_millis(100));
     // The waiting thread holds one connection; this one gets another.
@@ -667,7 +670,7 @@ fn a_stopped_holder_loses_a_lock_with_a_lease() {
     rleased.release().unwrap();
     ch.kill().unwrap();
     guard.0 = None;
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     assert!(plain.acquire_timeout(LONG).unwrap(), "given back when the holder died");
     match m.lock_with_lease(Duration::ZERO) {
         Err(Error::Remote { kind, .. }) => assert_eq!(kind, RemoteKind::Value),

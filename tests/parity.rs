@@ -8,11 +8,14 @@
 //! function that child processes run must also be listed (as `topic::processes::NAME`) in
 //! [`procwire_child`], the entry point of the process version's children.
 
+mod common;
+
 use std::time::Duration;
 
+use common::InTime;
 use procwire::{Error, RemoteKind};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the same items against both implementations; see the module documentation.
 macro_rules! parity {
@@ -115,13 +118,13 @@ parity! { process {
         let mut p = Process::new(&SQUARE, 12);
         assert!(!p.is_alive());
         assert_eq!(p.exitcode(), None);
-        assert!(p.join(None).is_err(), "join before start");
+        assert!(p.join().is_err(), "join before start");
         p.start().unwrap();
         assert!(p.start().is_err(), "started twice");
-        assert_eq!(p.result(LIMIT).unwrap(), 144);
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 144);
         assert_eq!(p.exitcode(), Some(0));
         assert!(!p.is_alive());
-        assert!(p.result(LIMIT).is_err(), "the result was taken");
+        assert!(p.result_timeout(LIMIT).in_time().is_err(), "the result was taken");
     }
 
     #[test]
@@ -129,7 +132,7 @@ parity! { process {
         entry();
         let mut p = Process::new(&PANICS, 7);
         p.start().unwrap();
-        let (kind, message) = remote(&p.result(LIMIT));
+        let (kind, message) = remote(&p.result_timeout(LIMIT).in_time());
         assert_eq!(kind, RemoteKind::Panic);
         assert!(message.contains("no 7 today"), "{message}");
         assert_eq!(p.exitcode(), Some(pw::process::EXIT_PANICKED));
@@ -140,10 +143,10 @@ parity! { process {
         entry();
         let mut p = Process::new(&SLEEP_MS, 500);
         p.start().unwrap();
-        assert_eq!(p.join(Some(Duration::from_millis(10))).unwrap(), None);
-        assert!(matches!(p.result(Some(Duration::from_millis(10))), Err(Error::Timeout(_))));
-        assert_eq!(p.join(LIMIT).unwrap(), Some(0));
-        assert_eq!(p.result(None).unwrap(), 500);
+        assert_eq!(p.join_timeout(Duration::from_millis(10)).unwrap(), None);
+        assert!(matches!(p.result_timeout(Duration::from_millis(10)), Ok(None)));
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+        assert_eq!(p.result().unwrap(), 500);
     }
 
     #[test]
@@ -155,19 +158,19 @@ parity! { process {
         p.set_daemon(true);
         assert!(p.is_daemon());
         p.start().unwrap();
-        assert_eq!(p.result(LIMIT).unwrap().as_deref(), Some("parity-named"));
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap().as_deref(), Some("parity-named"));
     }
 
     #[test]
     fn a_started_channel_streams_and_ends() {
         entry();
         let mut ch = pw::process::start(&SQUARES, 4).unwrap();
-        ch.set_read_timeout(LIMIT);
+        ch.set_read_timeout(Some(LIMIT));
         for i in 0..4u64 {
             assert_eq!(ch.recv::<u64>().unwrap(), i * i);
         }
         assert!(matches!(ch.recv::<u64>(), Err(Error::Closed)));
-        assert_eq!(ch.join(LIMIT).unwrap(), Some(0));
+        assert_eq!(ch.join_timeout(LIMIT).unwrap(), Some(0));
         assert!(!ch.is_alive());
         assert_eq!(ch.exitcode(), Some(0));
     }
@@ -265,7 +268,7 @@ parity! { queue {
             q.put(&0).unwrap();
         }
         q.join().unwrap();
-        let total: u64 = workers.iter_mut().map(|w| w.result(LIMIT).unwrap()).sum();
+        let total: u64 = workers.iter_mut().map(|w| w.result_timeout(LIMIT).in_time().unwrap()).sum();
         assert_eq!(total, 5050);
         let (kind, _) = remote(&q.task_done());
         assert_eq!(kind, RemoteKind::Value);
@@ -282,7 +285,7 @@ parity! { queue {
         }
         let mut got: Vec<u64> = (0..300).map(|_| q.get_timeout(Duration::from_secs(120)).unwrap().unwrap()).collect();
         for p in &mut producers {
-            assert_eq!(p.result(LIMIT).unwrap(), 100);
+            assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 100);
         }
         got.sort_unstable();
         assert_eq!(got, (0..300).collect::<Vec<_>>());
@@ -308,7 +311,7 @@ parity! { queue {
         }
         let mut got: Vec<u64> = q.iter_timeout(Duration::from_secs(30)).take(200).map(|r| r.unwrap()).collect();
         for p in &mut producers {
-            assert_eq!(p.result(LIMIT).unwrap(), 100);
+            assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 100);
         }
         got.sort_unstable();
         assert_eq!(got, (0..200).collect::<Vec<_>>());
@@ -372,30 +375,30 @@ parity! { pool {
         let p = built(Pool::builder().processes(2));
         assert_eq!(p.processes(), 2);
         let squares: Vec<u64> = (0..50).map(|x| x * x).collect();
-        assert_eq!(p.map(&SQUARE, 0..50, None).unwrap(), squares);
-        assert_eq!(p.map(&SQUARE, 0..50, Some(7)).unwrap(), squares);
-        assert_eq!(p.map(&SQUARE, Vec::<u64>::new(), None).unwrap(), Vec::<u64>::new());
-        assert_eq!(p.starmap(&POW, [(2, 3), (3, 2)], None).unwrap(), [8, 9]);
-        assert_eq!(p.starmap_async(&POW, [(2, 10)], None).unwrap().get(LIMIT).unwrap(), [1024]);
+        assert_eq!(p.map(&SQUARE, 0..50).unwrap(), squares);
+        assert_eq!(p.with_chunksize(7).map(&SQUARE, 0..50).unwrap(), squares);
+        assert_eq!(p.map(&SQUARE, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+        assert_eq!(p.starmap(&POW, [(2, 3), (3, 2)]).unwrap(), [8, 9]);
+        assert_eq!(p.starmap_async(&POW, [(2, 10)]).unwrap().get_timeout(LIMIT).in_time().unwrap(), [1024]);
         assert_eq!(p.apply(&SQUARE, 12).unwrap(), 144);
         let r = p.apply_async(&SQUARE, 9).unwrap();
-        assert_eq!(r.get(LIMIT).unwrap(), 81);
-        assert_eq!(r.get(LIMIT).unwrap(), 81, "get again");
+        assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), 81);
+        assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), 81, "get again");
         assert!(r.ready());
-        assert!(r.wait(Some(Duration::ZERO)));
+        assert!(r.wait_timeout(Duration::ZERO));
         assert_eq!(r.successful(), Some(true));
-        let m = p.map_async(&SQUARE, 0..10, Some(3)).unwrap();
+        let m = p.with_chunksize(3).map_async(&SQUARE, 0..10).unwrap();
         assert_eq!(m.len(), 10);
         assert!(!m.is_empty());
-        assert_eq!(m.get(LIMIT).unwrap(), squares[..10]);
-        assert!(m.get_each(LIMIT).unwrap().into_iter().map(Result::unwrap).eq(squares[..10].iter().copied()));
-        let firsts: Vec<u64> = p.imap(&SQUARE, 0.., Some(4)).unwrap().take(5).collect::<Result<_, _>>().unwrap();
+        assert_eq!(m.get_timeout(LIMIT).in_time().unwrap(), squares[..10]);
+        assert!(m.get_each_timeout(LIMIT).unwrap().into_iter().map(Result::unwrap).eq(squares[..10].iter().copied()));
+        let firsts: Vec<u64> = p.with_chunksize(4).imap(&SQUARE, 0..).unwrap().take(5).collect::<Result<_, _>>().unwrap();
         assert_eq!(firsts, [0, 1, 4, 9, 16]);
-        let mut it = p.imap(&SQUARE, 0..20u64, None).unwrap();
+        let mut it = p.imap(&SQUARE, 0..20u64).unwrap();
         assert_eq!(it.next_timeout(LIMIT).unwrap().unwrap(), 0);
         assert_eq!(it.collect::<Result<Vec<_>, _>>().unwrap(), squares[1..20]);
         let mut unordered: Vec<u64> =
-            p.imap_unordered(&SQUARE, 0..50, Some(3)).unwrap().collect::<Result<_, _>>().unwrap();
+            p.with_chunksize(3).imap_unordered(&SQUARE, 0..50).unwrap().collect::<Result<_, _>>().unwrap();
         unordered.sort_unstable();
         assert_eq!(unordered, squares);
     }
@@ -405,16 +408,16 @@ parity! { pool {
         assert_eq!(pw::pool::default_chunksize(100_000, 2), 12_500);
         assert_eq!(pw::pool::default_chunksize(0, 4), 1);
         let p = built(Pool::builder().processes(1));
-        assert!(p.map(&SQUARE, 0..3, Some(0)).is_err());
-        assert!(p.imap(&SQUARE, 0..3, Some(0)).is_err());
+        assert!(p.with_chunksize(0).map(&SQUARE, 0..3).is_err());
+        assert!(p.with_chunksize(0).imap(&SQUARE, 0..3).is_err());
         assert!(Pool::builder().processes(0).build().is_err());
     }
 
     #[test]
     fn a_panicking_task_fails_alone() {
         let p = built(Pool::builder().processes(2));
-        let m = p.map_async(&PANICS_ON_13, 0..20, Some(1)).unwrap();
-        let each = m.get_each(LIMIT).unwrap();
+        let m = p.with_chunksize(1).map_async(&PANICS_ON_13, 0..20).unwrap();
+        let each = m.get_each_timeout(LIMIT).unwrap();
         assert_eq!(m.successful(), Some(false));
         for (x, r) in each.iter().enumerate() {
             if x == 13 {
@@ -425,7 +428,7 @@ parity! { pool {
                 assert_eq!(*r.as_ref().unwrap(), x as u64 + 1);
             }
         }
-        let (kind, _) = remote(&p.map(&PANICS_ON_13, 10..15, Some(2)));
+        let (kind, _) = remote(&p.with_chunksize(2).map(&PANICS_ON_13, 10..15));
         assert_eq!(kind, RemoteKind::Panic);
         assert_eq!(p.apply(&PANICS_ON_13, 1).unwrap(), 2, "the pool keeps working");
     }
@@ -436,18 +439,18 @@ parity! { pool {
         let (tx, rx) = std::sync::mpsc::channel();
         let tx2 = tx.clone();
         let _a = p.apply_async(&SQUARE, 7).unwrap().on_complete(move |r| tx.send(vec![r.unwrap()]).unwrap());
-        let _m = p.map_async(&SQUARE, 1..4, None).unwrap().on_complete(move |r| tx2.send(r.unwrap()).unwrap());
+        let _m = p.map_async(&SQUARE, 1..4).unwrap().on_complete(move |r| tx2.send(r.unwrap()).unwrap());
         let mut got = vec![rx.recv().unwrap(), rx.recv().unwrap()];
         got.sort();
         assert_eq!(got, [vec![1, 4, 9], vec![49]]);
         p.close();
-        p.join(LIMIT).unwrap();
+        assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
     }
 
     #[test]
     fn workers_are_named_and_replaced_after_maxtasksperchild() {
         let p = built(Pool::builder().processes(1).name_prefix("parity").maxtasksperchild(2));
-        let names: Vec<String> = p.map(&NAME_OF, vec![(); 6], Some(1)).unwrap();
+        let names: Vec<String> = p.with_chunksize(1).map(&NAME_OF, vec![(); 6]).unwrap();
         let distinct: HashSet<&String> = names.iter().collect();
         assert!(names.iter().all(|n| n.starts_with("parity-")), "{names:?}");
         assert!(distinct.len() >= 3, "a worker runs at most 2 tasks: {names:?}");
@@ -457,7 +460,7 @@ parity! { pool {
     #[test]
     fn the_initializer_runs_before_the_tasks() {
         let p = built(Pool::builder().processes(2).initializer(&INIT, 42));
-        assert!(p.map(&INIT_VALUE, 0..20, Some(1)).unwrap().iter().all(|v| *v == 42));
+        assert!(p.with_chunksize(1).map(&INIT_VALUE, 0..20).unwrap().iter().all(|v| *v == 42));
     }
 
     #[test]
@@ -465,7 +468,7 @@ parity! { pool {
         let p = built(Pool::builder().processes(2).initializer(&BAD_INIT, ()));
         // The tasks fail with kind "initializer", or are refused ("pool") if the workers
         // failed before they were submitted; either way with the panic's message.
-        let (kind, message) = remote(&p.map(&SQUARE, 0..10, None));
+        let (kind, message) = remote(&p.map(&SQUARE, 0..10));
         assert!(matches!(kind, RemoteKind::Initializer | RemoteKind::Pool), "{kind}");
         assert!(message.contains("no database here"), "{message}");
         let e = p.apply_async(&SQUARE, 1).map(|_| ()).unwrap_err();
@@ -475,24 +478,24 @@ parity! { pool {
     #[test]
     fn close_lets_work_finish_and_join_waits() {
         let p = built(Pool::builder().processes(2));
-        assert!(p.join(LIMIT).is_err(), "join before close");
-        let squares = p.map_async(&SQUARE, 0..200, None).unwrap();
+        assert!(p.join_timeout(LIMIT).is_err(), "join before close");
+        let squares = p.map_async(&SQUARE, 0..200).unwrap();
         p.close();
         assert!(p.apply_async(&SQUARE, 1).is_err(), "closed");
-        p.join(LIMIT).unwrap();
-        assert_eq!(squares.get(Some(Duration::ZERO)).unwrap().len(), 200);
+        assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
+        assert_eq!(squares.get_timeout(Duration::ZERO).in_time().unwrap().len(), 200);
     }
 
     #[test]
     fn terminate_fails_unfinished_tasks() {
         let p = built(Pool::builder().processes(1));
-        let slow = p.map_async(&SLEEP_MS, [300, 300, 300], Some(1)).unwrap();
+        let slow = p.with_chunksize(1).map_async(&SLEEP_MS, [300, 300, 300]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         p.terminate();
-        let each = slow.get_each(LIMIT).unwrap();
+        let each = slow.get_each_timeout(LIMIT).unwrap();
         assert!(each.iter().skip(1).all(|r| remote(r).0 == RemoteKind::Terminated), "{each:?}");
         assert!(p.apply_async(&SQUARE, 1).is_err());
-        p.join(LIMIT).unwrap();
+        assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
     }
 }}
 
@@ -511,7 +514,7 @@ parity! { sync {
         }
     }
     fn meet(barrier: BarrierProxy) -> u64 {
-        barrier.wait(LIMIT).expect("barrier")
+        barrier.wait_timeout(LIMIT).expect("barrier")
     }
     pub static COUNT_UNDER_LOCK: Function<(LockProxy, ValueProxy<u64>, u64), ()> =
         Function::new("parity_count_under_lock", count_under_lock);
@@ -565,22 +568,22 @@ parity! { sync {
         let m = manager();
         let ev = m.event().unwrap();
         assert!(!ev.is_set().unwrap());
-        assert!(!ev.wait(Some(Duration::from_millis(20))).unwrap());
+        assert!(!ev.wait_timeout(Duration::from_millis(20)).unwrap());
         let setter = { let ev = ev.clone(); std::thread::spawn(move || ev.set()) };
-        assert!(ev.wait(LIMIT).unwrap());
+        assert!(ev.wait_timeout(LIMIT).unwrap());
         setter.join().unwrap().unwrap();
         ev.clear().unwrap();
         assert!(!ev.is_set().unwrap());
 
         let cond = m.condition().unwrap();
         let ready = m.value(&false).unwrap();
-        assert_eq!(remote(&cond.wait(Some(Duration::ZERO))).0, RemoteKind::Runtime);
+        assert_eq!(remote(&cond.wait_timeout(Duration::ZERO)).0, RemoteKind::Runtime);
         assert_eq!(remote(&cond.notify(1)).0, RemoteKind::Runtime);
         let waiter = {
             let (cond, ready) = (cond.clone(), ready.clone());
             std::thread::spawn(move || -> procwire::Result<bool> {
                 cond.acquire()?;
-                let seen = cond.wait_for(|| ready.get(), LIMIT)?;
+                let seen = cond.wait_for_timeout(|| ready.get(), LIMIT)?;
                 cond.release()?;
                 Ok(seen)
             })
@@ -591,16 +594,16 @@ parity! { sync {
         cond.release().unwrap();
         assert!(waiter.join().unwrap().unwrap());
         cond.acquire().unwrap();
-        assert!(!cond.wait(Some(Duration::from_millis(20))).unwrap(), "nobody notifies");
+        assert!(!cond.wait_timeout(Duration::from_millis(20)).unwrap(), "nobody notifies");
         cond.release().unwrap();
 
         let barrier = m.barrier(3).unwrap();
         assert_eq!(barrier.parties().unwrap(), 3);
         let parties: Vec<_> =
-            (0..3).map(|_| { let b = barrier.clone(); std::thread::spawn(move || b.wait(LIMIT)) }).collect();
+            (0..3).map(|_| { let b = barrier.clone(); std::thread::spawn(move || b.wait_timeout(LIMIT)) }).collect();
         let indices: HashSet<u64> = parties.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
         assert_eq!(indices, HashSet::from([0, 1, 2]));
-        assert_eq!(remote(&barrier.wait(Some(Duration::from_millis(20)))).0, RemoteKind::BrokenBarrier);
+        assert_eq!(remote(&barrier.wait_timeout(Duration::from_millis(20))).0, RemoteKind::BrokenBarrier);
         assert!(barrier.broken().unwrap());
         barrier.reset().unwrap();
         assert!(!barrier.broken().unwrap());
@@ -663,7 +666,7 @@ parity! { sync {
         assert_eq!(remote(&ns.get::<f64>("x")).0, RemoteKind::Attribute);
         assert_eq!(remote(&ns.del("x")).0, RemoteKind::Attribute);
 
-        let q = m.queue::<u64>(Some(1)).unwrap();
+        let q = m.queue_with_maxsize::<u64>(1).unwrap();
         q.put(&1).unwrap();
         assert!(!q.try_put(&2).unwrap());
         assert_eq!(q.get().unwrap(), 1);
@@ -683,7 +686,7 @@ parity! { sync {
             c.start().unwrap();
         }
         for c in &mut counters {
-            c.result(LIMIT).unwrap();
+            c.result_timeout(LIMIT).in_time().unwrap();
         }
         assert_eq!(value.get().unwrap(), 150);
 
@@ -692,8 +695,8 @@ parity! { sync {
         for p in &mut parties {
             p.start().unwrap();
         }
-        let mine = barrier.wait(LIMIT).unwrap();
-        let mut indices: HashSet<u64> = parties.iter_mut().map(|p| p.result(LIMIT).unwrap()).collect();
+        let mine = barrier.wait_timeout(LIMIT).unwrap();
+        let mut indices: HashSet<u64> = parties.iter_mut().map(|p| p.result_timeout(LIMIT).in_time().unwrap()).collect();
         indices.insert(mine);
         assert_eq!(indices, HashSet::from([0, 1, 2]));
     }
@@ -752,10 +755,10 @@ parity! { connection {
         let (mut a, mut b) = pw::pipe(true).unwrap();
         b.set_read_timeout(Some(Duration::from_millis(30)));
         assert!(matches!(b.recv_bytes(), Err(Error::Timeout(_))));
-        assert!(!b.poll(Some(Duration::from_millis(10))).unwrap());
+        assert!(!b.poll_timeout(Duration::from_millis(10)).unwrap());
         b.set_max_message_size(100);
         a.send_bytes(&[0u8; 101]).unwrap();
-        assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+        assert!(b.poll_timeout(Duration::from_secs(5)).unwrap());
         assert!(matches!(b.recv_bytes(), Err(Error::MessageTooLarge { len: 101, max: 100 })));
     }
 
@@ -786,17 +789,17 @@ parity! { connection {
     fn wait_reports_the_ready_ends() {
         let (mut a1, b1) = pw::pipe(true).unwrap();
         let (a2, b2) = pw::pipe(true).unwrap();
-        assert!(pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::ZERO)).unwrap().is_empty());
+        assert!(pw::wait_timeout(&[(&b1).into(), (&b2).into()], Duration::ZERO).unwrap().is_empty());
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             a1.send_bytes(b"hi").unwrap();
             a1
         });
-        let ready = pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::from_secs(10))).unwrap();
+        let ready = pw::wait_timeout(&[(&b1).into(), (&b2).into()], Duration::from_secs(10)).unwrap();
         assert_eq!(ready, [0]);
         let _a1 = t.join().unwrap();
         drop(a2);
-        let ready = pw::wait(&[(&b1).into(), (&b2).into()], Some(Duration::from_secs(10))).unwrap();
+        let ready = pw::wait_timeout(&[(&b1).into(), (&b2).into()], Duration::from_secs(10)).unwrap();
         assert_eq!(ready, [0, 1], "the dropped peer makes b2 ready (end of stream)");
     }
 
@@ -831,10 +834,10 @@ parity! { connection {
     #[test]
     fn wait_sees_a_listener_with_a_client_to_accept() {
         let listener = pw::Listener::builder().authkey("k").bind(fresh()).unwrap();
-        assert!(pw::wait(&[(&listener).into()], Some(Duration::from_millis(10))).unwrap().is_empty());
+        assert!(pw::wait_timeout(&[(&listener).into()], Duration::from_millis(10)).unwrap().is_empty());
         let addr = listener.address().clone();
         let t = std::thread::spawn(move || pw::Client::builder().authkey("k").connect(&addr));
-        assert_eq!(pw::wait(&[(&listener).into()], Some(Duration::from_secs(10))).unwrap(), [0]);
+        assert_eq!(pw::wait_timeout(&[(&listener).into()], Duration::from_secs(10)).unwrap(), [0]);
         let _s = listener.accept_timeout(Duration::from_secs(10)).unwrap();
         t.join().unwrap().unwrap();
     }

@@ -5,17 +5,20 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use common::InTime;
 use procwire::pool::{Pool, PoolBuilder};
 use procwire::process::{Function, use_test_entry};
 use procwire::{Error, RemoteKind};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
+const LIMIT: Duration = Duration::from_secs(120);
 
 fn square(x: u64) -> u64 {
     x * x
@@ -164,23 +167,30 @@ fn map_and_starmap_return_results_in_order() {
     let p = pool(2);
     let want: Vec<u64> = (0..1000u64).map(|x| x * x).collect();
     for chunksize in [None, Some(1), Some(7), Some(5000)] {
-        assert_eq!(p.map(&SQUARE, 0..1000, chunksize).unwrap(), want, "chunksize {chunksize:?}");
+        let got = match chunksize {
+            Some(n) => p.with_chunksize(n).map(&SQUARE, 0..1000),
+            None => p.map(&SQUARE, 0..1000),
+        };
+        assert_eq!(got.unwrap(), want, "chunksize {chunksize:?}");
     }
-    let r = p.map_async(&SQUARE, 0..1000, None).unwrap();
+    let r = p.map_async(&SQUARE, 0..1000).unwrap();
     assert_eq!(r.len(), 1000);
-    assert_eq!(r.get(LIMIT).unwrap(), want);
+    assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), want);
     // A result can be asked for again.
-    assert_eq!(r.get(Some(Duration::ZERO)).unwrap(), want);
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), Some(want));
     assert_eq!(r.successful(), Some(true));
     assert!(r.ready());
 
     let pairs: Vec<(u64, u32)> = (0..50).map(|i| (i % 7, (i % 5) as u32)).collect();
     let want: Vec<u64> = pairs.iter().map(|&(b, e)| b.pow(e)).collect();
-    assert_eq!(p.starmap(&POW, pairs.clone(), None).unwrap(), want);
-    assert_eq!(p.starmap_async(&POW, pairs, Some(3)).unwrap().get(LIMIT).unwrap(), want);
+    assert_eq!(p.starmap(&POW, pairs.clone()).unwrap(), want);
+    assert_eq!(
+        p.with_chunksize(3).starmap_async(&POW, pairs).unwrap().get_timeout(LIMIT).in_time().unwrap(),
+        want
+    );
 
-    assert!(p.map(&SQUARE, Vec::new(), None).unwrap().is_empty());
-    let empty = p.map_async(&SQUARE, 0..0, None).unwrap();
+    assert!(p.map(&SQUARE, Vec::new()).unwrap().is_empty());
+    let empty = p.map_async(&SQUARE, 0..0).unwrap();
     assert!(empty.is_empty());
     assert!(empty.ready());
     assert_eq!(empty.successful(), Some(true));
@@ -191,29 +201,29 @@ fn apply_apply_async_and_callbacks() {
     let p = pool(2);
     assert_eq!(p.apply(&POW, (3, 4)).unwrap(), 81);
     let r = p.apply_async(&SQUARE, 12).unwrap();
-    assert!(r.wait(LIMIT));
+    assert!(r.wait_timeout(LIMIT));
     assert!(r.ready());
     assert_eq!(r.successful(), Some(true));
-    assert_eq!(r.get(None).unwrap(), 144);
-    assert_eq!(r.get(None).unwrap(), 144);
+    assert_eq!(r.get().unwrap(), 144);
+    assert_eq!(r.get().unwrap(), 144);
 
     // Callbacks, set before and after the result is there, run once each.
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
     let slow =
         p.apply_async(&SLEEP, 200).unwrap().on_complete(move |r| tx.send(("apply", r.unwrap())).unwrap());
-    let done = p.map_async(&SQUARE, 0..10, None).unwrap();
-    done.wait(LIMIT);
+    let done = p.map_async(&SQUARE, 0..10).unwrap();
+    done.wait_timeout(LIMIT);
     let _done = done.on_complete(move |r| tx2.send(("map", r.unwrap().iter().sum())).unwrap());
-    let mut got: Vec<(&str, u64)> = (0..2).map(|_| rx.recv_timeout(LIMIT.unwrap()).unwrap()).collect();
+    let mut got: Vec<(&str, u64)> = (0..2).map(|_| rx.recv_timeout(LIMIT).unwrap()).collect();
     got.sort();
     assert_eq!(got, [("apply", 200), ("map", 285)]);
-    assert_eq!(slow.get(None).unwrap(), 200);
+    assert_eq!(slow.get().unwrap(), 200);
     // A callback that panics does not stop the next ones.
     let _bad = p.apply_async(&SQUARE, 1).unwrap().on_complete(|_| panic!("a callback that panics"));
     let (tx, rx) = mpsc::channel();
     let _good = p.apply_async(&SQUARE, 2).unwrap().on_complete(move |r| tx.send(r.unwrap()).unwrap());
-    assert_eq!(rx.recv_timeout(LIMIT.unwrap()).unwrap(), 4);
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 4);
     // Many tasks at once from several threads.
     let p = Arc::new(p);
     let threads: Vec<_> = (0..4u64)
@@ -223,7 +233,7 @@ fn apply_apply_async_and_callbacks() {
                 let rs: Vec<_> = (0..50).map(|i| p.apply_async(&SQUARE, t * 100 + i).unwrap()).collect();
                 for (i, r) in rs.iter().enumerate() {
                     let x = t * 100 + i as u64;
-                    assert_eq!(r.get(LIMIT).unwrap(), x * x);
+                    assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), x * x);
                 }
             })
         })
@@ -237,14 +247,20 @@ fn apply_apply_async_and_callbacks() {
 fn imap_is_ordered_and_lazy_and_imap_unordered_yields_everything() {
     let p = pool(2);
     for chunksize in [None, Some(1), Some(9)] {
-        let got: Vec<u64> = p.imap(&SQUARE, 0..500, chunksize).unwrap().map(Result::unwrap).collect();
+        let (ordered, unordered) = match chunksize {
+            Some(n) => (
+                p.with_chunksize(n).imap(&SQUARE, 0..500),
+                p.with_chunksize(n).imap_unordered(&SQUARE, 0..500),
+            ),
+            None => (p.imap(&SQUARE, 0..500), p.imap_unordered(&SQUARE, 0..500)),
+        };
+        let got: Vec<u64> = ordered.unwrap().map(Result::unwrap).collect();
         assert_eq!(got, (0..500u64).map(|x| x * x).collect::<Vec<_>>(), "chunksize {chunksize:?}");
-        let got: HashSet<u64> =
-            p.imap_unordered(&SQUARE, 0..500, chunksize).unwrap().map(Result::unwrap).collect();
+        let got: HashSet<u64> = unordered.unwrap().map(Result::unwrap).collect();
         assert_eq!(got, (0..500u64).map(|x| x * x).collect::<HashSet<_>>());
     }
     // Unordered really yields in finishing order: quick tasks overtake a slow first one.
-    let got: Vec<u64> = p.imap_unordered(&SLEEP, [600, 1, 2, 3], None).unwrap().map(Result::unwrap).collect();
+    let got: Vec<u64> = p.imap_unordered(&SLEEP, [600, 1, 2, 3]).unwrap().map(Result::unwrap).collect();
     assert_ne!(got[0], 600, "{got:?}");
     assert_eq!(got.iter().collect::<HashSet<_>>(), [600, 1, 2, 3].iter().collect());
 
@@ -254,12 +270,13 @@ fn imap_is_ordered_and_lazy_and_imap_unordered_yields_everything() {
     let items = (0u64..).inspect(move |_| {
         counter.fetch_add(1, Ordering::Relaxed);
     });
-    let first: Vec<u64> = p.imap(&SQUARE, items, Some(4)).unwrap().take(100).map(Result::unwrap).collect();
+    let first: Vec<u64> =
+        p.with_chunksize(4).imap(&SQUARE, items).unwrap().take(100).map(Result::unwrap).collect();
     assert_eq!(first, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
     let n = pulled.load(Ordering::Relaxed);
     assert!((100..1_000_000).contains(&n), "{n} items pulled");
 
-    assert_eq!(p.imap(&SQUARE, 0..0, None).unwrap().count(), 0);
+    assert_eq!(p.imap(&SQUARE, 0..0).unwrap().count(), 0);
 }
 
 #[test]
@@ -267,20 +284,20 @@ fn timeouts_leave_results_to_ask_for_later() {
     let p = pool(2);
     let r = p.apply_async(&SLEEP, 700).unwrap();
     let t = Instant::now();
-    assert!(matches!(r.get(Some(Duration::from_millis(50))), Err(Error::Timeout(_))));
+    assert!(matches!(r.get_timeout(Duration::from_millis(50)), Ok(None)));
     assert!(t.elapsed() >= Duration::from_millis(45));
     assert!(!r.ready());
     assert_eq!(r.successful(), None);
-    assert!(!r.wait(Some(Duration::from_millis(10))));
-    assert_eq!(r.get(LIMIT).unwrap(), 700);
+    assert!(!r.wait_timeout(Duration::from_millis(10)));
+    assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), 700);
 
-    let m = p.map_async(&SLEEP, [300, 300, 300], Some(1)).unwrap();
-    assert!(matches!(m.get(Some(Duration::from_millis(20))), Err(Error::Timeout(_))));
-    assert!(matches!(m.get_each(Some(Duration::ZERO)), Err(Error::Timeout(_))));
-    assert_eq!(m.get(LIMIT).unwrap(), [300, 300, 300]);
+    let m = p.with_chunksize(1).map_async(&SLEEP, [300, 300, 300]).unwrap();
+    assert!(matches!(m.get_timeout(Duration::from_millis(20)), Ok(None)));
+    assert!(m.get_each_timeout(Duration::ZERO).is_none());
+    assert_eq!(m.get_timeout(LIMIT).in_time().unwrap(), [300, 300, 300]);
 
-    let mut it = p.imap(&SLEEP, [400, 1], None).unwrap();
-    assert!(matches!(it.next_timeout(Some(Duration::from_millis(20))), Some(Err(Error::Timeout(_)))));
+    let mut it = p.imap(&SLEEP, [400, 1]).unwrap();
+    assert!(matches!(it.next_timeout(Duration::from_millis(20)), Some(Err(Error::Timeout(_)))));
     assert_eq!(it.next_timeout(LIMIT).unwrap().unwrap(), 400);
     assert_eq!(it.next().unwrap().unwrap(), 1);
     assert!(it.next().is_none());
@@ -290,8 +307,12 @@ fn timeouts_leave_results_to_ask_for_later() {
 fn a_panicking_task_fails_alone_and_the_pool_keeps_working() {
     let p = pool(2);
     for chunksize in [Some(1), Some(5), None] {
-        let r = p.map_async(&PANICS_ON_13, 0..50, chunksize).unwrap();
-        let each = r.get_each(LIMIT).unwrap();
+        let r = match chunksize {
+            Some(n) => p.with_chunksize(n).map_async(&PANICS_ON_13, 0..50),
+            None => p.map_async(&PANICS_ON_13, 0..50),
+        }
+        .unwrap();
+        let each = r.get_each_timeout(LIMIT).unwrap();
         assert_eq!(each.len(), 50);
         for (x, got) in each.iter().enumerate() {
             if x == 13 {
@@ -301,14 +322,14 @@ fn a_panicking_task_fails_alone_and_the_pool_keeps_working() {
             }
         }
         assert_eq!(r.successful(), Some(false));
-        assert_eq!(remote(&r.get(None)), (&RemoteKind::Panic, "unlucky 13"));
+        assert_eq!(remote(&r.get()), (&RemoteKind::Panic, "unlucky 13"));
     }
-    let got: Vec<_> = p.imap(&PANICS_ON_13, 10..16, Some(2)).unwrap().collect();
+    let got: Vec<_> = p.with_chunksize(2).imap(&PANICS_ON_13, 10..16).unwrap().collect();
     assert_eq!(got.len(), 6);
     assert_eq!(remote(&got[3]), (&RemoteKind::Panic, "unlucky 13"));
     assert_eq!(*got[4].as_ref().unwrap(), 15);
     assert_eq!(remote(&p.apply(&PANICS_ON_13, 13)), (&RemoteKind::Panic, "unlucky 13"));
-    assert_eq!(p.map(&SQUARE, 0..5, None).unwrap(), [0, 1, 4, 9, 16]);
+    assert_eq!(p.map(&SQUARE, 0..5).unwrap(), [0, 1, 4, 9, 16]);
 }
 
 #[test]
@@ -316,7 +337,7 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
     let p = pool(2);
     let dir = tempfile::tempdir().unwrap();
     let items: Vec<(PathBuf, u64, u64)> = (0..12).map(|x| (dir.path().to_path_buf(), x, 150)).collect();
-    let r = p.map_async(&REPORT_AND_SLEEP, items, Some(1)).unwrap();
+    let r = p.with_chunksize(1).map_async(&REPORT_AND_SLEEP, items).unwrap();
     // Task 4 is running: kill its worker.
     let victim = wait_for_file(&dir.path().join("4"));
     let before = p.pids();
@@ -324,7 +345,7 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
     // SAFETY: a plain system call on a worker of ours.
     assert_eq!(unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) }, 0);
     let t = Instant::now();
-    let each = r.get_each(LIMIT).unwrap();
+    let each = r.get_each_timeout(LIMIT).unwrap();
     assert!(t.elapsed() < Duration::from_secs(60));
     for (x, got) in each.iter().enumerate() {
         if x == 4 {
@@ -339,7 +360,10 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
     }
     // A replacement took its place, and later maps succeed.
     assert!(is_dead(victim));
-    assert_eq!(p.map(&SQUARE, 0..100, Some(3)).unwrap(), (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(
+        p.with_chunksize(3).map(&SQUARE, 0..100).unwrap(),
+        (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+    );
     let t = Instant::now();
     while p.pids().len() < 2 {
         assert!(t.elapsed() < Duration::from_secs(60), "no replacement worker");
@@ -353,7 +377,12 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
     let p = pool(2);
     let items = |victim, fate| (0..40u64).map(move |x| (x, victim, fate));
     // Chunks of 4: tasks 8..=11 were in the lost chunk; all the others finish.
-    let each = p.map_async(&DIES_ON, items(9, Fate::Kill), Some(4)).unwrap().get_each(LIMIT).unwrap();
+    let each = p
+        .with_chunksize(4)
+        .map_async(&DIES_ON, items(9, Fate::Kill))
+        .unwrap()
+        .get_each_timeout(LIMIT)
+        .unwrap();
     for (x, got) in each.iter().enumerate() {
         if (8..12).contains(&x) {
             let (kind, message) = remote(got);
@@ -364,16 +393,31 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
         }
     }
     // Other ways to die.
-    let each = p.map_async(&DIES_ON, items(3, Fate::Abort), Some(1)).unwrap().get_each(LIMIT).unwrap();
+    let each = p
+        .with_chunksize(1)
+        .map_async(&DIES_ON, items(3, Fate::Abort))
+        .unwrap()
+        .get_each_timeout(LIMIT)
+        .unwrap();
     assert!(remote(&each[3]).1.contains("signal 6"), "{:?}", each[3]);
     assert_eq!(each.iter().filter(|r| r.is_err()).count(), 1);
-    let each = p.map_async(&DIES_ON, items(5, Fate::Exit(3)), Some(1)).unwrap().get_each(LIMIT).unwrap();
+    let each = p
+        .with_chunksize(1)
+        .map_async(&DIES_ON, items(5, Fate::Exit(3)))
+        .unwrap()
+        .get_each_timeout(LIMIT)
+        .unwrap();
     assert!(remote(&each[5]).1.contains("exited with code 3"), "{:?}", each[5]);
     assert_eq!(each.iter().filter(|r| r.is_err()).count(), 1);
 
     // Retried alone, the killer fails on its second try and its chunk's other tasks succeed.
     let p = built(Pool::builder().processes(2).retry_lost(true));
-    let each = p.map_async(&DIES_ON, items(9, Fate::Kill), Some(4)).unwrap().get_each(LIMIT).unwrap();
+    let each = p
+        .with_chunksize(4)
+        .map_async(&DIES_ON, items(9, Fate::Kill))
+        .unwrap()
+        .get_each_timeout(LIMIT)
+        .unwrap();
     for (x, got) in each.iter().enumerate() {
         if x == 9 {
             let (kind, message) = remote(got);
@@ -390,14 +434,14 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
     std::fs::remove_file(dir.path().join("1")).unwrap();
     // SAFETY: a plain system call on a worker of ours.
     assert_eq!(unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) }, 0);
-    assert_eq!(r.get(LIMIT).unwrap(), 1);
+    assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), 1);
     assert_ne!(wait_for_file(&dir.path().join("1")), victim);
 }
 
 #[test]
 fn maxtasksperchild_replaces_workers() {
     let p = built(Pool::builder().processes(2).maxtasksperchild(5));
-    let got = p.map(&PID_OF, 0..40, Some(1)).unwrap();
+    let got = p.with_chunksize(1).map(&PID_OF, 0..40).unwrap();
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
     let pids: HashSet<u32> = got.iter().map(|r| r.1).collect();
     assert!(pids.len() >= 8, "{} workers ran 40 tasks at 5 each: {pids:?}", pids.len());
@@ -406,13 +450,16 @@ fn maxtasksperchild_replaces_workers() {
         assert!(n <= 5, "worker {pid} ran {n} tasks");
     }
     // The replacements work as the first ones did.
-    assert_eq!(p.map(&SQUARE, 0..20, Some(2)).unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(
+        p.with_chunksize(2).map(&SQUARE, 0..20).unwrap(),
+        (0..20u64).map(|x| x * x).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn the_initializer_runs_once_in_every_worker() {
     let p = built(Pool::builder().processes(3).initializer(&INIT, 42).maxtasksperchild(50));
-    let got = p.map(&INIT_STATE, 0..300, Some(1)).unwrap();
+    let got = p.with_chunksize(1).map(&INIT_STATE, 0..300).unwrap();
     let pids: HashSet<u32> = got.iter().map(|r| r.0).collect();
     assert!(pids.len() >= 6, "{pids:?}");
     for (pid, count, value) in got {
@@ -423,7 +470,7 @@ fn the_initializer_runs_once_in_every_worker() {
 #[test]
 fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let p = built(Pool::builder().processes(2).initializer(&BAD_INIT, ()));
-    let r = p.map(&SQUARE, 0..10, None);
+    let r = p.map(&SQUARE, 0..10);
     let (kind, message) = remote(&r);
     assert_eq!(kind, &RemoteKind::Initializer);
     assert!(message.contains("no database here"), "{message}");
@@ -438,7 +485,7 @@ fn workers_are_named_with_the_prefix() {
         .map(|_| p.apply_async(&NAME_OF, ()).unwrap())
         .collect::<Vec<_>>()
         .iter()
-        .map(|r| r.get(LIMIT).unwrap())
+        .map(|r| r.get_timeout(LIMIT).in_time().unwrap())
         .collect();
     assert!(names.iter().all(|n| n == "cruncher-1" || n == "cruncher-2"), "{names:?}");
 }
@@ -447,7 +494,7 @@ fn workers_are_named_with_the_prefix() {
 fn large_arguments_and_results_travel() {
     let p = pool(2);
     let sizes = [0, 1, 70_000, 3 << 20];
-    let got = p.map(&BIG, sizes, Some(1)).unwrap();
+    let got = p.with_chunksize(1).map(&BIG, sizes).unwrap();
     for (len, v) in sizes.iter().zip(&got) {
         assert_eq!(v, &big(*len));
     }
@@ -456,11 +503,11 @@ fn large_arguments_and_results_travel() {
 #[test]
 fn close_and_join_finish_queued_work() {
     let p = pool(2);
-    assert!(p.join(Some(Duration::ZERO)).is_err(), "join before close");
-    let r = p.map_async(&SLEEP, [50; 8], Some(1)).unwrap();
-    let mut it = p.imap(&SQUARE, 0..100, Some(10)).unwrap();
+    assert!(p.join_timeout(Duration::ZERO).is_err(), "join before close");
+    let r = p.with_chunksize(1).map_async(&SLEEP, [50; 8]).unwrap();
+    let mut it = p.with_chunksize(10).imap(&SQUARE, 0..100).unwrap();
     // An endless imap dropped early takes nothing more, and does not keep the pool open.
-    let mut endless = p.imap(&SQUARE, 0u64.., Some(3)).unwrap();
+    let mut endless = p.with_chunksize(3).imap(&SQUARE, 0u64..).unwrap();
     assert_eq!(endless.next().unwrap().unwrap(), 0);
     drop(endless);
     let pids = p.pids();
@@ -469,8 +516,8 @@ fn close_and_join_finish_queued_work() {
     // An imap made before close still runs to its end.
     assert_eq!(it.next().unwrap().unwrap(), 0);
     assert_eq!(it.map(Result::unwrap).count(), 99);
-    p.join(LIMIT).unwrap();
-    assert_eq!(r.get(Some(Duration::ZERO)).unwrap(), [50; 8]);
+    assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), Some(vec![50; 8]));
     for pid in pids {
         assert!(is_dead(pid), "worker {pid} still there");
     }
@@ -479,15 +526,15 @@ fn close_and_join_finish_queued_work() {
 #[test]
 fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     let p = pool(2);
-    let r = p.map_async(&SLEEP, [30_000; 6], Some(1)).unwrap();
+    let r = p.with_chunksize(1).map_async(&SLEEP, [30_000; 6]).unwrap();
     let pids = p.pids();
     assert_eq!(pids.len(), 2);
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
     p.terminate();
-    let each = r.get_each(LIMIT).unwrap();
+    let each = r.get_each_timeout(LIMIT).unwrap();
     assert!(each.iter().all(|r| *remote(r).0 == RemoteKind::Terminated), "{each:?}");
-    p.join(LIMIT).unwrap();
+    assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
     assert!(t.elapsed() < Duration::from_secs(20));
     for pid in &pids {
         assert!(is_dead(*pid), "worker {pid} still there");
@@ -496,7 +543,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
 
     let p = pool(2);
     let r = p.apply_async(&SLEEP, 30_000).unwrap();
-    let it = p.imap(&SLEEP, [30_000; 4], None).unwrap();
+    let it = p.imap(&SLEEP, [30_000; 4]).unwrap();
     let pids = p.pids();
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
@@ -505,7 +552,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     for pid in &pids {
         assert!(is_dead(*pid), "worker {pid} still there");
     }
-    assert_eq!(remote(&r.get(LIMIT)).0, &RemoteKind::Terminated);
+    assert_eq!(remote(&r.get_timeout(LIMIT).in_time()).0, &RemoteKind::Terminated);
     let rest: Vec<_> = it.collect();
     assert!(!rest.is_empty() && rest.iter().all(|r| r.is_err()), "{rest:?}");
 }
@@ -516,10 +563,10 @@ fn bad_input_is_a_clear_error() {
     let e = Pool::new(0).unwrap_err();
     assert!(matches!(&e, Error::InvalidInput(_)), "{e}");
     let p = pool(1);
-    let e = p.map_async(&SQUARE, 0..10, Some(0)).map(|_| ()).unwrap_err();
+    let e = p.with_chunksize(0).map_async(&SQUARE, 0..10).map(|_| ()).unwrap_err();
     assert!(matches!(&e, Error::InvalidInput(_)), "{e}");
-    assert!(p.imap(&SQUARE, 0..10, Some(0)).is_err());
-    let r = p.map(&UNREGISTERED, 0..3, None);
+    assert!(p.with_chunksize(0).imap(&SQUARE, 0..10).is_err());
+    let r = p.map(&UNREGISTERED, 0..3);
     let (kind, message) = remote(&r);
     assert_eq!(kind, &RemoteKind::Start);
     assert!(message.contains("not registered"), "{message}");

@@ -4,14 +4,19 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use procwire::process::{ChannelFunction, Exchange, Function, Process, start, use_test_entry, waitall};
-use procwire::{Connection, Error, RemoteKind, Waitable, wait};
+use common::InTime;
+use procwire::process::{
+    ChannelFunction, Exchange, Function, Process, start, use_test_entry, waitall_timeout,
+};
+use procwire::{Connection, Error, RemoteKind, Waitable, wait_timeout};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn square(x: u64) -> u64 {
     x * x
@@ -74,17 +79,17 @@ fn started<R: serde::de::DeserializeOwned>(mut p: Process<R>) -> Process<R> {
 fn return_value_name_and_panic_reach_the_parent() {
     let mut p = started(Process::new(&SQUARE, 12));
     assert!(p.pid().is_some());
-    assert_eq!(p.result(LIMIT).unwrap(), 144);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 144);
     assert_eq!(p.exitcode(), Some(0));
     assert!(!p.is_alive());
 
     let mut p = Process::new(&NAME_OF, ());
     p.set_name("worker-7");
     let mut p = started(p);
-    assert_eq!(p.result(LIMIT).unwrap(), "worker-7");
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), "worker-7");
 
     let mut p = started(Process::new(&PANICS, "the message".to_string()));
-    match p.result(LIMIT) {
+    match p.result_timeout(LIMIT).in_time() {
         Err(Error::Remote { kind, message }) => {
             assert_eq!(kind, RemoteKind::Panic);
             assert_eq!(message, "boom: the message");
@@ -97,16 +102,16 @@ fn return_value_name_and_panic_reach_the_parent() {
 #[test]
 fn a_large_result_does_not_block_the_child() {
     let mut p = started(Process::new(&BIG, 8 << 20));
-    assert_eq!(p.join(LIMIT).unwrap(), Some(0));
-    assert_eq!(p.result(LIMIT).unwrap(), big(8 << 20));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), big(8 << 20));
 }
 
 #[test]
 fn exit_codes_are_reported() {
     for code in [0, 3, 7] {
         let mut p = started(Process::new(&EXIT_WITH, code));
-        assert_eq!(p.join(LIMIT).unwrap(), Some(code));
-        match p.result(LIMIT) {
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(code));
+        match p.result_timeout(LIMIT).in_time() {
             Err(Error::Remote { kind, .. }) => assert_eq!(kind, RemoteKind::Exit),
             other => panic!("expected no result, got {other:?}"),
         }
@@ -118,27 +123,27 @@ fn terminate_and_kill() {
     let mut p = started(Process::new(&SLEEP, 60_000));
     assert!(p.is_alive());
     p.terminate().unwrap();
-    assert_eq!(p.join(LIMIT).unwrap(), Some(-libc::SIGTERM));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-libc::SIGTERM));
     assert!(!p.is_alive());
     // A second signal to an exited child is a no-op.
     p.kill().unwrap();
 
     let mut p = started(Process::new(&SLEEP, 60_000));
     p.kill().unwrap();
-    assert_eq!(p.join(LIMIT).unwrap(), Some(-libc::SIGKILL));
-    assert!(matches!(p.result(LIMIT), Err(Error::Remote { .. })));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert!(matches!(p.result_timeout(LIMIT).in_time(), Err(Error::Remote { .. })));
 }
 
 #[test]
 fn join_with_a_timeout_on_a_sleeping_child() {
     let mut p = started(Process::new(&SLEEP, 700));
     let t = Instant::now();
-    assert_eq!(p.join(Some(Duration::from_millis(100))).unwrap(), None);
+    assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
     assert!(t.elapsed() >= Duration::from_millis(90));
     assert!(p.is_alive());
-    assert!(matches!(p.result(Some(Duration::ZERO)), Err(Error::Timeout(_))));
-    assert_eq!(p.join(LIMIT).unwrap(), Some(0));
-    assert_eq!(p.result(LIMIT).unwrap(), 700);
+    assert!(matches!(p.result_timeout(Duration::ZERO), Ok(None)));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 700);
 }
 
 /// Whether `pid` is gone (or a zombie nobody reaped: dead all the same).
@@ -155,11 +160,11 @@ fn is_dead(pid: u32) -> bool {
 fn a_daemon_child_dies_when_its_parent_is_killed() {
     use_test_entry("procwire_child");
     let mut ch = start(&START_DAEMON, ()).unwrap();
-    ch.set_read_timeout(LIMIT);
+    ch.set_read_timeout(Some(LIMIT));
     let daemon: u32 = ch.recv::<Option<u32>>().unwrap().expect("the daemon's pid");
     assert!(!is_dead(daemon));
     ch.kill().unwrap();
-    assert_eq!(ch.join(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert_eq!(ch.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
     let t = Instant::now();
     while !is_dead(daemon) {
         assert!(t.elapsed() < Duration::from_secs(10), "the daemon {daemon} outlived its parent");
@@ -197,7 +202,7 @@ fn fifty_children_through_an_exchange_with_limit_4() {
     assert_eq!(seen.len(), 50);
     assert!(seen.values().all(|&c| c == 1), "{seen:?}");
     // Every child was reaped by the exchange (waitall may still see other tests' children).
-    waitall(LIMIT).unwrap();
+    waitall_timeout(LIMIT).unwrap();
 }
 
 #[test]
@@ -205,12 +210,12 @@ fn start_gives_the_child_its_channel_and_waitall_reaps() {
     use_test_entry("procwire_child");
     let mut chans: Vec<_> = (1..=3).map(|n| start(&WORK, n).unwrap()).collect();
     for (i, ch) in chans.iter_mut().enumerate() {
-        ch.set_read_timeout(LIMIT);
+        ch.set_read_timeout(Some(LIMIT));
         let n = i as u64 + 1;
         assert_eq!(ch.recv::<(u64, u64)>().unwrap(), (n, n * n));
     }
     let pids: Vec<u32> = chans.iter().map(|c| c.pid()).collect();
-    let reaped = waitall(LIMIT).unwrap();
+    let reaped = waitall_timeout(LIMIT).unwrap();
     for pid in pids {
         assert!(reaped.contains(&(pid, 0)), "{pid} not in {reaped:?}");
     }
@@ -222,23 +227,23 @@ fn wait_sees_process_sentinels() {
     let mut long = started(Process::new(&SLEEP, 60_000));
     let (a, b) = procwire::pipe(true).unwrap();
     let objects: [Waitable<'_>; 3] = [(&b).into(), (&short).into(), (&long).into()];
-    assert_eq!(wait(&objects, LIMIT).unwrap(), [1]);
+    assert_eq!(wait_timeout(&objects, LIMIT).unwrap(), [1]);
     drop(a);
     long.kill().unwrap();
     let t = Instant::now();
     loop {
         let objects: [Waitable<'_>; 3] = [(&b).into(), (&short).into(), (&long).into()];
-        let ready = wait(&objects, LIMIT).unwrap();
+        let ready = wait_timeout(&objects, LIMIT).unwrap();
         if ready == [0, 1, 2] {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "{ready:?}");
     }
-    assert_eq!(short.join(LIMIT).unwrap(), Some(0));
-    assert_eq!(long.join(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert_eq!(short.join_timeout(LIMIT).unwrap(), Some(0));
+    assert_eq!(long.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
     // A process that was not started has nothing to wait for.
     let idle = Process::new(&SQUARE, 1);
-    assert_eq!(wait(&[(&idle).into()], Some(Duration::ZERO)).unwrap(), [0]);
+    assert_eq!(wait_timeout(&[(&idle).into()], Duration::ZERO).unwrap(), [0]);
 }
 
 fn start_error<R: serde::de::DeserializeOwned>(mut p: Process<R>) -> Error {

@@ -3,14 +3,17 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::InTime;
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::queue::{JoinableQueue, Queue, QueueBuilder};
 use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(120));
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// Puts `count` ids starting at `first`, then returns (dropping the handle writes them all).
 fn produce((q, first, count): (Queue<Option<u64>>, u64, u64)) -> u64 {
@@ -120,7 +123,7 @@ fn four_by_four(q: Queue<Option<u64>>) {
     let consumers: Vec<_> = (0..4).map(|_| spawn(&CONSUME, q.clone())).collect();
     let mut put = 0;
     for mut p in producers {
-        put += p.result(LIMIT).expect("producer");
+        put += p.result_timeout(LIMIT).in_time().expect("producer");
     }
     assert_eq!(put, N);
     for _ in 0..4 {
@@ -129,7 +132,7 @@ fn four_by_four(q: Queue<Option<u64>>) {
     let mut seen = HashSet::new();
     let mut per_consumer = Vec::new();
     for mut c in consumers {
-        let got = c.result(LIMIT).expect("consumer");
+        let got = c.result_timeout(LIMIT).in_time().expect("consumer");
         per_consumer.push(got.len());
         for id in got {
             assert!(seen.insert(id), "item {id} delivered twice");
@@ -144,7 +147,7 @@ fn four_by_four(q: Queue<Option<u64>>) {
 fn a_child_producer_puts_then_exits_and_nothing_is_lost() {
     let q: Queue<Option<u64>> = Queue::new().unwrap();
     let mut p = spawn(&PRODUCE, (q.clone(), 0, 20_000));
-    assert_eq!(p.result(LIMIT).unwrap(), 20_000);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 20_000);
     // The producer is gone: everything it put must be here already or arrive now.
     for want in 0..20_000 {
         assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), Some(Some(want)));
@@ -160,7 +163,7 @@ fn a_child_consumer_gets_in_order_what_the_parent_put() {
         q.put(&Some(i)).unwrap();
     }
     q.put(&None).unwrap();
-    assert_eq!(c.result(LIMIT).unwrap(), (0..5000).collect::<Vec<_>>());
+    assert_eq!(c.result_timeout(LIMIT).in_time().unwrap(), (0..5000).collect::<Vec<_>>());
 }
 
 #[test]
@@ -176,7 +179,7 @@ fn maxsize_blocks_a_child_producer_until_the_parent_gets() {
         assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), Some(Some(want)));
         assert!(q.qsize().unwrap() <= 3);
     }
-    assert_eq!(p.result(LIMIT).unwrap(), 40);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 40);
 }
 
 #[test]
@@ -184,7 +187,7 @@ fn timeouts_in_a_child_return_on_time() {
     let q: Queue<u64> = Queue::with_maxsize(1).unwrap();
     q.put(&1).unwrap();
     let mut c = spawn(&TIMEOUTS, q.clone());
-    let (put, put_ms, got, get_ms) = c.result(LIMIT).unwrap();
+    let (put, put_ms, got, get_ms) = c.result_timeout(LIMIT).in_time().unwrap();
     assert!(!put, "a put into a full queue timed out");
     assert!((200..5000).contains(&put_ms), "put_timeout took {put_ms} ms");
     // The parent's item is the only one; the child got it (its put failed).
@@ -226,7 +229,7 @@ fn consumer_killed_while_holding_items(q: Queue<Option<u64>>) {
     }
     // It holds prefetched items it has not taken: they must come back when it dies.
     ch.kill().unwrap();
-    ch.join(Some(Duration::from_secs(10))).unwrap();
+    ch.join_timeout(Duration::from_secs(10)).unwrap();
     // Whatever it reported after the fifth counts as taken too.
     let mut conn = ch.into_connection();
     conn.set_read_timeout(Some(Duration::from_millis(100)));
@@ -245,7 +248,7 @@ fn consumer_killed_while_holding_items(q: Queue<Option<u64>>) {
 fn an_unrelated_process_opens_the_queue_by_address_and_key() {
     let q: Queue<u64> = QueueBuilder::new().authkey(AuthKey::new(b"queue key".to_vec())).build().unwrap();
     let mut p = spawn(&BY_ADDRESS, (q.address().to_string(), b"queue key".to_vec(), 1000));
-    assert_eq!(p.result(LIMIT).unwrap(), 1000);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 1000);
     for i in 0..1000u64 {
         assert_eq!(q.get().unwrap(), i * i);
     }
@@ -268,7 +271,7 @@ fn join_returns_only_after_every_task_done() {
     assert!(!q.join_timeout(Duration::from_millis(50)).unwrap(), "30 tasks of 10 ms cannot be done yet");
     q.join().unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
-    let done: u64 = workers.into_iter().map(|mut w| w.result(LIMIT).unwrap()).sum();
+    let done: u64 = workers.into_iter().map(|mut w| w.result_timeout(LIMIT).in_time().unwrap()).sum();
     assert_eq!(done, 30);
     let err = q.task_done().unwrap_err();
     assert!(matches!(&err, Error::Remote { kind: RemoteKind::Value, .. }), "{err:?}");

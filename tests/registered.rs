@@ -5,13 +5,16 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::InTime;
 use procwire::Connection;
 use procwire::pool::Pool;
 use procwire::process::{Entry, Function, Process, start, use_test_entry};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
+const LIMIT: Duration = Duration::from_secs(30);
 
 #[procwire::function]
 fn square(x: u64) -> u64 {
@@ -72,7 +75,7 @@ fn run<A: serde::Serialize, R: serde::de::DeserializeOwned>(f: &Function<A, R>, 
     use_test_entry("procwire_child");
     let mut p = Process::new(f, args);
     p.start().expect("start");
-    let r = p.result(LIMIT).expect("result");
+    let r = p.result_timeout(LIMIT).in_time().expect("result");
     assert_eq!(p.exitcode(), Some(0));
     r
 }
@@ -106,15 +109,15 @@ fn several_parameters_take_one_tuple() {
 fn a_channel_function_gets_its_end_first() {
     use_test_entry("procwire_child");
     let mut ch = start(&SQUARER, 1).expect("start");
-    ch.set_read_timeout(LIMIT);
+    ch.set_read_timeout(Some(LIMIT));
     for x in 1..=5u64 {
         ch.send(&x).unwrap();
         assert_eq!(ch.recv::<u64>().unwrap(), x * x + 1);
     }
     let mut ch2 = start(&GREET, ("hi".to_string(), 3)).expect("start");
-    ch2.set_read_timeout(LIMIT);
+    ch2.set_read_timeout(Some(LIMIT));
     assert_eq!(ch2.recv::<Vec<String>>().unwrap(), ["hi", "hi", "hi"]);
-    assert_eq!(ch2.join(LIMIT).unwrap(), Some(0));
+    assert_eq!(ch2.join_timeout(LIMIT).unwrap(), Some(0));
     drop(ch);
 }
 
@@ -128,8 +131,8 @@ fn listed_and_registered_functions_combine() {
 fn a_pool_runs_registered_functions() {
     use_test_entry("procwire_child");
     let p = Pool::new(2).expect("pool");
-    assert_eq!(p.map(&SQUARE, 0..20u64, None).unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
-    assert_eq!(p.map(&ADD, (0..10u64).map(|x| (x, 100)), None).unwrap(), (100..110u64).collect::<Vec<_>>());
+    assert_eq!(p.map(&SQUARE, 0..20u64).unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(p.map(&ADD, (0..10u64).map(|x| (x, 100))).unwrap(), (100..110u64).collect::<Vec<_>>());
 }
 
 #[test]

@@ -5,16 +5,19 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::InTime;
 use procwire::Connection;
 use procwire::Error;
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::shared::{Array, AtomicArray, AtomicValue, Value};
 
-const LIMIT: Option<Duration> = Some(Duration::from_secs(60));
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn increment((v, n): (Value<u64>, u64)) -> u64 {
     for _ in 0..n {
@@ -105,7 +108,7 @@ fn processes_and_threads_count_exactly_under_the_lock_and_with_atomics() {
         })
         .collect();
     for mut p in ps {
-        assert_eq!(p.result(LIMIT).unwrap(), 5_000);
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 5_000);
     }
     for t in ts {
         assert_eq!(t.join().unwrap(), 5_000);
@@ -124,7 +127,7 @@ fn processes_and_threads_count_exactly_under_the_lock_and_with_atomics() {
         })
         .collect();
     for mut p in ps {
-        p.result(LIMIT).unwrap();
+        p.result_timeout(LIMIT).in_time().unwrap();
     }
     for t in ts {
         t.join().unwrap();
@@ -138,7 +141,7 @@ fn array_contents_are_visible_both_ways() {
     let squares = Array::<u64>::new(1000).unwrap();
     let mine = Array::from_slice(&[5i32, -7, 100]).unwrap();
     let mut p = spawn(&FILL, (squares.clone(), mine.clone()));
-    assert_eq!(p.result(LIMIT).unwrap(), 98);
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 98);
     let got = squares.to_vec().unwrap();
     assert_eq!(got.iter().sum::<u64>(), (0..1000u64).map(|i| i * i).sum());
     assert_eq!(squares.get(999).unwrap(), 999 * 999);
@@ -209,7 +212,7 @@ fn a_killed_creator_leaves_nothing_behind_and_holders_keep_the_data() {
     let a: Array<u32> = ch.recv().unwrap();
     assert_eq!(a.get(9_999).unwrap(), 9_999);
     ch.kill().unwrap();
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     // The creator is gone; this process still maps the memory.
     assert_eq!(a.to_vec().unwrap(), (0..10_000).collect::<Vec<u32>>());
     a.set(0, 42).unwrap();
@@ -226,7 +229,7 @@ fn a_lock_whose_holder_was_killed_is_poisoned_until_cleared() {
     let mut ch = start(&HOLD_LOCK, v.clone()).unwrap();
     assert_eq!(ch.recv::<String>().unwrap(), "locked");
     ch.kill().unwrap();
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let v2 = v.clone();
     std::thread::spawn(move || {
@@ -238,7 +241,7 @@ fn a_lock_whose_holder_was_killed_is_poisoned_until_cleared() {
     assert!(matches!(v.get(), Err(Error::PreviousOwnerDied)), "the poison stays");
     assert!(matches!(v.set(1), Err(Error::PreviousOwnerDied)));
     assert!(matches!(v.with_lock(|_| ()), Err(Error::PreviousOwnerDied)));
-    let other = spawn(&GET_OR_ERROR, v.clone()).result(LIMIT).unwrap();
+    let other = spawn(&GET_OR_ERROR, v.clone()).result_timeout(LIMIT).in_time().unwrap();
     assert!(other.is_err_and(|e| e.contains("died")), "another process read poisoned data");
     // The guard still comes, to look and repair.
     let mut g = v.lock().unwrap();
@@ -249,7 +252,7 @@ fn a_lock_whose_holder_was_killed_is_poisoned_until_cleared() {
     drop(g);
     assert_eq!(v.get().unwrap(), 100);
     assert!(!v.lock().unwrap().previous_owner_died());
-    assert_eq!(spawn(&GET_OR_ERROR, v.clone()).result(LIMIT).unwrap(), Ok(100));
+    assert_eq!(spawn(&GET_OR_ERROR, v.clone()).result_timeout(LIMIT).in_time().unwrap(), Ok(100));
 }
 
 #[test]
@@ -266,7 +269,7 @@ fn a_timed_lock_gives_up_while_another_process_holds_it() {
     assert!(waited >= Duration::from_millis(190), "gave up after {waited:?}");
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     ch.kill().unwrap();
-    ch.join(LIMIT).unwrap();
+    ch.join_timeout(LIMIT).unwrap();
     // Once the holder is gone, a timed lock gets it (with the death reported).
     assert!(v.lock_timeout(Duration::from_secs(10)).unwrap().previous_owner_died());
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{pattern, role, say, spawn, spawn_child};
-use procwire::wait::wait;
+use procwire::wait::wait_timeout;
 use procwire::{Address, Client, Connection, Error, Family, Listener, PipeKind, pipe_with};
 
 const KEY: &str = "shm-test-key";
@@ -216,7 +216,7 @@ fn timeouts_on_an_empty_and_a_full_ring_and_waits_over_a_mix() {
     b.set_read_timeout(Some(Duration::from_millis(50)));
     assert!(matches!(b.recv_bytes(), Err(Error::Timeout(_))));
     assert!(t.elapsed() >= Duration::from_millis(50));
-    assert!(!b.poll(Some(Duration::from_millis(20))).unwrap());
+    assert!(!b.poll_timeout(Duration::from_millis(20)).unwrap());
     // A full ring: the send times out, and nothing is lost.
     a.set_write_timeout(Some(Duration::from_millis(50)));
     let big = pattern(3 * RING, 5);
@@ -231,13 +231,13 @@ fn timeouts_on_an_empty_and_a_full_ring_and_waits_over_a_mix() {
     let mut a = sender.join().unwrap();
     // wait() over shared-memory and socket connections together.
     let (mut s1, s2) = procwire::pipe(true).unwrap();
-    let none = wait(&[(&b).into(), (&s2).into()], Some(Duration::from_millis(30))).unwrap();
+    let none = wait_timeout(&[(&b).into(), (&s2).into()], Duration::from_millis(30)).unwrap();
     assert!(none.is_empty());
     a.send_bytes(b"hi").unwrap();
-    assert_eq!(wait(&[(&s2).into(), (&b).into()], Some(LIMIT)).unwrap(), [1]);
+    assert_eq!(wait_timeout(&[(&s2).into(), (&b).into()], LIMIT).unwrap(), [1]);
     s1.send_bytes(b"ho").unwrap();
-    assert_eq!(wait(&[(&s2).into(), (&b).into()], Some(LIMIT)).unwrap(), [0, 1]);
-    assert!(b.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(wait_timeout(&[(&s2).into(), (&b).into()], LIMIT).unwrap(), [0, 1]);
+    assert!(b.poll().unwrap());
     assert_eq!(b.recv_bytes().unwrap(), b"hi");
     // A sleeper in wait() is woken by a send from another thread.
     let t = std::thread::spawn(move || {
@@ -245,7 +245,7 @@ fn timeouts_on_an_empty_and_a_full_ring_and_waits_over_a_mix() {
         a.send_bytes(b"late").unwrap();
         a
     });
-    assert_eq!(wait(&[(&b).into()], Some(LIMIT)).unwrap(), [0]);
+    assert_eq!(wait_timeout(&[(&b).into()], LIMIT).unwrap(), [0]);
     assert_eq!(b.recv_bytes().unwrap(), b"late");
     drop(t.join().unwrap());
     assert!(matches!(b.recv_bytes(), Err(Error::Closed)));

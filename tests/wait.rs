@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use procwire::{Address, Client, Family, Listener, Waitable, wait};
+use procwire::{Address, Client, Family, Listener, Waitable, wait, wait_timeout};
 
 /// 1,000 socketpairs need 2,000 descriptors: raise the soft limit to the hard one.
 fn raise_fd_limit(want: u64) {
@@ -30,11 +30,11 @@ fn wait_over_1000_connections_finds_the_few_that_are_ready() {
         receivers.push(b);
     }
     let objects: Vec<Waitable<'_>> = receivers.iter().map(Waitable::from).collect();
-    assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty());
+    assert!(wait_timeout(&objects, Duration::ZERO).unwrap().is_empty());
     for &i in &[3usize, 500, 999] {
         senders[i].send_bytes(&[i as u8]).unwrap();
     }
-    let ready = wait(&objects, Some(Duration::from_secs(5))).unwrap();
+    let ready = wait_timeout(&objects, Duration::from_secs(5)).unwrap();
     assert_eq!(ready, [3, 500, 999]);
     drop(objects);
     // A receive takes the message; what stays buffered counts as ready without the socket.
@@ -42,7 +42,7 @@ fn wait_over_1000_connections_finds_the_few_that_are_ready() {
     senders[7].send_bytes(b"two").unwrap();
     assert_eq!(receivers[7].recv_bytes().unwrap(), b"one");
     let objects: Vec<Waitable<'_>> = receivers.iter().map(Waitable::from).collect();
-    let ready = wait(&objects, None).unwrap();
+    let ready = wait(&objects).unwrap();
     assert_eq!(ready, [3, 7, 500, 999]);
 }
 
@@ -50,10 +50,10 @@ fn wait_over_1000_connections_finds_the_few_that_are_ready() {
 fn wait_times_out_empty_and_sees_a_closed_peer() {
     let (a, b) = procwire::pipe(true).unwrap();
     let start = Instant::now();
-    assert!(wait(&[(&b).into()], Some(Duration::from_millis(100))).unwrap().is_empty());
+    assert!(wait_timeout(&[(&b).into()], Duration::from_millis(100)).unwrap().is_empty());
     assert!(start.elapsed() >= Duration::from_millis(90));
     drop(a);
-    assert_eq!(wait(&[(&b).into()], Some(Duration::from_secs(5))).unwrap(), [0]);
+    assert_eq!(wait_timeout(&[(&b).into()], Duration::from_secs(5)).unwrap(), [0]);
 }
 
 #[test]
@@ -61,10 +61,10 @@ fn wait_sees_a_listener_with_a_client_waiting() {
     let l = Listener::builder().authkey("k").bind(Address::fresh(Family::Unix).unwrap()).unwrap();
     let (_x, idle) = procwire::pipe(true).unwrap();
     let objects: [Waitable<'_>; 2] = [(&idle).into(), (&l).into()];
-    assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty());
+    assert!(wait_timeout(&objects, Duration::ZERO).unwrap().is_empty());
     let addr = l.address().clone();
     let t = std::thread::spawn(move || Client::builder().authkey("k").connect(&addr));
-    assert_eq!(wait(&objects, Some(Duration::from_secs(5))).unwrap(), [1]);
+    assert_eq!(wait_timeout(&objects, Duration::from_secs(5)).unwrap(), [1]);
     l.accept_timeout(Duration::from_secs(5)).unwrap();
     t.join().unwrap().unwrap();
 }
@@ -73,7 +73,7 @@ fn wait_sees_a_listener_with_a_client_waiting() {
 fn wait_works_on_split_receivers() {
     let (a, mut b) = procwire::pipe(true).unwrap();
     let (_tx, rx) = a.split();
-    assert!(wait(&[(&rx).into()], Some(Duration::ZERO)).unwrap().is_empty());
+    assert!(wait_timeout(&[(&rx).into()], Duration::ZERO).unwrap().is_empty());
     b.send_bytes(b"x").unwrap();
-    assert_eq!(wait(&[(&rx).into()], Some(Duration::from_secs(5))).unwrap(), [0]);
+    assert_eq!(wait_timeout(&[(&rx).into()], Duration::from_secs(5)).unwrap(), [0]);
 }

@@ -593,7 +593,7 @@ fn client_killed_mid_message_is_an_error_never_a_partial_message() {
         assert_eq!(child.line(), "connected");
         assert_eq!(child.line(), "sending", "{bound}");
         // The message is on its way: on a pipe, this reads its first part already.
-        assert!(c.poll(Some(LIMIT)).unwrap(), "{bound}: nothing arrived");
+        assert!(c.poll_timeout(LIMIT).unwrap(), "{bound}: nothing arrived");
         child.kill();
         let start = Instant::now();
         match c.recv_bytes() {
@@ -679,7 +679,7 @@ fn duplex_pipe_pair_in_process() {
     b.send(&(1u32, "two")).unwrap();
     t.join().unwrap();
     // The other end is gone: a receive says so, and so does poll.
-    assert!(b.poll(Some(LIMIT)).unwrap());
+    assert!(b.poll_timeout(LIMIT).unwrap());
     assert!(matches!(b.recv_bytes(), Err(Error::Closed)));
 }
 
@@ -705,7 +705,7 @@ fn one_way_pipe_pair_in_process() {
 
 #[test]
 fn wait_over_pipes_a_socket_and_a_listener() {
-    use procwire::{Waitable, wait};
+    use procwire::{Waitable, wait_timeout};
     let (a1, mut b1) = procwire::pipe(true).unwrap();
     let (mut a2, mut b2) = procwire::pipe(true).unwrap();
     let listener = Listener::bind(Address::fresh(Family::Pipe).unwrap()).unwrap();
@@ -719,7 +719,7 @@ fn wait_over_pipes_a_socket_and_a_listener() {
     let mut tcp_client = t.join().unwrap().unwrap();
     let ready = |b1: &Connection, b2: &Connection, l: &Listener, s: &Connection, t: Duration| {
         let objects: [Waitable<'_>; 4] = [b1.into(), b2.into(), l.into(), s.into()];
-        wait(&objects, Some(t)).unwrap()
+        wait_timeout(&objects, t).unwrap()
     };
 
     let start = Instant::now();
@@ -1248,7 +1248,7 @@ fn messages_received_and_read_ahead_travel_with_the_connection() {
     }
     assert_eq!(d.recv_bytes().unwrap(), b"x");
     // A poll on a pipe reads the next message ahead, into the stream: it must go along too.
-    assert!(d.poll(Some(LIMIT)).unwrap());
+    assert!(d.poll_timeout(LIMIT).unwrap());
     let t = std::thread::spawn(move || send_connection(&mut carrier_a, d));
     let mut got = recv_connection(&mut carrier_b).unwrap();
     t.join().unwrap().unwrap();

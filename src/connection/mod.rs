@@ -259,23 +259,27 @@ impl Connection {
         Ok(n > 0)
     }
 
-    /// Whether a message can be received without blocking, waiting up to `timeout`
-    /// (`None`: wait forever; `Some(Duration::ZERO)`: just look). As in CPython, a closed
-    /// peer also counts as readable: the next receive reports it.
+    /// Whether a message can be received without blocking, looking without waiting (as
+    /// CPython's `poll()`). As in CPython, a closed peer also counts as readable: the next
+    /// receive reports it.
     ///
     /// ```
     /// use std::time::Duration;
     /// let (mut a, mut b) = procwire::pipe(true)?;
-    /// assert!(!b.poll(Some(Duration::ZERO))?);
+    /// assert!(!b.poll()?);
     /// a.send_bytes(b"x")?;
-    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// assert!(b.poll_timeout(Duration::from_secs(5))?);
     /// # Ok::<(), procwire::Error>(())
     /// ```
-    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        // A timeout too long to represent is the same as none.
-        let deadline = deadline_of(timeout);
-        self.flush_before_receive(deadline);
-        self.rx.poll(deadline.map(|d| d.saturating_duration_since(Instant::now())))
+    pub fn poll(&mut self) -> Result<bool> {
+        self.poll_timeout(Duration::ZERO)
+    }
+
+    /// As [`poll`](Connection::poll), waiting up to `timeout` for a message (CPython's
+    /// `poll(timeout)`); `Duration::MAX` waits as long as it takes (CPython's `poll(None)`).
+    pub fn poll_timeout(&mut self, timeout: Duration) -> Result<bool> {
+        self.flush_before_receive(deadline_of(Some(timeout)));
+        self.rx.poll_timeout(timeout)
     }
 
     /// Sets how long a side of a shared-memory connection ([`PipeKind::SharedMemory`], `shm:`

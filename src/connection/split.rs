@@ -114,8 +114,15 @@ impl Receiver {
     }
 
     /// As [`Connection::poll`].
-    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        self.reader.poll(&self.stream, timeout)
+    pub fn poll(&mut self) -> Result<bool> {
+        self.reader.poll(&self.stream, Some(Duration::ZERO))
+    }
+
+    /// As [`Connection::poll_timeout`].
+    pub fn poll_timeout(&mut self, timeout: Duration) -> Result<bool> {
+        // A timeout too long to represent is the same as none.
+        let left = deadline_of(Some(timeout)).map(|d| d.saturating_duration_since(Instant::now()));
+        self.reader.poll(&self.stream, left)
     }
 
     /// As [`Connection::set_read_timeout`].

@@ -92,8 +92,17 @@ impl Manager {
         self.m.create(typeid, args)
     }
 
-    /// A new queue of at most `maxsize` items (`None`: unbounded).
-    pub fn queue<T: Clone + Send + 'static>(&self, maxsize: Option<usize>) -> Result<QueueProxy<T>> {
+    /// A new unbounded queue.
+    pub fn queue<T: Clone + Send + 'static>(&self) -> Result<QueueProxy<T>> {
+        self.queue_of(None)
+    }
+
+    /// A new queue of at most `maxsize` items.
+    pub fn queue_with_maxsize<T: Clone + Send + 'static>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        self.queue_of(Some(maxsize))
+    }
+
+    fn queue_of<T: Clone + Send + 'static>(&self, maxsize: Option<usize>) -> Result<QueueProxy<T>> {
         let p = self.m.create("queue", &maxsize.map(|m| m as u64))?;
         let b = maxsize.map_or_else(QueueBuilder::new, |m| QueueBuilder::new().maxsize(m));
         Ok(QueueProxy::new(p, b.build()?))
@@ -146,7 +155,7 @@ mod tests {
     #[test]
     fn queues_count_as_objects_and_proxies_deserialize_here() {
         let m = Manager::start().unwrap();
-        let q = m.queue::<std::sync::Arc<str>>(None).unwrap();
+        let q = m.queue::<std::sync::Arc<str>>().unwrap();
         q.put(&"not serde".into()).unwrap();
         assert_eq!(&*q.get().unwrap(), "not serde");
         let v = m.value(&7u8).unwrap();

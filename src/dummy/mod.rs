@@ -23,7 +23,7 @@
 //!
 //! pw::process::init(&[&SQUARE]); // does nothing with threads; kept so code compiles both ways
 //! let pool = pw::pool::Pool::new(2)?;
-//! assert_eq!(pool.map(&SQUARE, 1..=4, None)?, [1, 4, 9, 16]);
+//! assert_eq!(pool.map(&SQUARE, 1..=4)?, [1, 4, 9, 16]);
 //!
 //! let q: pw::queue::Queue<u64> = pw::queue::Queue::new()?;
 //! q.put(&7)?;
@@ -69,5 +69,5 @@ pub use connection::{Client, ClientBuilder, Listener, ListenerBuilder, pipe};
 
 pub use crate::{
     Address, AuthKey, Connection, Error, Family, Incoming, Receiver, Result, Sender, Waitable, auth, codec,
-    shared, wait,
+    shared, wait, wait_timeout,
 };

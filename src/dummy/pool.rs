@@ -14,8 +14,8 @@
 //! static SQUARE: Function<u64, u64> = Function::new("square", square);
 //!
 //! let pool = Pool::new(4)?;
-//! let result = pool.map_async(&SQUARE, 0..10, None)?;
-//! assert_eq!(result.get(Some(Duration::from_secs(10)))?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! let result = pool.map_async(&SQUARE, 0..10)?;
+//! assert_eq!(result.get()?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! # Ok::<(), procwire::Error>(())
 //! ```
 //!
@@ -129,13 +129,13 @@ mod tests {
         let started = Instant::now();
         pool.terminate();
         assert!(matches!(
-            r.get(Some(Duration::ZERO)),
+            r.get_timeout(Duration::ZERO),
             Err(Error::Remote { kind: RemoteKind::Terminated, .. })
         ));
-        pool.join(Some(Duration::from_secs(60))).unwrap();
+        assert!(pool.join_timeout(Duration::from_secs(60)).unwrap(), "the pool ended in time");
         assert!(started.elapsed() >= Duration::from_millis(100), "join waited for the running task");
         assert!(
-            matches!(r.get(None), Err(Error::Remote { kind: RemoteKind::Terminated, .. })),
+            matches!(r.get(), Err(Error::Remote { kind: RemoteKind::Terminated, .. })),
             "its result was dropped"
         );
     }
@@ -145,19 +145,19 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         assert_eq!(pool.apply(&NEXT_TOKEN, Token(1)).unwrap(), Token(2));
         let got: Vec<u64> =
-            pool.map(&NEXT_TOKEN, (0..5).map(Token), None).unwrap().into_iter().map(|t| t.0).collect();
+            pool.map(&NEXT_TOKEN, (0..5).map(Token)).unwrap().into_iter().map(|t| t.0).collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
-        let mut it = pool.imap(&NEXT_TOKEN, (0..3).map(Token), None).unwrap();
+        let mut it = pool.imap(&NEXT_TOKEN, (0..3).map(Token)).unwrap();
         assert_eq!(it.next().unwrap().unwrap(), Token(1));
     }
 
     #[test]
     fn a_dropped_imap_leaves_a_closed_pool_joinable() {
         let pool = Pool::new(1).unwrap();
-        let mut it = pool.imap(&SLEEP_MS, std::iter::repeat(1), None).unwrap();
+        let mut it = pool.imap(&SLEEP_MS, std::iter::repeat(1)).unwrap();
         assert_eq!(it.next().unwrap().unwrap(), 1);
         pool.close();
         drop(it);
-        pool.join(Some(Duration::from_secs(60))).unwrap();
+        assert!(pool.join_timeout(Duration::from_secs(60)).unwrap(), "the pool ended in time");
     }
 }

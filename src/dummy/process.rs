@@ -18,7 +18,7 @@
 //! procwire::dummy::process::init(&[&SQUARE]); // nothing to do for threads
 //! let mut p = Process::new(&SQUARE, 12);
 //! p.start()?;
-//! assert_eq!(p.result(None)?, 144);
+//! assert_eq!(p.result()?, 144);
 //! assert_eq!(p.exitcode(), Some(0));
 //! # Ok::<(), procwire::Error>(())
 //! ```
@@ -45,7 +45,7 @@
 //!   no fork-style `create` nor `Exchange`: use [`Channel`]s and their connections directly.
 
 pub use crate::process::generic;
-pub use crate::process::threads::{Channel, start, waitall};
+pub use crate::process::threads::{Channel, start, waitall, waitall_timeout};
 pub use crate::process::{
     ChannelFunction, DEFAULT_START_TIMEOUT, EXIT_PANICKED, EXIT_START_FAILED, Function,
 };

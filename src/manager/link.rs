@@ -176,10 +176,10 @@ impl Link {
                 let r = if first { self.over_connection::<(), ()>(pool, &Plain::Shutdown) } else { Ok(()) };
                 lock(&pool.idle).1.clear();
                 if let Some(child) = lock(&pool.owner).take()
-                    && child.join(Some(EXIT_GRACE))?.is_none()
+                    && child.join_timeout(EXIT_GRACE)?.is_none()
                 {
                     child.kill()?;
-                    child.join(Some(EXIT_GRACE))?;
+                    child.join_timeout(EXIT_GRACE)?;
                 }
                 r
             }
@@ -267,7 +267,7 @@ mod tests {
         let ev = m.event().unwrap();
         let waiter = {
             let ev = ev.clone();
-            std::thread::spawn(move || ev.wait(None))
+            std::thread::spawn(move || ev.wait())
         };
         // Waiting or about to: either way the wait ends with Closed.
         std::thread::sleep(Duration::from_millis(20));

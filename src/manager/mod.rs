@@ -215,7 +215,7 @@ impl ManagerBuilder {
         let reported = child.recv::<std::result::Result<String, String>>();
         let fail = |child: Channel, e: Error| {
             let _ = child.kill();
-            let _ = child.join(Some(EXIT_GRACE));
+            let _ = child.join_timeout(EXIT_GRACE);
             e
         };
         let address: Address = match reported {

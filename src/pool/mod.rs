@@ -14,8 +14,8 @@
 //! fn main() -> procwire::Result<()> {
 //!     procwire::process::init(&[]); // first in main: a worker runs its tasks from here
 //!     let pool = Pool::new(4)?;
-//!     let result = pool.map_async(&SQUARE, 0..10, None)?;
-//!     assert_eq!(result.get(Some(Duration::from_secs(1)))?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//!     let result = pool.map_async(&SQUARE, 0..10)?;
+//!     assert_eq!(result.get()?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //!     Ok(())
 //! }
 //! ```

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use super::pprocess::Channel;
-use crate::wait::{Waitable, wait};
+use crate::wait::{Waitable, wait_with};
 use crate::{Error, Result};
 
 /// The handler of an [`Exchange`]: called with each channel that has a message.
@@ -108,7 +108,7 @@ impl<'h> Exchange<'h> {
         while let Some(limit) = self.limit
             && self.channels.len() >= limit
         {
-            self.store(None)?;
+            self.store()?;
         }
         Ok(())
     }
@@ -123,10 +123,19 @@ impl<'h> Exchange<'h> {
         self.channels.is_empty()
     }
 
-    /// Waits at most `timeout` (`None`: as long as it takes; zero: just look) until some
-    /// channels have a message, and returns them; channels whose child hung up leave the
-    /// exchange meanwhile. Empty after a timeout, or when the last channels just hung up.
-    pub fn ready(&mut self, timeout: Option<Duration>) -> Result<Vec<&mut Channel>> {
+    /// Waits until some channels have a message, and returns them; channels whose child hung
+    /// up leave the exchange meanwhile. Empty when the last channels just hung up.
+    pub fn ready(&mut self) -> Result<Vec<&mut Channel>> {
+        self.ready_for(None)
+    }
+
+    /// As [`ready`](Exchange::ready), waiting at most `timeout` (zero: just look): empty if
+    /// no message came by then.
+    pub fn ready_timeout(&mut self, timeout: Duration) -> Result<Vec<&mut Channel>> {
+        self.ready_for(Some(timeout))
+    }
+
+    fn ready_for(&mut self, timeout: Option<Duration>) -> Result<Vec<&mut Channel>> {
         self.sweep();
         if self.channels.is_empty() {
             return Ok(Vec::new());
@@ -134,7 +143,7 @@ impl<'h> Exchange<'h> {
         let ready = {
             let objects: Vec<Waitable<'_>> =
                 self.channels.iter().map(|c| Waitable::Connection(&c.conn)).collect();
-            wait(&objects, timeout)?
+            wait_with(&objects, timeout)?
         };
         let mut hung_up = Vec::new();
         let mut pids = Vec::new();
@@ -166,9 +175,18 @@ impl<'h> Exchange<'h> {
         Some(self.channels.remove(i))
     }
 
-    /// Calls the handler for each channel that has a message, waiting at most `timeout` for
-    /// one; returns how many were handled.
-    pub fn store(&mut self, timeout: Option<Duration>) -> Result<usize> {
+    /// Calls the handler for each channel that has a message, waiting until one has; returns
+    /// how many were handled.
+    pub fn store(&mut self) -> Result<usize> {
+        self.store_for(None)
+    }
+
+    /// As [`store`](Exchange::store), waiting at most `timeout` for a message: 0 if none came.
+    pub fn store_timeout(&mut self, timeout: Duration) -> Result<usize> {
+        self.store_for(Some(timeout))
+    }
+
+    fn store_for(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let Some(mut handler) = self.handler.take() else {
             return Err(Error::InvalidInput("this exchange has no handler (Exchange::on_ready)".into()));
         };
@@ -178,7 +196,7 @@ impl<'h> Exchange<'h> {
     }
 
     fn store_with(&mut self, handler: &mut Handler<'h>, timeout: Option<Duration>) -> Result<usize> {
-        let pids: Vec<u32> = self.ready(timeout)?.iter().map(|c| c.pid()).collect();
+        let pids: Vec<u32> = self.ready_for(timeout)?.iter().map(|c| c.pid()).collect();
         let mut n = 0;
         for pid in pids {
             let Some(i) = self.channels.iter().position(|c| c.pid() == pid) else { continue };
@@ -199,10 +217,10 @@ impl<'h> Exchange<'h> {
     /// Handles messages until every channel has hung up, then reaps their children.
     pub fn finish(&mut self) -> Result<()> {
         while !self.channels.is_empty() {
-            self.store(None)?;
+            self.store()?;
         }
         for c in self.departed.drain(..) {
-            c.join(None)?;
+            c.join()?;
         }
         Ok(())
     }

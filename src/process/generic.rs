@@ -130,6 +130,12 @@ fn not_started(name: &str) -> Error {
     Error::InvalidInput(format!("{name} was not started"))
 }
 
+/// A wait without a deadline that came back without an exit code: a backend's broken promise,
+/// reported rather than trusted.
+fn still_running(name: &str) -> Error {
+    Error::Io(io::Error::other(format!("{name} still runs after an unbounded join")))
+}
+
 /// A function running in a child process (or, with [`Threads`], on a thread), shaped like
 /// CPython's `multiprocessing.Process` with a typed result: create it with
 /// [`new`](Process::new), [`start`](Process::start) it, then [`join`](Process::join) it or
@@ -148,7 +154,7 @@ fn not_started(name: &str) -> Error {
 ///
 /// let mut p = Process::new(&SQUARE, 12);
 /// p.start()?;
-/// assert_eq!(p.result(None)?, 144);
+/// assert_eq!(p.result()?, 144);
 /// assert_eq!(p.exitcode(), Some(0));
 /// # Ok::<(), procwire::Error>(())
 /// ```
@@ -292,25 +298,45 @@ impl<R, B: Returns<R>> Process<R, B> {
         B::exitcode(&mut self.state)
     }
 
-    /// Waits for it to exit, at most `timeout` (`None`: as long as it takes), receiving a
-    /// child's result meanwhile (so a large result cannot block it). Returns the exit code,
-    /// or `None` if it still runs.
-    pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
+    /// Waits for it to exit, receiving a child's result meanwhile (so a large result cannot
+    /// block it), and returns the exit code.
+    pub fn join(&mut self) -> Result<i32> {
+        let code = self.join_until(None)?;
+        code.ok_or_else(|| still_running(&self.name))
+    }
+
+    /// As [`join`](Process::join), waiting at most `timeout`: `None` if it still runs then.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        self.join_until(deadline_of(Some(timeout)))
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<Option<i32>> {
         if !self.started {
             return Err(not_started(&self.name));
         }
-        B::join(&mut self.state, deadline_of(timeout))
+        B::join(&mut self.state, deadline)
     }
 
-    /// Joins it (at most `timeout`) and returns what the function returned. Errors:
-    /// [`Error::Remote`] of kind `"panic"` with the panic message, `"exit"` when a child
-    /// ended without a result (killed, for instance), `"encode"` when its result could not be
-    /// encoded; [`Error::Timeout`] if it still runs; [`Error::Decode`] for a result that is
-    /// not an `R`. The result can be taken once.
-    pub fn result(&mut self, timeout: Option<Duration>) -> Result<R> {
-        let Some(code) = self.join(timeout)? else {
-            return Err(Error::Timeout(format!("waiting for {} to finish", self.name)));
-        };
+    /// Joins it and returns what the function returned. Errors: [`Error::Remote`] of kind
+    /// [`Panic`](crate::RemoteKind::Panic) with the panic message,
+    /// [`Exit`](crate::RemoteKind::Exit) when a child ended without a result (killed, for
+    /// instance), [`Encode`](crate::RemoteKind::Encode) when its result could not be encoded;
+    /// [`Error::Decode`] for a result that is not an `R`. The result can be taken once.
+    pub fn result(&mut self) -> Result<R> {
+        let code = self.join()?;
+        self.take_result(code)
+    }
+
+    /// As [`result`](Process::result), waiting at most `timeout`: `None` if it still runs
+    /// then (ask again later).
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
+        match self.join_timeout(timeout)? {
+            Some(code) => self.take_result(code).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn take_result(&mut self, code: i32) -> Result<R> {
         let (name, pid) = (&self.name, B::pid(&self.state));
         let ended = || match pid {
             Some(pid) => format!("{name} (pid {pid}) exited with code {code}"),
@@ -341,10 +367,16 @@ impl<B: Backend> Channel<B> {
         B::peer_pid(&self.peer)
     }
 
-    /// Waits at most `timeout` (`None`: as long as it takes) for the other side to end; its
-    /// exit code, or `None` if it still runs.
-    pub fn join(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        B::peer_join(&self.peer, deadline_of(timeout))
+    /// Waits for the other side to end and returns its exit code.
+    pub fn join(&self) -> Result<i32> {
+        let code = B::peer_join(&self.peer, None)?;
+        code.ok_or_else(|| still_running(&format!("pid {}", self.pid())))
+    }
+
+    /// As [`join`](Channel::join), waiting at most `timeout`: `None` if the other side still
+    /// runs then.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        B::peer_join(&self.peer, deadline_of(Some(timeout)))
     }
 
     /// The exit code, once the other side has ended (see [`Process::exitcode`]).

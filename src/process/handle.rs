@@ -16,7 +16,7 @@ use super::generic::{Process, Processes};
 use super::pprocess::Peer;
 use super::registry::{Function, Outcome};
 use crate::sentinel::Sentinel;
-use crate::wait::{Waitable, wait};
+use crate::wait::{Waitable, wait_timeout};
 use crate::{Connection, Error, Result};
 
 struct Running<R> {
@@ -32,7 +32,7 @@ impl<R: DeserializeOwned> Running<R> {
         if !matches!(self.got, Got::Pending) {
             return;
         }
-        match self.conn.poll(Some(Duration::ZERO)) {
+        match self.conn.poll_timeout(Duration::ZERO) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -168,9 +168,9 @@ impl<R: DeserializeOwned> sealed::Returns<R> for Processes {
             let slice = now + Duration::from_millis(50);
             let until = deadline.map_or(slice, |d| d.min(slice));
             if matches!(run.got, Got::Pending) {
-                wait(
+                wait_timeout(
                     &[Waitable::Connection(&run.conn), Waitable::Process(&st.sentinel)],
-                    Some(until.saturating_duration_since(now)),
+                    until.saturating_duration_since(now),
                 )?;
             } else if join_child(|| run.child.try_reap(), sentinel, Some(until))?.is_some() {
                 continue;

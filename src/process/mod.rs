@@ -22,7 +22,7 @@
 //! fn main() -> procwire::Result<()> {
 //!     let mut p = Process::new(&SQUARE, 12);
 //!     p.start()?;
-//!     assert_eq!(p.result(None)?, 144);
+//!     assert_eq!(p.result()?, 144);
 //!     Ok(())
 //! }
 //! ```
@@ -60,7 +60,7 @@
 //!
 //!     let mut p = Process::new(&CUBE, 3);
 //!     p.start()?;
-//!     assert_eq!(p.result(None)?, 27);
+//!     assert_eq!(p.result()?, 27);
 //!     Ok(())
 //! }
 //! ```
@@ -109,7 +109,7 @@
 //!     procwire::process::use_test_entry("procwire_child");
 //!     let mut p = procwire::process::Process::new(&SQUARE, 3);
 //!     p.start().unwrap();
-//!     assert_eq!(p.result(Some(std::time::Duration::from_secs(30))).unwrap(), 9);
+//!     assert_eq!(p.result().unwrap(), 9);
 //! }
 //! ```
 //!
@@ -152,7 +152,7 @@ pub(crate) use bootstrap::receive_args;
 pub use bootstrap::{current_name, init, set_child_args, use_test_entry};
 pub(crate) use child::{Child, spawn_child};
 pub use exchange::Exchange;
-pub use pprocess::{Channel, Forked, create, start, waitall};
+pub use pprocess::{Channel, Forked, create, start, waitall, waitall_timeout};
 pub(crate) use registry::{Call, Called, Registry, sealed::Sealed};
 pub use registry::{ChannelFunction, Entry, Function};
 

@@ -265,7 +265,7 @@ static STARTED_CHANGED: Condvar = Condvar::new();
 /// for i in 0..3u64 {
 ///     assert_eq!(ch.recv::<u64>()?, i * i);
 /// }
-/// assert!(waitall(None)?.contains(&(ch.pid(), 0)));
+/// assert!(waitall()?.contains(&(ch.pid(), 0)));
 /// # Ok::<(), procwire::Error>(())
 /// ```
 pub fn start<A: Send + 'static>(f: &ChannelFunction<A>, args: A) -> Result<Channel> {
@@ -294,11 +294,19 @@ pub fn start<A: Send + 'static>(f: &ChannelFunction<A>, args: A) -> Result<Chann
 }
 
 /// pprocess's `waitall` over threads: waits for every thread started by [`start`] (whose exit
-/// code was not taken through its channel already) to end, at most `timeout` (`None`: as
-/// long as it takes), and returns their [`pid`](generic::Channel::pid)s and exit codes. After
-/// a timeout ([`Error::Timeout`]) the threads still running stay for the next call.
-pub fn waitall(timeout: Option<Duration>) -> Result<Vec<(u32, i32)>> {
-    let deadline = deadline_of(timeout);
+/// code was not taken through its channel already) to end, and returns their
+/// [`pid`](generic::Channel::pid)s and exit codes.
+pub fn waitall() -> Result<Vec<(u32, i32)>> {
+    waitall_until(None)
+}
+
+/// As [`waitall`], waiting at most `timeout`: returns the threads that ended by then (each
+/// reported once); the ones still running stay for the next call.
+pub fn waitall_timeout(timeout: Duration) -> Result<Vec<(u32, i32)>> {
+    waitall_until(deadline_of(Some(timeout)))
+}
+
+fn waitall_until(deadline: Option<Instant>) -> Result<Vec<(u32, i32)>> {
     let mut done = Vec::new();
     let mut started = lock(&STARTED);
     loop {
@@ -314,15 +322,9 @@ pub fn waitall(timeout: Option<Duration>) -> Result<Vec<(u32, i32)>> {
         if started.is_empty() {
             return Ok(done);
         }
-        let left = started.len();
         started = match wait_until(&STARTED_CHANGED, started, deadline) {
             Some(g) => g,
-            None => {
-                return Err(Error::Timeout(format!(
-                    "waiting for threads ({} ended, {left} still running)",
-                    done.len()
-                )));
-            }
+            None => return Ok(done),
         };
     }
 }
@@ -358,7 +360,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(p.join(None).unwrap(), Some(0));
+        assert_eq!(p.join().unwrap(), 0);
         p.terminate().unwrap();
     }
 
@@ -377,7 +379,7 @@ mod tests {
         let shared = std::sync::Arc::new(Mutex::new(vec![0u8]));
         let mut p = Process::new(&NOT_SERDE, shared.clone());
         p.start().unwrap();
-        assert_eq!(p.result(None).unwrap(), 2);
+        assert_eq!(p.result().unwrap(), 2);
         assert_eq!(*lock(&shared), [0, 1]);
     }
 
@@ -386,7 +388,7 @@ mod tests {
         let mut p = Process::new(&SLEEP_MS, 1);
         p.set_name("odd\0name");
         p.start().unwrap();
-        assert_eq!(p.result(None).unwrap(), 1);
+        assert_eq!(p.result().unwrap(), 1);
     }
 
     fn wait_for_close(mut ch: Connection, _: ()) {
@@ -395,17 +397,17 @@ mod tests {
     static WAIT_FOR_CLOSE: ChannelFunction<()> = ChannelFunction::new("wait_for_close", wait_for_close);
 
     #[test]
-    fn waitall_reports_each_thread_once_and_times_out() {
+    fn waitall_reports_each_thread_once_and_keeps_the_running_for_later() {
         let ch = start(&WAIT_FOR_CLOSE, ()).unwrap();
         let pid = ch.pid();
         assert!(ch.terminate().is_err());
-        assert!(matches!(waitall(Some(Duration::from_millis(20))), Err(Error::Timeout(_))));
+        assert!(!waitall_timeout(Duration::from_millis(20)).unwrap().iter().any(|(p, _)| *p == pid));
         drop(ch.into_connection());
         let mut seen = Vec::new();
         while !seen.iter().any(|(p, _)| *p == pid) {
-            seen.extend(waitall(Some(Duration::from_secs(60))).unwrap());
+            seen.extend(waitall_timeout(Duration::from_secs(60)).unwrap());
         }
         assert!(seen.contains(&(pid, 0)));
-        assert!(!waitall(Some(Duration::from_secs(60))).unwrap().iter().any(|(p, _)| *p == pid));
+        assert!(!waitall_timeout(Duration::from_secs(60)).unwrap().iter().any(|(p, _)| *p == pid));
     }
 }

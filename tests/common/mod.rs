@@ -124,3 +124,16 @@ pub fn transports() -> Vec<Address> {
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
 }
+
+/// A bounded wait's answer as a result: [`procwire::Error::Timeout`] when the time ran out, so
+/// that a test fails with a message rather than hangs.
+pub trait InTime<T> {
+    /// The value, or a timeout error.
+    fn in_time(self) -> procwire::Result<T>;
+}
+
+impl<T> InTime<T> for procwire::Result<Option<T>> {
+    fn in_time(self) -> procwire::Result<T> {
+        self?.ok_or_else(|| procwire::Error::Timeout("the test's time limit".into()))
+    }
+}

@@ -122,10 +122,10 @@ mod tests {
         let b = m.barrier(3).unwrap();
         let other = {
             let b = b.clone();
-            std::thread::spawn(move || b.wait(Some(Duration::from_secs(60))))
+            std::thread::spawn(move || b.wait_timeout(Duration::from_secs(60)))
         };
         assert!(matches!(
-            b.wait(Some(Duration::from_millis(50))),
+            b.wait_timeout(Duration::from_millis(50)),
             Err(Error::Remote { kind: RemoteKind::BrokenBarrier, .. })
         ));
         assert!(matches!(other.join().unwrap(), Err(Error::Remote { kind: RemoteKind::BrokenBarrier, .. })));

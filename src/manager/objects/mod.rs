@@ -156,8 +156,7 @@ impl Ctx<'_> {
     /// Whether the caller is gone (its connection reached end of file, or says something while
     /// it should be waiting for the answer) or the manager is shutting down.
     pub(crate) fn gone(&mut self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-            || self.conn.as_mut().is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(true))
+        self.stop.load(Ordering::Relaxed) || self.conn.as_mut().is_some_and(|c| c.poll().unwrap_or(true))
     }
 
     fn owner(&self, thread: u64) -> Owner {

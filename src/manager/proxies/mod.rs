@@ -110,9 +110,20 @@ impl Manager {
         self.create("namespace", &()).map(NamespaceProxy::from_proxy)
     }
 
-    /// A new queue served by the manager's process, of at most `maxsize` items (`None`:
-    /// unbounded).
-    pub fn queue<T: Serialize + DeserializeOwned>(&self, maxsize: Option<usize>) -> Result<QueueProxy<T>> {
+    /// A new unbounded queue served by the manager's process.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>> {
+        self.queue_of(None)
+    }
+
+    /// A new queue served by the manager's process, of at most `maxsize` items.
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>> {
+        self.queue_of(Some(maxsize))
+    }
+
+    fn queue_of<T: Serialize + DeserializeOwned>(&self, maxsize: Option<usize>) -> Result<QueueProxy<T>> {
         let p = self.create("queue", &maxsize.map(|m| m as u64))?;
         let q: Queue<T> = p.call("handle", &())?;
         Ok(QueueProxy::new(p, q))

@@ -135,20 +135,42 @@ proxy_type! {
 impl ConditionProxy {
     lock_methods!();
 
-    /// Releases the lock, waits until notified or `timeout` passes (`None`: no limit), and
-    /// acquires the lock again; whether it was notified. The calling thread must hold the lock.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+    /// Releases the lock, waits until notified, and acquires the lock again. The calling
+    /// thread must hold the lock.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_for_secs(None).map(drop)
+    }
+
+    /// As [`wait`](ConditionProxy::wait), waiting at most `timeout`; whether it was notified.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_for_secs(Some(timeout))
+    }
+
+    fn wait_for_secs(&self, timeout: Option<Duration>) -> Result<bool> {
         self.p.call("wait", &(thread_token(), secs(timeout)))
     }
 
-    /// Waits until `predicate` is true (checking it first, and after every wake-up, with the
-    /// lock held), at most `timeout`; the predicate's last result.
-    pub fn wait_for(
+    /// Waits until `predicate` is true, checking it first and after every wake-up, with the
+    /// lock held.
+    pub fn wait_for(&self, predicate: impl FnMut() -> Result<bool>) -> Result<()> {
+        self.wait_for_until(predicate, None).map(drop)
+    }
+
+    /// As [`wait_for`](ConditionProxy::wait_for), waiting at most `timeout`; the predicate's
+    /// last result.
+    pub fn wait_for_timeout(
+        &self,
+        predicate: impl FnMut() -> Result<bool>,
+        timeout: Duration,
+    ) -> Result<bool> {
+        self.wait_for_until(predicate, Instant::now().checked_add(timeout))
+    }
+
+    fn wait_for_until(
         &self,
         mut predicate: impl FnMut() -> Result<bool>,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<bool> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if predicate()? {
                 return Ok(true);
@@ -160,7 +182,7 @@ impl ConditionProxy {
                 },
                 None => None,
             };
-            self.wait(left)?;
+            self.wait_for_secs(left)?;
         }
     }
 
@@ -190,9 +212,14 @@ impl EventProxy {
         fn is_set() -> bool;
     }
 
-    /// Waits until the flag is set, at most `timeout` (`None`: no limit); whether it is.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.p.call("wait", &secs(timeout))
+    /// Waits until the flag is set.
+    pub fn wait(&self) -> Result<()> {
+        self.p.call::<_, bool>("wait", &secs(None)).map(drop)
+    }
+
+    /// Waits until the flag is set, at most `timeout`; whether it is.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.p.call("wait", &secs(Some(timeout)))
     }
 }
 
@@ -203,11 +230,16 @@ proxy_type! {
 }
 
 impl BarrierProxy {
-    /// Waits until every party waits, at most `timeout` (`None`: no limit); an index from
-    /// 0 to parties - 1, different for each party (0 for the last to arrive). A timeout breaks
-    /// the barrier for everyone, as in `threading`.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<u64> {
-        self.p.call("wait", &secs(timeout))
+    /// Waits until every party waits; an index from 0 to parties - 1, different for each
+    /// party (0 for the last to arrive).
+    pub fn wait(&self) -> Result<u64> {
+        self.p.call("wait", &secs(None))
+    }
+
+    /// As [`wait`](BarrierProxy::wait), waiting at most `timeout`. A timeout breaks the
+    /// barrier for everyone, as in `threading`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
+        self.p.call("wait", &secs(Some(timeout)))
     }
 
     plain_calls! {

@@ -8,6 +8,7 @@
 //! behave differently.
 
 mod backend;
+mod chunked;
 mod results;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use backend::sealed;
 pub use backend::{Backend, Gets, Processes, Runs, Threads};
+pub use chunked::Chunked;
 pub use results::{AsyncResult, IMap, MapResult};
 
 use crate::process::Function;
@@ -104,6 +106,7 @@ pub struct PoolBuilder<B: Backend> {
     maxtasks: Option<u64>,
     prefix: String,
     retry_lost: bool,
+    chunksize: Option<usize>,
 }
 
 impl<B: Backend> fmt::Debug for PoolBuilder<B> {
@@ -114,6 +117,7 @@ impl<B: Backend> fmt::Debug for PoolBuilder<B> {
             .field("maxtasksperchild", &self.maxtasks)
             .field("name_prefix", &self.prefix)
             .field("retry_lost", &self.retry_lost)
+            .field("chunksize", &self.chunksize)
             .finish()
     }
 }
@@ -126,6 +130,7 @@ impl<B: Backend> Default for PoolBuilder<B> {
             maxtasks: None,
             prefix: "PoolWorker".into(),
             retry_lost: false,
+            chunksize: None,
         }
     }
 }
@@ -170,9 +175,21 @@ impl<B: Backend> PoolBuilder<B> {
         self
     }
 
+    /// How many tasks go to a worker in one message for [`Pool::map`] and the rest of the
+    /// map family (at least 1; 0 is an error in [`build`](PoolBuilder::build)). Default:
+    /// [`default_chunksize`] for `map`, 1 for `imap`, as CPython's.
+    /// [`Pool::with_chunksize`] sets it for some calls only.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n);
+        self
+    }
+
     /// Starts the workers and returns once all of them run (an initializer may still be
     /// running). A worker that cannot start is an error here, and the others are stopped.
     pub fn build(self) -> Result<Pool<B>> {
+        if self.chunksize == Some(0) {
+            return Err(invalid("chunksize must be at least 1"));
+        }
         let processes = match self.processes {
             Some(0) => return Err(invalid("a pool needs at least one process")),
             Some(n) => n,
@@ -185,7 +202,7 @@ impl<B: Backend> PoolBuilder<B> {
             prefix: self.prefix,
             retry_lost: self.retry_lost,
         })?;
-        Ok(Pool { pool })
+        Ok(Pool { pool, chunksize: self.chunksize })
     }
 }
 
@@ -197,6 +214,7 @@ impl<B: Backend> PoolBuilder<B> {
 /// a pool terminates it (as leaving CPython's `with Pool() as p:` does).
 pub struct Pool<B: Backend> {
     pool: Arc<B::Pool>,
+    chunksize: Option<usize>,
 }
 
 impl<B: Backend> fmt::Debug for Pool<B> {
@@ -275,42 +293,36 @@ impl<B: Backend> Pool<B> {
         Ok(AsyncResult::new(self.submit(f, [args], Some(1))?.0))
     }
 
-    /// Runs `f` over every item in chunks of `chunksize` (`None`: [`default_chunksize`]) and
-    /// returns the results in order, or the first failed task's error.
+    /// Runs `f` over every item and returns the results in order, or the first failed task's
+    /// error. The items go to the workers in chunks of the pool's
+    /// [`chunksize`](PoolBuilder::chunksize) (default: [`default_chunksize`]); another size
+    /// for one call is [`with_chunksize`](Pool::with_chunksize)`(n).map(..)`.
     ///
     /// ```
     /// # use procwire::dummy::{pool::Pool, process::Function};
     /// # static SQUARE: Function<u64, u64> = Function::new("square", |x| x * x);
     /// # let pool = Pool::new(2)?;
-    /// assert_eq!(pool.map(&SQUARE, 1..=4, None)?, [1, 4, 9, 16]);
+    /// assert_eq!(pool.map(&SQUARE, 1..=4)?, [1, 4, 9, 16]);
+    /// assert_eq!(pool.with_chunksize(100).map(&SQUARE, 1..=4)?, [1, 4, 9, 16]);
     /// # Ok::<(), procwire::Error>(())
     /// ```
-    pub fn map<A, R, I>(&self, f: &Function<A, R>, items: I, chunksize: Option<usize>) -> Result<Vec<R>>
+    pub fn map<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<Vec<R>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        let (job, len) = self.submit(f, items, chunksize)?;
-        let mut all = results::All::new(len);
-        B::take(&job, None, &mut |r| all.push(r));
-        all.finish()
+        self.chunked().map(f, items)
     }
 
     /// As [`map`](Pool::map), without waiting: the items are prepared (encoded, or collected
     /// for threads) and submitted now, and the results come through the returned
     /// [`MapResult`].
-    pub fn map_async<A, R, I>(
-        &self,
-        f: &Function<A, R>,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<MapResult<B, R>>
+    pub fn map_async<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<MapResult<B, R>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        let (job, len) = self.submit(f, items, chunksize)?;
-        Ok(MapResult::new(job, len))
+        self.chunked().map_async(f, items)
     }
 
     /// CPython's `starmap`, which unpacks each item into the function's arguments. A Rust
@@ -321,87 +333,68 @@ impl<B: Backend> Pool<B> {
     /// # use procwire::dummy::{pool::Pool, process::Function};
     /// static POW: Function<(u64, u32), u64> = Function::new("pow", |(b, e)| b.pow(e));
     /// # let pool = Pool::new(2)?;
-    /// assert_eq!(pool.starmap(&POW, [(2, 3), (3, 2)], None)?, [8, 9]);
+    /// assert_eq!(pool.starmap(&POW, [(2, 3), (3, 2)])?, [8, 9]);
     /// # Ok::<(), procwire::Error>(())
     /// ```
-    pub fn starmap<A, R, I>(&self, f: &Function<A, R>, items: I, chunksize: Option<usize>) -> Result<Vec<R>>
+    pub fn starmap<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<Vec<R>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        self.map(f, items, chunksize)
+        self.chunked().map(f, items)
     }
 
     /// CPython's `starmap_async`: [`map_async`](Pool::map_async) over tuples (see
     /// [`starmap`](Pool::starmap)).
-    pub fn starmap_async<A, R, I>(
-        &self,
-        f: &Function<A, R>,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<MapResult<B, R>>
+    pub fn starmap_async<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<MapResult<B, R>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        self.map_async(f, items, chunksize)
+        self.chunked().map_async(f, items)
     }
 
-    /// Runs `f` over the items lazily and yields each task's result in order, in chunks of
-    /// `chunksize` tasks (`None`: 1). Items are taken from `items` as results are consumed,
-    /// a bounded number ahead (enough to keep every worker busy), so an endless iterator
-    /// works. Dropping the iterator drops the chunks no worker has yet.
+    /// Runs `f` over the items lazily and yields each task's result in order. Items are taken
+    /// from `items` as results are consumed, a bounded number ahead (enough to keep every
+    /// worker busy), so an endless iterator works. Dropping the iterator drops the chunks no
+    /// worker has yet. Chunks are of the pool's [`chunksize`](PoolBuilder::chunksize)
+    /// (default 1, as CPython's).
     ///
     /// ```
     /// # use procwire::dummy::{pool::Pool, process::Function};
     /// # static SQUARE: Function<u64, u64> = Function::new("square", |x| x * x);
     /// # let pool = Pool::new(2)?;
-    /// let firsts: Vec<u64> = pool.imap(&SQUARE, 0.., Some(16))?.take(5).collect::<Result<_, _>>()?;
+    /// let firsts: Vec<u64> = pool.with_chunksize(16).imap(&SQUARE, 0..)?.take(5).collect::<Result<_, _>>()?;
     /// assert_eq!(firsts, [0, 1, 4, 9, 16]);
     /// # Ok::<(), procwire::Error>(())
     /// ```
-    pub fn imap<A, R, I>(
-        &self,
-        f: &Function<A, R>,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<IMap<B, R, I::IntoIter>>
+    pub fn imap<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<IMap<B, R, I::IntoIter>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, chunksize, true)
+        self.chunked().imap(f, items)
     }
 
     /// As [`imap`](Pool::imap), yielding results in the order their chunks finish (the tasks
     /// of one chunk in order).
-    pub fn imap_unordered<A, R, I>(
-        &self,
-        f: &Function<A, R>,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<IMap<B, R, I::IntoIter>>
+    pub fn imap_unordered<A, R, I>(&self, f: &Function<A, R>, items: I) -> Result<IMap<B, R, I::IntoIter>>
     where
         B: Runs<A, R>,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, chunksize, false)
+        self.chunked().imap_unordered(f, items)
     }
 
-    fn imap_with<A, R, I>(
-        &self,
-        f: &Function<A, R>,
-        items: I,
-        chunksize: Option<usize>,
-        ordered: bool,
-    ) -> Result<IMap<B, R, I::IntoIter>>
-    where
-        B: Runs<A, R>,
-        I: IntoIterator<Item = A>,
-    {
-        let chunksize = chunksize_or(chunksize, || 1)?;
-        let job = B::open(&self.pool, f, ordered)?;
-        Ok(IMap::new(self.pool.clone(), job, f, items.into_iter(), chunksize, ordered))
+    /// The map family of methods with chunks of `chunksize` tasks (at least 1) for the calls
+    /// made through it, instead of the pool's [`chunksize`](PoolBuilder::chunksize). Larger
+    /// chunks cost fewer messages per task; smaller ones spread uneven tasks better.
+    pub fn with_chunksize(&self, chunksize: usize) -> Chunked<'_, B> {
+        Chunked { pool: self, chunksize: Some(chunksize) }
+    }
+
+    fn chunked(&self) -> Chunked<'_, B> {
+        Chunked { pool: self, chunksize: self.chunksize }
     }
 
     /// Takes no new work (submitting is an error afterwards); work already submitted, `imap`
@@ -419,23 +412,31 @@ impl<B: Backend> Pool<B> {
         B::terminate(&self.pool);
     }
 
-    /// After [`close`](Pool::close) or [`terminate`](Pool::terminate): waits at most
-    /// `timeout` (`None`: as long as it takes) until every worker has ended (a process has
-    /// been reaped) and every completion callback has run. An error before either, and
-    /// [`Error::Timeout`] when the time is up.
+    /// After [`close`](Pool::close) or [`terminate`](Pool::terminate): waits until every
+    /// worker has ended (a process has been reaped) and every completion callback has run.
+    /// An error if neither was called.
     ///
     /// ```
     /// # use procwire::dummy::{pool::Pool, process::Function};
     /// # static SQUARE: Function<u64, u64> = Function::new("square", |x| x * x);
     /// let pool = Pool::new(2)?;
-    /// let squares = pool.map_async(&SQUARE, 0..1000, None)?;
+    /// let squares = pool.map_async(&SQUARE, 0..1000)?;
     /// pool.close();
-    /// pool.join(None)?;
-    /// assert_eq!(squares.get(None)?.len(), 1000);
+    /// pool.join()?;
+    /// assert_eq!(squares.get()?.len(), 1000);
     /// # Ok::<(), procwire::Error>(())
     /// ```
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        B::join(&self.pool, deadline_of(timeout))
+    pub fn join(&self) -> Result<()> {
+        B::join(&self.pool, None)
+    }
+
+    /// As [`join`](Pool::join), waiting at most `timeout`: whether everything ended by then.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        match B::join(&self.pool, deadline_of(Some(timeout))) {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

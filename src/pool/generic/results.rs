@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Gets, Runs};
 use crate::process::Function;
@@ -14,10 +14,6 @@ use crate::{Error, Result};
 
 pub(super) fn no_result() -> Error {
     Error::Protocol("a pool task without a result".into())
-}
-
-fn timed_out() -> Error {
-    Error::Timeout("waiting for the result of a pool task".into())
 }
 
 /// Gathers results as `map` and `get` return them: all in order, or the first error.
@@ -49,15 +45,15 @@ impl<R> All<R> {
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), as CPython's `AsyncResult`.
 ///
 /// ```
-/// # use std::time::Duration;
+/// # use std::time::{Duration, Instant};
 /// # use procwire::dummy::{pool::Pool, process::Function};
 /// # static SLOW_SQUARE: Function<u64, u64> = Function::new("slow_square", |x| x * x);
 /// # let pool = Pool::new(2)?;
 /// let r = pool.apply_async(&SLOW_SQUARE, 12)?;
-/// if !r.wait(Some(Duration::from_millis(100))) {
+/// if !r.wait_timeout(Duration::from_millis(100)) {
 ///     println!("still running");
 /// }
-/// assert_eq!(r.get(None)?, 144);
+/// assert_eq!(r.get()?, 144);
 /// assert_eq!(r.successful(), Some(true));
 /// # Ok::<(), procwire::Error>(())
 /// ```
@@ -79,9 +75,14 @@ impl<B: Backend, R> AsyncResult<B, R> {
         AsyncResult { job }
     }
 
+    /// Waits until the result is there.
+    pub fn wait(&self) {
+        B::wait(&self.job, None);
+    }
+
     /// Waits at most `timeout` for the result; whether it is there.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        B::wait(&self.job, deadline_of(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        B::wait(&self.job, deadline_of(Some(timeout)))
     }
 
     /// Whether the result is there.
@@ -96,18 +97,28 @@ impl<B: Backend, R> AsyncResult<B, R> {
 }
 
 impl<B: Gets<R>, R> AsyncResult<B, R> {
-    /// Waits at most `timeout` (`None`: as long as it takes) and returns the task's result:
-    /// [`Error::Timeout`] if it is not there yet (ask again later), or the task's error
-    /// ([`Error::Remote`] of kind `"panic"`, `"exit"`, `"terminated"`, ...). It can be called
-    /// again: each call decodes the result anew (a clone of it with threads).
-    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+    /// Waits for the task and returns its result, or its error ([`Error::Remote`] of kind
+    /// [`Panic`](crate::RemoteKind::Panic), [`Exit`](crate::RemoteKind::Exit),
+    /// [`Terminated`](crate::RemoteKind::Terminated), ...). It can be called again: each call
+    /// decodes the result anew (a clone of it with threads).
+    pub fn get(&self) -> Result<R> {
+        self.get_until(None).and_then(|r| r.ok_or_else(no_result))
+    }
+
+    /// As [`get`](AsyncResult::get), waiting at most `timeout`: `None` if the result is not
+    /// there yet (ask again later).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<R>> {
+        self.get_until(deadline_of(Some(timeout)))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<R>> {
         let mut first = None;
-        if !B::get(&self.job, deadline_of(timeout), &mut |r| {
+        if !B::get(&self.job, deadline, &mut |r| {
             first.get_or_insert(r);
         }) {
-            return Err(timed_out());
+            return Ok(None);
         }
-        first.unwrap_or_else(|| Err(no_result()))
+        first.unwrap_or_else(|| Err(no_result())).map(Some)
     }
 
     /// Calls `f` with the result once it is there (at once if it is). Callbacks of one pool
@@ -142,12 +153,12 @@ impl<B: Gets<R>, R> AsyncResult<B, R> {
 /// [`Pool::starmap_async`](super::Pool::starmap_async), as CPython's `MapResult`.
 ///
 /// ```
-/// # use std::time::Duration;
+/// # use std::time::{Duration, Instant};
 /// # use procwire::dummy::{pool::Pool, process::Function};
 /// # static SQUARE: Function<u64, u64> = Function::new("square", |x| x * x);
 /// # let pool = Pool::new(2)?;
-/// let r = pool.map_async(&SQUARE, 0..100, None)?;
-/// let each = r.get_each(Some(Duration::from_secs(10)))?;
+/// let r = pool.map_async(&SQUARE, 0..100)?;
+/// let each = r.get_each();
 /// assert!(each.iter().all(|r| r.is_ok()));
 /// # Ok::<(), procwire::Error>(())
 /// ```
@@ -181,9 +192,14 @@ impl<B: Backend, R> MapResult<B, R> {
         self.len == 0
     }
 
+    /// Waits until all the results are there.
+    pub fn wait(&self) {
+        B::wait(&self.job, None);
+    }
+
     /// Waits at most `timeout` for all the results; whether they are there.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        B::wait(&self.job, deadline_of(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        B::wait(&self.job, deadline_of(Some(timeout)))
     }
 
     /// Whether all the results are there.
@@ -198,25 +214,41 @@ impl<B: Backend, R> MapResult<B, R> {
 }
 
 impl<B: Gets<R>, R> MapResult<B, R> {
-    /// Waits at most `timeout` (`None`: as long as it takes) and returns every result in
-    /// order, or the first failed task's error; [`Error::Timeout`] if they are not all there
-    /// yet (ask again later). It can be called again (with threads, it returns clones).
-    pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<R>> {
+    /// Waits for every task and returns every result in order, or the first failed task's
+    /// error. It can be called again (with threads, it returns clones).
+    pub fn get(&self) -> Result<Vec<R>> {
+        self.get_until(None).and_then(|r| r.ok_or_else(no_result))
+    }
+
+    /// As [`get`](MapResult::get), waiting at most `timeout`: `None` if the results are not
+    /// all there yet (ask again later).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<Vec<R>>> {
+        self.get_until(deadline_of(Some(timeout)))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<Vec<R>>> {
         let mut all = All::new(self.len);
-        if !B::get(&self.job, deadline_of(timeout), &mut |r| all.push(r)) {
-            return Err(timed_out());
+        if !B::get(&self.job, deadline, &mut |r| all.push(r)) {
+            return Ok(None);
         }
-        all.finish()
+        all.finish().map(Some)
     }
 
     /// As [`get`](MapResult::get), with each task's own result: a failed task does not hide
     /// the others.
-    pub fn get_each(&self, timeout: Option<Duration>) -> Result<Vec<Result<R>>> {
+    pub fn get_each(&self) -> Vec<Result<R>> {
+        self.get_each_until(None).unwrap_or_default()
+    }
+
+    /// As [`get_each`](MapResult::get_each), waiting at most `timeout`: `None` if the
+    /// results are not all there yet.
+    pub fn get_each_timeout(&self, timeout: Duration) -> Option<Vec<Result<R>>> {
+        self.get_each_until(deadline_of(Some(timeout)))
+    }
+
+    fn get_each_until(&self, deadline: Option<Instant>) -> Option<Vec<Result<R>>> {
         let mut each = Vec::with_capacity(self.len);
-        if !B::get(&self.job, deadline_of(timeout), &mut |r| each.push(r)) {
-            return Err(timed_out());
-        }
-        Ok(each)
+        B::get(&self.job, deadline, &mut |r| each.push(r)).then_some(each)
     }
 
     /// Calls `f` with the results (as [`get`](MapResult::get) returns them) once they are
@@ -294,11 +326,14 @@ where
     B: Runs<I::Item, R>,
     I: Iterator,
 {
-    /// The next result, waiting at most `timeout` (`None`: as long as it takes): `None` at
-    /// the end, `Some(Err(Error::Timeout))` if it is not there yet (ask again later), as
-    /// CPython's `next(timeout)`.
-    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
-        let deadline = deadline_of(timeout);
+    /// The next result, waiting at most `timeout`: `None` at the end,
+    /// `Some(Err(Error::Timeout))` if it is not there yet (ask again later), as CPython's
+    /// `next(timeout)`. [`next`](Iterator::next) waits as long as it takes.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(deadline_of(Some(timeout)))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         loop {
             if let Some(r) = self.buffer.pop_front() {
                 return Some(r);
@@ -367,6 +402,6 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_timeout(None)
+        self.next_until(None)
     }
 }
