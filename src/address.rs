@@ -7,6 +7,7 @@
 //! | `tcp:127.0.0.1:7000`, `tcp:[::1]:7000`, `tcp:localhost:7000` | TCP |
 //! | `pipe:name` | Windows named pipe `\\.\pipe\name` |
 //! | `inproc:name` | in-process listener: threads of this process only, no socket |
+//! | `shm:/run/app.sock` | processes of one host through shared memory, the handshake on a Unix socket at the path |
 //!
 //! ```
 //! use procwire::Address;
@@ -44,6 +45,10 @@ pub enum Address {
     /// with no socket and no system call per message (see [`crate::dummy`]). Names are
     /// process-wide; a listener's name is free again when it is dropped.
     InProc(String),
+    /// A shared-memory connection between two processes of one host, `shm:/path`: a Unix
+    /// socket at the path carries the handshake, then the two sides move their messages
+    /// through memory they both map (Unix only; both sides must use this form).
+    Shm(PathBuf),
 }
 
 /// A transport family, for [`Address::fresh`].
@@ -62,6 +67,8 @@ pub enum Family {
     Pipe,
     /// In-process listener (threads of this process only).
     InProc,
+    /// Shared memory between processes, over a Unix socket at a filesystem path.
+    Shm,
 }
 
 impl Default for Family {
@@ -105,6 +112,7 @@ impl Address {
             Family::Tcp6 => Address::Tcp { host: "::1".into(), port: 0 },
             Family::Pipe => Address::Pipe(format!("procwire-{}-{}", std::process::id(), random_name()?)),
             Family::InProc => Address::InProc(format!("procwire-{}", random_name()?)),
+            Family::Shm => Address::Shm(crate::sys::fresh_dir()?.join("shm.sock")),
         })
     }
 
@@ -117,6 +125,7 @@ impl Address {
             Address::Tcp { .. } => Family::Tcp,
             Address::Pipe(_) => Family::Pipe,
             Address::InProc(_) => Family::InProc,
+            Address::Shm(_) => Family::Shm,
         }
     }
 
@@ -144,6 +153,7 @@ impl fmt::Display for Address {
             Address::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Address::Pipe(n) => write!(f, "pipe:{n}"),
             Address::InProc(n) => write!(f, "inproc:{n}"),
+            Address::Shm(p) => write!(f, "shm:{}", p.display()),
         }
     }
 }
@@ -153,9 +163,9 @@ impl FromStr for Address {
 
     fn from_str(s: &str) -> Result<Address> {
         let bad = |reason: &str| Error::InvalidAddress { addr: s.to_string(), reason: reason.to_string() };
-        let (scheme, rest) = s
-            .split_once(':')
-            .ok_or_else(|| bad("expected unix:/path, unix:@name, tcp:host:port, pipe:name or inproc:name"))?;
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| {
+            bad("expected unix:/path, unix:@name, tcp:host:port, pipe:name, inproc:name or shm:/path")
+        })?;
         match scheme {
             "unix" => {
                 if let Some(name) = rest.strip_prefix('@') {
@@ -199,7 +209,9 @@ impl FromStr for Address {
             }
             "inproc" if rest.is_empty() => Err(bad("empty in-process name")),
             "inproc" => Ok(Address::InProc(rest.to_string())),
-            _ => Err(bad("unknown scheme; expected unix:, tcp:, pipe: or inproc:")),
+            "shm" if rest.is_empty() => Err(bad("empty socket path")),
+            "shm" => Ok(Address::Shm(PathBuf::from(rest))),
+            _ => Err(bad("unknown scheme; expected unix:, tcp:, pipe:, inproc: or shm:")),
         }
     }
 }

@@ -72,7 +72,7 @@ pub mod wait;
 
 pub use address::{Address, Family, ToAddress};
 pub use auth::AuthKey;
-pub use connection::{Connection, PeerCredentials, Receiver, Sender, pipe};
+pub use connection::{Connection, PeerCredentials, PipeKind, Receiver, Sender, pipe, pipe_with};
 pub use error::{Error, RemoteKind, Result};
 pub use listener::{Client, ClientBuilder, Incoming, Listener, ListenerBuilder};
 pub use wait::{Waitable, wait, wait_timeout};

@@ -51,6 +51,20 @@ pub(crate) fn deadline_of(t: Option<Duration>) -> Option<Instant> {
 /// run far slower when the destination lies just past the source modulo 64 bytes.
 pub(crate) const COPY_PIECE: usize = 2 << 10;
 
+/// Copies `len` bytes in pieces of [`COPY_PIECE`] (see there why).
+///
+/// # Safety
+/// `src..src+len` must be readable, `dst..dst+len` writable, and the two must not overlap.
+pub(crate) unsafe fn copy_in_pieces(src: *const u8, dst: *mut u8, len: usize) {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(COPY_PIECE);
+        // SAFETY: within the ranges the caller vouches for.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), n) };
+        done += n;
+    }
+}
+
 /// Fills `buf` with random bytes from the OS.
 pub(crate) fn fill_random(buf: &mut [u8]) -> crate::Result<()> {
     getrandom::fill(buf).map_err(|e| {

@@ -178,6 +178,10 @@ pub enum Transport {
     /// `procwire::dummy::pipe(true)`: the in-process transport, both ends threads of one
     /// worker process (the raw baseline: a byte stream over std `mpsc` channels).
     Inproc,
+    /// `shm:PATH`: procwire's shared-memory connection between the two processes, its
+    /// handshake on a Unix socket at PATH (the raw baseline: the raw Unix-socket loop over
+    /// that path, so its ratio is shared memory against the kernel's socket).
+    Shm,
 }
 
 impl Transport {
@@ -190,6 +194,7 @@ impl Transport {
             Transport::Pipe => "pipe",
             Transport::PipeOneway => "pipe-oneway",
             Transport::Inproc => "inproc",
+            Transport::Shm => "shm",
         }
     }
 }

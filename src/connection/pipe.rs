@@ -24,6 +24,42 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     ))
 }
 
+/// The kind of pair [`pipe_with`] makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PipeKind {
+    /// A Unix socket pair (a named pipe pair on Windows), as `pipe(true)`.
+    #[default]
+    Socket,
+    /// Memory shared by the two ends, one ring per direction, with a Unix socket pair as
+    /// doorbell and liveness signal: no system call per message while both sides are busy
+    /// (Unix only; elsewhere an `Unsupported` I/O error). Either end can be handed to a child
+    /// process with [`Connection::pass_to_child`](crate::Connection::pass_to_child).
+    SharedMemory,
+}
+
+/// A connected duplex pair of `kind`.
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use procwire::{PipeKind, pipe_with};
+/// let (mut a, mut b) = pipe_with(PipeKind::SharedMemory)?;
+/// a.send_bytes(b"through memory")?;
+/// assert_eq!(b.recv_bytes()?, b"through memory");
+/// # }
+/// # Ok::<(), procwire::Error>(())
+/// ```
+pub fn pipe_with(kind: PipeKind) -> Result<(Connection, Connection)> {
+    let (a, b) = match kind {
+        PipeKind::Socket => crate::transport::pipe(true)?,
+        PipeKind::SharedMemory => crate::transport::pipe_shared_memory()?,
+    };
+    Ok((
+        Connection::from_stream(a, DEFAULT_MAX_MESSAGE_SIZE),
+        Connection::from_stream(b, DEFAULT_MAX_MESSAGE_SIZE),
+    ))
+}
+
 /// A connected pair of in-process connections (see [`crate::dummy::pipe`]).
 pub(crate) fn pipe_in_process(duplex: bool) -> (Connection, Connection) {
     let (a, b) = crate::transport::pipe_in_process(duplex);

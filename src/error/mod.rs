@@ -189,6 +189,13 @@ impl Error {
     /// up on the way to the peer): they stay I/O errors of their kind, saying so.
     pub(crate) fn from_io_waiting(e: io::Error, what: impl FnOnce() -> String) -> Error {
         use io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut, WouldBlock};
+        // An error of ours carried up by a transport (a corrupt shared-memory ring) keeps its kind.
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(inner)) => *inner,
+                _ => Error::Protocol("an error lost on its way up".into()),
+            };
+        }
         match (e.kind(), e.raw_os_error()) {
             (TimedOut, None) | (WouldBlock, _) => Error::Timeout(what()),
             (TimedOut | HostUnreachable | NetworkUnreachable, Some(_)) => Error::Io(io_context(

@@ -33,6 +33,8 @@ pub(super) struct Pending {
     /// Whether the client sent anything yet. One that hangs up before saying a word (a
     /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
     heard: bool,
+    /// Whether the client's challenge carried the shared-memory mark (see `shm.rs`).
+    shm: Option<bool>,
 }
 
 #[derive(Default)]
@@ -242,6 +244,11 @@ impl Listener {
         }
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.endpoint.key else {
+            let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
+            let mut conn = match super::shm::finish(conn, &self.address, true, None, deadline) {
+                Ok(conn) => conn,
+                Err(e) => return refuse(self, found, with_peer(e, &peer, creds)),
+            };
             conn.finish_handshake(&self.opts.endpoint.conn);
             trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&peer, creds), "accepted without a handshake (no authkey)");
             found.push_back(Ok((conn, peer)));
@@ -249,15 +256,23 @@ impl Listener {
         };
         let mut random = [0u8; CHALLENGE_RANDOM_LEN];
         let drawn = fill_random(&mut random);
+        super::shm::mark(&self.address, &mut random);
         let mut hs = Handshake::with_challenge(Role::Listener, key.clone(), random)
             .allow_legacy_md5(self.opts.endpoint.legacy);
         let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
         let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent.and_then(|()| self.watch(&conn).map_err(Error::Io)) {
-            Ok(()) => {
-                pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
-            }
+            Ok(()) => pending.push(Pending {
+                conn,
+                hs,
+                deadline,
+                peer,
+                creds,
+                progress: self.tick(),
+                heard: false,
+                shm: None,
+            }),
             // Gone before our challenge went out. Silent only if it never said a word either
             // (a probe); one that wrote something first is reported like any other hang-up.
             Err(e) if hung_up(&e) => {
@@ -303,10 +318,15 @@ impl Listener {
                 refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
             Ok(true) => {
-                let mut p = self.take(pending, i);
-                p.conn.finish_handshake(&self.opts.endpoint.conn);
-                trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
-                found.push_back(Ok((p.conn, p.peer)));
+                let p = self.take(pending, i);
+                match super::shm::finish(p.conn, &self.address, true, p.shm, p.deadline) {
+                    Ok(mut conn) => {
+                        conn.finish_handshake(&self.opts.endpoint.conn);
+                        trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
+                        found.push_back(Ok((conn, p.peer)));
+                    }
+                    Err(e) => refuse(self, found, with_peer(e, &p.peer, p.creds)),
+                }
             }
             Err(e) => {
                 let mut p = self.take(pending, i);
@@ -343,6 +363,9 @@ fn step_handshake(p: &mut Pending) -> Result<bool> {
 /// The loop of [`step_handshake`], with the replies queued.
 fn feed_handshake(p: &mut Pending) -> Result<bool> {
     while let Some(msg) = p.conn.buffered_frame()? {
+        if let Some(marked) = super::shm::marked(&msg) {
+            p.shm = Some(marked);
+        }
         if let Some(reply) = p.hs.on_message(&msg)?.send {
             p.conn.send_bytes(&reply)?;
         }

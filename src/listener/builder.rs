@@ -156,7 +156,11 @@ impl ListenerBuilder {
             addr,
             &crate::transport::BindOptions { backlog: self.backlog, mode: self.mode },
         )?;
-        let address = raw.local_addr().unwrap_or_else(|_| addr.clone());
+        // A shared-memory listener's socket is a Unix one: its own address form says more.
+        let address = match addr {
+            Address::Shm(_) => addr.clone(),
+            _ => raw.local_addr().unwrap_or_else(|_| addr.clone()),
+        };
         #[cfg(unix)]
         let poll_set = match raw.os_fd() {
             Some(fd) => {

@@ -122,9 +122,10 @@ impl ClientBuilder {
             stream.set_keepalive(Some(idle))?;
         }
         let mut conn = Connection::for_handshake(stream);
+        let mut listener_marked = None;
         match &self.endpoint.key {
             Some(key) => {
-                self.handshake(&mut conn, key, addr).inspect_err(|e| {
+                listener_marked = self.handshake(&mut conn, key, addr).inspect_err(|e| {
                     crate::trace::event!(WARN, address = %addr, error = %e, "client handshake failed");
                     let _ = e;
                 })?;
@@ -132,6 +133,8 @@ impl ClientBuilder {
             }
             None => conn.refuse_challenge(),
         }
+        let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);
+        let mut conn = super::shm::finish(conn, addr, false, listener_marked, deadline)?;
         conn.finish_handshake(&self.endpoint.conn);
         Ok(conn)
     }
@@ -170,9 +173,13 @@ impl ClientBuilder {
         }
     }
 
-    fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<()> {
+    /// Runs the client's side of the handshake; returns whether the listener's challenge
+    /// carried the shared-memory mark.
+    fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<Option<bool>> {
         let mut random = [0u8; CHALLENGE_RANDOM_LEN];
         fill_random(&mut random)?;
+        super::shm::mark(addr, &mut random);
+        let mut marked = None;
         let mut hs = Handshake::with_challenge(Role::Client, key.clone(), random)
             .allow_legacy_md5(self.endpoint.legacy);
         let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);
@@ -194,6 +201,7 @@ impl ClientBuilder {
                 ),
                 e => with_peer(e, &peer, None),
             })?;
+            marked = marked.or(super::shm::marked(&msg));
             match hs.on_message(&msg) {
                 Ok(out) => match (out.send, hs.challenge_early()?) {
                     // Our challenge rides with our answer, in one write: a round trip saved.
@@ -220,7 +228,7 @@ impl ClientBuilder {
                 }
             }
         }
-        Ok(())
+        Ok(marked)
     }
 }
 

@@ -9,6 +9,7 @@ mod accept;
 mod builder;
 mod client;
 mod poll;
+mod shm;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64};

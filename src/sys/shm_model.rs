@@ -87,6 +87,23 @@ impl Mapping {
         }
     }
 
+    /// As [`Mapping::create`]: a block has no descriptor to pass.
+    pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
+        Mapping::create(len)
+    }
+
+    /// Blocks have no descriptors: unsupported.
+    #[cfg(unix)]
+    pub(crate) fn adopt(_fd: std::os::fd::OwnedFd) -> io::Result<Mapping> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// Blocks have no descriptors: unsupported.
+    #[cfg(unix)]
+    pub(crate) fn share_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     pub(crate) fn ptr(&self) -> *mut u8 {
         self.block.ptr.as_ptr()
     }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::{Address, Result};
 
 pub(crate) mod inproc;
+#[cfg(unix)]
+pub(crate) mod shm;
 
 #[cfg(unix)]
 mod unix;
@@ -65,10 +67,13 @@ impl std::fmt::Display for PeerCredentials {
     }
 }
 
-/// A connected byte stream: an OS one (socket, pipe, named pipe) or an in-process one.
+/// A connected byte stream: an OS one (socket, pipe, named pipe), an in-process one, or one
+/// through memory shared with another process.
 pub(crate) enum Stream {
     Os(platform::Stream),
     Mem(inproc::Stream),
+    #[cfg(unix)]
+    Shm(shm::Stream),
 }
 
 // An in-process stream's state is its rings and locks: the kind says enough.
@@ -77,6 +82,8 @@ impl std::fmt::Debug for Stream {
         match self {
             Stream::Os(s) => s.fmt(f),
             Stream::Mem(_) => f.write_str("InProcess"),
+            #[cfg(unix)]
+            Stream::Shm(s) => f.debug_tuple("SharedMemory").field(s.socket()).finish(),
         }
     }
 }
@@ -104,6 +111,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.can_read(),
             Stream::Mem(s) => s.can_read(),
+            #[cfg(unix)]
+            Stream::Shm(_) => true,
         }
     }
 
@@ -111,6 +120,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.can_write(),
             Stream::Mem(s) => s.can_write(),
+            #[cfg(unix)]
+            Stream::Shm(_) => true,
         }
     }
 
@@ -119,6 +130,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.read(buf, deadline),
             Stream::Mem(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
         }
     }
 
@@ -139,6 +152,8 @@ impl Stream {
             #[cfg(windows)]
             Stream::Os(s) => s.read_uninit(spare, deadline)?,
             Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
+            #[cfg(unix)]
+            Stream::Shm(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
         };
         // SAFETY: each read initialised the first n (at most len) bytes of the spare capacity.
         unsafe { v.set_len(v.len() + n) };
@@ -154,6 +169,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.write_vectored(bufs, deadline),
             Stream::Mem(s) => s.write_vectored(bufs, deadline),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.write_vectored(bufs, deadline),
         }
     }
 
@@ -162,6 +179,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.wait_readable(timeout),
             Stream::Mem(s) => s.wait_readable(timeout),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.wait_readable(timeout),
         }
     }
 
@@ -169,6 +188,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.local_addr(),
             Stream::Mem(s) => s.local_addr(),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.local_addr(),
         }
     }
 
@@ -176,6 +197,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_addr(),
             Stream::Mem(s) => s.peer_addr(),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.peer_addr(),
         }
     }
 
@@ -184,14 +207,25 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_credentials(),
             Stream::Mem(_) => None,
+            #[cfg(unix)]
+            Stream::Shm(s) => s.socket().peer_credentials(),
         }
+    }
+
+    /// The spin window of a shared-memory stream; nothing to do for the other kinds.
+    pub(crate) fn set_spin(&self, window: Duration) {
+        #[cfg(unix)]
+        if let Stream::Shm(s) = self {
+            s.set_spin(window);
+        }
+        let _ = window;
     }
 
     /// TCP keepalive; nothing to do for the other kinds.
     pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Os(s) => s.set_keepalive(idle),
-            Stream::Mem(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -199,10 +233,16 @@ impl Stream {
         match self {
             Stream::Os(s) => s.pass_to_child(cmd, var),
             Stream::Mem(_) => Err(in_process_only("be passed to a child process")),
+            #[cfg(unix)]
+            Stream::Shm(s) => s.pass_to_child(cmd, var),
         }
     }
 
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
+        #[cfg(unix)]
+        if let Some(s) = shm::from_env(var)? {
+            return Ok(Stream::Shm(s));
+        }
         platform::Stream::from_env(var).map(Stream::Os)
     }
 
@@ -211,6 +251,11 @@ impl Stream {
         match self {
             Stream::Os(s) => Ok(s),
             Stream::Mem(_) => Err(in_process_only("pass descriptors or handles")),
+            #[cfg(unix)]
+            Stream::Shm(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a shared-memory connection cannot pass descriptors",
+            )),
         }
     }
 }
@@ -289,6 +334,52 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
 pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     let (a, b) = platform::pipe(duplex)?;
     Ok((Stream::Os(a), Stream::Os(b)))
+}
+
+/// Moves a stream just through its handshake onto shared memory (`addr` an `shm:` address):
+/// the listener's side makes the region and sends it, the client's takes it. The new stream
+/// owns a duplicate of the socket; `stream` is dropped by the caller.
+#[cfg(unix)]
+pub(crate) fn upgrade_to_shm(
+    stream: &Stream,
+    listener: bool,
+    addr: &Address,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let (fd, tag) = stream.dup_for_passing()?;
+    let socket = platform::Stream::from_passed(fd, tag)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a socket"))?;
+    let shm = if listener {
+        shm::offer(socket, Some(addr.clone()), deadline)?
+    } else {
+        shm::take_offer(socket, Some(addr.clone()), deadline)?
+    };
+    Ok(Stream::Shm(shm))
+}
+
+/// Shared memory needs Unix: `shm:` addresses neither bind nor connect elsewhere.
+#[cfg(windows)]
+pub(crate) fn upgrade_to_shm(
+    _stream: &Stream,
+    _listener: bool,
+    _addr: &Address,
+    _deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
+}
+
+/// A connected pair of shared-memory streams over a Unix socket pair.
+#[cfg(unix)]
+pub(crate) fn pipe_shared_memory() -> io::Result<(Stream, Stream)> {
+    let (a, b) = platform::pipe(true)?;
+    let (a, b) = shm::pair(a, b)?;
+    Ok((Stream::Shm(a), Stream::Shm(b)))
+}
+
+/// Shared memory needs Unix.
+#[cfg(windows)]
+pub(crate) fn pipe_shared_memory() -> io::Result<(Stream, Stream)> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
 }
 
 /// A connected pair of in-process streams.
@@ -398,6 +489,29 @@ pub(crate) fn wait_ready_with(
     sentinels: &[&crate::sys::Sentinel],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<usize>> {
+    #[cfg(unix)]
+    {
+        let shm: Vec<(usize, &shm::Stream)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                Pollable::Stream(Stream::Shm(s)) => Some((i, s)),
+                _ => None,
+            })
+            .collect();
+        if !shm.is_empty() {
+            return shm::wait_many(&shm, deadline, |d| wait_ready_each(items, sentinels, d));
+        }
+    }
+    wait_ready_each(items, sentinels, deadline)
+}
+
+/// [`wait_ready_with`] once: a shared-memory stream is its doorbell socket here.
+fn wait_ready_each(
+    items: &[Pollable<'_>],
+    sentinels: &[&crate::sys::Sentinel],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<usize>> {
     let mut os = Vec::new();
     let mut os_index = Vec::new();
     let mut mem = Vec::new();
@@ -409,6 +523,11 @@ pub(crate) fn wait_ready_with(
             }
             Pollable::Listener(RawListener::Os(l)) => {
                 os.push(platform::Pollable::Listener(l));
+                os_index.push(i);
+            }
+            #[cfg(unix)]
+            Pollable::Stream(Stream::Shm(s)) => {
+                os.push(platform::Pollable::Stream(s.socket()));
                 os_index.push(i);
             }
             Pollable::Stream(Stream::Mem(s)) => mem.push((i, Mem::Stream(s))),

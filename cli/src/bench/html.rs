@@ -17,6 +17,7 @@ fn color(t: Transport) -> &'static str {
         Transport::Pipe => "#2ca02c",
         Transport::PipeOneway => "#8c564b",
         Transport::Inproc => "#ff7f0e",
+        Transport::Shm => "#17becf",
     }
 }
 

@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// The Python interpreter for --compare-python.
     #[arg(long, default_value = "python3", value_name = "PATH")]
     python: String,
+    /// The spin window of shared-memory connections (`Connection::set_spin_window`), to
+    /// choose one by measurement (default: procwire's).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    shm_spin: Option<Duration>,
     /// Print the results as JSON instead of tables (the schema: the procwire_cli::schema docs).
     #[arg(long)]
     json: bool,
@@ -66,9 +70,17 @@ fn available() -> Vec<Transport> {
             Transport::Pipe,
             Transport::PipeOneway,
             Transport::Inproc,
+            Transport::Shm,
         ]
     } else if cfg!(unix) {
-        vec![Transport::Unix, Transport::Tcp, Transport::Pipe, Transport::PipeOneway, Transport::Inproc]
+        vec![
+            Transport::Unix,
+            Transport::Tcp,
+            Transport::Pipe,
+            Transport::PipeOneway,
+            Transport::Inproc,
+            Transport::Shm,
+        ]
     } else {
         vec![Transport::Pipe, Transport::Tcp, Transport::Inproc]
     }
@@ -78,7 +90,7 @@ fn available() -> Vec<Transport> {
 /// pipe end: sockets, and named pipes on Windows (where connections are not handed to children).
 pub fn by_address(t: Transport) -> bool {
     match t {
-        Transport::Unix | Transport::UnixAbstract | Transport::Tcp => true,
+        Transport::Unix | Transport::UnixAbstract | Transport::Tcp | Transport::Shm => true,
         Transport::Pipe => cfg!(windows),
         Transport::PipeOneway | Transport::Inproc => false,
     }
@@ -284,8 +296,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let imps_of = |t: Transport, w: Workload| {
         let mut v = vec![Impl::Procwire, Impl::Raw];
         // CPython has no batched sender: its column would repeat the streaming one; nor an
-        // in-process Connection.
-        if python.is_some() && w != Workload::Batched && t != Transport::Inproc {
+        // in-process or a shared-memory Connection.
+        if python.is_some() && w != Workload::Batched && !matches!(t, Transport::Inproc | Transport::Shm) {
             v.push(Impl::Python);
         }
         v
@@ -293,7 +305,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let total: u64 = plan.iter().map(|&(t, w, _)| imps_of(t, w).len() as u64 * u64::from(args.repeat)).sum();
 
     let load = load_average();
-    let mut runner = runner::Runner::new(args.python.clone()).map_err(Failure::new)?;
+    let mut runner = runner::Runner::new(args.python.clone(), args.shm_spin).map_err(Failure::new)?;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} runs, about {eta} left  {msg}")

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::worker::{CONN_VAR, KEY_VAR, Outcome, Role};
+use super::worker::{CONN_VAR, KEY_VAR, Outcome, Role, SPIN_VAR};
 use super::{Impl, Transport, Workload};
 
 /// The CPython worker, run with `python3 -c`.
@@ -26,6 +26,8 @@ pub struct Runner {
     dir: tempfile::TempDir,
     key_hex: String,
     seq: u64,
+    /// The spin window of shared-memory connections, when given.
+    shm_spin: Option<Duration>,
 }
 
 /// A worker process, killed when dropped.
@@ -133,8 +135,9 @@ fn parse_outcome(json: &str, who: &str) -> Result<Outcome, String> {
 }
 
 impl Runner {
-    /// A runner of this executable's workers, with `python` for the python column.
-    pub fn new(python: String) -> Result<Runner, String> {
+    /// A runner of this executable's workers, with `python` for the python column and
+    /// `shm_spin` for the spin window of shared-memory connections.
+    pub fn new(python: String, shm_spin: Option<Duration>) -> Result<Runner, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
         let dir = tempfile::Builder::new()
             .prefix("procwire-bench-")
@@ -142,7 +145,7 @@ impl Runner {
             .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let key = procwire::AuthKey::random().map_err(|e| e.to_string())?;
         let key_hex = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Runner { exe, python, dir, key_hex, seq: 0 })
+        Ok(Runner { exe, python, dir, key_hex, seq: 0, shm_spin })
     }
 
     fn command(&self, imp: Impl, role: Role, size: usize, duration: Duration, endpoint: &str) -> Command {
@@ -163,6 +166,9 @@ impl Runner {
             .arg(duration.as_nanos().to_string())
             .arg(endpoint)
             .env(KEY_VAR, &self.key_hex);
+        if let Some(spin) = self.shm_spin {
+            cmd.env(SPIN_VAR, spin.as_nanos().to_string());
+        }
         cmd
     }
 
@@ -174,6 +180,9 @@ impl Runner {
                 format!("unix:{}", self.dir.path().join(format!("s{}.sock", self.seq)).display())
             }
             Transport::UnixAbstract => format!("unix:@procwire-bench-{}-{}", std::process::id(), self.seq),
+            Transport::Shm => {
+                format!("shm:{}", self.dir.path().join(format!("s{}.sock", self.seq)).display())
+            }
             Transport::Pipe => format!("pipe:procwire-bench-{}-{}", std::process::id(), self.seq),
             _ => "tcp:127.0.0.1:0".into(),
         }

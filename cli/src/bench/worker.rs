@@ -30,6 +30,9 @@ use crate::Failure;
 pub const CONN_VAR: &str = "PROCWIRE_BENCH_CONN";
 /// The environment variable holding the run's authkey, in hex.
 pub const KEY_VAR: &str = "PROCWIRE_BENCH_KEY";
+/// The environment variable holding the spin window of shared-memory connections, in
+/// nanoseconds (`procwire bench --shm-spin`).
+pub const SPIN_VAR: &str = "PROCWIRE_BENCH_SHM_SPIN";
 /// Round trips at the start of a ping-pong run that are not counted (cold caches, page faults).
 pub const PING_WARMUP: usize = 10;
 
@@ -320,6 +323,9 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
 
 /// One side of a session over `conn`, with the role of `s`.
 fn procwire_session(s: &Spec, mut conn: Connection) -> procwire::Result<Outcome> {
+    if let Some(nanos) = std::env::var(SPIN_VAR).ok().and_then(|v| v.parse().ok()) {
+        conn.set_spin_window(Duration::from_nanos(nanos));
+    }
     let fail = |m: String| Error::Io(io::Error::other(m));
     let wrong_size = |n: usize| fail(format!("received {n} bytes, expected {}", s.size));
     let outcome = match s.role {
@@ -460,7 +466,8 @@ mod raw {
     #[cfg(unix)]
     fn unix_addr(addr: &Address) -> io::Result<Option<std::os::unix::net::SocketAddr>> {
         match addr {
-            Address::Unix(p) => std::os::unix::net::SocketAddr::from_pathname(p).map(Some),
+            // The raw baseline of shared memory is the raw loop over its Unix socket.
+            Address::Unix(p) | Address::Shm(p) => std::os::unix::net::SocketAddr::from_pathname(p).map(Some),
             #[cfg(target_os = "linux")]
             Address::UnixAbstract(name) => {
                 use std::os::linux::net::SocketAddrExt;

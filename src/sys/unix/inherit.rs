@@ -15,6 +15,8 @@ pub(crate) enum FdKind {
     Tcp,
     PipeRead,
     PipeWrite,
+    /// The region of a shared-memory stream (a memory file), passed beside its socket.
+    Memory,
 }
 
 impl FdKind {
@@ -24,11 +26,14 @@ impl FdKind {
             FdKind::Tcp => "tcp",
             FdKind::PipeRead => "pipe-r",
             FdKind::PipeWrite => "pipe-w",
+            FdKind::Memory => "memory",
         }
     }
 
     pub(crate) fn from_tag(s: &str) -> Option<FdKind> {
-        [FdKind::Unix, FdKind::Tcp, FdKind::PipeRead, FdKind::PipeWrite].into_iter().find(|k| k.tag() == s)
+        [FdKind::Unix, FdKind::Tcp, FdKind::PipeRead, FdKind::PipeWrite, FdKind::Memory]
+            .into_iter()
+            .find(|k| k.tag() == s)
     }
 
     pub(crate) fn is_socket(self) -> bool {
@@ -102,7 +107,11 @@ pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedFd, FdKind)> {
     if unsafe { libc::fstat(fd, &mut st) } == -1 {
         return Err(bad(format!("descriptor {fd} from {var}: {}", io::Error::last_os_error())));
     }
-    let want = if kind.is_socket() { libc::S_IFSOCK } else { libc::S_IFIFO };
+    let want = match kind {
+        FdKind::Memory => libc::S_IFREG,
+        k if k.is_socket() => libc::S_IFSOCK,
+        _ => libc::S_IFIFO,
+    };
     if st.st_mode & libc::S_IFMT != want {
         return Err(bad(format!("descriptor {fd} from {var} is not a {}", kind.tag())));
     }

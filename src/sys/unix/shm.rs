@@ -105,6 +105,67 @@ impl Mapping {
         Mapping::map(file.into(), len)
     }
 
+    /// A new zero-filled region of `len` bytes, mapped, whose descriptor another process can
+    /// receive over a Unix socket and map ([`Mapping::adopt`]): a sealed memory file on Linux;
+    /// elsewhere a POSIX shared memory object whose random name is unlinked at once, so
+    /// nothing is left behind.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
+        Mapping::create(len)
+    }
+
+    /// See the Linux version.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
+        use std::os::fd::FromRawFd;
+        let mut random = [0u8; 8];
+        crate::util::fill_random(&mut random).map_err(io::Error::other)?;
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let name = std::ffi::CString::new(format!("/procwire-{hex}")).map_err(io::Error::other)?;
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        // SAFETY: a NUL-terminated name; the mode is the variadic argument O_CREAT takes.
+        let fd = unsafe { libc::shm_open(name.as_ptr(), flags, 0o600 as libc::c_uint) };
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: shm_open returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the name made above; the descriptor keeps the object alive.
+        unsafe { libc::shm_unlink(name.as_ptr()) };
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid descriptor and size.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Mapping::map(fd, len)
+    }
+
+    /// Maps a region another process made with [`Mapping::create_passable`] and sent us. On
+    /// Linux only a memory file sealed against shrinking is taken: the sender could otherwise
+    /// shrink it under our mapping and turn our next access into SIGBUS.
+    pub(crate) fn adopt(fd: OwnedFd) -> io::Result<Mapping> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // SAFETY: a valid descriptor; F_GET_SEALS takes no argument.
+            let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+            if seals == -1 || seals & libc::F_SEAL_SHRINK == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the shared memory received is not sealed",
+                ));
+            }
+        }
+        let file = std::fs::File::from(fd);
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "shared memory too large"))?;
+        Mapping::map(file.into(), len)
+    }
+
+    /// The descriptor, to send to another process.
+    pub(crate) fn share_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(std::os::fd::AsFd::as_fd(&self.fd))
+    }
+
     fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "an empty shared memory file"));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::signal::{RECHECK, Signal, busy_fence, fire_all, sleeper_fence};
-use crate::util::{COPY_PIECE, lock, wait_deadline};
+use crate::util::{copy_in_pieces as copy, lock, wait_deadline};
 
 /// Bytes a channel holds before its writer waits: the role of a socket's buffers.
 pub(crate) const CAPACITY: usize = 256 << 10;
@@ -45,20 +45,6 @@ impl Ring {
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Ring({} bytes)", self.0.len())
-    }
-}
-
-/// Copies `len` bytes in pieces of [`COPY_PIECE`].
-///
-/// # Safety
-/// `src..src+len` must be readable, `dst..dst+len` writable, and the two must not overlap.
-unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(COPY_PIECE);
-        // SAFETY: within the ranges the caller vouches for.
-        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), n) };
-        done += n;
     }
 }
 

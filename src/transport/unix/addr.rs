@@ -23,7 +23,7 @@ const SUN_PATH_LEN: usize = {
 
 pub(super) fn unix_sockaddr(addr: &Address) -> Result<SockAddr> {
     match addr {
-        Address::Unix(path) => {
+        Address::Unix(path) | Address::Shm(path) => {
             let len = path.as_os_str().len();
             if len >= SUN_PATH_LEN {
                 return Err(addr.invalid(format!(

@@ -20,7 +20,7 @@ impl Stream {
 
     /// A stream adopted from a descriptor received with its kind's tag.
     pub(crate) fn from_passed(fd: OwnedFd, tag: &str) -> Option<Stream> {
-        Kind::from_tag(tag).map(|kind| Stream::new(fd, kind))
+        Kind::from_tag(tag).filter(|k| *k != Kind::Memory).map(|kind| Stream::new(fd, kind))
     }
 
     /// Sends the single byte `byte` with the descriptor `fd` attached.

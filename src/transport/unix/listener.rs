@@ -34,7 +34,7 @@ pub(crate) struct BindOptions {
 impl RawListener {
     pub(crate) fn bind(addr: &Address, opts: &BindOptions) -> Result<RawListener> {
         match addr {
-            Address::Unix(path) => {
+            Address::Unix(path) | Address::Shm(path) => {
                 let sa = unix_sockaddr(addr)?;
                 let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
                 // Linux creates the socket file with the socket's own mode less the umask: set

@@ -176,6 +176,13 @@ impl Stream {
     /// checks of [`sys::adopt_from_env`].
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
         let (fd, kind) = sys::adopt_from_env(var)?;
+        if kind == sys::FdKind::Memory {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{var} names shared memory, not a stream"),
+            )
+            .into());
+        }
         Ok(Stream::new(fd, kind))
     }
 }
@@ -211,6 +218,8 @@ impl AsFd for super::super::Stream {
         match self {
             super::super::Stream::Os(s) => s.fd.as_fd(),
             super::super::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
+            // The doorbell: readable when the peer rang or went away.
+            super::super::Stream::Shm(s) => s.socket().fd.as_fd(),
         }
     }
 }
@@ -261,7 +270,7 @@ fn wait_connected(s: &Socket, deadline: Option<Instant>) -> io::Result<()> {
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     let timeout = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     match addr {
-        Address::Unix(_) | Address::UnixAbstract(_) => {
+        Address::Unix(_) | Address::UnixAbstract(_) | Address::Shm(_) => {
             let sa = unix_sockaddr(addr)?;
             // A nonblocking connect to a Unix socket completes at once unless the listener's
             // backlog is full; only then is it worth setting a timeout and waiting.

@@ -45,6 +45,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         }
         Address::Unix(_) | Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
         Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
+        Address::Shm(_) => Err(addr.invalid("shared-memory connections exist only on Unix")),
     }
 }
 

@@ -148,6 +148,7 @@ impl RawListener {
             }
             Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
             Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
+            Address::Shm(_) => Err(addr.invalid("shared-memory connections exist only on Unix")),
         }
     }
 

@@ -1,0 +1,124 @@
+//! The doorbell of a shared-memory stream: the Unix socket the connection was made on. A side
+//! that is about to sleep says so in the ring ([`super::ring`]) and sleeps in `poll` on the
+//! socket; the other side, seeing that, writes one byte to it. The socket also carries the
+//! peer's death: end of file once its process is gone, however it ended.
+//!
+//! The two halves of a split connection may sleep at once on the one socket. Only one of them
+//! polls it (the leader); the other waits on a condition variable the leader signals after each
+//! wake-up, so a byte meant for one is never taken by the other while it sleeps.
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::transport::unix::Stream as Socket;
+use crate::util::{lock, wait_deadline};
+
+/// The longest one sleep lasts before the sleeper looks at its ring again even if nobody rang:
+/// a bound on the cost of a wake-up lost in a way not foreseen here.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// The socket under a shared-memory stream, as doorbell and liveness signal.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    pub(super) socket: Socket,
+    /// Whether a thread is polling the socket now.
+    polling: Mutex<bool>,
+    woken: Condvar,
+    /// The peer's end of the socket is closed: it is gone, or dropped its end.
+    closed: AtomicBool,
+}
+
+impl Doorbell {
+    pub(crate) fn new(socket: Socket) -> Doorbell {
+        Doorbell { socket, polling: Mutex::new(false), woken: Condvar::new(), closed: AtomicBool::new(false) }
+    }
+
+    /// Whether the peer's end has been seen closed.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Wakes the peer (one byte, never waiting: a full socket buffer already holds bytes enough).
+    pub(crate) fn ring(&self) {
+        match self.socket.write_vectored(&[IoSlice::new(&[1])], Some(Instant::now())) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                self.closed.store(true, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the bytes rung so far without waiting, and notes end of file; then wakes the
+    /// threads waiting on the leader.
+    fn drain(&self) {
+        self.read_rung();
+        let _g = lock(&self.polling);
+        self.woken.notify_all();
+    }
+
+    /// For a wait over many objects that polled the socket itself: takes the bytes rung,
+    /// unless a sleeper polls the socket now (it takes them, and may need them to wake: had
+    /// it not been polling when we looked, it looks at its ring after this, under the lock).
+    pub(crate) fn take_rung(&self) {
+        let polling = lock(&self.polling);
+        if !*polling {
+            self.read_rung();
+            self.woken.notify_all();
+        }
+        drop(polling);
+    }
+
+    /// Reads and discards the doorbell bytes there are, and notes end of file.
+    fn read_rung(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.socket.read(&mut buf, Some(Instant::now())) {
+                Ok(0) => {
+                    self.closed.store(true, Ordering::Release);
+                    break;
+                }
+                Ok(n) if n == buf.len() => {}
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => break,
+                Err(_) => {
+                    self.closed.store(true, Ordering::Release);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sleeps until rung, until the peer's end closes, or until `deadline` (at most
+    /// [`RECHECK`]), unless `ready()` says there is no need. The caller said in the ring that
+    /// it sleeps before calling, and looks at the ring again after.
+    pub(crate) fn sleep(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> io::Result<()> {
+        let recheck = Instant::now() + RECHECK;
+        let until = Some(deadline.map_or(recheck, |d| d.min(recheck)));
+        let mut polling = lock(&self.polling);
+        if *polling {
+            // The leader polls for both and signals after each wake-up.
+            let _ = wait_deadline(&self.woken, polling, until);
+            return Ok(());
+        }
+        *polling = true;
+        drop(polling);
+        let r = if ready() || self.closed() {
+            Ok(())
+        } else {
+            match self.socket.wait_readable(until.map(|u| u.saturating_duration_since(Instant::now()))) {
+                Ok(true) => {
+                    self.drain();
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        *lock(&self.polling) = false;
+        self.woken.notify_all();
+        r
+    }
+}

@@ -1,0 +1,365 @@
+//! The shared-memory transport (`shm:` addresses, [`PipeKind::SharedMemory`]): a byte stream
+//! between two processes of one host through a memory region both map, with the Unix socket
+//! the connection was made on kept as doorbell and liveness signal.
+//!
+//! After the handshake on the socket, the listener makes a region ([`ring`]: a header and one
+//! single-writer single-reader ring per direction), sends its descriptor over the socket
+//! (`SCM_RIGHTS`), and both sides move their bytes through the rings. A side that finds
+//! nothing to read (or no room to write) spins for a short window, then says in the ring that
+//! it sleeps and sleeps in `poll` on the socket ([`doorbell`]), which the other side rings
+//! with one byte. The connection's framing runs over this stream unchanged, so a message
+//! larger than a ring streams through it in pieces, and the peer's death is end of file on
+//! the socket as on any Unix-socket connection.
+//!
+//! [`PipeKind::SharedMemory`]: crate::PipeKind::SharedMemory
+
+mod doorbell;
+pub(crate) mod ring;
+
+use std::io::{self, IoSlice};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use self::doorbell::Doorbell;
+use self::ring::{Reader, Writer};
+use crate::Address;
+use crate::sys::shm::Mapping;
+use crate::transport::unix::Stream as Socket;
+use crate::util::lock;
+
+/// Bytes of each ring of a new region.
+pub(crate) const CAPACITY: usize = 1 << 20;
+/// How long a side that finds nothing to do spins before it sleeps, by default.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+/// Spins in a row that find nothing before spinning becomes the exception, and how rare.
+const SPIN_MISSES: u32 = 4;
+const SPIN_PROBE: u32 = 16;
+/// How long a spin runs before each of its rounds yields the CPU.
+const SPIN_ALONE: Duration = Duration::from_micros(5);
+/// The byte the listener's region descriptor travels with.
+const OFFER: u8 = b'M';
+
+/// Which end of the region this is: the listener writes ring 0 and reads ring 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Listener,
+    Client,
+}
+
+/// One end of a shared-memory stream.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    rx: Mutex<Reader>,
+    tx: Mutex<Writer>,
+    bell: Doorbell,
+    /// The spin window, in nanoseconds.
+    spin: AtomicU64,
+    /// Spins in a row that ended with nothing to do (see [`Stream::spin`]).
+    misses: AtomicU32,
+    local: Option<Address>,
+    peer: Option<Address>,
+    side: Side,
+    /// Last: the rings point into it.
+    map: Mapping,
+}
+
+impl Stream {
+    fn new(socket: Socket, map: Mapping, capacity: usize, side: Side, addr: Option<Address>) -> Stream {
+        let (tx, rx) = if side == Side::Listener { (0, 1) } else { (1, 0) };
+        let (local, peer) = if side == Side::Listener { (addr, None) } else { (None, addr) };
+        Stream {
+            rx: Mutex::new(Reader::new(&map, capacity, rx)),
+            tx: Mutex::new(Writer::new(&map, capacity, tx)),
+            bell: Doorbell::new(socket),
+            spin: AtomicU64::new(SPIN.as_nanos() as u64),
+            misses: AtomicU32::new(0),
+            local,
+            peer,
+            side,
+            map,
+        }
+    }
+
+    /// Sets how long a side that finds nothing to do spins before it sleeps.
+    pub(crate) fn set_spin(&self, spin: Duration) {
+        self.spin.store(u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Spins until `ready()` or the spin window ends, looking at the clock only now and then.
+    /// After the first few microseconds each round yields the CPU: with more busy threads
+    /// than cores, the peer may be waiting for this one's. After [`SPIN_MISSES`] spins in a
+    /// row that found nothing, only one in [`SPIN_PROBE`] spins: where the peer does not
+    /// answer within the window (it is idle, or not running) a spin only costs time, and a
+    /// sleep with a doorbell wakes sooner than a yield.
+    fn spin(&self, mut ready: impl FnMut() -> bool) {
+        let window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
+        let misses = self.misses.load(Ordering::Relaxed);
+        if window.is_zero() || (misses >= SPIN_MISSES && !misses.is_multiple_of(SPIN_PROBE)) {
+            self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
+            return;
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if ready() {
+                    self.misses.store(0, Ordering::Relaxed);
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            let spent = start.elapsed();
+            if spent >= window {
+                self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
+                return;
+            }
+            if spent >= SPIN_ALONE {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Reads at most `len` bytes into `ptr`; 0 means end of stream; `TimedOut` after
+    /// `deadline`; `InvalidData` when the peer corrupted the ring.
+    ///
+    /// The caller guarantees that `ptr..ptr+len` is writable memory it owns.
+    pub(crate) fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
+        let mut rx = lock(&self.rx);
+        let mut spun = false;
+        loop {
+            // SAFETY: the caller's guarantee.
+            let r = unsafe { rx.read(ptr, len) }?;
+            if r.wake {
+                self.bell.ring();
+            }
+            if r.len > 0 || len == 0 {
+                return Ok(r.len);
+            }
+            if self.bell.closed() {
+                // Whatever the peer published before it went is still read.
+                // SAFETY: as above.
+                return Ok(unsafe { rx.read(ptr, len) }?.len);
+            }
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if !spun {
+                spun = true;
+                self.spin(|| rx.available().map_or(true, |n| n > 0));
+                continue;
+            }
+            if !rx.start_waiting()? {
+                self.bell.sleep(deadline, || rx.available().map_or(true, |n| n > 0))?;
+            }
+            rx.stop_waiting();
+        }
+    }
+
+    /// Writes some of `bufs`; `TimedOut` when `deadline` passes first; `BrokenPipe` once the
+    /// peer is gone.
+    pub(crate) fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        let mut tx = lock(&self.tx);
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut spun = false;
+        loop {
+            if self.bell.closed() {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed its end"));
+            }
+            let w = tx.write(bufs)?;
+            if w.wake {
+                self.bell.ring();
+            }
+            if w.len > 0 || want == 0 {
+                return Ok(w.len);
+            }
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if !spun {
+                spun = true;
+                self.spin(|| tx.has_room() || self.bell.closed());
+                continue;
+            }
+            if !tx.start_waiting()? {
+                self.bell.sleep(deadline, || tx.has_room())?;
+            }
+            tx.stop_waiting();
+        }
+    }
+
+    /// Whether a read would not wait: data in the ring, or the peer gone.
+    pub(crate) fn readable_now(&self) -> bool {
+        let rx = lock(&self.rx);
+        rx.available().map_or(true, |n| n > 0) || self.bell.closed()
+    }
+
+    /// Whether data (or end of stream) can be read now, waiting up to `timeout`.
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let rx = lock(&self.rx);
+        let ready = || rx.available().map_or(true, |n| n > 0) || self.bell.closed();
+        loop {
+            if ready() {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Ok(false);
+            }
+            if !rx.start_waiting().unwrap_or(true) {
+                self.bell.sleep(deadline, ready)?;
+            }
+            rx.stop_waiting();
+        }
+    }
+
+    /// Says the reader sleeps (for a wait over many objects that polls the socket itself);
+    /// `true` when there is no need, as data is there or the peer gone.
+    pub(crate) fn arm(&self) -> bool {
+        let rx = lock(&self.rx);
+        rx.start_waiting().unwrap_or(true) || self.bell.closed()
+    }
+
+    /// After a wait over many objects found the socket readable: takes the doorbell's bytes,
+    /// says the reader is awake, and tells whether a read would not wait.
+    pub(crate) fn settle(&self) -> bool {
+        self.bell.take_rung();
+        lock(&self.rx).stop_waiting();
+        self.readable_now()
+    }
+
+    /// Says the reader no longer sleeps, after a wait over many objects.
+    pub(crate) fn disarm(&self) {
+        lock(&self.rx).stop_waiting();
+    }
+
+    /// The socket under the stream, which a wait over many objects polls.
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.bell.socket
+    }
+
+    /// Makes the socket and the region inheritable by `cmd`'s child only, named in its
+    /// environment as `var` and `var` with the suffix of this end's side.
+    pub(crate) fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> io::Result<()> {
+        self.bell.socket.pass_to_child(cmd, var)?;
+        let memory = self.map.share_fd()?.try_clone_to_owned()?;
+        crate::sys::pass_to_child(&memory, crate::sys::FdKind::Memory, cmd, &memory_var(var, self.side))
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<Address> {
+        self.local.clone()
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<Address> {
+        self.peer.clone()
+    }
+}
+
+/// The listener's side of the upgrade, after the handshake: makes a region, sends it to the
+/// client over `socket`, and makes the stream. `addr` is the listener's `shm:` address.
+pub(crate) fn offer(socket: Socket, addr: Option<Address>, deadline: Option<Instant>) -> io::Result<Stream> {
+    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
+    ring::init(&map, CAPACITY)?;
+    socket.send_fd(OFFER, map.share_fd()?, deadline)?;
+    Ok(Stream::new(socket, map, CAPACITY, Side::Listener, addr))
+}
+
+/// The client's side of the upgrade, after the handshake: takes the listener's region from
+/// `socket` and makes the stream. `addr` is the `shm:` address connected to.
+pub(crate) fn take_offer(
+    socket: Socket,
+    addr: Option<Address>,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let not_offered = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the listener sent no shared memory: it is not an shm: listener (connect with its own address form)",
+        )
+    };
+    let (byte, fd) = match socket.recv_fd(deadline) {
+        Ok(got) => got,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no shared memory came from the listener in time (is it an shm: listener?)",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let fd = fd.filter(|_| byte == OFFER).ok_or_else(not_offered)?;
+    let map = Mapping::adopt(fd)?;
+    let capacity = ring::capacity_of(&map)?;
+    Ok(Stream::new(socket, map, capacity, Side::Client, addr))
+}
+
+/// A connected pair of shared-memory streams over a socket pair, for [`crate::pipe_with`].
+pub(crate) fn pair(a: Socket, b: Socket) -> io::Result<(Stream, Stream)> {
+    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
+    ring::init(&map, CAPACITY)?;
+    a.send_fd(OFFER, map.share_fd()?, None)?;
+    let a = Stream::new(a, map, CAPACITY, Side::Listener, None);
+    let b = take_offer(b, None, None)?;
+    Ok((a, b))
+}
+
+/// Waits over many objects, some of them the shared-memory streams `shm` (with their indices
+/// among all): says each reader sleeps, lets `os_wait` poll everything (the streams as their
+/// sockets) until `deadline`, and counts a stream ready only if its ring has data or its peer
+/// is gone (a byte rung earlier is no news).
+pub(crate) fn wait_many(
+    shm: &[(usize, &Stream)],
+    deadline: Option<Instant>,
+    mut os_wait: impl FnMut(Option<Instant>) -> io::Result<Vec<usize>>,
+) -> io::Result<Vec<usize>> {
+    let result = (|| loop {
+        let mut ready: Vec<usize> = shm.iter().filter(|(_, s)| s.arm()).map(|(i, _)| *i).collect();
+        let until = if ready.is_empty() { deadline } else { Some(Instant::now()) };
+        let mut polled = os_wait(until)?;
+        polled.retain(|i| match shm.iter().find(|(j, _)| j == i) {
+            Some((_, s)) => s.settle(),
+            None => true,
+        });
+        ready.extend(polled);
+        ready.sort_unstable();
+        ready.dedup();
+        if !ready.is_empty() || deadline.is_some_and(|d| d <= Instant::now()) {
+            return Ok(ready);
+        }
+    })();
+    for (_, s) in shm {
+        s.disarm();
+    }
+    result
+}
+
+/// The environment variable naming the region passed beside the socket named by `var`.
+fn memory_var(var: &str, side: Side) -> String {
+    match side {
+        Side::Listener => format!("{var}_SHM_LISTENER"),
+        Side::Client => format!("{var}_SHM_CLIENT"),
+    }
+}
+
+/// The shared-memory stream a parent passed as `var` with [`Stream::pass_to_child`], if the
+/// environment names a region beside the socket; `None` for a plain socket.
+pub(crate) fn from_env(var: &str) -> crate::Result<Option<Stream>> {
+    let Some(side) =
+        [Side::Listener, Side::Client].into_iter().find(|s| std::env::var_os(memory_var(var, *s)).is_some())
+    else {
+        return Ok(None);
+    };
+    let (fd, kind) = crate::sys::adopt_from_env(&memory_var(var, side))?;
+    if kind != crate::sys::FdKind::Memory {
+        return Err(
+            io::Error::new(io::ErrorKind::InvalidInput, "the region passed is not shared memory").into()
+        );
+    }
+    let socket = Socket::from_env(var)?;
+    let map = Mapping::adopt(fd)?;
+    let capacity = ring::capacity_of(&map)?;
+    Ok(Some(Stream::new(socket, map, capacity, side, None)))
+}

@@ -1,0 +1,369 @@
+//! Shared-memory connections between real processes: `shm:` addresses and
+//! `pipe_with(PipeKind::SharedMemory)`; sizes around the ring's, a peer's death, timeouts,
+//! readiness waits, an idle pair's CPU time, a peer that scribbles on the ring, and the
+//! errors of a plain peer at a shared-memory one and the reverse.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{pattern, role, say, spawn, spawn_child};
+use procwire::wait::wait_timeout;
+use procwire::{Address, Client, Connection, Error, Family, Listener, PipeKind, pipe_with};
+
+const KEY: &str = "shm-test-key";
+const LIMIT: Duration = Duration::from_secs(30);
+/// The ring size of a new region (one MiB per direction).
+const RING: usize = 1 << 20;
+
+fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
+    vec![("PROCWIRE_TEST_ADDR", addr.to_string())]
+}
+
+fn child_connect() -> procwire::Result<Connection> {
+    let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
+    Client::builder()
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_secs(5))
+        .read_timeout(Some(LIMIT))
+        .connect(&addr)
+}
+
+fn listener(addr: &Address) -> Listener {
+    Listener::builder().authkey(KEY).handshake_timeout(Duration::from_secs(5)).bind(addr).unwrap()
+}
+
+fn shm_address() -> Address {
+    Address::fresh(Family::Shm).unwrap()
+}
+
+/// The same socket path as a plain Unix address.
+fn unix_of(addr: &Address) -> Address {
+    let Address::Shm(p) = addr else { panic!("not shm: {addr}") };
+    Address::Unix(p.clone())
+}
+
+fn echo(mut c: Connection) -> i32 {
+    loop {
+        match c.recv_bytes() {
+            Ok(m) => c.send_bytes(&m).unwrap(),
+            Err(Error::Closed) => return 0,
+            Err(e) => panic!("echo child: {e}"),
+        }
+    }
+}
+
+/// The CPU time (user and system) process `pid` used so far, from `/proc`.
+#[cfg(target_os = "linux")]
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which ends with the last ')'): utime, stime are the
+    // 12th and 13th of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Entry point of every child process of this file.
+#[test]
+#[ignore = "runs only as a child process of the other tests"]
+fn child() {
+    let role = role().expect("child started without a role");
+    let code = match role.as_str() {
+        "echo" => echo(child_connect().unwrap()),
+        "pipe-echo" => echo(Connection::from_env("PROCWIRE_TEST_CONN").unwrap()),
+        // Report how connecting went: "ok", or the error.
+        "report" => {
+            match child_connect() {
+                Ok(_) => say("ok"),
+                Err(e) => say(&format!("err {e}")),
+            }
+            0
+        }
+        // Start a message far larger than the ring, then die by SIGKILL while it is blocked.
+        "die-mid-message" => {
+            let big = vec![0x5a; 20 * RING];
+            let mut c = child_connect().unwrap();
+            std::thread::spawn(move || c.send_bytes(&big));
+            std::thread::sleep(Duration::from_millis(300));
+            say("blocked");
+            std::thread::sleep(Duration::from_millis(100));
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!()
+        }
+        // Listen, send one message to the first client, then die by SIGKILL.
+        "listen-and-die" => {
+            let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
+            let l = listener(&addr);
+            say("listening");
+            let mut c = l.accept_timeout(LIMIT).unwrap();
+            c.send_bytes(b"hi").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!()
+        }
+        // Say one thing, then write garbage over the whole region, ring the doorbell and wait.
+        "scribble" => {
+            let fd_of = |var: &str| -> i32 {
+                std::env::var(var).unwrap().split(':').next().unwrap().parse().unwrap()
+            };
+            let (socket, fd) = (fd_of("PROCWIRE_TEST_CONN"), fd_of("PROCWIRE_TEST_CONN_SHM_CLIENT"));
+            let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
+            c.send_bytes(b"before").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"go");
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+            let len = st.st_size as usize;
+            // SAFETY: mapping the region our parent passed, shared, whole.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: inside the mapping.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xA7, len) };
+            // SAFETY: one byte from a live buffer to the socket our parent passed.
+            assert_eq!(unsafe { libc::write(socket, [1u8].as_ptr().cast(), 1) }, 1);
+            say("scribbled");
+            std::thread::sleep(Duration::from_secs(20));
+            0
+        }
+        other => panic!("unknown role {other}"),
+    };
+    std::process::exit(code);
+}
+
+#[test]
+fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
+    let addr = shm_address();
+    let l = listener(&addr);
+    assert_eq!(l.address(), &addr);
+    let _child = spawn_child("echo", &env_of(&addr));
+    let mut c = l.accept_timeout(LIMIT).unwrap();
+    c.set_read_timeout(Some(LIMIT));
+    for n in [0, 1, 100, RING - 1, RING, RING + 1, 10 * RING, 10 * RING + 12_345] {
+        let m = pattern(n, n as u8);
+        c.send_bytes(&m).unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes");
+    }
+    // Many small messages in flight at once, as a stream.
+    for i in 0..10_000u32 {
+        c.send_bytes(&i.to_le_bytes()).unwrap();
+    }
+    for i in 0..10_000u32 {
+        assert_eq!(c.recv_bytes().unwrap(), i.to_le_bytes());
+    }
+}
+
+#[test]
+fn a_shared_memory_pipe_end_works_in_a_child() {
+    let (mut ours, theirs) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let _child = spawn(&mut cmd);
+    drop(theirs);
+    ours.set_read_timeout(Some(LIMIT));
+    for n in [0, 7, RING + 1, 3 * RING] {
+        let m = pattern(n, 3);
+        ours.send_bytes(&m).unwrap();
+        assert_eq!(ours.recv_bytes().unwrap(), m);
+    }
+}
+
+#[test]
+fn a_peer_killed_mid_message_is_truncated_never_a_partial_message() {
+    let addr = shm_address();
+    let l = listener(&addr);
+    let mut child = spawn_child("die-mid-message", &env_of(&addr));
+    let mut c = l.accept_timeout(LIMIT).unwrap();
+    assert_eq!(child.line(), "blocked");
+    // Let it die before reading: all that is left is what it put in the ring.
+    let pid = child.pid() as libc::pid_t;
+    let start = Instant::now();
+    while unsafe { libc::kill(pid, 0) } == 0 && child.child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LIMIT);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let died = Instant::now();
+    c.set_read_timeout(Some(LIMIT));
+    match c.recv_bytes() {
+        Err(Error::Truncated { received, expected }) => {
+            assert_eq!(expected, 20 * RING as u64 + 4);
+            assert!(received <= RING as u64 + 4, "{received}");
+        }
+        other => panic!("expected a truncation, got {other:?}"),
+    }
+    assert!(died.elapsed() < Duration::from_millis(100), "{:?}", died.elapsed());
+    assert!(c.recv_bytes().is_err());
+    assert!(c.send_bytes(b"x").and_then(|()| c.send_bytes(&pattern(2 * RING, 0))).is_err());
+}
+
+#[test]
+fn timeouts_on_an_empty_and_a_full_ring_and_waits_over_a_mix() {
+    let (mut a, mut b) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let t = Instant::now();
+    b.set_read_timeout(Some(Duration::from_millis(50)));
+    assert!(matches!(b.recv_bytes(), Err(Error::Timeout(_))));
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert!(!b.poll_timeout(Duration::from_millis(20)).unwrap());
+    // A full ring: the send times out, and nothing is lost.
+    a.set_write_timeout(Some(Duration::from_millis(50)));
+    let big = pattern(3 * RING, 5);
+    assert!(matches!(a.send_bytes(&big), Err(Error::Timeout(_))));
+    a.set_write_timeout(None);
+    b.set_read_timeout(Some(LIMIT));
+    let sender = std::thread::spawn(move || {
+        a.flush().unwrap();
+        a
+    });
+    assert_eq!(b.recv_bytes().unwrap(), big);
+    let mut a = sender.join().unwrap();
+    // wait() over shared-memory and socket connections together.
+    let (mut s1, s2) = procwire::pipe(true).unwrap();
+    let none = wait_timeout(&[(&b).into(), (&s2).into()], Duration::from_millis(30)).unwrap();
+    assert!(none.is_empty());
+    a.send_bytes(b"hi").unwrap();
+    assert_eq!(wait_timeout(&[(&s2).into(), (&b).into()], LIMIT).unwrap(), [1]);
+    s1.send_bytes(b"ho").unwrap();
+    assert_eq!(wait_timeout(&[(&s2).into(), (&b).into()], LIMIT).unwrap(), [0, 1]);
+    assert!(b.poll().unwrap());
+    assert_eq!(b.recv_bytes().unwrap(), b"hi");
+    // A sleeper in wait() is woken by a send from another thread.
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        a.send_bytes(b"late").unwrap();
+        a
+    });
+    assert_eq!(wait_timeout(&[(&b).into()], LIMIT).unwrap(), [0]);
+    assert_eq!(b.recv_bytes().unwrap(), b"late");
+    drop(t.join().unwrap());
+    assert!(matches!(b.recv_bytes(), Err(Error::Closed)));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_idle_child_costs_almost_no_cpu_after_its_spin_window() {
+    let (mut ours, theirs) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let child = spawn(&mut cmd);
+    drop(theirs);
+    ours.set_read_timeout(Some(LIMIT));
+    ours.send_bytes(b"warm up").unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), b"warm up");
+    // The child now waits in a receive: past its spin window it sleeps on the doorbell.
+    std::thread::sleep(Duration::from_millis(100));
+    let (cpu, wall) = (cpu_time(child.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(child.pid()) - cpu;
+    let share = used.as_secs_f64() / wall.elapsed().as_secs_f64();
+    assert!(share < 0.05, "an idle child used {:.1}% of a core", share * 100.0);
+    // And it still answers at once.
+    ours.send_bytes(b"wake").unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), b"wake");
+}
+
+#[test]
+fn a_peer_scribbling_on_the_ring_is_a_protocol_error() {
+    let (mut ours, theirs) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let mut cmd = common::child_command("scribble", &[]);
+    theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let mut child = spawn(&mut cmd);
+    drop(theirs);
+    ours.set_read_timeout(Some(LIMIT));
+    assert_eq!(ours.recv_bytes().unwrap(), b"before");
+    ours.send_bytes(b"go").unwrap();
+    assert_eq!(child.line(), "scribbled");
+    // Garbage positions: an error; garbage that happens to be in range: garbage bytes, never
+    // more than a ring and never a message over the limit.
+    ours.set_max_message_size(1 << 20);
+    let mut errors = 0;
+    for _ in 0..3 {
+        match ours.recv_bytes() {
+            Ok(m) => assert!(m.len() <= 1 << 20),
+            Err(Error::Protocol(_) | Error::MessageTooLarge { .. }) => errors += 1,
+            Err(e) => panic!("expected a protocol error, got {e:?}"),
+        }
+    }
+    assert!(errors > 0);
+    assert!(ours.send_bytes(&pattern(4 * RING, 0)).is_err());
+}
+
+#[test]
+fn a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides() {
+    // A plain client at a shared-memory listener.
+    let addr = shm_address();
+    let l = listener(&addr);
+    let mut child = spawn_child("report", &env_of(&unix_of(&addr)));
+    match l.accept_timeout(LIMIT) {
+        Err(Error::Protocol(m)) => assert!(m.contains("without shared memory"), "{m}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    let line = child.line();
+    assert!(
+        line.starts_with("err ") && line.contains("serves shared memory") && line.contains("shm:"),
+        "{line}"
+    );
+    // A shared-memory client at a plain listener.
+    let addr = Address::fresh(Family::Unix).unwrap();
+    let l = listener(&addr);
+    let Address::Unix(p) = &addr else { unreachable!() };
+    let mut child = spawn_child("report", &env_of(&Address::Shm(p.clone())));
+    match l.accept_timeout(LIMIT) {
+        Err(Error::Protocol(m)) => assert!(m.contains("shared-memory client"), "{m}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    let line = child.line();
+    assert!(line.starts_with("err ") && line.contains("does not serve shared memory"), "{line}");
+}
+
+#[test]
+fn both_halves_of_a_split_end_sleep_at_once_and_each_is_woken() {
+    let (a, mut b) = pipe_with(PipeKind::SharedMemory).unwrap();
+    let (mut tx, mut rx) = a.split();
+    let big = pattern(3 * RING, 9);
+    let sent = big.clone();
+    let writer = std::thread::spawn(move || tx.send_bytes(&sent).map(|()| tx));
+    let reader = std::thread::spawn(move || {
+        let m = rx.recv_bytes();
+        (m, Instant::now())
+    });
+    // Both past their spin windows: the writer on a full ring, the reader on an empty one.
+    std::thread::sleep(Duration::from_millis(100));
+    b.set_read_timeout(Some(LIMIT));
+    assert_eq!(b.recv_bytes().unwrap(), big);
+    let _tx = writer.join().unwrap().unwrap();
+    let rung = Instant::now();
+    b.send_bytes(b"x").unwrap();
+    let (m, woke) = reader.join().unwrap();
+    assert_eq!(m.unwrap(), b"x");
+    // Well within the sleep's own recheck (100 ms): woken by the doorbell, not by the clock.
+    assert!(woke - rung < Duration::from_millis(80), "{:?}", woke - rung);
+}
+
+#[test]
+fn a_listener_killed_is_closed_for_its_client_at_once() {
+    let addr = shm_address();
+    let mut child = spawn_child("listen-and-die", &env_of(&addr));
+    assert_eq!(child.line(), "listening");
+    let mut c = Client::builder().authkey(KEY).read_timeout(Some(LIMIT)).connect(&addr).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"hi");
+    // Asleep on the doorbell when the listener dies: woken by end of file, not by a timeout.
+    let start = Instant::now();
+    assert!(matches!(c.recv_bytes(), Err(Error::Closed)));
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let (code, _) = child.finish(LIMIT);
+    assert_eq!(code, None, "the listener should have died by a signal");
+    assert!(c.send_bytes(&pattern(2 * RING, 1)).is_err());
+}
