@@ -114,7 +114,9 @@ impl ListenerBuilder {
     pub async fn bind(self, addr: impl ToAddress) -> Result<Listener> {
         let addr = &addr.to_address()?;
         self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")?;
-        let (acceptor, address) = Acceptor::bind(addr, self.backlog, self.mode).await?;
+        let (acceptor, address) =
+            Acceptor::bind(addr, crate::transport::BindOptions { backlog: self.backlog, mode: self.mode })
+                .await?;
         Ok(Listener {
             acceptor,
             address,

@@ -199,7 +199,10 @@ pub(super) enum Acceptor {
 }
 
 impl Acceptor {
-    pub(super) async fn bind(addr: &Address, backlog: i32, mode: u32) -> Result<(Acceptor, Address)> {
+    pub(super) async fn bind(
+        addr: &Address,
+        opts: crate::transport::BindOptions,
+    ) -> Result<(Acceptor, Address)> {
         if let Some(e) = unsupported(addr) {
             return Err(e);
         }
@@ -214,7 +217,7 @@ impl Acceptor {
                     };
                     #[cfg(unix)]
                     sock.set_reuseaddr(true)?;
-                    match sock.bind(sa).and_then(|()| sock.listen(backlog as u32)) {
+                    match sock.bind(sa).and_then(|()| sock.listen(opts.backlog as u32)) {
                         Ok(l) => {
                             let bound = l.local_addr().map(Address::from).unwrap_or_else(|_| addr.clone());
                             return Ok((Acceptor::Tcp(l), bound));
@@ -231,10 +234,7 @@ impl Acceptor {
             _ => {
                 // The blocking transport binds (stale socket files, the file's mode); the
                 // runtime waits on a duplicate of its descriptor.
-                let bound = crate::transport::RawListener::bind(
-                    addr,
-                    &crate::transport::BindOptions { backlog, mode },
-                )?;
+                let bound = crate::transport::RawListener::bind(addr, &opts)?;
                 let local = bound.local_addr().unwrap_or_else(|_| addr.clone());
                 let fd = bound.os_fd().ok_or_else(|| addr.invalid("no socket"))?.try_clone_to_owned()?;
                 let std = std::os::unix::net::UnixListener::from(fd);
