@@ -11,7 +11,7 @@ use futures_sink::Sink;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::recv::decode;
+use super::recv::{copy_into, decode};
 use super::stream::Socket;
 use super::timed;
 use super::{Receiver, Sender};
@@ -99,12 +99,22 @@ impl Connection {
     /// [`Error::Timeout`] after the read timeout (nothing lost), [`Error::MessageTooLarge`]
     /// for a message over the maximum (refused before allocating). Cancel-safe.
     pub async fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        if self.tx.is_idle()
+            && let Some(payload) = self.rx.take_buffered()
+        {
+            return Ok(payload.to_vec());
+        }
         self.recv_with(|rx, cx| rx.poll_recv_bytes(cx)).await
     }
 
     /// Receives one message into `buf` (replacing its content, reusing its allocation) and
     /// returns its length. Cancel-safe; on an error the content of `buf` is unspecified.
     pub async fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        if self.tx.is_idle()
+            && let Some(payload) = self.rx.take_buffered()
+        {
+            return Ok(copy_into(buf, payload));
+        }
         self.recv_with(|rx, cx| rx.poll_recv_into(cx, buf)).await
     }
 

@@ -196,6 +196,15 @@ impl Receiver {
         }
     }
 
+    /// A small frame already buffered, the common case, taken without a future.
+    #[inline]
+    pub(super) fn take_buffered(&mut self) -> Option<&[u8]> {
+        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge {
+            return None;
+        }
+        self.fb.take_complete_short()
+    }
+
     /// Drives reads until a message is whole and hands it to `take`, after the keyless check.
     pub(super) fn poll_with<R>(
         &mut self,
@@ -237,15 +246,12 @@ impl Receiver {
 
     /// Polls for one message into `buf`; its length.
     pub(super) fn poll_recv_into(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<Result<usize>> {
-        self.poll_with(cx, |bytes, owned| {
-            match owned {
-                Some(v) => *buf = v,
-                None => {
-                    buf.clear();
-                    buf.extend_from_slice(bytes);
-                }
+        self.poll_with(cx, |bytes, owned| match owned {
+            Some(v) => {
+                *buf = v;
+                buf.len()
             }
-            buf.len()
+            None => copy_into(buf, bytes),
         })
     }
 
@@ -253,12 +259,18 @@ impl Receiver {
     /// ones). Errors as [`Connection::recv_bytes`](crate::Connection::recv_bytes).
     /// Cancel-safe: see the [module documentation](super#cancel-safety).
     pub async fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        if let Some(payload) = self.take_buffered() {
+            return Ok(payload.to_vec());
+        }
         timed(self.timeout, "receiving a message", std::future::poll_fn(|cx| self.poll_recv_bytes(cx))).await
     }
 
     /// Receives one message into `buf` (replacing its content) and returns its length.
     /// Cancel-safe; on an error the content of `buf` is unspecified.
     pub async fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        if let Some(payload) = self.take_buffered() {
+            return Ok(copy_into(buf, payload));
+        }
         timed(self.timeout, "receiving a message", std::future::poll_fn(|cx| self.poll_recv_into(cx, buf)))
             .await
     }
@@ -292,6 +304,14 @@ impl Receiver {
     pub fn max_message_size(&self) -> u64 {
         self.fb.max()
     }
+}
+
+/// Replaces the content of `buf` with `bytes`; their length.
+#[inline]
+pub(super) fn copy_into(buf: &mut Vec<u8>, bytes: &[u8]) -> usize {
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    bytes.len()
 }
 
 /// Decodes a CBOR message that is either still in the buffer or in its own allocation.

@@ -109,6 +109,11 @@ impl Sender {
         Error::Io(e)
     }
 
+    /// Nothing queued: a receive has nothing to send first.
+    pub(super) fn is_idle(&self) -> bool {
+        self.written == self.buf.len()
+    }
+
     fn queued(&self) -> usize {
         self.buf.len() - self.written
     }
@@ -147,13 +152,20 @@ impl Sender {
     /// goes out first with the next send or flush.
     pub async fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
         self.check()?;
-        if payload.len() + 4 <= COPY_LIMIT {
-            self.push_frame(payload);
-            if self.batch.is_some_and(|limit| self.queued() < limit) {
-                return Ok(());
-            }
-            return self.flush().await;
+        if payload.len() + 4 > COPY_LIMIT {
+            return Box::pin(self.send_large(payload)).await;
         }
+        // Well under 2 GiB: the short header.
+        self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(payload);
+        if self.batch.is_some_and(|limit| self.queued() < limit) {
+            return Ok(());
+        }
+        self.flush().await
+    }
+
+    /// Sends a large message: the queue first, then the message from `payload`.
+    async fn send_large(&mut self, payload: &[u8]) -> Result<()> {
         timed(self.timeout, "sending a message", async {
             std::future::poll_fn(|cx| self.poll_flush_queue(cx)).await?;
             self.write_large(payload).await
