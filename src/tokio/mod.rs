@@ -38,7 +38,7 @@
 //!
 //! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
 //! (`pipe:` addresses) are not served by the async face yet: binding or connecting one is an
-//! [`Error::InvalidAddress`](crate::Error::InvalidAddress) (the blocking endpoints serve
+//! [`Error::InvalidAddress`] (the blocking endpoints serve
 //! them); neither are `inproc:` addresses.
 //!
 //! # Cancel safety
@@ -53,7 +53,7 @@
 //!   [`flush`](Connection::flush) writes that rest first, so the peer receives the message
 //!   whole. Whether a dropped send's message goes out is therefore decided by what follows:
 //!   a later send or flush completes it; dropping the connection instead leaves the peer a
-//!   stream that ends inside a message ([`Error::Truncated`](crate::Error::Truncated) there).
+//!   stream that ends inside a message ([`Error::Truncated`] there).
 //!   A failed write (an I/O error) ends sending on that connection.
 //! - [`Listener::accept`] is cancel-safe: handshakes run in their own tasks, and one that
 //!   finished waits for the next `accept`.
