@@ -155,6 +155,34 @@ async fn silent_clients_delay_no_one() {
     drop(silent);
 }
 
+#[tokio::test]
+async fn past_max_pending_handshakes_the_oldest_is_dropped_for_a_newcomer() {
+    let mut listener = Listener::builder()
+        .authkey(KEY)
+        .max_pending_handshakes(2)
+        .bind(Address::fresh(Family::Unix).unwrap())
+        .await
+        .unwrap();
+    let Address::Unix(path) = listener.address().clone() else { unreachable!() };
+    let _silent: Vec<_> = (0..2).map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap()).collect();
+    let addr = listener.address().clone();
+    let honest = tokio::spawn(async move { Client::builder().authkey(KEY).connect(&addr).await });
+    // The dropped handshake's error and the newcomer's connection, in either order.
+    let (mut dropped, mut server) = (None, None);
+    for _ in 0..2 {
+        match tokio::time::timeout(WAIT, listener.accept()).await.unwrap() {
+            Ok(c) => server = Some(c),
+            Err(e) => dropped = Some(e),
+        }
+    }
+    let e = dropped.expect("one handshake dropped");
+    assert!(matches!(e, Error::Timeout(_)) && e.to_string().contains("max_pending_handshakes"), "{e}");
+    let mut server = server.expect("the newcomer accepted");
+    let mut client = honest.await.unwrap().unwrap();
+    client.send_bytes(b"in").await.unwrap();
+    assert_eq!(server.recv_bytes().await.unwrap(), b"in");
+}
+
 /// A keyless Unix pair whose client side is a raw socket, to write frames in pieces.
 async fn raw_pair() -> (Connection, std::os::unix::net::UnixStream) {
     let mut listener = Listener::bind(&Address::fresh(Family::Unix).unwrap()).await.unwrap();
