@@ -11,6 +11,7 @@ use futures_sink::Sink;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::fast::{FastPath, Step};
 use super::recv::{copy_into, decode};
 use super::stream::Socket;
 use super::timed;
@@ -85,8 +86,9 @@ impl Connection {
     }
 
     /// Sends `payload` as one message.
-    pub async fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
-        self.tx.send_bytes(payload).await
+    #[inline]
+    pub fn send_bytes<'a>(&'a mut self, payload: &'a [u8]) -> impl Future<Output = Result<()>> + Send + 'a {
+        self.tx.send_bytes(payload)
     }
 
     /// Sends `value` as one CBOR-encoded message.
@@ -98,24 +100,33 @@ impl Connection {
     /// a message boundary, [`Error::Truncated`] when it closed mid-message,
     /// [`Error::Timeout`] after the read timeout (nothing lost), [`Error::MessageTooLarge`]
     /// for a message over the maximum (refused before allocating). Cancel-safe.
-    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        if self.tx.is_idle()
-            && let Some(payload) = self.rx.take_buffered()
-        {
-            return Ok(payload.to_vec());
-        }
-        self.recv_with(|rx, cx| rx.poll_recv_bytes(cx)).await
+    #[inline]
+    pub fn recv_bytes(&mut self) -> impl Future<Output = Result<Vec<u8>>> + Send + '_ {
+        FastPath::new(move || {
+            if self.tx.is_idle()
+                && let Some(payload) = self.rx.take_buffered()
+            {
+                return Step::Done(Ok(payload.to_vec()));
+            }
+            Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_bytes(cx))))
+        })
     }
 
     /// Receives one message into `buf` (replacing its content, reusing its allocation) and
     /// returns its length. Cancel-safe; on an error the content of `buf` is unspecified.
-    pub async fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        if self.tx.is_idle()
-            && let Some(payload) = self.rx.take_buffered()
-        {
-            return Ok(copy_into(buf, payload));
-        }
-        self.recv_with(|rx, cx| rx.poll_recv_into(cx, buf)).await
+    #[inline]
+    pub fn recv_bytes_into<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+    ) -> impl Future<Output = Result<usize>> + Send + 'a {
+        FastPath::new(move || {
+            if self.tx.is_idle()
+                && let Some(payload) = self.rx.take_buffered()
+            {
+                return Step::Done(Ok(copy_into(buf, payload)));
+            }
+            Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_into(cx, buf))))
+        })
     }
 
     /// Receives one CBOR-encoded message as a `T`. A message that is not valid CBOR for `T`

@@ -63,6 +63,7 @@
 
 mod client;
 mod connection;
+mod fast;
 mod handshake;
 mod listener;
 mod recv;

@@ -14,6 +14,7 @@ use ::tokio::io::{AsyncRead, ReadBuf};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
+use super::fast::{FastPath, Step};
 use super::stream::ReadHalf;
 use super::timed;
 use crate::codec::{FrameBuf, Header, Peek, SHORT_HEADER_LEN};
@@ -258,21 +259,33 @@ impl Receiver {
     /// Receives one message as a new vector (allocated once, of exactly its size for large
     /// ones). Errors as [`Connection::recv_bytes`](crate::Connection::recv_bytes).
     /// Cancel-safe: see the [module documentation](super#cancel-safety).
-    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        if let Some(payload) = self.take_buffered() {
-            return Ok(payload.to_vec());
-        }
-        timed(self.timeout, "receiving a message", std::future::poll_fn(|cx| self.poll_recv_bytes(cx))).await
+    #[inline]
+    pub fn recv_bytes(&mut self) -> impl Future<Output = Result<Vec<u8>>> + Send + '_ {
+        FastPath::new(move || {
+            if let Some(payload) = self.take_buffered() {
+                return Step::Done(Ok(payload.to_vec()));
+            }
+            let timeout = self.timeout;
+            let wait = std::future::poll_fn(|cx| self.poll_recv_bytes(cx));
+            Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
+        })
     }
 
     /// Receives one message into `buf` (replacing its content) and returns its length.
     /// Cancel-safe; on an error the content of `buf` is unspecified.
-    pub async fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        if let Some(payload) = self.take_buffered() {
-            return Ok(copy_into(buf, payload));
-        }
-        timed(self.timeout, "receiving a message", std::future::poll_fn(|cx| self.poll_recv_into(cx, buf)))
-            .await
+    #[inline]
+    pub fn recv_bytes_into<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+    ) -> impl Future<Output = Result<usize>> + Send + 'a {
+        FastPath::new(move || {
+            if let Some(payload) = self.take_buffered() {
+                return Step::Done(Ok(copy_into(buf, payload)));
+            }
+            let timeout = self.timeout;
+            let wait = std::future::poll_fn(|cx| self.poll_recv_into(cx, buf));
+            Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
+        })
     }
 
     /// Receives one CBOR-encoded message as a `T`; a message that is not valid CBOR for `T`

@@ -16,6 +16,7 @@ use ::tokio::io::AsyncWrite;
 use futures_sink::Sink;
 use serde::Serialize;
 
+use super::fast::{FastPath, Step};
 use super::stream::WriteHalf;
 use super::timed;
 use crate::codec::{EncodedHeader, encode_header};
@@ -97,6 +98,7 @@ impl Sender {
         Sender { io, buf: Vec::new(), written: 0, batch: None, timeout: None, broken: None }
     }
 
+    #[inline]
     fn check(&self) -> Result<()> {
         match &self.broken {
             None => Ok(()),
@@ -114,6 +116,7 @@ impl Sender {
         self.written == self.buf.len()
     }
 
+    #[inline]
     fn queued(&self) -> usize {
         self.buf.len() - self.written
     }
@@ -150,18 +153,23 @@ impl Sender {
     /// Sends `payload` as one message. Cancel-safe in the sense of the
     /// [module documentation](super#cancel-safety): dropped half-way, the rest of the message
     /// goes out first with the next send or flush.
-    pub async fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
-        self.check()?;
-        if payload.len() + 4 > COPY_LIMIT {
-            return Box::pin(self.send_large(payload)).await;
-        }
-        // Well under 2 GiB: the short header.
-        self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(payload);
-        if self.batch.is_some_and(|limit| self.queued() < limit) {
-            return Ok(());
-        }
-        self.flush().await
+    #[inline]
+    pub fn send_bytes<'a>(&'a mut self, payload: &'a [u8]) -> impl Future<Output = Result<()>> + Send + 'a {
+        FastPath::new(move || {
+            if let Err(e) = self.check() {
+                return Step::Done(Err(e));
+            }
+            if payload.len() + 4 > COPY_LIMIT {
+                return Step::Wait(Box::pin(self.send_large(payload)));
+            }
+            // Well under 2 GiB: the short header.
+            self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            self.buf.extend_from_slice(payload);
+            if self.batch.is_some_and(|limit| self.queued() < limit) {
+                return Step::Done(Ok(()));
+            }
+            Step::Wait(Box::pin(self.flush()))
+        })
     }
 
     /// Sends a large message: the queue first, then the message from `payload`.
