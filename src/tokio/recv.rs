@@ -45,6 +45,9 @@ pub struct Receiver {
     fb: FrameBuf,
     /// A large frame being read into its own allocation: the payload so far and its length.
     partial: Option<(Vec<u8>, usize)>,
+    /// The allocation a caller's buffer had before a large message replaced it, for the next
+    /// large message: a run of them through `recv_bytes_into` allocates nothing.
+    spare: Vec<u8>,
     /// The last frame was read into its own allocation: the next read into an empty buffer
     /// takes only a header, so a run of large messages is never copied twice.
     direct: bool,
@@ -88,6 +91,7 @@ impl Receiver {
             io,
             fb: FrameBuf::new(capacity, max),
             partial: None,
+            spare: Vec::new(),
             direct: false,
             capacity,
             timeout: None,
@@ -154,7 +158,8 @@ impl Receiver {
                     let Ok(len) = usize::try_from(h.payload_len) else {
                         return Poll::Ready(Err(self.fail(no_memory(usize::MAX))));
                     };
-                    let mut v = Vec::new();
+                    let mut v = std::mem::take(&mut self.spare);
+                    v.clear();
                     if v.try_reserve_exact(len.min(EAGER_ALLOC)).is_err() {
                         return Poll::Ready(Err(self.fail(no_memory(len))));
                     }
@@ -247,13 +252,19 @@ impl Receiver {
 
     /// Polls for one message into `buf`; its length.
     pub(super) fn poll_recv_into(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<Result<usize>> {
-        self.poll_with(cx, |bytes, owned| match owned {
+        let mut replaced = None;
+        let n = ready!(self.poll_with(cx, |bytes, owned| match owned {
             Some(v) => {
-                *buf = v;
-                buf.len()
+                let n = v.len();
+                replaced = Some(std::mem::replace(buf, v));
+                n
             }
             None => copy_into(buf, bytes),
-        })
+        }));
+        if let Some(old) = replaced {
+            self.spare = old;
+        }
+        Poll::Ready(n)
     }
 
     /// Receives one message as a new vector (allocated once, of exactly its size for large
