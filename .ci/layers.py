@@ -21,7 +21,7 @@ LAYERS = [
     ("addresses", ["address"]),
     ("transport", ["transport"]),
     ("connection", ["connection"]),
-    ("endpoints", ["sentinel", "listener", "wait", "handles", "shared"]),
+    ("endpoints", ["sentinel", "listener", "wait", "handles", "shared", "tokio"]),
     ("process", ["process"]),
     ("consumers", ["queue", "pool", "manager"]),
     ("threads", ["dummy"]),

@@ -65,6 +65,9 @@ pub mod queue;
 mod sentinel;
 pub mod shared;
 mod sys;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 mod trace;
 mod transport;
 mod util;

@@ -73,6 +73,14 @@ pub struct Cell {
     /// How many times faster procwire is than CPython (rate ratio, or round-trip ratio for
     /// ping-pong); `null` without a python figure.
     pub speedup_vs_python: Option<f64>,
+    /// The async face (`procwire::tokio`), with `--impl async` on a socket transport; absent
+    /// otherwise.
+    #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
+    pub asynchronous: Option<Figures>,
+    /// The async face's [headline figure](Figures::headline) divided by procwire's: above 1
+    /// it is faster for rates, below 1 for round trips. Absent without an async figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_async_procwire: Option<f64>,
 }
 
 /// One implementation's figures in a cell: the kind follows the cell's workload, or

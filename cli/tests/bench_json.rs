@@ -290,3 +290,32 @@ fn bad_options_are_refused() {
         assert!(!out.stderr.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn impl_async_adds_the_async_face_on_socket_transports_only() {
+    let out = bench(&[
+        "--transports",
+        &format!("tcp,{LOCAL}"),
+        "--sizes",
+        "16",
+        "--duration",
+        "30ms",
+        "--repeat",
+        "1",
+        "--impl",
+        "async",
+        "--json",
+    ]);
+    let v = json_of(&out);
+    typed(&v);
+    for c in v["cells"].as_array().unwrap() {
+        let socket = c["transport"] != "pipe";
+        assert_eq!(c.get("async").is_some(), socket, "{c}");
+        if socket {
+            check_figures(c, "async", 1);
+            positive(&c["ratio_async_procwire"], "async/procwire");
+        } else {
+            assert!(c.get("ratio_async_procwire").is_none(), "{c}");
+        }
+    }
+}

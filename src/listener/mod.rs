@@ -36,13 +36,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The options a [`ListenerBuilder`] and a [`ClientBuilder`] both have: the key and how the
 /// handshake runs, and the options of the connections they make.
 #[derive(Clone, Debug)]
-struct EndpointOptions {
-    key: Option<AuthKey>,
-    legacy: bool,
-    keyless_tcp: bool,
-    keepalive: Option<Duration>,
-    handshake_timeout: Duration,
-    conn: ConnOptions,
+pub(crate) struct EndpointOptions {
+    pub(crate) key: Option<AuthKey>,
+    pub(crate) legacy: bool,
+    pub(crate) keyless_tcp: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) conn: ConnOptions,
 }
 
 impl Default for EndpointOptions {
@@ -61,7 +61,7 @@ impl Default for EndpointOptions {
 impl EndpointOptions {
     /// Refuses a TCP address without a key unless that was allowed; `what` (`listen on`,
     /// `connect to`) and `builder` name the side in the message.
-    fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
+    pub(crate) fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
         if self.key.is_some() || self.keyless_tcp || !matches!(addr, Address::Tcp { .. }) {
             return Ok(());
         }
@@ -74,7 +74,7 @@ impl EndpointOptions {
 
 /// Adds the peer to an error's message: its address, or else (an unnamed Unix socket) the
 /// credentials of its process.
-fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
+pub(crate) fn with_peer(e: Error, peer: &Option<Address>, creds: Option<PeerCredentials>) -> Error {
     let who = describe_peer(peer, creds);
     match e {
         Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!("{m} (peer {who})")),
@@ -94,10 +94,10 @@ fn describe_peer(peer: &Option<Address>, creds: Option<PeerCredentials>) -> Stri
 }
 
 /// Batching limit while handshake replies are gathered into one write (they are far smaller).
-const HANDSHAKE_BATCH: usize = 4 * crate::auth::MAX_HANDSHAKE_MESSAGE as usize;
+pub(crate) const HANDSHAKE_BATCH: usize = 4 * crate::auth::MAX_HANDSHAKE_MESSAGE as usize;
 
 /// A client that went away: end of stream, reset, or a broken pipe on our first write.
-fn hung_up(e: &Error) -> bool {
+pub(crate) fn hung_up(e: &Error) -> bool {
     match e {
         Error::Closed => true,
         Error::Io(io) => matches!(

@@ -21,10 +21,14 @@ fn color(t: Transport) -> &'static str {
     }
 }
 
+/// How many implementations a cell can have.
+const IMPLEMENTATIONS: usize = 4;
+
 /// The implementations of a cell: name, how it is drawn (line, bar opacity), its figures.
-fn implementations(c: &Cell) -> [(&'static str, Dash, f64, Option<&Figures>); 3] {
+fn implementations(c: &Cell) -> [(&'static str, Dash, f64, Option<&Figures>); IMPLEMENTATIONS] {
     [
         ("procwire", Dash::Solid, 1.0, Some(&c.procwire)),
+        ("async", Dash::LongShort, 0.75, c.asynchronous.as_ref()),
         ("raw", Dash::Dashed, 0.55, Some(&c.raw)),
         ("python", Dash::Dotted, 0.25, c.python.as_ref()),
     ]
@@ -69,7 +73,7 @@ fn sized_chart(r: &BenchReport, w: Workload, title: &str, y: &str) -> String {
     let mut series: Vec<Series> = Vec::new();
     for &t in &r.transports {
         let cells: Vec<&Cell> = r.cells.iter().filter(|c| c.workload == w && c.transport == t).collect();
-        for i in 0..3 {
+        for i in 0..IMPLEMENTATIONS {
             let mut name = "";
             let mut dash = Dash::Solid;
             let mut points = Vec::new();

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Also run CPython's multiprocessing.connection on the same workloads (needs python3).
     #[arg(long)]
     compare_python: bool,
+    /// Also measure these implementations beside procwire and raw: `async` (the same workloads
+    /// over `procwire::tokio` on a current-thread runtime; Unix sockets and TCP only).
+    #[arg(long = "impl", value_enum, value_delimiter = ',', value_name = "LIST")]
+    also: Vec<Extra>,
     /// The Python interpreter for --compare-python.
     #[arg(long, default_value = "python3", value_name = "PATH")]
     python: String,
@@ -115,12 +119,20 @@ fn roles(w: Workload) -> (Role, Role) {
     }
 }
 
+/// Implementations `--impl` adds to procwire and raw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Extra {
+    /// `procwire::tokio`.
+    Async,
+}
+
 /// Who runs a workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {
     Procwire,
     Raw,
     Python,
+    Async,
 }
 
 impl Impl {
@@ -129,6 +141,7 @@ impl Impl {
             Impl::Procwire => "procwire",
             Impl::Raw => "raw",
             Impl::Python => "python",
+            Impl::Async => "async",
         }
     }
 }
@@ -220,6 +233,8 @@ pub struct Cell {
     pub raw: Result<Stats, String>,
     /// None when Python is not compared (or cannot run this workload).
     pub python: Option<Result<Stats, String>>,
+    /// None without `--impl async` (or on a transport it does not serve).
+    pub asynchronous: Option<Result<Stats, String>>,
 }
 
 /// Everything a bench run found, and under what conditions.
@@ -300,6 +315,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         if python.is_some() && w != Workload::Batched && !matches!(t, Transport::Inproc | Transport::Shm) {
             v.push(Impl::Python);
         }
+        if args.also.contains(&Extra::Async)
+            && matches!(t, Transport::Unix | Transport::UnixAbstract | Transport::Tcp)
+        {
+            v.push(Impl::Async);
+        }
         v
     };
     let total: u64 = plan.iter().map(|&(t, w, _)| imps_of(t, w).len() as u64 * u64::from(args.repeat)).sum();
@@ -344,17 +364,24 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
                 bar.inc(1);
             }
         }
-        let mut stats = results.into_iter().map(|r| r.map(|reps| Stats { reps }));
-        let (Some(procwire), Some(raw)) = (stats.next(), stats.next()) else {
+        let mut stats: Vec<_> =
+            imps.into_iter().zip(results.into_iter().map(|r| r.map(|reps| Stats { reps }))).collect();
+        let mut take =
+            |imp: Impl| stats.iter().position(|(i, _)| *i == imp).map(|at| stats.swap_remove(at).1);
+        let (Some(procwire), Some(raw)) = (take(Impl::Procwire), take(Impl::Raw)) else {
             unreachable!("procwire and raw always run")
         };
-        cells.push(Cell { transport: t, workload: w, size, procwire, raw, python: stats.next() });
+        let (python, asynchronous) = (take(Impl::Python), take(Impl::Async));
+        cells.push(Cell { transport: t, workload: w, size, procwire, raw, python, asynchronous });
     }
     bar.finish_and_clear();
 
-    let failed = cells
-        .iter()
-        .any(|c| c.procwire.is_err() || c.raw.is_err() || c.python.as_ref().is_some_and(|p| p.is_err()));
+    let failed = cells.iter().any(|c| {
+        c.procwire.is_err()
+            || c.raw.is_err()
+            || c.python.as_ref().is_some_and(|p| p.is_err())
+            || c.asynchronous.as_ref().is_some_and(|p| p.is_err())
+    });
     let rep = Report {
         duration: args.duration,
         repeat: args.repeat,

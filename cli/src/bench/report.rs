@@ -26,6 +26,14 @@ fn ratio(c: &Cell) -> Option<f64> {
     }
 }
 
+/// async / procwire of the headline figure, in the same sense as [`ratio`].
+fn ratio_async(c: &Cell) -> Option<f64> {
+    match (&c.procwire, c.asynchronous.as_ref()?) {
+        (Ok(p), Ok(a)) => Some(a.headline() / p.headline()),
+        _ => None,
+    }
+}
+
 /// How many times faster procwire is than Python.
 fn speedup(c: &Cell) -> Option<f64> {
     match (&c.procwire, c.python.as_ref()?) {
@@ -78,6 +86,8 @@ pub fn document(r: &Report) -> schema::BenchReport {
             python: c.python.as_ref().map(|p| figures(c, p)),
             ratio_procwire_raw: finite(ratio(c)),
             speedup_vs_python: finite(speedup(c)),
+            asynchronous: c.asynchronous.as_ref().map(|a| figures(c, a)),
+            ratio_async_procwire: finite(ratio_async(c)),
         })
         .collect();
     schema::BenchReport {
@@ -160,6 +170,20 @@ fn latency_cells(r: &Result<Stats, String>) -> [String; 2] {
     }
 }
 
+/// The async column's cells of a row (`figures` of its stats, then async/pw); blank where
+/// it did not run.
+fn async_cells<const N: usize>(
+    c: &Cell,
+    figures: impl Fn(&Result<Stats, String>) -> [String; N],
+) -> Vec<String> {
+    let mut row = match &c.asynchronous {
+        Some(a) => figures(a).to_vec(),
+        None => vec![String::new(); N],
+    };
+    row.push(opt_ratio(ratio_async(c), ""));
+    row
+}
+
 fn opt_ratio(x: Option<f64>, suffix: &str) -> String {
     x.filter(|x| x.is_finite()).map_or_else(String::new, |x| format!("{x:.2}{suffix}"))
 }
@@ -167,10 +191,14 @@ fn opt_ratio(x: Option<f64>, suffix: &str) -> String {
 /// The report as tables, one per workload.
 pub fn tables(r: &Report) -> String {
     let py = r.python.is_some();
+    let with_async = r.cells.iter().any(|c| c.asynchronous.is_some());
     let mut out = String::new();
     let mut imps = vec!["procwire", "raw"];
     if py {
         imps.push("python");
+    }
+    if with_async {
+        imps.push("async");
     }
     out.push_str(&format!(
         "procwire bench {}: {} {}, {} CPUs{}{}\n",
@@ -229,6 +257,9 @@ pub fn tables(r: &Report) -> String {
         if with_py {
             header.extend(["python", "MB/s", "pw speed-up"]);
         }
+        if with_async {
+            header.extend(["async", "MB/s", "async/pw"]);
+        }
         let rows = of(w)
             .map(|c| {
                 let s = c.size.unwrap_or(0);
@@ -244,6 +275,9 @@ pub fn tables(r: &Report) -> String {
                 if let (true, Some(p)) = (with_py, &c.python) {
                     row.extend([rate_cell(p, "/s"), mbps_cell(p, s), opt_ratio(speedup(c), "x")]);
                 }
+                if with_async {
+                    row.extend(async_cells(c, |a| [rate_cell(a, "/s"), mbps_cell(a, s)]));
+                }
                 row
             })
             .collect();
@@ -253,6 +287,9 @@ pub fn tables(r: &Report) -> String {
     let mut header = vec!["transport", "size", "procwire", "p99", "raw", "p99", "pw/raw"];
     if py {
         header.extend(["python", "p99", "pw speed-up"]);
+    }
+    if with_async {
+        header.extend(["async", "p99", "async/pw"]);
     }
     let rows = of(Workload::PingPong)
         .map(|c| {
@@ -264,6 +301,9 @@ pub fn tables(r: &Report) -> String {
                 row.extend(latency_cells(p));
                 row.push(opt_ratio(speedup(c), "x"));
             }
+            if with_async {
+                row.extend(async_cells(c, latency_cells));
+            }
             row
         })
         .collect();
@@ -272,6 +312,9 @@ pub fn tables(r: &Report) -> String {
     let mut header = vec!["transport", "procwire (authkey)", "raw (no auth)", "pw/raw"];
     if py {
         header.extend(["python (authkey)", "pw speed-up"]);
+    }
+    if with_async {
+        header.extend(["async (authkey)", "async/pw"]);
     }
     let rows = of(Workload::Connect)
         .map(|c| {
@@ -283,6 +326,9 @@ pub fn tables(r: &Report) -> String {
             ];
             if let Some(p) = &c.python {
                 row.extend([rate_cell(p, "/s"), opt_ratio(speedup(c), "x")]);
+            }
+            if with_async {
+                row.extend(async_cells(c, |a| [rate_cell(a, "/s")]));
             }
             row
         })
@@ -298,6 +344,12 @@ pub fn tables(r: &Report) -> String {
         "\nraw: a hand-written loop over std sockets: 4-byte big-endian length and payload in one write,\n\
          read_exact of the length, then of the payload. MB/s counts payload bytes (1 MB = 10^6 bytes).\n",
     );
+    if with_async {
+        out.push_str(
+            "async: the same workloads over procwire::tokio (current-thread runtime); async/pw: its\n\
+             figure over procwire's (rates: above 1 is faster; round trips: below 1 is faster).\n",
+        );
+    }
     if py {
         out.push_str(
             "python: CPython's multiprocessing.connection (send_bytes/recv_bytes, Listener/Client with an\n\
@@ -314,12 +366,17 @@ pub fn tables(r: &Report) -> String {
                 c.workload.name(),
                 c.size.map_or_else(String::new, |s| format!(" {}", size(s)))
             );
-            [("procwire", Some(&c.procwire)), ("raw", Some(&c.raw)), ("python", c.python.as_ref())]
-                .into_iter()
-                .filter_map(move |(imp, r)| match r {
-                    Some(Err(e)) => Some(format!("  {what} {imp}: {e}\n")),
-                    _ => None,
-                })
+            [
+                ("procwire", Some(&c.procwire)),
+                ("raw", Some(&c.raw)),
+                ("python", c.python.as_ref()),
+                ("async", c.asynchronous.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(move |(imp, r)| match r {
+                Some(Err(e)) => Some(format!("  {what} {imp}: {e}\n")),
+                _ => None,
+            })
         })
         .collect();
     if !failures.is_empty() {

@@ -155,7 +155,7 @@ impl Runner {
                 c.arg("-c").arg(PEER_PY);
                 c
             }
-            Impl::Procwire | Impl::Raw => {
+            Impl::Procwire | Impl::Raw | Impl::Async => {
                 let mut c = Command::new(&self.exe);
                 c.arg("__worker").arg(imp.name());
                 c

@@ -22,6 +22,7 @@ pub enum Dash {
     Solid,
     Dashed,
     Dotted,
+    LongShort,
 }
 
 impl Dash {
@@ -30,6 +31,7 @@ impl Dash {
             Dash::Solid => r#"stroke-width="2.5""#,
             Dash::Dashed => r#"stroke-width="1.8" stroke-dasharray="7 4""#,
             Dash::Dotted => r#"stroke-width="1.8" stroke-dasharray="2 3""#,
+            Dash::LongShort => r#"stroke-width="1.8" stroke-dasharray="7 3 2 3""#,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! One side of a benchmark run, in its own process: `procwire __worker IMPL ROLE SIZE
 //! DURATION_NS ENDPOINT`, started by `procwire bench`.
 //!
-//! IMPL is `procwire` or `raw` (a hand-written loop over std sockets: a 4-byte big-endian
-//! length, one write per message, `read_exact` on the other side; in batched mode the same
-//! through a `BufWriter`/`BufReader` of procwire's batch size). ENDPOINT is `listen:ADDR`,
+//! IMPL is `procwire`, `async` (the same roles over `procwire::tokio`, sockets only; see
+//! `asynch`) or `raw` (a hand-written loop over std sockets: a 4-byte big-endian length, one
+//! write per message, `read_exact` on the other side; in batched mode the same through a
+//! `BufWriter`/`BufReader` of procwire's batch size). ENDPOINT is `listen:ADDR`,
 //! `connect:ADDR` or `inherit` (a pipe end passed with `Connection::pass_to_child`), or
 //! `inproc`: both sides in this one process, on two threads, the active ROLE on this one and
 //! its passive partner on another (procwire: `procwire::dummy::pipe`; raw: a byte stream over
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Failure;
 
+mod asynch;
+
 /// The environment variable naming an inherited pipe end.
 pub const CONN_VAR: &str = "PROCWIRE_BENCH_CONN";
 /// The environment variable holding the run's authkey, in hex.
@@ -39,7 +42,7 @@ pub const PING_WARMUP: usize = 10;
 /// Arguments of the hidden worker subcommand.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// procwire or raw.
+    /// procwire, async or raw.
     imp: String,
     /// What this side does (see [`Role`]).
     role: String,
@@ -235,6 +238,7 @@ pub fn run(args: &WorkerArgs) -> Result<(), Failure> {
         match args.imp.as_str() {
             "procwire" => procwire_side(&spec, &endpoint).map_err(|e| e.to_string()),
             "raw" => raw::run(&spec, &endpoint),
+            "async" => asynch::run(&spec, &endpoint).map_err(|e| e.to_string()),
             other => Err(format!("unknown implementation {other:?}")),
         }
     })();

@@ -1,0 +1,175 @@
+//! [`Client`] and [`ClientBuilder`]: connecting, with retries, and the client's handshake.
+
+use std::io;
+use std::time::Duration;
+
+use ::tokio::time::Instant;
+
+use super::Connection;
+use super::stream::{Socket, connect};
+use crate::auth::{AuthKey, Role};
+use crate::listener::{DEFAULT_CONNECT_TIMEOUT, EndpointOptions, hung_up, with_peer};
+use crate::{Address, Error, Result, ToAddress};
+
+/// Options for [`Client::connect`]; get one from [`Client::builder`]. The same options as
+/// the blocking [`ClientBuilder`](crate::ClientBuilder), with the same defaults.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoint: EndpointOptions,
+    connect_timeout: Duration,
+    wait: Option<Duration>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoint: EndpointOptions::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Answers the listener's challenge with `key` and challenges it back; see
+    /// [`crate::ClientBuilder::authkey`] for the rules without one.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.endpoint.key = Some(key.into());
+        self
+    }
+
+    /// Allows connecting to a TCP address without an authkey (default: refused).
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.endpoint.keyless_tcp = allow;
+        self
+    }
+
+    /// TCP keepalive, probing after `idle` of silence (default: off).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.endpoint.keepalive = idle;
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.endpoint.legacy = allow;
+        self
+    }
+
+    /// How long one connection attempt may take (default 20 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
+    /// refused, socket file missing), for a listener that is still starting.
+    pub fn wait_for_listener(mut self, t: Duration) -> Self {
+        self.wait = Some(t);
+        self
+    }
+
+    /// How long the handshake may take (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.endpoint.handshake_timeout = t;
+        self
+    }
+
+    /// The largest message the connection receives (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.endpoint.conn.max_message_size = max;
+        self
+    }
+
+    /// The connection's read timeout (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.endpoint.conn.read_timeout = t;
+        self
+    }
+
+    /// The connection's write timeout (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.endpoint.conn.write_timeout = t;
+        self
+    }
+
+    /// Connects to `addr` and runs the handshake. A TCP address without an authkey is an
+    /// [`Error::InvalidInput`] unless allowed; a `pipe:` or `inproc:` address is an
+    /// [`Error::InvalidAddress`].
+    pub async fn connect(self, addr: impl ToAddress) -> Result<Connection> {
+        let addr = &addr.to_address()?;
+        self.endpoint.check_keyless(addr, "connect to", "ClientBuilder")?;
+        let socket = self.open(addr).await?;
+        if let Some(idle) = self.endpoint.keepalive {
+            socket.set_keepalive(idle)?;
+        }
+        let mut conn = Connection::for_handshake(socket);
+        match &self.endpoint.key {
+            Some(key) => {
+                let peer = Some(addr.clone());
+                let mut hs = super::handshake::new(Role::Client, key, self.endpoint.legacy)?;
+                let deadline = Instant::now() + self.endpoint.handshake_timeout;
+                super::handshake::run(&mut conn, &mut hs, deadline, &mut false).await.map_err(|e| {
+                    // A listener that refuses us closes with our early challenge unread, which
+                    // some systems turn into a reset that overtakes its #FAILURE#.
+                    let e = if hung_up(&e) {
+                        Error::AuthenticationFailed(format!(
+                            "the listener closed the connection during the handshake ({e})"
+                        ))
+                    } else {
+                        e
+                    };
+                    crate::trace::event!(WARN, address = %addr, error = %e, "client handshake failed");
+                    with_peer(e, &peer, None)
+                })?;
+            }
+            None => conn.parts().1.refuse_challenge = true,
+        }
+        conn.finish_handshake(&self.endpoint.conn);
+        Ok(conn)
+    }
+
+    async fn open(&self, addr: &Address) -> Result<Socket> {
+        let give_up = self.wait.map(|w| Instant::now() + w);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = ::tokio::time::timeout(self.connect_timeout, connect(addr)).await;
+            match attempt {
+                Ok(Ok(s)) => return Ok(s),
+                Err(_) => return Err(Error::Timeout(format!("connecting to {addr}"))),
+                Ok(Err(Error::Io(e))) => {
+                    let not_up =
+                        matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound);
+                    if not_up && give_up.is_some_and(|g| Instant::now() + pause < g) {
+                        ::tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
+                    return Err(Error::Io(crate::error::io_context(
+                        e,
+                        format_args!("cannot connect to {addr}"),
+                    )));
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Connects to a [`Listener`](super::Listener) or any procwire or CPython listener, the async
+/// twin of [`procwire::Client`](crate::Client).
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Options for connecting: authkey, timeouts, retry, limits.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to `addr` with default options and **no authentication**; TCP is refused.
+    pub async fn connect(addr: impl ToAddress) -> Result<Connection> {
+        Client::builder().connect(addr).await
+    }
+}

@@ -1,0 +1,277 @@
+//! [`Listener`] and [`ListenerBuilder`]: accepting connections, each handshake in its own task.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ::tokio::task::{AbortHandle, JoinSet};
+use ::tokio::time::{Instant, Sleep};
+
+use super::Connection;
+use super::stream::{Acceptor, Socket};
+use crate::auth::{AuthKey, Role};
+use crate::listener::{EndpointOptions, hung_up, with_peer};
+use crate::{Address, Error, Result, ToAddress};
+
+/// How long the listening socket rests after the OS refused an accept for lack of resources.
+const RESOURCE_REST: Duration = Duration::from_millis(100);
+
+/// Options for [`Listener::bind`]; get one from [`Listener::builder`]. The same options as
+/// the blocking [`ListenerBuilder`](crate::ListenerBuilder), with the same defaults.
+#[derive(Clone, Debug)]
+pub struct ListenerBuilder {
+    endpoint: EndpointOptions,
+    backlog: i32,
+    max_pending: usize,
+    mode: u32,
+}
+
+impl Default for ListenerBuilder {
+    fn default() -> Self {
+        ListenerBuilder { endpoint: EndpointOptions::default(), backlog: 128, max_pending: 1024, mode: 0o600 }
+    }
+}
+
+impl ListenerBuilder {
+    /// Requires clients to prove they hold `key`; see [`crate::ListenerBuilder::authkey`]
+    /// for the rules without one (refused for TCP unless allowed).
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.endpoint.key = Some(key.into());
+        self
+    }
+
+    /// Allows binding a TCP address without an authkey (default: refused).
+    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
+        self.endpoint.keyless_tcp = allow;
+        self
+    }
+
+    /// TCP keepalive on every accepted TCP connection, probing after `idle` (default: off).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.endpoint.keepalive = idle;
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
+    #[cfg(feature = "legacy-md5")]
+    pub fn legacy_md5(mut self, allow: bool) -> Self {
+        self.endpoint.legacy = allow;
+        self
+    }
+
+    /// The length of the kernel's queue of connections not yet accepted (default 128).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// How long a client may take to complete the handshake (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.endpoint.handshake_timeout = t;
+        self
+    }
+
+    /// How many handshakes may be under way at once (default 1024). A new connection that
+    /// finds that many is still taken: the handshake that started first is dropped for it and
+    /// reported by [`accept`](Listener::accept) as an [`Error::Timeout`], so silent peers
+    /// cannot hold the table until their handshake timeout.
+    pub fn max_pending_handshakes(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+
+    /// The largest message accepted connections receive (default 64 MiB).
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.endpoint.conn.max_message_size = max;
+        self
+    }
+
+    /// Permission bits of the socket file of a Unix path address (default `0o600`); see
+    /// [`crate::ListenerBuilder::socket_mode`].
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The read timeout of accepted connections (default none).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.endpoint.conn.read_timeout = t;
+        self
+    }
+
+    /// The write timeout of accepted connections (default none).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.endpoint.conn.write_timeout = t;
+        self
+    }
+
+    /// Binds and listens on `addr` (Unix sockets and TCP; a `pipe:` or `inproc:` address is
+    /// an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
+    pub async fn bind(self, addr: impl ToAddress) -> Result<Listener> {
+        let addr = &addr.to_address()?;
+        self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")?;
+        let (acceptor, address) =
+            Acceptor::bind(addr, crate::transport::BindOptions { backlog: self.backlog, mode: self.mode })
+                .await?;
+        Ok(Listener {
+            acceptor,
+            address,
+            max_pending: self.max_pending,
+            endpoint: Arc::new(self.endpoint),
+            handshakes: JoinSet::new(),
+            started: VecDeque::new(),
+            rest: None,
+        })
+    }
+}
+
+/// What one handshake task ends with: a connection, a refusal, or nothing (a peer that hung
+/// up without a word: a liveness probe, a port scan).
+type Outcome = Option<Result<Connection>>;
+
+/// Accepts connections, the async twin of [`procwire::Listener`](crate::Listener).
+///
+/// Every accepted socket's handshake runs in its own task on the runtime, with its own
+/// deadline: [`accept`](Listener::accept) returns whichever connection is authenticated
+/// first, and a client that connects and stays silent delays no one.
+pub struct Listener {
+    acceptor: Acceptor,
+    address: Address,
+    max_pending: usize,
+    endpoint: Arc<EndpointOptions>,
+    handshakes: JoinSet<Outcome>,
+    /// The handshakes in the order they started, to drop the oldest when the table is full.
+    started: VecDeque<AbortHandle>,
+    /// After the OS refused an accept for lack of resources, the socket rests until this fires.
+    rest: Option<Pin<Box<Sleep>>>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authkey", &self.endpoint.key.is_some())
+            .field("handshakes", &self.handshakes.len())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Options for binding: authkey, backlog, timeouts, limits.
+    pub fn builder() -> ListenerBuilder {
+        ListenerBuilder::default()
+    }
+
+    /// Binds `addr` with default options and **no authentication**; TCP is refused.
+    pub async fn bind(addr: impl ToAddress) -> Result<Listener> {
+        Listener::builder().bind(addr).await
+    }
+
+    /// The address the listener is bound to: the real port after binding TCP port 0.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Waits for the next connection that completes its handshake.
+    ///
+    /// An error concerns one client only (wrong key: [`Error::AuthenticationFailed`]; a
+    /// stalled handshake: [`Error::Timeout`]), except an [`Error::Io`] from the listening
+    /// socket itself (out of descriptors: the socket then rests 100 ms). Keep calling it to
+    /// serve everyone. Cancel-safe: handshakes go on in their tasks, and a finished one waits
+    /// for the next call.
+    pub async fn accept(&mut self) -> Result<Connection> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
+        loop {
+            if let Poll::Ready(Some(done)) = self.handshakes.poll_join_next(cx) {
+                match done {
+                    Ok(Some(r)) => return Poll::Ready(r),
+                    Ok(None) => continue,
+                    Err(e) if e.is_cancelled() => {
+                        return Poll::Ready(Err(Error::Timeout(format!(
+                            "in the handshake: dropped for a new connection, as {} handshakes were \
+                             pending (max_pending_handshakes) and this one had started first",
+                            self.max_pending
+                        ))));
+                    }
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+            if let Some(rest) = &mut self.rest {
+                if rest.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.rest = None;
+            }
+            match self.acceptor.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(socket)) => self.start(socket),
+                Poll::Ready(Err(e)) => {
+                    self.rest = Some(Box::pin(::tokio::time::sleep(RESOURCE_REST)));
+                    return Poll::Ready(Err(Error::Io(crate::error::io_context(
+                        e,
+                        format_args!("accept failed, pausing for {RESOURCE_REST:?}"),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Starts the handshake of a new connection in its own task.
+    fn start(&mut self, socket: Socket) {
+        while self.started.front().is_some_and(AbortHandle::is_finished) {
+            self.started.pop_front();
+        }
+        if self.handshakes.len() >= self.max_pending
+            && let Some(oldest) = self.started.pop_front()
+        {
+            oldest.abort();
+        }
+        let endpoint = self.endpoint.clone();
+        let handle = self.handshakes.spawn(accept_one(socket, endpoint));
+        self.started.push_back(handle);
+    }
+}
+
+/// Authenticates one accepted connection (or takes it as it is, without a key).
+async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
+    let peer = socket.peer_addr();
+    if let Some(idle) = endpoint.keepalive
+        && let Err(e) = socket.set_keepalive(idle)
+    {
+        return Some(Err(Error::Io(e)));
+    }
+    let mut conn = Connection::for_handshake(socket);
+    if let Some(key) = &endpoint.key {
+        let deadline = Instant::now() + endpoint.handshake_timeout;
+        let mut heard = false;
+        let mut hs = match super::handshake::new(Role::Listener, key, endpoint.legacy) {
+            Ok(hs) => hs,
+            Err(e) => return Some(Err(e)),
+        };
+        match super::handshake::run(&mut conn, &mut hs, deadline, &mut heard).await {
+            Ok(()) => {}
+            Err(e) if hung_up(&e) && !heard => return None,
+            Err(e) => {
+                let e = if hung_up(&e) {
+                    Error::AuthenticationFailed(format!(
+                        "the client hung up during the handshake ({e}) while {}",
+                        hs.waiting_for()
+                    ))
+                } else {
+                    e
+                };
+                crate::trace::event!(WARN, error = %e, "handshake failed");
+                return Some(Err(with_peer(e, &peer, None)));
+            }
+        }
+    }
+    conn.finish_handshake(&endpoint.conn);
+    Some(Ok(conn))
+}

@@ -1,0 +1,92 @@
+//! The async face, for a tokio runtime (cargo feature `tokio`): [`Listener`], [`Client`] and
+//! [`Connection`] as futures, speaking the same protocol as the blocking ones.
+//!
+//! The framing ([`crate::codec`]) and the handshake ([`crate::auth`]) are the very code the
+//! blocking endpoints drive: only the waiting is different. So an async endpoint talks to a
+//! blocking procwire one and to CPython's `multiprocessing.connection` with the same authkey,
+//! with the same rules: keyless TCP refused unless allowed, handshake messages capped at 256
+//! bytes, a maximum message size checked before anything is allocated, handshake and connect
+//! timeouts, optional HMAC-MD5 for CPython 3.11 (`legacy-md5`). Typed messages are CBOR, as
+//! [`send`](Connection::send) and [`recv`](Connection::recv) on the blocking side.
+//!
+//! ```no_run
+//! use procwire::tokio::{Client, Listener};
+//! # async fn run() -> procwire::Result<()> {
+//! let mut listener = Listener::builder().authkey("secret").bind("unix:/tmp/app.sock").await?;
+//! tokio::spawn(async move {
+//!     while let Ok(mut conn) = listener.accept().await {
+//!         tokio::spawn(async move {
+//!             while let Ok(msg) = conn.recv_bytes().await {
+//!                 if conn.send_bytes(&msg).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         });
+//!     }
+//! });
+//! let mut conn = Client::builder().authkey("secret").connect("unix:/tmp/app.sock").await?;
+//! conn.send(&("add", 1, 2)).await?;
+//! let echoed: (String, i32, i32) = conn.recv().await?;
+//! # let _ = echoed; Ok(()) }
+//! ```
+//!
+//! The listener runs each client's handshake in its own task: [`Listener::accept`] returns
+//! whichever connection is authenticated first, so a client that connects and stays silent
+//! delays no one. [`Connection::into_split`] gives an owned [`Sender`] and [`Receiver`] for
+//! two tasks; a [`Connection`] or [`Receiver`] is also a `futures` [`Stream`] of messages,
+//! and a [`Connection`] or [`Sender`] a [`Sink`] of them.
+//!
+//! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
+//! (`pipe:` addresses) are not served by the async face yet: binding or connecting one is an
+//! [`Error::InvalidAddress`] (the blocking endpoints serve
+//! them); neither are `inproc:` addresses.
+//!
+//! # Cancel safety
+//!
+//! - **Receiving** ([`recv_bytes`](Connection::recv_bytes),
+//!   [`recv_bytes_into`](Connection::recv_bytes_into), [`recv`](Connection::recv), the
+//!   stream) is cancel-safe: every byte read is kept in the receiver, and a message leaves it
+//!   only whole. A receive dropped half-way through a message (by `tokio::time::timeout`, a
+//!   `select!`) loses nothing: the next receive returns the whole message.
+//! - **Sending** never leaves half a message in front of another. A send dropped before it
+//!   finished keeps the unwritten rest of its message in the sender; the next send or
+//!   [`flush`](Connection::flush) writes that rest first, so the peer receives the message
+//!   whole. Whether a dropped send's message goes out is therefore decided by what follows:
+//!   a later send or flush completes it; dropping the connection instead leaves the peer a
+//!   stream that ends inside a message ([`Error::Truncated`] there).
+//!   A failed write (an I/O error) ends sending on that connection.
+//! - [`Listener::accept`] is cancel-safe: handshakes run in their own tasks, and one that
+//!   finished waits for the next `accept`.
+//!
+//! [`Stream`]: futures_core::Stream
+//! [`Sink`]: futures_sink::Sink
+
+mod client;
+mod connection;
+mod fast;
+mod handshake;
+mod listener;
+mod recv;
+mod send;
+mod stream;
+
+use std::time::Duration;
+
+pub use client::{Client, ClientBuilder};
+pub use connection::Connection;
+pub use listener::{Listener, ListenerBuilder};
+pub use recv::Receiver;
+pub use send::{DEFAULT_BATCH, Sender};
+
+use crate::{Error, Result};
+
+/// Runs `fut` within `timeout`, an [`Error::Timeout`] saying `what` when it runs out. Every
+/// future given here is cancel-safe, so nothing is lost when it does.
+async fn timed<T>(timeout: Option<Duration>, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match timeout {
+        None => fut.await,
+        Some(t) => ::tokio::time::timeout(t, fut)
+            .await
+            .unwrap_or_else(|_| Err(Error::Timeout(format!("{what} (timeout {t:?})")))),
+    }
+}
