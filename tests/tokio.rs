@@ -120,6 +120,12 @@ async fn keyless_rules_are_the_blocking_ones() {
     // Named pipes are refused with a typed error, not served half-way.
     let e = Listener::bind("pipe:procwire-async").await.unwrap_err();
     assert!(matches!(e, Error::InvalidAddress { .. }), "{e}");
+    // So are shared-memory addresses, on both sides.
+    let shm = Address::fresh(Family::Shm).unwrap();
+    let e = Listener::builder().authkey(KEY).bind(&shm).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidAddress { .. }), "{e}");
+    let e = Client::builder().authkey(KEY).connect(&shm).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidAddress { .. }), "{e}");
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ fn unsupported(addr: &Address) -> Option<Error> {
     let reason = match addr {
         Address::Pipe(_) => "the tokio face does not serve Windows named pipes yet; use a tcp: address",
         Address::InProc(_) => "in-process addresses have no socket for tokio to wait on",
+        Address::Shm(_) => {
+            "the tokio face does not serve shared-memory connections (shm:) yet; use unix: or tcp:"
+        }
         #[cfg(not(unix))]
         Address::Unix(_) | Address::UnixAbstract(_) => "Unix sockets are not available here",
         _ => return None,
