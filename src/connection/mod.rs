@@ -480,6 +480,11 @@ impl ConnOptions {
 
 /// The connection's socket or pipe descriptor.
 ///
+/// For a shared-memory connection (`shm:`, [`PipeKind::SharedMemory`](crate::PipeKind)) it is
+/// the doorbell socket, which is readable only while a receive, [`poll_timeout`](Connection::poll_timeout)
+/// or [`wait`](crate::wait()) of this connection waits: messages arrive in memory, not on it.
+/// A poll loop of your own would miss them; wait for such connections with [`crate::wait()`].
+///
 /// # Panics
 ///
 /// An in-process connection ([`crate::dummy::pipe`], `inproc:` addresses) has no descriptor:

@@ -114,8 +114,17 @@ impl Mapping {
         Mapping::create(len)
     }
 
-    /// See the Linux version.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    /// Elsewhere than Linux and Apple's systems a peer could shrink the object under our
+    /// mapping (no seals, and POSIX shared memory may be resized), turning our next access
+    /// into SIGBUS: shared-memory connections are refused there.
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+    pub(crate) fn create_passable(_len: usize) -> io::Result<Mapping> {
+        Err(unsealable())
+    }
+
+    /// See the Linux version. Apple's systems refuse to resize a POSIX shared memory object
+    /// once its size is set, so the peer cannot shrink it.
+    #[cfg(target_vendor = "apple")]
     pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
         use std::os::fd::FromRawFd;
         let mut random = [0u8; 8];
@@ -144,6 +153,8 @@ impl Mapping {
     /// Linux only a memory file sealed against shrinking is taken: the sender could otherwise
     /// shrink it under our mapping and turn our next access into SIGBUS.
     pub(crate) fn adopt(fd: OwnedFd) -> io::Result<Mapping> {
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+        return Err(unsealable());
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             // SAFETY: a valid descriptor; F_GET_SEALS takes no argument.
@@ -327,4 +338,13 @@ fn timed_lock(_m: *mut libc::pthread_mutex_t, _t: std::time::Duration) -> io::Re
 
 fn check(r: libc::c_int) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
+}
+
+/// Why a shared-memory connection is refused where a region cannot be protected.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn unsealable() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "shared-memory connections need Linux (sealed memory files) or macOS: here a peer could shrink the region",
+    )
 }

@@ -17,7 +17,7 @@ use crate::util::{lock, wait_deadline};
 
 /// The longest one sleep lasts before the sleeper looks at its ring again even if nobody rang:
 /// a bound on the cost of a wake-up lost in a way not foreseen here.
-const RECHECK: Duration = Duration::from_millis(100);
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
 
 /// The socket under a shared-memory stream, as doorbell and liveness signal.
 #[derive(Debug)]
@@ -73,7 +73,9 @@ impl Doorbell {
     /// Reads and discards the doorbell bytes there are, and notes end of file.
     fn read_rung(&self) {
         let mut buf = [0u8; 64];
-        loop {
+        // A bounded number of reads: a peer that keeps ringing cannot keep us here (what is
+        // left is taken at the next drain).
+        for _ in 0..16 {
             match self.socket.read(&mut buf, Some(Instant::now())) {
                 Ok(0) => {
                     self.closed.store(true, Ordering::Release);
@@ -99,7 +101,11 @@ impl Doorbell {
         let until = Some(deadline.map_or(recheck, |d| d.min(recheck)));
         let mut polling = lock(&self.polling);
         if *polling {
-            // The leader polls for both and signals after each wake-up.
+            // The leader polls for both and signals after each wake-up, under this lock: if
+            // it took our byte before we got here, the ring says so now.
+            if ready() {
+                return Ok(());
+            }
             let _ = wait_deadline(&self.woken, polling, until);
             return Ok(());
         }

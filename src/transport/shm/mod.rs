@@ -92,8 +92,11 @@ impl Stream {
     /// row that found nothing, only one in [`SPIN_PROBE`] spins: where the peer does not
     /// answer within the window (it is idle, or not running) a spin only costs time, and a
     /// sleep with a doorbell wakes sooner than a yield.
-    fn spin(&self, mut ready: impl FnMut() -> bool) {
-        let window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
+    fn spin(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) {
+        let mut window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
+        if let Some(d) = deadline {
+            window = window.min(d.saturating_duration_since(Instant::now()));
+        }
         let misses = self.misses.load(Ordering::Relaxed);
         if window.is_zero() || (misses >= SPIN_MISSES && !misses.is_multiple_of(SPIN_PROBE)) {
             self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
@@ -145,7 +148,7 @@ impl Stream {
             }
             if !spun {
                 spun = true;
-                self.spin(|| rx.available().map_or(true, |n| n > 0));
+                self.spin(deadline, || rx.available().map_or(true, |n| n > 0) || self.bell.closed());
                 continue;
             }
             if !rx.start_waiting()? {
@@ -181,7 +184,7 @@ impl Stream {
             }
             if !spun {
                 spun = true;
-                self.spin(|| tx.has_room() || self.bell.closed());
+                self.spin(deadline, || tx.has_room() || self.bell.closed());
                 continue;
             }
             if !tx.start_waiting()? {
@@ -317,7 +320,15 @@ pub(crate) fn wait_many(
 ) -> io::Result<Vec<usize>> {
     let result = (|| loop {
         let mut ready: Vec<usize> = shm.iter().filter(|(_, s)| s.arm()).map(|(i, _)| *i).collect();
-        let until = if ready.is_empty() { deadline } else { Some(Instant::now()) };
+        // Another thread of a stream (the other half of a split connection, sleeping in its
+        // doorbell) may take the byte meant for this wait: look at the rings again now and
+        // then, as every doorbell sleep does.
+        let recheck = Instant::now() + doorbell::RECHECK;
+        let until = if ready.is_empty() {
+            Some(deadline.map_or(recheck, |d| d.min(recheck)))
+        } else {
+            Some(Instant::now())
+        };
         let mut polled = os_wait(until)?;
         polled.retain(|i| match shm.iter().find(|(j, _)| j == i) {
             Some((_, s)) => s.settle(),

@@ -101,8 +101,12 @@ struct Ring {
     capacity: usize,
 }
 
-// SAFETY: the pointers lead into a shared mapping whose accesses are atomics or copies the
-// positions hand to one side at a time; the owner (the stream) keeps the mapping alive.
+// SAFETY: the pointers lead into a shared mapping the owner (the stream) keeps alive. Its
+// control words are only touched as atomics. Its data bytes are only copied through raw
+// pointers (never through a reference) into or out of our private memory, at positions the
+// counters hand to this side; a peer process that breaks that rule and writes bytes we are
+// copying can only change the bytes we get (any u8 is valid, and what we parse is parsed from
+// our private copy, read once), never our control flow or memory safety.
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
@@ -148,7 +152,8 @@ impl Ring {
 
     /// Copies `src` in at ring position `pos`, across the edge if need be.
     fn copy_in(&self, pos: u64, src: &[u8]) {
-        debug_assert!(src.len() <= self.capacity);
+        // The bounds the unsafe copy below relies on: one comparison per write.
+        assert!(src.len() <= self.capacity, "a copy larger than the ring");
         let at = (pos as usize) & (self.capacity - 1);
         let first = src.len().min(self.capacity - at);
         // SAFETY: as in copy_out; src is a slice of that length.
@@ -184,7 +189,9 @@ impl Writer {
     pub(crate) fn new(map: &Mapping, capacity: usize, index: usize) -> Writer {
         let ring = Ring::new(map, capacity, index);
         let tail = ring.counter(TAIL).load(Ordering::Relaxed);
-        Writer { ring, tail, head: tail }
+        // As if the ring were full: the first write reads the reader's head, since a region
+        // adopted from another process (a pipe end passed on) may still hold unread bytes.
+        Writer { ring, tail, head: tail.wrapping_sub(capacity as u64) }
     }
 
     /// Bytes free in the ring, reading the reader's head again.
@@ -350,6 +357,19 @@ mod tests {
         word(&map, 0).store(0, Ordering::Relaxed);
         assert!(capacity_of(&map).is_err());
         assert!(init(&map, 1000).is_err());
+    }
+
+    #[test]
+    fn a_writer_adopting_a_ring_with_unread_bytes_writes_after_them() {
+        // A pipe end passed to a child: the child's writer starts where the parent's stopped,
+        // with the parent's bytes still unread.
+        let map = region();
+        let (mut first, mut r) = (Writer::new(&map, CAP, 0), Reader::new(&map, CAP, 0));
+        let old: Vec<u8> = (0..CAP - 100).map(|i| i as u8).collect();
+        assert_eq!(first.write(&[IoSlice::new(&old)]).unwrap().len, old.len());
+        let mut adopted = Writer::new(&map, CAP, 0);
+        assert_eq!(adopted.write(&[IoSlice::new(&[0xee; 300])]).unwrap().len, 100, "only the free room");
+        assert_eq!(read(&mut r, CAP).unwrap(), [old, vec![0xee; 100]].concat());
     }
 
     #[test]
