@@ -5,13 +5,13 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::steps::Steps;
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
-use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
+use crate::auth::Role;
 use crate::connection::PeerCredentials;
 use crate::error::io_context;
 use crate::trace;
 use crate::transport::{Stream, wait_any};
-use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Most connections taken from the accept queue in one round, so that handshakes already
@@ -22,7 +22,7 @@ const RESOURCE_REST: Duration = Duration::from_millis(100);
 
 pub(super) struct Pending {
     conn: Connection,
-    hs: Handshake,
+    hs: Steps,
     deadline: Option<Instant>,
     peer: Option<Address>,
     /// Who connected, for error messages when there is no address.
@@ -247,13 +247,14 @@ impl Listener {
             found.push_back(Ok((conn, peer)));
             return;
         };
-        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
-        let drawn = fill_random(&mut random);
-        let mut hs = Handshake::with_challenge(Role::Listener, key.clone(), random)
-            .allow_legacy_md5(self.opts.endpoint.legacy);
+        let ep = &self.opts.endpoint;
+        let mut hs = match Steps::new(Role::Listener, key, ep.legacy, ep.encrypt) {
+            Ok(hs) => hs,
+            Err(e) => return refuse(self, found, with_peer(e, &peer, creds)),
+        };
         let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
-        let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent.and_then(|()| self.watch(&conn).map_err(Error::Io)) {
             Ok(()) => {
                 pending.push(Pending { conn, hs, deadline, peer, creds, progress: self.tick(), heard: false })
@@ -303,10 +304,14 @@ impl Listener {
                 refuse(self, found, with_peer(e, &p.peer, p.creds));
             }
             Ok(true) => {
-                let mut p = self.take(pending, i);
-                p.conn.finish_handshake(&self.opts.endpoint.conn);
+                let p = self.take(pending, i);
+                let mut conn = match p.hs.finish(p.conn) {
+                    Ok(conn) => conn,
+                    Err(e) => return refuse(self, found, with_peer(e, &p.peer, p.creds)),
+                };
+                conn.finish_handshake(&self.opts.endpoint.conn);
                 trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
-                found.push_back(Ok((p.conn, p.peer)));
+                found.push_back(Ok((conn, p.peer)));
             }
             Err(e) => {
                 let mut p = self.take(pending, i);
@@ -343,10 +348,10 @@ fn step_handshake(p: &mut Pending) -> Result<bool> {
 /// The loop of [`step_handshake`], with the replies queued.
 fn feed_handshake(p: &mut Pending) -> Result<bool> {
     while let Some(msg) = p.conn.buffered_frame()? {
-        if let Some(reply) = p.hs.on_message(&msg)?.send {
+        if let Some(reply) = p.hs.on_message(&msg)? {
             p.conn.send_bytes(&reply)?;
         }
-        if p.hs.status() == Status::Done {
+        if p.hs.is_done() {
             return Ok(true);
         }
     }

@@ -9,6 +9,7 @@ mod accept;
 mod builder;
 mod client;
 mod poll;
+mod steps;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -38,6 +39,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 struct EndpointOptions {
     key: Option<AuthKey>,
     legacy: bool,
+    /// Whether connections are encrypted (feature `encrypt`).
+    encrypt: bool,
     keyless_tcp: bool,
     keepalive: Option<Duration>,
     handshake_timeout: Duration,
@@ -49,6 +52,7 @@ impl Default for EndpointOptions {
         EndpointOptions {
             key: None,
             legacy: false,
+            encrypt: false,
             keyless_tcp: false,
             keepalive: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -61,6 +65,11 @@ impl EndpointOptions {
     /// Refuses a TCP address without a key unless that was allowed; `what` (`listen on`,
     /// `connect to`) and `builder` name the side in the message.
     fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
+        if self.encrypt && self.key.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "{builder}::encrypt(true) needs an authkey: the encryption is keyed by it"
+            )));
+        }
         if self.key.is_some() || self.keyless_tcp || !matches!(addr, Address::Tcp { .. }) {
             return Ok(());
         }

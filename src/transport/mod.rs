@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::{Address, Result};
 
 pub(crate) mod inproc;
+#[cfg(feature = "encrypt")]
+pub(crate) mod sealed;
 
 #[cfg(unix)]
 mod unix;
@@ -69,6 +71,9 @@ impl std::fmt::Display for PeerCredentials {
 pub(crate) enum Stream {
     Os(platform::Stream),
     Mem(inproc::Stream),
+    /// An encrypted stream over another (feature `encrypt`).
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<sealed::Sealed>),
 }
 
 // An in-process stream's state is its rings and locks: the kind says enough.
@@ -77,6 +82,8 @@ impl std::fmt::Debug for Stream {
         match self {
             Stream::Os(s) => s.fmt(f),
             Stream::Mem(_) => f.write_str("InProcess"),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.fmt(f),
         }
     }
 }
@@ -99,11 +106,19 @@ fn in_process_only(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("an in-process connection cannot {what}"))
 }
 
+/// The error for what an encrypted stream cannot do.
+#[cfg(feature = "encrypt")]
+fn encrypted_cannot(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("an encrypted connection cannot {what}"))
+}
+
 impl Stream {
     pub(crate) fn can_read(&self) -> bool {
         match self {
             Stream::Os(s) => s.can_read(),
             Stream::Mem(s) => s.can_read(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().can_read(),
         }
     }
 
@@ -111,6 +126,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.can_write(),
             Stream::Mem(s) => s.can_write(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().can_write(),
         }
     }
 
@@ -119,6 +136,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.read(buf, deadline),
             Stream::Mem(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.read(buf, deadline),
         }
     }
 
@@ -130,6 +149,10 @@ impl Stream {
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
+        #[cfg(feature = "encrypt")]
+        if let Stream::Sealed(s) = self {
+            return s.read_spare(v, max, deadline);
+        }
         let spare = v.spare_capacity_mut();
         let len = spare.len().min(max);
         let spare = &mut spare[..len];
@@ -139,6 +162,8 @@ impl Stream {
             #[cfg(windows)]
             Stream::Os(s) => s.read_uninit(spare, deadline)?,
             Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => unreachable!("handled above"),
         };
         // SAFETY: each read initialised the first n (at most len) bytes of the spare capacity.
         unsafe { v.set_len(v.len() + n) };
@@ -154,6 +179,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.write_vectored(bufs, deadline),
             Stream::Mem(s) => s.write_vectored(bufs, deadline),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.write_vectored(bufs, deadline),
         }
     }
 
@@ -162,6 +189,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.wait_readable(timeout),
             Stream::Mem(s) => s.wait_readable(timeout),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.wait_readable(timeout),
         }
     }
 
@@ -169,6 +198,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.local_addr(),
             Stream::Mem(s) => s.local_addr(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().local_addr(),
         }
     }
 
@@ -176,6 +207,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_addr(),
             Stream::Mem(s) => s.peer_addr(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().peer_addr(),
         }
     }
 
@@ -184,6 +217,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_credentials(),
             Stream::Mem(_) => None,
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().peer_credentials(),
         }
     }
 
@@ -192,6 +227,8 @@ impl Stream {
         match self {
             Stream::Os(s) => s.set_keepalive(idle),
             Stream::Mem(_) => Ok(()),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().set_keepalive(idle),
         }
     }
 
@@ -199,6 +236,9 @@ impl Stream {
         match self {
             Stream::Os(s) => s.pass_to_child(cmd, var),
             Stream::Mem(_) => Err(in_process_only("be passed to a child process")),
+            // Its keys and message counters live in this process.
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => Err(encrypted_cannot("be passed to a child process")),
         }
     }
 
@@ -211,6 +251,9 @@ impl Stream {
         match self {
             Stream::Os(s) => Ok(s),
             Stream::Mem(_) => Err(in_process_only("pass descriptors or handles")),
+            // Descriptors would cross beside the encryption, not inside it.
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => Err(encrypted_cannot("pass descriptors or handles")),
         }
     }
 }
@@ -402,6 +445,18 @@ pub(crate) fn wait_ready_with(
     let mut os_index = Vec::new();
     let mut mem = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        // An encrypted stream is watched through its inner stream, unless it has data already.
+        #[cfg(feature = "encrypt")]
+        let sealed_inner;
+        #[cfg(feature = "encrypt")]
+        let item = match item {
+            Pollable::Stream(Stream::Sealed(s)) if s.ready_now() => return Ok(vec![i]),
+            Pollable::Stream(Stream::Sealed(s)) => {
+                sealed_inner = Pollable::Stream(s.inner());
+                &sealed_inner
+            }
+            other => other,
+        };
         match item {
             Pollable::Stream(Stream::Os(s)) => {
                 os.push(platform::Pollable::Stream(s));
@@ -413,6 +468,8 @@ pub(crate) fn wait_ready_with(
             }
             Pollable::Stream(Stream::Mem(s)) => mem.push((i, Mem::Stream(s))),
             Pollable::Listener(RawListener::Mem(l)) => mem.push((i, Mem::Listener(l))),
+            #[cfg(feature = "encrypt")]
+            Pollable::Stream(Stream::Sealed(_)) => unreachable!("an encrypted stream over another"),
         }
     }
     let os_ready = |r: Vec<usize>| -> Vec<usize> {

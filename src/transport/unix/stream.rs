@@ -204,13 +204,15 @@ impl AsFd for Stream {
     }
 }
 
-/// An OS stream's descriptor; an in-process stream has none (its connection says so, and
-/// asking panics, as documented on `Connection`'s `AsFd`).
+/// An OS stream's descriptor (an encrypted one's: the socket under it); an in-process stream
+/// has none (its connection says so, and asking panics, as documented on `Connection`'s `AsFd`).
 impl AsFd for super::super::Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             super::super::Stream::Os(s) => s.fd.as_fd(),
             super::super::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
+            #[cfg(feature = "encrypt")]
+            super::super::Stream::Sealed(s) => s.inner().as_fd(),
         }
     }
 }
