@@ -3,7 +3,7 @@
 use std::fmt;
 
 use snow::params::NoiseParams;
-use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
 use super::{HELLO, HELLO_RANDOM_LEN, PROTOCOL, Session, derive_psk};
@@ -163,8 +163,9 @@ impl Handshake {
 
     fn build(&self, initiator: bool) -> Result<snow::HandshakeState> {
         let params: NoiseParams = PROTOCOL.parse().map_err(noise_error)?;
-        let resolver =
-            FallbackResolver::new(Box::new(GivenRandom(self.ephemeral)), Box::new(DefaultResolver));
+        // Our randomness; ring's AES-GCM and SHA-256; curve25519-dalek's X25519.
+        let crypto = FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver));
+        let resolver = FallbackResolver::new(Box::new(GivenRandom(self.ephemeral)), Box::new(crypto));
         let builder = snow::Builder::with_resolver(params, Box::new(resolver))
             .prologue(&self.hello)
             .and_then(|b| b.psk(0, &self.psk))
@@ -318,4 +319,44 @@ mod tests {
         assert!(e.to_string().contains("does not encrypt"), "{e}");
         assert_eq!(c.failure_message().unwrap(), HELLO);
     }
+}
+
+/// The worked example of SPEC.md §13.6, byte for byte.
+#[cfg(test)]
+mod spec_example {
+    use super::*;
+    use crate::secure::Inbox;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn the_worked_example_of_the_spec() {
+        let key = AuthKey::new(b"procwire-test-key".to_vec());
+        let mut l = Handshake::new(Role::Listener, &key, std::array::from_fn(|i| i as u8));
+        let mut c = Handshake::new(Role::Client, &key, std::array::from_fn(|i| 0x80 + i as u8));
+        let hello = l.start().unwrap();
+        let m1 = c.on_message(&hello).unwrap().unwrap();
+        let m2 = l.on_message(&m1).unwrap().unwrap();
+        assert!(c.on_message(&m2).unwrap().is_none());
+        let (mut cs, mut ls) = (c.into_session().unwrap(), l.into_session().unwrap());
+        let mut wire = Vec::new();
+        cs.seal(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'], &mut wire).unwrap();
+        let got = [hex(&derive_psk(&key)), hex(&hello), hex(&m1), hex(&m2), hex(&wire)];
+        let mut inbox = Inbox::new();
+        inbox.push(&wire);
+        let mut plain = Vec::new();
+        inbox.open_all(&mut ls, &mut plain).unwrap();
+        assert_eq!(plain, b"\0\0\0\x05hello");
+        assert_eq!(got, EXPECTED);
+    }
+
+    const EXPECTED: [&str; 5] = [
+        "2cab83119f7880b9db20de78a9bf402e347cc3115bccc1315385e1eb85b8b034",
+        "234e4f49534523000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        "605a725d2a4adfeeb1a29e17edd621c1b7593ee8cdbc44ac6c4ab6e2f805d23c1bb011632b233b805af594dd7f94571c",
+        "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd16625493c999fc2811668d9b296750ed460029",
+        "00000019befc9633997c117459d0d5f09e5b81cea1796a89e129e31a5c",
+    ];
 }

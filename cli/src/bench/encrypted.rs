@@ -70,12 +70,15 @@ impl Tls {
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(|e| e.to_string())?;
         let cert = CertificateDer::from(certified.cert.der().to_vec());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
             .with_single_cert(vec![cert.clone()], key)
             .map_err(|e| e.to_string())?;
+        // No resumption, so no tickets: a client that never reads them would close with
+        // them unread, which resets the connection.
+        server.send_tls13_tickets = 0;
         let mut roots = RootCertStore::empty();
         roots.add(cert).map_err(|e| e.to_string())?;
         let mut client = ClientConfig::builder_with_provider(provider)
