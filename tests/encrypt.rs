@@ -388,3 +388,24 @@ fn a_replayed_handshake_is_refused() {
     }
     assert_eq!(replay.join().unwrap(), b"#FAILURE#");
 }
+
+/// Messages that arrived in one transport message with an earlier one are ready for `poll` and
+/// `wait` although the socket has nothing more to read.
+#[test]
+fn poll_and_wait_see_messages_already_decrypted() {
+    let listener = bind(Family::Tcp, true);
+    let (server, client) = connect(&listener, client_builder(KEY).encrypt(true));
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    client.set_batching(Some(procwire::connection::DEFAULT_BATCH));
+    for i in 0..3u8 {
+        client.send_bytes(&[i; 100]).unwrap();
+    }
+    client.flush().unwrap();
+    assert_eq!(server.recv_bytes().unwrap(), [0; 100]);
+    assert!(server.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(procwire::wait(&[(&server).into()], Some(Duration::ZERO)).unwrap(), [0]);
+    assert_eq!(server.recv_bytes().unwrap(), [1; 100]);
+    assert_eq!(server.recv_bytes().unwrap(), [2; 100]);
+    assert!(!server.poll(Some(Duration::ZERO)).unwrap());
+    assert!(procwire::wait(&[(&server).into()], Some(Duration::from_millis(50))).unwrap().is_empty());
+}

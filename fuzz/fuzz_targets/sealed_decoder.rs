@@ -50,21 +50,17 @@ fuzz_target!(|data: &[u8]| {
     let (_, mut listener) = sessions();
     let (out, _) = open(&mut listener, rest, step);
     assert!(out.is_empty(), "plaintext from bytes nobody sealed");
-    // A genuine stream (the input sealed), changed by XOR with the input: exactly the
-    // plaintext, or a prefix of whole messages and then an error.
+    // A genuine stream (the input sealed twice), changed by XOR with the input: what opens is
+    // the plaintext of whole messages, in order, unchanged.
     let (mut client, mut listener) = sessions();
     let mut wire = Vec::new();
     client.seal(rest, &mut wire).unwrap();
     client.seal(rest, &mut wire).unwrap();
-    let flips = rest.len().min(wire.len());
+    let (flips, len) = (rest.len().min(wire.len()), wire.len());
     for (i, b) in rest[..flips].iter().enumerate() {
-        wire[(i * 131) % wire.len()] ^= b & (opt | 1);
+        wire[(i * 131) % len] ^= b & (opt | 1);
     }
-    let (out, failed) = open(&mut listener, &wire, step);
-    let plain = [rest, rest].concat();
-    if failed {
-        assert!(plain.starts_with(&out), "changed plaintext before the failure");
-    } else {
-        assert!(out.is_empty() || out == plain, "changed plaintext");
-    }
+    // (A changed length can leave the last message waiting for bytes that never come.)
+    let (out, _) = open(&mut listener, &wire, step);
+    assert!([rest, rest].concat().starts_with(&out), "changed plaintext");
 });

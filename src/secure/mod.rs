@@ -50,6 +50,8 @@ mod handshake;
 mod session;
 
 pub use handshake::Handshake;
+#[cfg(test)]
+pub(crate) use session::tests::sessions as test_sessions;
 pub use session::{Inbox, Session};
 
 /// The Noise protocol name: pattern NNpsk0, X25519, AES-256-GCM, SHA-256.

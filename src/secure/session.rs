@@ -205,12 +205,13 @@ impl Inbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::AuthKey;
     use crate::auth::Role;
     use crate::secure::Handshake;
 
+    /// A client's and a listener's session of one handshake with fixed randomness.
     pub(crate) fn sessions() -> (Session, Session) {
         let key = AuthKey::new(b"key".to_vec());
         let mut l = Handshake::new(Role::Listener, &key, [5; 64]);

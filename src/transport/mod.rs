@@ -1,6 +1,7 @@
 //! Transports: one [`Stream`] type and one [`RawListener`] type over Unix domain sockets, TCP,
 //! Windows named pipes and memory (the in-process transport). Platform code lives in `unix/`
-//! and `windows/` only, the in-process transport in `inproc.rs`; the rest of the crate sees
+//! and `windows/` only, the in-process transport in `inproc.rs`, the encrypted stream over any of
+//! them (feature `encrypt`) in `sealed.rs`; the rest of the crate sees
 //! the types defined here, which pass each call to the one or the other.
 
 use std::io::{self, IoSlice};

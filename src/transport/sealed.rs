@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use super::Stream;
 use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
 
-/// The most plaintext one write seals: a few messages, written together.
-const WRITE_LIMIT: usize = 4 * MAX_PLAINTEXT;
+/// The most plaintext one write seals: several messages, written together.
+const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
+/// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
+const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
 
 /// An encrypted stream over `inner`. The session's keys serve both directions; the two halves
 /// of a split connection each lock it only while sealing or opening one message.
@@ -61,9 +63,18 @@ impl Sealed {
     pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
         let mut rx = lock(&self.rx);
         loop {
-            if let Some(n) = rx.read(&mut lock(&self.session), buf).map_err(carry)? {
+            let mut session = lock(&self.session);
+            if let Some(mut n) = rx.read(&mut session, buf).map_err(carry)? {
+                // More whole messages already here go along, without another read.
+                while n < buf.len() {
+                    match rx.read(&mut session, &mut buf[n..]) {
+                        Ok(Some(m)) if m > 0 => n += m,
+                        _ => break,
+                    }
+                }
                 return Ok(n);
             }
+            drop(session);
             let n = self.inner.read(rx.spare(), deadline)?;
             if n == 0 {
                 if rx.has_partial() {
@@ -85,7 +96,8 @@ impl Sealed {
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
         let start = v.len();
-        let want = max.min(v.capacity() - start).min(WRITE_LIMIT);
+        // At most what the inbox holds: the room is zeroed first.
+        let want = max.min(v.capacity() - start).min(READ_LIMIT);
         v.resize(start + want, 0);
         let r = self.read(&mut v[start..], deadline);
         v.truncate(start + *r.as_ref().unwrap_or(&0));
@@ -147,19 +159,11 @@ impl Sealed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AuthKey;
-    use crate::auth::Role;
-    use crate::secure::Handshake;
 
     fn sealed_pair() -> (Sealed, Sealed) {
-        let key = AuthKey::new(b"key".to_vec());
-        let mut l = Handshake::new(Role::Listener, &key, [5; 64]);
-        let mut c = Handshake::new(Role::Client, &key, [6; 64]);
-        let m1 = c.on_message(&l.start().unwrap()).unwrap().unwrap();
-        let m2 = l.on_message(&m1).unwrap().unwrap();
-        c.on_message(&m2).unwrap();
+        let (client, listener) = crate::secure::test_sessions();
         let (a, b) = super::super::pipe(true).unwrap();
-        (Sealed::new(a, c.into_session().unwrap(), &[]), Sealed::new(b, l.into_session().unwrap(), &[]))
+        (Sealed::new(a, client, &[]), Sealed::new(b, listener, &[]))
     }
 
     #[test]
