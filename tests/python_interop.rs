@@ -481,7 +481,9 @@ fn python_client_at_an_encrypting_listener_fails_fast() {
     assert!(start.elapsed() < WAIT / 2, "python took {:?} to fail", start.elapsed());
     // 3.12 and later raise AuthenticationError; 3.11 fails an assertion on the message.
     if python_is_legacy() {
-        assert!(out.code == Some(1) && out.stderr.contains("AssertionError: message = b'#NOISE#"), "{out:?}");
+        // (Python quotes the bytes with " when they hold a ', so only the start is fixed.)
+        assert!(out.code == Some(1) && out.stderr.contains("AssertionError: message = b"), "{out:?}");
+        assert!(out.stderr.contains("#NOISE#"), "{out:?}");
     } else {
         assert_eq!(out.code, Some(EXIT_AUTH), "{out:?}");
         assert!(

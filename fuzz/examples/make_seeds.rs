@@ -59,6 +59,8 @@ fn main() {
     // sealed_decoder: the read-size byte, then the bytes (sealed twice, or fed raw).
     write("sealed_decoder", "small", &cat(&[&[0], b"hello"]));
     write("sealed_decoder", "two_messages", &cat(&[&[3], &big]));
+    // A flipped bit in a message opened through the inbox's own buffer (once a crash).
+    write("sealed_decoder", "failed_open_small_buffer", &[0x00, 0xa2, 0x00, 0x01, 0x00, 0x00]);
 
     // handshake_*: option byte, then steps (odd: the honest peer's next message; even: raw
     // bytes, length in the next byte).
