@@ -16,7 +16,7 @@ import sys
 # Lowest first. Modules in one layer may use each other, but not in a cycle.
 LAYERS = [
     ("base", ["util", "error", "trace"]),
-    ("protocol (no I/O)", ["codec", "auth"]),
+    ("protocol (no I/O)", ["codec", "auth", "secure"]),
     ("os", ["sys"]),
     ("addresses", ["address"]),
     ("transport", ["transport"]),

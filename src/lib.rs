@@ -62,6 +62,9 @@ pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
+#[cfg(feature = "encrypt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+pub mod secure;
 mod sentinel;
 pub mod shared;
 mod sys;

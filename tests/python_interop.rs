@@ -435,3 +435,60 @@ fn client_without_legacy_md5_refuses_python_311_clearly() {
     assert_eq!(out.stdout.len(), 2, "{out:?}");
     assert!(out.stdout[1].starts_with("PEER_CLOSED "), "{out:?}");
 }
+
+/// An encrypting procwire client at a CPython listener: the client recognises the plain
+/// challenge and says so at once; Python gets the encrypted hello's prefix as its answer and
+/// raises its AuthenticationError.
+#[cfg(feature = "encrypt")]
+#[test]
+fn encrypting_client_at_a_python_listener_fails_fast_on_both_sides() {
+    let (mut py, addr) = Python::listen(Family::Tcp, KEY);
+    let start = Instant::now();
+    match client(KEY, true).encrypt(true).connect(&addr) {
+        Err(Error::AuthenticationFailed(m)) if m.contains("does not encrypt") => {}
+        Err(e) => py.fail(format!(
+            "connect: want AuthenticationFailed saying the listener does not encrypt, got {e:?}"
+        )),
+        Ok(_) => py.fail("connect: an encrypting client connected to a plain listener".into()),
+    }
+    assert!(start.elapsed() < WAIT / 2, "the refusal took {:?}", start.elapsed());
+    let out = py.finish();
+    assert_eq!(out.code, Some(EXIT_AUTH), "{out:?}");
+    assert!(out.stdout[1].starts_with("AUTH_ERROR "), "{out:?}");
+}
+
+/// A CPython client at an encrypting procwire listener: Python's `answer_challenge` rejects the
+/// encrypted hello at once (it expected a challenge: an AuthenticationError, or in 3.11 an
+/// AssertionError) and closes without a word, which the
+/// listener drops as it drops a probe: nothing is accepted.
+#[cfg(feature = "encrypt")]
+#[test]
+fn python_client_at_an_encrypting_listener_fails_fast() {
+    let listener = Listener::builder()
+        .authkey(KEY)
+        .encrypt(true)
+        .handshake_timeout(WAIT)
+        .bind(Address::fresh(Family::Tcp).expect("fresh address"))
+        .expect("bind");
+    let mut py = Python::client(listener.address(), KEY);
+    let start = Instant::now();
+    match listener.accept_timeout(Duration::from_secs(1)) {
+        Err(Error::Timeout(_)) => {}
+        Err(e) => py.fail(format!("accept: want nothing accepted (a timeout), got {e:?}")),
+        Ok(_) => py.fail("accept: a plain python client was accepted by an encrypting listener".into()),
+    }
+    let out = py.finish();
+    assert!(start.elapsed() < WAIT / 2, "python took {:?} to fail", start.elapsed());
+    // 3.12 and later raise AuthenticationError; 3.11 fails an assertion on the message.
+    if python_is_legacy() {
+        // (Python quotes the bytes with " when they hold a ', so only the start is fixed.)
+        assert!(out.code == Some(1) && out.stderr.contains("AssertionError: message = b"), "{out:?}");
+        assert!(out.stderr.contains("#NOISE#"), "{out:?}");
+    } else {
+        assert_eq!(out.code, Some(EXIT_AUTH), "{out:?}");
+        assert!(
+            out.stdout[0].starts_with("AUTH_ERROR ") && out.stdout[0].contains("expected challenge"),
+            "{out:?}"
+        );
+    }
+}

@@ -27,6 +27,9 @@ pub struct KeyArgs {
     #[cfg(feature = "legacy-md5")]
     #[arg(long)]
     legacy_md5: bool,
+    /// Encrypt the connection, keyed by the authkey (Noise; both sides need it).
+    #[arg(long)]
+    encrypt: bool,
 }
 
 impl KeyArgs {
@@ -85,7 +88,7 @@ pub struct PingArgs {
 
 /// Runs the echo server until it is killed.
 pub fn echo(args: &EchoArgs) -> Result<(), Failure> {
-    let mut builder = Listener::builder().authkey(args.key.key()?);
+    let mut builder = Listener::builder().authkey(args.key.key()?).encrypt(args.key.encrypt);
     #[cfg(feature = "legacy-md5")]
     {
         builder = builder.legacy_md5(args.key.legacy_md5);
@@ -174,6 +177,7 @@ pub fn ping(args: &PingArgs) -> Result<(), Failure> {
     let addr = &args.addr;
     let builder = Client::builder()
         .authkey(args.key.key()?)
+        .encrypt(args.key.encrypt)
         .connect_timeout(args.timeout)
         .handshake_timeout(args.timeout)
         .read_timeout(Some(args.timeout))

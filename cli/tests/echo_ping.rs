@@ -303,3 +303,21 @@ fn echo_refuses_a_client_it_has_no_thread_for_and_keeps_serving() {
     let exited = server.child.try_wait().unwrap();
     assert!(served && exited.is_none(), "the echo server stopped serving (exit status: {exited:?})");
 }
+
+#[test]
+fn echo_and_ping_with_encrypt_and_a_mismatch_said_clearly() {
+    let server = echo("tcp:127.0.0.1:0", &["--encrypt"], Some("sealed secret"));
+    let out = ping(&[&server.addr, "--encrypt", "--count", "3", "--size", "1m"], Some("sealed secret"));
+    assert_pinged(&out, 3, 1 << 20);
+    // A plain ping at the encrypting echo server is refused at once, saying why.
+    let out = ping(&[&server.addr, "-c", "1"], Some("sealed secret"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("encrypts its connections"), "{stderr}");
+    // And an encrypting ping at a plain one.
+    let plain = echo("tcp:127.0.0.1:0", &[], Some("sealed secret"));
+    let out = ping(&[&plain.addr, "--encrypt", "-c", "1"], Some("sealed secret"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not encrypt"), "{stderr}");
+}

@@ -56,6 +56,12 @@ fn main() {
     let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     write("frame_decoder", "large_frame", &cat(&[&[0x40, 0, 0, 6], &frame(&big), &frame(b"after")]));
 
+    // sealed_decoder: the read-size byte, then the bytes (sealed twice, or fed raw).
+    write("sealed_decoder", "small", &cat(&[&[0], b"hello"]));
+    write("sealed_decoder", "two_messages", &cat(&[&[3], &big]));
+    // A flipped bit in a message opened through the inbox's own buffer (once a crash).
+    write("sealed_decoder", "failed_open_small_buffer", &[0x00, 0xa2, 0x00, 0x01, 0x00, 0x00]);
+
     // handshake_*: option byte, then steps (odd: the honest peer's next message; even: raw
     // bytes, length in the next byte).
     let honest = [0u8, 1, 1, 1, 1, 1, 1, 1, 1];

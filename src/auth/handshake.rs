@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use super::{AuthKey, CHALLENGE, CHALLENGE_RANDOM_LEN, FAILURE, NO_KEY, WELCOME, answer, verify};
+use super::{
+    AuthKey, CHALLENGE, CHALLENGE_RANDOM_LEN, FAILURE, NO_KEY, NOISE_HELLO, WELCOME, answer, verify,
+};
 use crate::util::fill_random;
 use crate::{Error, Result};
 
@@ -182,7 +184,8 @@ impl Handshake {
     }
 
     /// `#FAILURE#` if the last failed step owes the peer one (CPython sends it when an answer
-    /// to its challenge is wrong), else `None`. Taking it clears it.
+    /// to its challenge is wrong; a client sends it on meeting an encrypting listener), else
+    /// `None`. Taking it clears it.
     pub fn failure_message(&mut self) -> Option<Vec<u8>> {
         std::mem::take(&mut self.pending_failure).then(|| FAILURE.to_vec())
     }
@@ -222,6 +225,14 @@ impl Handshake {
                         "the client has no authkey (it received our challenge and refused it)".into(),
                     ));
                 }
+                if msg == NOISE_HELLO && self.state == State::AwaitAnswer {
+                    self.pending_failure = true;
+                    return Err(Error::AuthenticationFailed(
+                        "the client asks for an encrypted connection and this listener does not \
+                         encrypt: set encrypt(true) on both sides or on neither"
+                            .into(),
+                    ));
+                }
                 if let Err(e) = verify(self.key.as_bytes(), &self.sent, msg, self.legacy) {
                     self.pending_failure = true;
                     return Err(e);
@@ -232,6 +243,15 @@ impl Handshake {
             }
             State::AwaitChallenge | State::AwaitPeerChallenge => {
                 let Some(body) = msg.strip_prefix(CHALLENGE) else {
+                    if msg.starts_with(NOISE_HELLO) {
+                        // `#FAILURE#` tells the listener at once why this client gives up.
+                        self.pending_failure = true;
+                        return Err(Error::AuthenticationFailed(
+                            "the listener encrypts its connections and this client does not: set \
+                             encrypt(true) on both sides or on neither"
+                                .into(),
+                        ));
+                    }
                     return Err(Error::AuthenticationFailed(format!(
                         "protocol error: expected a challenge, got {}",
                         show(msg)

@@ -51,6 +51,11 @@ pub const FAILURE: &[u8] = b"#FAILURE#";
 /// handshake failed instead of waiting for its timeout. Not part of CPython's protocol: a
 /// CPython listener rejects it as a malformed answer, which is the right outcome too.
 pub const NO_KEY: &[u8] = b"#NOKEY#";
+/// The prefix of an encrypting listener's first message (see `secure`, feature `encrypt`). A
+/// plain client that receives it says the listener encrypts; a plain listener that receives it
+/// as an answer says the client asks for encryption (an encrypting client sends it on meeting a
+/// plain listener's challenge).
+pub const NOISE_HELLO: &[u8] = b"#NOISE#";
 /// Random bytes in a modern challenge (CPython's `MESSAGE_LENGTH`).
 pub const CHALLENGE_RANDOM_LEN: usize = 40;
 /// Length of a legacy (CPython <= 3.11) challenge body.

@@ -12,6 +12,8 @@
 
 mod pipe;
 mod recv;
+#[cfg(feature = "encrypt")]
+mod sealed;
 mod send;
 mod split;
 
@@ -128,6 +130,14 @@ impl Connection {
     /// ```
     pub fn is_in_process(&self) -> bool {
         matches!(*self.rx.stream, Stream::Mem(_))
+    }
+
+    /// Whether the connection is encrypted (`encrypt(true)` on the builders, feature `encrypt`).
+    pub fn is_encrypted(&self) -> bool {
+        #[cfg(feature = "encrypt")]
+        return matches!(*self.rx.stream, Stream::Sealed(_));
+        #[cfg(not(feature = "encrypt"))]
+        false
     }
 
     /// Whether a receive can make progress without the socket (buffered data, or an error).

@@ -66,6 +66,11 @@ pub enum Error {
     /// connection was used after such an error.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A message of an encrypted connection failed its integrity check: it was altered,
+    /// replayed, reordered or dropped on the way (or the stream was cut inside one). Nothing of
+    /// it is returned, and the receiving side is unusable afterwards.
+    #[error("integrity error: {0}")]
+    Integrity(String),
     /// A typed message could not be decoded as CBOR into the requested type.
     #[error("could not decode message: {0}")]
     Decode(String),
@@ -202,6 +207,10 @@ impl Error {
                 e,
                 "connection lost: the peer stopped answering (TCP keepalive or retransmission)",
             )),
+            // An error of ours that crossed an `io::Result` (the encrypted stream's).
+            _ if e.get_ref().is_some_and(|inner| inner.is::<Error>()) => {
+                *e.into_inner().and_then(|inner| inner.downcast::<Error>().ok()).expect("checked")
+            }
             _ => Error::Io(e),
         }
     }
@@ -234,7 +243,9 @@ impl From<Error> for io::Error {
             Error::Timeout(_) => K::TimedOut,
             Error::Closed | Error::Truncated { .. } | Error::Finished => K::UnexpectedEof,
             Error::InvalidInput(_) | Error::InvalidAddress { .. } | Error::Encode(_) => K::InvalidInput,
-            Error::MessageTooLarge { .. } | Error::Protocol(_) | Error::Decode(_) => K::InvalidData,
+            Error::MessageTooLarge { .. } | Error::Protocol(_) | Error::Decode(_) | Error::Integrity(_) => {
+                K::InvalidData
+            }
             Error::AuthenticationFailed(_) => K::PermissionDenied,
             Error::Remote { .. } | Error::PreviousOwnerDied | Error::Io(_) => K::Other,
         };

@@ -5,13 +5,13 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::steps::Steps;
 use super::{HANDSHAKE_BATCH, Listener, hung_up, with_peer};
-use crate::auth::{CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
+use crate::auth::Role;
 use crate::connection::PeerCredentials;
 use crate::error::io_context;
 use crate::trace;
 use crate::transport::{Stream, wait_any};
-use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result};
 
 /// Most connections taken from the accept queue in one round, so that handshakes already
@@ -22,7 +22,7 @@ const RESOURCE_REST: Duration = Duration::from_millis(100);
 
 pub(super) struct Pending {
     conn: Connection,
-    hs: Handshake,
+    hs: Steps,
     deadline: Option<Instant>,
     peer: Option<Address>,
     /// Who connected, for error messages when there is no address.
@@ -254,14 +254,16 @@ impl Listener {
             found.push_back(Ok((conn, peer)));
             return;
         };
-        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
-        let drawn = fill_random(&mut random);
-        super::shm::mark(&self.address, &mut random);
-        let mut hs = Handshake::with_challenge(Role::Listener, key.clone(), random)
-            .allow_legacy_md5(self.opts.endpoint.legacy);
+        let ep = &self.opts.endpoint;
+        let mut hs = match Steps::new(Role::Listener, key, ep.legacy, ep.encrypt, |random| {
+            super::shm::mark(&self.address, random)
+        }) {
+            Ok(hs) => hs,
+            Err(e) => return refuse(self, found, with_peer(e, &peer, creds)),
+        };
         let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.opts.endpoint.handshake_timeout));
-        let sent = drawn.and_then(|()| hs.start()).and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
+        let sent = hs.start().and_then(|m| m.map_or(Ok(()), |m| conn.send_bytes(&m)));
         match sent.and_then(|()| self.watch(&conn).map_err(Error::Io)) {
             Ok(()) => pending.push(Pending {
                 conn,
@@ -319,7 +321,10 @@ impl Listener {
             }
             Ok(true) => {
                 let p = self.take(pending, i);
-                match super::shm::finish(p.conn, &self.address, true, p.shm, p.deadline) {
+                let finished =
+                    p.hs.finish(p.conn)
+                        .and_then(|conn| super::shm::finish(conn, &self.address, true, p.shm, p.deadline));
+                match finished {
                     Ok(mut conn) => {
                         conn.finish_handshake(&self.opts.endpoint.conn);
                         trace::event!(INFO, listener = %self.address, peer = %super::describe_peer(&p.peer, p.creds), "handshake succeeded");
@@ -366,10 +371,10 @@ fn feed_handshake(p: &mut Pending) -> Result<bool> {
         if let Some(marked) = super::shm::marked(&msg) {
             p.shm = Some(marked);
         }
-        if let Some(reply) = p.hs.on_message(&msg)?.send {
+        if let Some(reply) = p.hs.on_message(&msg)? {
             p.conn.send_bytes(&reply)?;
         }
-        if p.hs.status() == Status::Done {
+        if p.hs.is_done() {
             return Ok(true);
         }
     }

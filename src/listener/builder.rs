@@ -79,6 +79,30 @@ impl ListenerBuilder {
         self
     }
 
+    /// Encrypts every connection, keyed by the [`authkey`](Self::authkey) (required): a Noise
+    /// handshake instead of CPython's, then every byte sealed (see [`crate::secure`]). Clients
+    /// must set [`ClientBuilder::encrypt`](super::ClientBuilder::encrypt) too; a plain or
+    /// CPython client is refused at once (it receives a hello it rejects).
+    ///
+    /// ```
+    /// use procwire::{Client, Listener};
+    /// let listener = Listener::builder().authkey("key").encrypt(true).bind("tcp:127.0.0.1:0")?;
+    /// let addr = listener.address().clone();
+    /// let t = std::thread::spawn(move || Client::builder().authkey("key").encrypt(true).connect(&addr));
+    /// let mut server_side = listener.accept()?;
+    /// let mut client_side = t.join().unwrap()?;
+    /// assert!(client_side.is_encrypted());
+    /// client_side.send_bytes(b"private")?;
+    /// assert_eq!(server_side.recv_bytes()?, b"private");
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.endpoint.encrypt = on;
+        self
+    }
+
     /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older. MD5 is weak: enable it
     /// only to talk to such peers.
     #[cfg(feature = "legacy-md5")]

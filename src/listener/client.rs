@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 #[cfg(doc)]
 use super::Listener;
+use super::steps::Steps;
 use super::{DEFAULT_CONNECT_TIMEOUT, EndpointOptions, HANDSHAKE_BATCH, hung_up, with_peer};
-use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
+use crate::auth::{AuthKey, Role};
 use crate::error::io_context;
 use crate::transport::Stream;
-use crate::util::fill_random;
 use crate::{Address, Connection, Error, Result, ToAddress};
 
 /// Options for [`Client::connect`]; get one from [`Client::builder`].
@@ -63,6 +63,17 @@ impl ClientBuilder {
     /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.endpoint.keepalive = idle;
+        self
+    }
+
+    /// Encrypts the connection, keyed by the [`authkey`](Self::authkey) (required): a Noise
+    /// handshake instead of CPython's, then every byte sealed (see [`crate::secure`]). The
+    /// listener must set [`ListenerBuilder::encrypt`](super::ListenerBuilder::encrypt) too;
+    /// a plain or CPython listener is refused at once, with an error that says so.
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.endpoint.encrypt = on;
         self
     }
 
@@ -125,7 +136,7 @@ impl ClientBuilder {
         let mut listener_marked = None;
         match &self.endpoint.key {
             Some(key) => {
-                listener_marked = self.handshake(&mut conn, key, addr).inspect_err(|e| {
+                (conn, listener_marked) = self.handshake(conn, key, addr).inspect_err(|e| {
                     crate::trace::event!(WARN, address = %addr, error = %e, "client handshake failed");
                     let _ = e;
                 })?;
@@ -173,19 +184,23 @@ impl ClientBuilder {
         }
     }
 
-    /// Runs the client's side of the handshake; returns whether the listener's challenge
-    /// carried the shared-memory mark.
-    fn handshake(&self, conn: &mut Connection, key: &AuthKey, addr: &Address) -> Result<Option<bool>> {
-        let mut random = [0u8; CHALLENGE_RANDOM_LEN];
-        fill_random(&mut random)?;
-        super::shm::mark(addr, &mut random);
+    /// Runs the client's side of the handshake; returns the connection (encrypted from now on
+    /// with [`encrypt`](Self::encrypt)) and whether the listener's challenge carried the
+    /// shared-memory mark.
+    fn handshake(
+        &self,
+        mut conn: Connection,
+        key: &AuthKey,
+        addr: &Address,
+    ) -> Result<(Connection, Option<bool>)> {
+        let mut hs = Steps::new(Role::Client, key, self.endpoint.legacy, self.endpoint.encrypt, |random| {
+            super::shm::mark(addr, random)
+        })?;
         let mut marked = None;
-        let mut hs = Handshake::with_challenge(Role::Client, key.clone(), random)
-            .allow_legacy_md5(self.endpoint.legacy);
         let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);
         conn.set_write_timeout(Some(self.endpoint.handshake_timeout));
         let peer = Some(addr.clone());
-        while hs.status() != Status::Done {
+        while !hs.is_done() {
             let msg = conn.recv_bytes_until(deadline).map_err(|e| match e {
                 Error::Timeout(_) => {
                     with_peer(Error::Timeout(format!("in the handshake, {}", hs.waiting_for())), &peer, None)
@@ -203,7 +218,7 @@ impl ClientBuilder {
             })?;
             marked = marked.or(super::shm::marked(&msg));
             match hs.on_message(&msg) {
-                Ok(out) => match (out.send, hs.challenge_early()?) {
+                Ok(out) => match (out, hs.challenge_early()?) {
                     // Our challenge rides with our answer, in one write: a round trip saved.
                     (Some(reply), Some(challenge)) => {
                         conn.set_batching(Some(HANDSHAKE_BATCH));
@@ -228,7 +243,7 @@ impl ClientBuilder {
                 }
             }
         }
-        Ok(marked)
+        Ok((hs.finish(conn)?, marked))
     }
 }
 

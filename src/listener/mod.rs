@@ -10,6 +10,7 @@ mod builder;
 mod client;
 mod poll;
 mod shm;
+mod steps;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -39,6 +40,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) struct EndpointOptions {
     pub(crate) key: Option<AuthKey>,
     pub(crate) legacy: bool,
+    /// Whether connections are encrypted (feature `encrypt`).
+    pub(crate) encrypt: bool,
     pub(crate) keyless_tcp: bool,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
@@ -50,6 +53,7 @@ impl Default for EndpointOptions {
         EndpointOptions {
             key: None,
             legacy: false,
+            encrypt: false,
             keyless_tcp: false,
             keepalive: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -62,6 +66,17 @@ impl EndpointOptions {
     /// Refuses a TCP address without a key unless that was allowed; `what` (`listen on`,
     /// `connect to`) and `builder` name the side in the message.
     pub(crate) fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
+        if self.encrypt && self.key.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "{builder}::encrypt(true) needs an authkey: the encryption is keyed by it"
+            )));
+        }
+        if self.encrypt && matches!(addr, Address::Shm(_)) {
+            return Err(Error::InvalidInput(format!(
+                "{builder}::encrypt(true) does not combine with the shared-memory address {addr}: \
+                 its messages never leave this host; use unix: or tcp: to encrypt"
+            )));
+        }
         if self.key.is_some() || self.keyless_tcp || !matches!(addr, Address::Tcp { .. }) {
             return Ok(());
         }

@@ -1,6 +1,7 @@
 //! Transports: one [`Stream`] type and one [`RawListener`] type over Unix domain sockets, TCP,
 //! Windows named pipes and memory (the in-process transport). Platform code lives in `unix/`
-//! and `windows/` only, the in-process transport in `inproc.rs`; the rest of the crate sees
+//! and `windows/` only, the in-process transport in `inproc.rs`, the encrypted stream over any of
+//! them (feature `encrypt`) in `sealed.rs`; the rest of the crate sees
 //! the types defined here, which pass each call to the one or the other.
 
 use std::io::{self, IoSlice};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use crate::{Address, Result};
 
 pub(crate) mod inproc;
+#[cfg(feature = "encrypt")]
+pub(crate) mod sealed;
 #[cfg(unix)]
 pub(crate) mod shm;
 
@@ -74,6 +77,9 @@ pub(crate) enum Stream {
     Mem(inproc::Stream),
     #[cfg(unix)]
     Shm(shm::Stream),
+    /// An encrypted stream over another (feature `encrypt`).
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<sealed::Sealed>),
 }
 
 // An in-process stream's state is its rings and locks: the kind says enough.
@@ -84,6 +90,8 @@ impl std::fmt::Debug for Stream {
             Stream::Mem(_) => f.write_str("InProcess"),
             #[cfg(unix)]
             Stream::Shm(s) => f.debug_tuple("SharedMemory").field(s.socket()).finish(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.fmt(f),
         }
     }
 }
@@ -106,6 +114,12 @@ fn in_process_only(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("an in-process connection cannot {what}"))
 }
 
+/// The error for what an encrypted stream cannot do.
+#[cfg(feature = "encrypt")]
+fn encrypted_cannot(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("an encrypted connection cannot {what}"))
+}
+
 impl Stream {
     pub(crate) fn can_read(&self) -> bool {
         match self {
@@ -113,6 +127,8 @@ impl Stream {
             Stream::Mem(s) => s.can_read(),
             #[cfg(unix)]
             Stream::Shm(_) => true,
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().can_read(),
         }
     }
 
@@ -122,6 +138,8 @@ impl Stream {
             Stream::Mem(s) => s.can_write(),
             #[cfg(unix)]
             Stream::Shm(_) => true,
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().can_write(),
         }
     }
 
@@ -132,6 +150,8 @@ impl Stream {
             Stream::Mem(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
             #[cfg(unix)]
             Stream::Shm(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.read(buf, deadline),
         }
     }
 
@@ -143,6 +163,10 @@ impl Stream {
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
+        #[cfg(feature = "encrypt")]
+        if let Stream::Sealed(s) = self {
+            return s.read_spare(v, max, deadline);
+        }
         let spare = v.spare_capacity_mut();
         let len = spare.len().min(max);
         let spare = &mut spare[..len];
@@ -154,6 +178,8 @@ impl Stream {
             Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
             #[cfg(unix)]
             Stream::Shm(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => unreachable!("handled above"),
         };
         // SAFETY: each read initialised the first n (at most len) bytes of the spare capacity.
         unsafe { v.set_len(v.len() + n) };
@@ -171,6 +197,8 @@ impl Stream {
             Stream::Mem(s) => s.write_vectored(bufs, deadline),
             #[cfg(unix)]
             Stream::Shm(s) => s.write_vectored(bufs, deadline),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.write_vectored(bufs, deadline),
         }
     }
 
@@ -181,6 +209,8 @@ impl Stream {
             Stream::Mem(s) => s.wait_readable(timeout),
             #[cfg(unix)]
             Stream::Shm(s) => s.wait_readable(timeout),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.wait_readable(timeout),
         }
     }
 
@@ -190,6 +220,8 @@ impl Stream {
             Stream::Mem(s) => s.local_addr(),
             #[cfg(unix)]
             Stream::Shm(s) => s.local_addr(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().local_addr(),
         }
     }
 
@@ -199,6 +231,8 @@ impl Stream {
             Stream::Mem(s) => s.peer_addr(),
             #[cfg(unix)]
             Stream::Shm(s) => s.peer_addr(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().peer_addr(),
         }
     }
 
@@ -209,6 +243,8 @@ impl Stream {
             Stream::Mem(_) => None,
             #[cfg(unix)]
             Stream::Shm(s) => s.socket().peer_credentials(),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().peer_credentials(),
         }
     }
 
@@ -225,6 +261,8 @@ impl Stream {
     pub(crate) fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Os(s) => s.set_keepalive(idle),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(s) => s.inner().set_keepalive(idle),
             _ => Ok(()),
         }
     }
@@ -235,6 +273,9 @@ impl Stream {
             Stream::Mem(_) => Err(in_process_only("be passed to a child process")),
             #[cfg(unix)]
             Stream::Shm(s) => s.pass_to_child(cmd, var),
+            // Its keys and message counters live in this process.
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => Err(encrypted_cannot("be passed to a child process")),
         }
     }
 
@@ -256,6 +297,9 @@ impl Stream {
                 io::ErrorKind::Unsupported,
                 "a shared-memory connection cannot pass descriptors",
             )),
+            // Descriptors would cross beside the encryption, not inside it.
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => Err(encrypted_cannot("pass descriptors or handles")),
         }
     }
 }
@@ -516,6 +560,18 @@ fn wait_ready_each(
     let mut os_index = Vec::new();
     let mut mem = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        // An encrypted stream is watched through its inner stream, unless it has data already.
+        #[cfg(feature = "encrypt")]
+        let sealed_inner;
+        #[cfg(feature = "encrypt")]
+        let item = match item {
+            Pollable::Stream(Stream::Sealed(s)) if s.ready_now() => return Ok(vec![i]),
+            Pollable::Stream(Stream::Sealed(s)) => {
+                sealed_inner = Pollable::Stream(s.inner());
+                &sealed_inner
+            }
+            other => other,
+        };
         match item {
             Pollable::Stream(Stream::Os(s)) => {
                 os.push(platform::Pollable::Stream(s));
@@ -532,6 +588,8 @@ fn wait_ready_each(
             }
             Pollable::Stream(Stream::Mem(s)) => mem.push((i, Mem::Stream(s))),
             Pollable::Listener(RawListener::Mem(l)) => mem.push((i, Mem::Listener(l))),
+            #[cfg(feature = "encrypt")]
+            Pollable::Stream(Stream::Sealed(_)) => unreachable!("an encrypted stream over another"),
         }
     }
     let os_ready = |r: Vec<usize>| -> Vec<usize> {

@@ -7,6 +7,7 @@
 //! (procwire, raw and python if compared, then the same in reverse order, ...), and reports
 //! the median of the repetitions and their spread, (max - min) / median.
 
+mod encrypted;
 mod html;
 mod report;
 mod runner;
@@ -62,6 +63,11 @@ pub struct BenchArgs {
     /// self-contained page: it fetches nothing).
     #[arg(long, value_name = "FILE")]
     html: Option<std::path::PathBuf>,
+    /// Instead of the transport cells: encrypted procwire beside rustls TLS 1.3 and plaintext
+    /// procwire over loopback TCP (streaming 64 KiB and 1 MiB, batched 16 B, connects), as
+    /// same-run ratios.
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// Every transport this platform benchmarks.
@@ -272,6 +278,9 @@ fn python_version(python: &str) -> Result<String, String> {
 
 /// Runs `procwire bench`.
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    if args.encrypted {
+        return encrypted::run(args.duration, args.repeat);
+    }
     let sizes = parse_sizes(&args.sizes).map_err(Failure::new)?;
     if let Some(&big) = sizes.iter().find(|&&s| s as u64 > procwire::connection::DEFAULT_MAX_MESSAGE_SIZE) {
         return Err(Failure::new(format!("size {big} is over the 64 MiB message limit")));

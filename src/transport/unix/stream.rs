@@ -211,8 +211,8 @@ impl AsFd for Stream {
     }
 }
 
-/// An OS stream's descriptor; an in-process stream has none (its connection says so, and
-/// asking panics, as documented on `Connection`'s `AsFd`).
+/// An OS stream's descriptor (an encrypted one's: the socket under it); an in-process stream
+/// has none (its connection says so, and asking panics, as documented on `Connection`'s `AsFd`).
 impl AsFd for super::super::Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
@@ -220,6 +220,8 @@ impl AsFd for super::super::Stream {
             super::super::Stream::Mem(_) => panic!("an in-process connection has no file descriptor"),
             // The doorbell: readable when the peer rang or went away.
             super::super::Stream::Shm(s) => s.socket().fd.as_fd(),
+            #[cfg(feature = "encrypt")]
+            super::super::Stream::Sealed(s) => s.inner().as_fd(),
         }
     }
 }

@@ -1,0 +1,187 @@
+//! [`Sealed`]: a stream whose bytes travel as Noise transport messages (feature `encrypt`).
+//!
+//! It drives the sans-IO [`crate::secure`] session over an inner stream: writes are sealed into
+//! messages and written whole, reads fill an [`Inbox`] and take plaintext out of it. The
+//! connection above sees a plain byte stream of frames, so framing, batching and large
+//! messages work as on any stream.
+
+use std::io::{self, IoSlice};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::Stream;
+use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
+
+/// The most plaintext one write seals: several messages, written together.
+const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
+/// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
+const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
+
+/// An encrypted stream over `inner`. The session's keys serve both directions; the two halves
+/// of a split connection each lock it only while sealing or opening one message.
+pub(crate) struct Sealed {
+    inner: Stream,
+    session: Mutex<Session>,
+    rx: Mutex<Inbox>,
+    /// Sealed bytes the inner stream did not take yet (a write that timed out): they go out
+    /// first with the next write.
+    tx: Mutex<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed").field("inner", &self.inner).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An error of ours carried through `io::Result` (unwrapped again by the connection).
+fn carry(e: crate::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl Sealed {
+    /// Seals `inner` with `session`; `unread` is ciphertext the handshake read past its end.
+    pub(crate) fn new(inner: Stream, session: Session, unread: &[u8]) -> Sealed {
+        let mut inbox = Inbox::new();
+        inbox.push(unread);
+        Sealed { inner, session: Mutex::new(session), rx: Mutex::new(inbox), tx: Mutex::new(Vec::new()) }
+    }
+
+    pub(crate) fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
+    /// Whether a read can return without the inner stream.
+    pub(crate) fn ready_now(&self) -> bool {
+        lock(&self.rx).is_ready()
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        let mut rx = lock(&self.rx);
+        loop {
+            let mut session = lock(&self.session);
+            if let Some(mut n) = rx.read(&mut session, buf).map_err(carry)? {
+                // More whole messages already here go along, without another read.
+                while n < buf.len() {
+                    match rx.read(&mut session, &mut buf[n..]) {
+                        Ok(Some(m)) if m > 0 => n += m,
+                        _ => break,
+                    }
+                }
+                return Ok(n);
+            }
+            drop(session);
+            let n = self.inner.read(rx.spare(), deadline)?;
+            if n == 0 {
+                if rx.has_partial() {
+                    return Err(carry(crate::Error::Integrity(
+                        "the stream ended inside an encrypted message".into(),
+                    )));
+                }
+                return Ok(0);
+            }
+            rx.filled(n);
+        }
+    }
+
+    /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
+    pub(crate) fn read_spare(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        let start = v.len();
+        // At most what the inbox holds: the room is zeroed first.
+        let want = max.min(v.capacity() - start).min(READ_LIMIT);
+        v.resize(start + want, 0);
+        let r = self.read(&mut v[start..], deadline);
+        v.truncate(start + *r.as_ref().unwrap_or(&0));
+        r
+    }
+
+    /// Seals up to [`WRITE_LIMIT`] bytes of `bufs` and writes them; returns the plaintext
+    /// bytes taken. A write that stops early keeps the sealed rest for the next write.
+    pub(crate) fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        let mut tx = lock(&self.tx);
+        self.write_out(&mut tx, deadline)?;
+        let mut taken = 0;
+        {
+            let mut session = lock(&self.session);
+            for b in bufs {
+                let n = b.len().min(WRITE_LIMIT - taken);
+                session.seal(&b[..n], &mut tx).map_err(carry)?;
+                taken += n;
+                if taken == WRITE_LIMIT {
+                    break;
+                }
+            }
+        }
+        match self.write_out(&mut tx, deadline) {
+            // The plaintext is sealed (its nonces used): it counts as written.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && taken > 0 => Ok(taken),
+            r => r.map(|()| taken),
+        }
+    }
+
+    fn write_out(&self, tx: &mut Vec<u8>, deadline: Option<Instant>) -> io::Result<()> {
+        let mut done = 0;
+        let r = loop {
+            if done == tx.len() {
+                break Ok(());
+            }
+            match self.inner.write_vectored(&[IoSlice::new(&tx[done..])], deadline) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) => break Err(e),
+            }
+        };
+        tx.drain(..done);
+        r
+    }
+
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if self.ready_now() {
+            return Ok(true);
+        }
+        self.inner.wait_readable(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed_pair() -> (Sealed, Sealed) {
+        let (client, listener) = crate::secure::test_sessions();
+        let (a, b) = super::super::pipe(true).unwrap();
+        (Sealed::new(a, client, &[]), Sealed::new(b, listener, &[]))
+    }
+
+    #[test]
+    fn bytes_cross_in_order_across_message_boundaries() {
+        let (a, b) = sealed_pair();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let t = std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < data.len() {
+                sent += a.write_vectored(&[IoSlice::new(&data[sent..])], None).unwrap();
+            }
+            data
+        });
+        let mut got = Vec::with_capacity(300_000);
+        while got.len() < 300_000 {
+            let n = b.read_spare(&mut got, 300_000, None).unwrap();
+            assert!(n > 0);
+        }
+        assert_eq!(got, t.join().unwrap());
+    }
+}
