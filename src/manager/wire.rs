@@ -141,6 +141,9 @@ pub(crate) struct ProxyRef {
     pub(crate) authkey: Vec<u8>,
     pub(crate) id: u64,
     pub(crate) typeid: String,
+    /// Whether the manager encrypts its connections (absent, as older versions write it: no).
+    #[serde(default)]
+    pub(crate) encrypted: bool,
 }
 
 /// Decodes one message as `T`, as `Connection::recv` does (SPEC.md §7.2), but first with a
