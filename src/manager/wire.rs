@@ -175,6 +175,24 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_without_the_encrypted_flag_reads_as_plain() {
+        /// A proxy as versions before encrypted managers wrote it.
+        #[derive(Serialize)]
+        struct Older {
+            address: String,
+            authkey: Vec<u8>,
+            id: u64,
+            typeid: String,
+        }
+        let old =
+            Older { address: "tcp:127.0.0.1:9".into(), authkey: b"k".to_vec(), id: 3, typeid: "dict".into() };
+        let r: ProxyRef = ciborium::from_reader(&enc(&old)[..]).unwrap();
+        assert!(!r.encrypted && r.id == 3);
+        let sealed = ProxyRef { encrypted: true, ..r };
+        assert!(ciborium::from_reader::<ProxyRef, _>(&enc(&sealed)[..]).unwrap().encrypted);
+    }
+
+    #[test]
     fn client_and_server_shapes_agree() {
         let bytes = enc(&RequestOut::Call { id: 7, method: "get", args: &("k", 1u8) });
         assert_eq!(parse(&bytes), Ok(Request::Call { id: 7, method: "get", args: &enc(&("k", 1u8))[..] }));

@@ -556,3 +556,60 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T, Processes> {
         Ok(JoinableQueue { q: Queue::from_handle(HandleRef::read(d, true)?) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle as versions before encrypted queues wrote it.
+    #[derive(Serialize)]
+    struct Older {
+        address: String,
+        authkey: Vec<u8>,
+        maxsize: Option<u64>,
+        joinable: bool,
+        prefetch: u64,
+        max_item_size: u64,
+    }
+
+    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut b = Vec::new();
+        ciborium::into_writer(v, &mut b).unwrap();
+        b
+    }
+
+    fn older() -> Older {
+        Older {
+            address: "tcp:127.0.0.1:9".into(),
+            authkey: b"key".to_vec(),
+            maxsize: Some(3),
+            joinable: false,
+            prefetch: 5,
+            max_item_size: 100,
+        }
+    }
+
+    #[test]
+    fn a_handle_without_the_flag_reads_as_plain_and_the_flag_travels() {
+        let r: HandleRef = ciborium::from_reader(&cbor(&older())[..]).unwrap();
+        assert!(!r.encrypted);
+        let h = r.into_handle().unwrap();
+        assert!(!h.encrypted());
+        let mut r = HandleRef::of(&h);
+        r.encrypted = true;
+        let back: HandleRef = ciborium::from_reader(&cbor(&r)[..]).unwrap();
+        assert!(back.into_handle().unwrap().encrypted());
+    }
+
+    #[cfg(not(feature = "encrypt"))]
+    #[test]
+    fn an_encrypted_handle_without_the_feature_says_what_is_missing() {
+        let mut r: HandleRef = ciborium::from_reader(&cbor(&older())[..]).unwrap();
+        r.encrypted = true;
+        let q: Queue<u8, Processes> = Queue::from_handle(r.into_handle().unwrap());
+        match q.put(&1) {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("feature `encrypt`"), "{m}"),
+            other => panic!("expected a refusal naming the feature, got {other:?}"),
+        }
+    }
+}
