@@ -98,7 +98,13 @@ impl ListenerBuilder {
     /// ```
     #[cfg(feature = "encrypt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
-    pub fn encrypt(mut self, on: bool) -> Self {
+    pub fn encrypt(self, on: bool) -> Self {
+        self.encrypt_if(on)
+    }
+
+    /// [`encrypt`](Self::encrypt) for the crate's managers and queues, which carry the flag
+    /// in every build: without the feature, `true` makes connecting or binding fail.
+    pub(crate) fn encrypt_if(mut self, on: bool) -> Self {
         self.endpoint.encrypt = on;
         self
     }

@@ -72,7 +72,13 @@ impl ClientBuilder {
     /// a plain or CPython listener is refused at once, with an error that says so.
     #[cfg(feature = "encrypt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
-    pub fn encrypt(mut self, on: bool) -> Self {
+    pub fn encrypt(self, on: bool) -> Self {
+        self.encrypt_if(on)
+    }
+
+    /// [`encrypt`](Self::encrypt) for the crate's managers and queues, which carry the flag
+    /// in every build: without the feature, `true` makes connecting or binding fail.
+    pub(crate) fn encrypt_if(mut self, on: bool) -> Self {
         self.endpoint.encrypt = on;
         self
     }

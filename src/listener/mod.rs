@@ -66,6 +66,11 @@ impl EndpointOptions {
     /// Refuses a TCP address without a key unless that was allowed; `what` (`listen on`,
     /// `connect to`) and `builder` name the side in the message.
     pub(crate) fn check_keyless(&self, addr: &Address, what: &str, builder: &str) -> Result<()> {
+        if self.encrypt && !cfg!(feature = "encrypt") {
+            return Err(Error::InvalidInput(format!(
+                "cannot {what} {addr} encrypted: this build of procwire lacks its feature `encrypt`"
+            )));
+        }
         if self.encrypt && self.key.is_none() {
             return Err(Error::InvalidInput(format!(
                 "{builder}::encrypt(true) needs an authkey: the encryption is keyed by it"

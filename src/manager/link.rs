@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::objects::Near;
 use super::server::{Inner, Registry};
 use super::wire::{self, Plain, ReplyIn, RequestOut, VERSION};
 use crate::process::Channel;
@@ -57,6 +58,8 @@ type Idle = (Connection, Vec<u8>);
 pub(super) struct Link {
     pub(super) address: Address,
     pub(super) key: AuthKey,
+    /// Whether its connections are encrypted (it listens with `encrypt(true)`).
+    pub(super) encrypted: bool,
     /// Shut down, or unreachable: dropped proxies do not try to tell it.
     pub(super) dead: AtomicBool,
     flavor: Flavor,
@@ -79,14 +82,20 @@ struct Pool {
 }
 
 impl Link {
-    fn remote(address: Address, key: AuthKey, owner: Option<Channel>) -> Link {
+    fn remote(address: Address, key: AuthKey, encrypted: bool, owner: Option<Channel>) -> Link {
         let pool = Pool { idle: Mutex::new((std::process::id(), Vec::new())), owner: Mutex::new(owner) };
-        Link { address, key, dead: AtomicBool::new(false), flavor: Flavor::Remote(Box::new(pool)) }
+        let flavor = Flavor::Remote(Box::new(pool));
+        Link { address, key, encrypted, dead: AtomicBool::new(false), flavor }
     }
 
     /// A link to the manager served by `owner` at `address`, checked by one connection.
-    pub(super) fn started(address: Address, key: AuthKey, owner: Channel) -> Result<Arc<Link>> {
-        let link = register(Link::remote(address, key, Some(owner)));
+    pub(super) fn started(
+        address: Address,
+        key: AuthKey,
+        encrypted: bool,
+        owner: Channel,
+    ) -> Result<Arc<Link>> {
+        let link = register(Link::remote(address, key, encrypted, Some(owner)));
         link.check()?;
         Ok(link)
     }
@@ -96,9 +105,10 @@ impl Link {
     /// process finds it by that name).
     pub(super) fn local(registry: Registry) -> Result<Arc<Link>> {
         let address = Address::fresh(crate::Family::InProc)?;
-        let server = Arc::new(Inner::new(registry, address.clone()));
+        let server = Arc::new(Inner::new(registry, Near { address: address.clone(), encrypt: false }));
         let flavor = Flavor::Local { server, session: session_id()? };
-        Ok(register(Link { address, key: AuthKey::random()?, dead: AtomicBool::new(false), flavor }))
+        let key = AuthKey::random()?;
+        Ok(register(Link { address, key, encrypted: false, dead: AtomicBool::new(false), flavor }))
     }
 
     /// Whether this process started the manager's child.
@@ -116,7 +126,8 @@ impl Link {
     }
 
     fn connect(&self) -> Result<Connection> {
-        let mut c = Client::builder().authkey(self.key.clone()).connect(&self.address)?;
+        let mut c =
+            Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(&self.address)?;
         c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
         c.set_read_timeout(Some(START_TIMEOUT));
         let ok = answer(c.recv::<ReplyIn<()>>()?);
@@ -239,17 +250,21 @@ fn register(link: Link) -> Arc<Link> {
     link
 }
 
-/// The link of this process to the manager at `address`, new if there is none.
-pub(super) fn link_for(address: &Address, key: &AuthKey) -> Arc<Link> {
+/// The link of this process to the manager at `address`, encrypted or not, new if there is
+/// none.
+pub(super) fn link_for(address: &Address, key: &AuthKey, encrypted: bool) -> Arc<Link> {
     let mut links = lock(&LINKS);
     links.retain(|w| w.strong_count() > 0);
     let found = links.iter().filter_map(Weak::upgrade).find(|l| {
-        &l.address == address && l.key.as_bytes() == key.as_bytes() && !l.dead.load(Ordering::SeqCst)
+        &l.address == address
+            && l.key.as_bytes() == key.as_bytes()
+            && l.encrypted == encrypted
+            && !l.dead.load(Ordering::SeqCst)
     });
     if let Some(l) = found {
         return l;
     }
-    let l = Arc::new(Link::remote(address.clone(), key.clone(), None));
+    let l = Arc::new(Link::remote(address.clone(), key.clone(), encrypted, None));
     links.push(Arc::downgrade(&l));
     l
 }

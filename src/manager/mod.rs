@@ -15,6 +15,12 @@
 //! - [`Manager::connect`] reaches a running one, from any process, local or over TCP, with its
 //!   authkey.
 //!
+//! With the feature `encrypt`, a manager can encrypt its connections, keyed by its authkey
+//! ([`ManagerBuilder::encrypt`], [`ManagerServer::bind_encrypted`],
+//! [`Manager::connect_encrypted`]): proxies and queues of it sent to other processes carry
+//! that, so those connect encrypted too. A plain client at an encrypting manager (or the
+//! reverse) is refused at its first connection with a clear error.
+//!
 //! [`dummy::manager`](crate::dummy::manager) serves the same objects in this process, with no
 //! connection: its proxies (these types) call them on their own thread.
 //!
@@ -92,11 +98,17 @@ pub const LEASE_EXPIRED: &str = "lease_expired";
 pub struct ChildArgs {
     address: Option<String>,
     authkey: Vec<u8>,
+    /// Whether the manager encrypts its connections (absent in older programs' arguments: no).
+    #[serde(default)]
+    encrypt: bool,
 }
 
 impl fmt::Debug for ChildArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildArgs").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("ChildArgs")
+            .field("address", &self.address)
+            .field("encrypt", &self.encrypt)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,13 +150,14 @@ pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry)
         Some(Err(e)) => Err(e),
         None => Address::fresh(Family::default()),
     };
-    let server = match address.and_then(|a| ManagerServer::bind(&a, args.authkey, registry)) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = channel.send(&Err::<String, String>(e.to_string()));
-            return;
-        }
-    };
+    let server =
+        match address.and_then(|a| ManagerServer::bind_with(&a, args.authkey, registry, args.encrypt)) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = channel.send(&Err::<String, String>(e.to_string()));
+                return;
+            }
+        };
     if channel.send(&Ok::<String, String>(server.address().to_string())).is_err() {
         return;
     }
@@ -178,6 +191,7 @@ pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry)
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<AuthKey>,
+    encrypt: bool,
 }
 
 impl ManagerBuilder {
@@ -191,6 +205,27 @@ impl ManagerBuilder {
     /// The key clients must hold (default: 32 random bytes, see [`Manager::authkey`]).
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
         self.authkey = Some(key.into());
+        self
+    }
+
+    /// Encrypts the manager's connections, keyed by its [`authkey`](Self::authkey) (see
+    /// [`ListenerBuilder::encrypt`](crate::ListenerBuilder::encrypt)); the [`Manager`] this
+    /// process gets, its proxies, and those sent to other processes connect encrypted. A
+    /// plain client ([`Manager::connect`]) is refused at once. Not with a shared-memory
+    /// address. Default: off.
+    ///
+    /// ```no_run
+    /// use procwire::manager::Manager;
+    ///
+    /// procwire::process::init(&[]);
+    /// let m = Manager::builder().address("tcp:0.0.0.0:0".parse()?).encrypt(true).start()?;
+    /// assert!(m.is_encrypted());
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.encrypt = on;
         self
     }
 
@@ -208,8 +243,11 @@ impl ManagerBuilder {
             Some(k) => k,
             None => AuthKey::random()?,
         };
-        let args =
-            ChildArgs { address: self.address.map(|a| a.to_string()), authkey: key.as_bytes().to_vec() };
+        let args = ChildArgs {
+            address: self.address.map(|a| a.to_string()),
+            authkey: key.as_bytes().to_vec(),
+            encrypt: self.encrypt,
+        };
         let mut child = crate::process::start(f, args)?;
         child.set_read_timeout(Some(START_TIMEOUT));
         let reported = child.recv::<std::result::Result<String, String>>();
@@ -227,7 +265,7 @@ impl ManagerBuilder {
             Err(e) => return Err(fail(child, e)),
         };
         child.set_read_timeout(None);
-        Ok(Manager { link: Link::started(address, key, child)? })
+        Ok(Manager { link: Link::started(address, key, self.encrypt, child)? })
     }
 }
 
@@ -280,7 +318,35 @@ impl Manager {
     /// Connects to the manager at `address` with its key (a wrong key is
     /// [`Error::AuthenticationFailed`]).
     pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Manager> {
-        let link = link_for(&address.to_address()?, &key.into());
+        Manager::connect_with(address, key, false)
+    }
+
+    /// As [`connect`](Manager::connect), to a manager that encrypts its connections
+    /// ([`ManagerBuilder::encrypt`], [`ManagerServer::bind_encrypted`]): the connections of
+    /// this handle and of its proxies are encrypted, keyed by `key`. At a manager that does
+    /// not encrypt it fails at once with [`Error::AuthenticationFailed`] saying so.
+    ///
+    /// ```
+    /// use procwire::manager::{Manager, ManagerServer, Registry};
+    /// use procwire::{AuthKey, Error};
+    ///
+    /// let key = AuthKey::random()?;
+    /// let server = ManagerServer::bind_encrypted("tcp:127.0.0.1:0", key.clone(), Registry::new())?;
+    /// let m = Manager::connect_encrypted(server.address(), key.clone())?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.insert(&"one".to_string(), &1)?;
+    /// assert_eq!(d.get(&"one".to_string())?, Some(1));
+    /// assert!(matches!(Manager::connect(server.address(), key), Err(Error::AuthenticationFailed(_))));
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn connect_encrypted(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Manager> {
+        Manager::connect_with(address, key, true)
+    }
+
+    fn connect_with(address: impl ToAddress, key: impl Into<AuthKey>, encrypted: bool) -> Result<Manager> {
+        let link = link_for(&address.to_address()?, &key.into(), encrypted);
         link.check()?;
         Ok(Manager { link })
     }
@@ -300,6 +366,11 @@ impl Manager {
     /// The manager's key (give it, with the address, to processes that should connect).
     pub fn authkey(&self) -> &AuthKey {
         &self.link.key
+    }
+
+    /// Whether this handle's connections to the manager are encrypted (feature `encrypt`).
+    pub fn is_encrypted(&self) -> bool {
+        self.link.encrypted
     }
 
     /// Creates an object of a registered type from `args` and returns its untyped proxy.
@@ -403,6 +474,7 @@ impl Serialize for Proxy {
             authkey: p.link.key.as_bytes().to_vec(),
             id: p.id,
             typeid: p.typeid.clone(),
+            encrypted: p.link.encrypted,
         }
         .serialize(s)
     }
@@ -412,7 +484,7 @@ impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let r = ProxyRef::deserialize(d)?;
         let address: Address = r.address.parse().map_err(serde::de::Error::custom)?;
-        let link = link_for(&address, &AuthKey::new(r.authkey));
+        let link = link_for(&address, &AuthKey::new(r.authkey), r.encrypted);
         link.request::<(), ()>(&Plain::Adopt { id: r.id }).map_err(|e| {
             serde::de::Error::custom(format!("cannot take over the proxy of object {}: {e}", r.id))
         })?;

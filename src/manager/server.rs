@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::objects::{self, Ctx, Fault, Object, Outcome, args, lock, no_method, reply};
+use super::objects::{self, Ctx, Fault, Near, Object, Outcome, args, lock, no_method, reply};
 use super::wire::{self, MAX_HELLO, OK, Reply, Request, VERSION};
 use crate::RemoteKind;
 use crate::{Address, AuthKey, Connection, Error, Listener, Result, ToAddress};
 
-type Create = dyn Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
+type Create = dyn Fn(&[u8], &Near) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync;
 type Method<T> = Box<dyn Fn(&mut T, &[u8]) -> Outcome + Send + Sync>;
 type Methods<T> = Arc<RwLock<HashMap<String, Method<T>>>>;
 
@@ -98,7 +98,7 @@ impl Registry {
     fn builtin(
         &mut self,
         typeid: &str,
-        f: impl Fn(&[u8], &Address) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync + 'static,
+        f: impl Fn(&[u8], &Near) -> std::result::Result<Arc<dyn Object>, Fault> + Send + Sync + 'static,
     ) {
         self.types.insert(typeid.to_string(), Box::new(f));
     }
@@ -123,7 +123,7 @@ impl Registry {
         let m = methods.clone();
         let name: Arc<str> = typeid.into();
         let n = name.clone();
-        let f = move |a: &[u8], _: &Address| -> std::result::Result<Arc<dyn Object>, Fault> {
+        let f = move |a: &[u8], _: &Near| -> std::result::Result<Arc<dyn Object>, Fault> {
             let a: A = args(&format!("{n} (its constructor)"), a)?;
             let value = catch_unwind(AssertUnwindSafe(|| create(a)))
                 .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))?;
@@ -133,7 +133,7 @@ impl Registry {
         TypeBuilder { methods, typeid: name }
     }
 
-    fn create(&self, typeid: &str, a: &[u8], near: &Address) -> std::result::Result<Arc<dyn Object>, Fault> {
+    fn create(&self, typeid: &str, a: &[u8], near: &Near) -> std::result::Result<Arc<dyn Object>, Fault> {
         match self.types.get(typeid) {
             Some(f) => f(a, near),
             None => Err(Fault::new(
@@ -245,7 +245,7 @@ fn dec(m: &mut HashMap<u64, u64>, k: u64) -> bool {
 /// ([`ManagerServer`]) or from this process's own threads.
 pub(crate) struct Inner {
     registry: Registry,
-    address: Address,
+    near: Near,
     objects: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, usize>>,
@@ -254,12 +254,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// A manager of the types of `registry`; `address` is where it is reached (a queue it
-    /// serves listens near it).
-    pub(super) fn new(registry: Registry, address: Address) -> Inner {
+    /// A manager of the types of `registry`, reached at `near`.
+    pub(super) fn new(registry: Registry, near: Near) -> Inner {
         Inner {
             registry,
-            address,
+            near,
             objects: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
@@ -283,9 +282,8 @@ impl Inner {
         match req {
             Request::Hello { .. } => Err(Fault::new(RemoteKind::Protocol, "Hello sent twice")),
             Request::Create { typeid, args } => {
-                let obj =
-                    catch_unwind(AssertUnwindSafe(|| self.registry.create(typeid, args, &self.address)))
-                        .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))??;
+                let obj = catch_unwind(AssertUnwindSafe(|| self.registry.create(typeid, args, &self.near)))
+                    .map_err(|p| Fault::new(RemoteKind::Panic, crate::util::panic_message(&*p)))??;
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let entry = Entry { obj, refs: HashMap::from([(session, 1)]), floating: HashMap::new() };
                 lock(&self.objects).insert(id, entry);
@@ -424,7 +422,7 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
 fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
     let mut buf = Vec::new();
     let Some(session) = hello(&mut conn, &mut buf) else { return };
-    crate::trace::event!(INFO, address = %inner.address, session, "manager client connected");
+    crate::trace::event!(INFO, address = %inner.near.address, session, "manager client connected");
     inner.session_opened(session);
     while !inner.stop.load(Ordering::Relaxed) {
         if conn.recv_bytes_into(&mut buf).is_err() {
@@ -437,7 +435,7 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
         let sent = match outcome {
             Ok(reply) => conn.send_bytes(&reply),
             Err(f) => {
-                crate::trace::event!(DEBUG, address = %inner.address, session, fault = ?f, "manager request failed");
+                crate::trace::event!(DEBUG, address = %inner.near.address, session, fault = ?f, "manager request failed");
                 send_fault(&mut conn, f)
             }
         };
@@ -446,7 +444,7 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
         }
     }
     drop(conn);
-    crate::trace::event!(INFO, address = %inner.address, session, "manager client disconnected");
+    crate::trace::event!(INFO, address = %inner.near.address, session, "manager client disconnected");
     inner.session_closed(session);
 }
 
@@ -491,9 +489,33 @@ impl ManagerServer {
         key: impl Into<AuthKey>,
         registry: Registry,
     ) -> Result<ManagerServer> {
-        let listener = Listener::builder().authkey(key).bind(address)?;
+        ManagerServer::bind_with(address, key, registry, false)
+    }
+
+    /// As [`bind`](ManagerServer::bind), encrypting every connection, keyed by `key` (see
+    /// [`ListenerBuilder::encrypt`](crate::ListenerBuilder::encrypt)): clients connect with
+    /// [`Manager::connect_encrypted`](super::Manager::connect_encrypted), a plain client is
+    /// refused at once, and queues the manager serves ([`Manager::queue`](super::Manager::queue))
+    /// encrypt too.
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn bind_encrypted(
+        address: impl ToAddress,
+        key: impl Into<AuthKey>,
+        registry: Registry,
+    ) -> Result<ManagerServer> {
+        ManagerServer::bind_with(address, key, registry, true)
+    }
+
+    pub(super) fn bind_with(
+        address: impl ToAddress,
+        key: impl Into<AuthKey>,
+        registry: Registry,
+        encrypt: bool,
+    ) -> Result<ManagerServer> {
+        let listener = Listener::builder().authkey(key).encrypt_if(encrypt).bind(address)?;
         let address = listener.address().clone();
-        let inner = Arc::new(Inner::new(registry, address.clone()));
+        let inner = Arc::new(Inner::new(registry, Near { address: address.clone(), encrypt }));
         let i = inner.clone();
         let acceptor = std::thread::Builder::new()
             .name("procwire-manager".into())

@@ -141,6 +141,9 @@ pub(crate) struct ProxyRef {
     pub(crate) authkey: Vec<u8>,
     pub(crate) id: u64,
     pub(crate) typeid: String,
+    /// Whether the manager encrypts its connections (absent, as older versions write it: no).
+    #[serde(default)]
+    pub(crate) encrypted: bool,
 }
 
 /// Decodes one message as `T`, as `Connection::recv` does (SPEC.md §7.2), but first with a
@@ -169,6 +172,24 @@ mod tests {
         let mut bytes = Vec::new();
         ciborium::into_writer(v, &mut bytes).unwrap();
         bytes
+    }
+
+    #[test]
+    fn a_proxy_without_the_encrypted_flag_reads_as_plain() {
+        /// A proxy as versions before encrypted managers wrote it.
+        #[derive(Serialize)]
+        struct Older {
+            address: String,
+            authkey: Vec<u8>,
+            id: u64,
+            typeid: String,
+        }
+        let old =
+            Older { address: "tcp:127.0.0.1:9".into(), authkey: b"k".to_vec(), id: 3, typeid: "dict".into() };
+        let r: ProxyRef = ciborium::from_reader(&enc(&old)[..]).unwrap();
+        assert!(!r.encrypted && r.id == 3);
+        let sealed = ProxyRef { encrypted: true, ..r };
+        assert!(ciborium::from_reader::<ProxyRef, _>(&enc(&sealed)[..]).unwrap().encrypted);
     }
 
     #[test]

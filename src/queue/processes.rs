@@ -21,11 +21,12 @@ use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::util::{lock, wait_deadline};
 use crate::{Address, AuthKey, Error, Family, Result, ToAddress};
 
-/// Where and with which key other processes reach a queue.
+/// Where and with which key other processes reach a queue, and whether encrypted.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     address: Option<Address>,
     authkey: Option<AuthKey>,
+    encrypt: bool,
 }
 
 impl QueueBuilder<Processes> {
@@ -42,6 +43,36 @@ impl QueueBuilder<Processes> {
         self.settings.options.authkey = Some(key.into());
         self
     }
+
+    /// Encrypts the connections of other processes' handles, keyed by the
+    /// [`authkey`](Self::authkey) (see [`ListenerBuilder::encrypt`](crate::ListenerBuilder::encrypt)).
+    /// Handles sent to other processes carry it and connect encrypted; an unrelated process
+    /// opens the queue with [`Queue::connect_encrypted`], and a plain [`Queue::connect`] is
+    /// refused at once. The creator's own handles use the queue in memory as before. Not with
+    /// a shared-memory address. Default: off.
+    ///
+    /// ```
+    /// use procwire::queue::{Queue, QueueBuilder};
+    ///
+    /// let q: Queue<String> = QueueBuilder::new().address("tcp:127.0.0.1:0".parse()?).encrypt(true).build()?;
+    /// let there: Queue<String> = Queue::connect_encrypted(q.address(), q.authkey().clone())?;
+    /// there.put(&"sealed on the way".to_string())?;
+    /// assert_eq!(q.get()?, "sealed on the way");
+    /// assert!(Queue::<String>::connect(q.address(), q.authkey().clone()).is_err());
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(self, on: bool) -> Self {
+        self.encrypt_if(on)
+    }
+
+    /// [`encrypt`](Self::encrypt) in every build, for a manager's queues (without the
+    /// feature, `true` makes `build` fail).
+    pub(crate) fn encrypt_if(mut self, on: bool) -> Self {
+        self.settings.options.encrypt = on;
+        self
+    }
 }
 
 impl<T> Queue<T, Processes> {
@@ -54,20 +85,46 @@ impl<T> Queue<T, Processes> {
     pub fn authkey(&self) -> &AuthKey {
         self.h.key()
     }
+
+    /// Whether other processes' connections to the queue are encrypted
+    /// ([`QueueBuilder::encrypt`], feature `encrypt`).
+    pub fn is_encrypted(&self) -> bool {
+        self.h.encrypted()
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T, Processes> {
     /// Opens the queue served at `address` (by any process, on any host it can reach) with its
     /// key. Fails if it is a [`JoinableQueue`] (use [`JoinableQueue::connect`]).
     pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
-        Ok(Queue::from_handle(connect_handle(&address.to_address()?, key.into(), false)?))
+        Ok(Queue::from_handle(connect_handle(&address.to_address()?, key.into(), false, false)?))
+    }
+
+    /// As [`connect`](Queue::connect), to a queue that encrypts
+    /// ([`QueueBuilder::encrypt`]): this handle's connection is encrypted, keyed by `key`.
+    /// At a queue that does not encrypt it fails at once with
+    /// [`Error::AuthenticationFailed`] saying so.
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn connect_encrypted(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
+        Ok(Queue::from_handle(connect_handle(&address.to_address()?, key.into(), true, false)?))
     }
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T, Processes> {
     /// Opens the joinable queue served at `address` with its key.
     pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
-        Ok(JoinableQueue { q: Queue::from_handle(connect_handle(&address.to_address()?, key.into(), true)?) })
+        let h = connect_handle(&address.to_address()?, key.into(), false, true)?;
+        Ok(JoinableQueue { q: Queue::from_handle(h) })
+    }
+
+    /// As [`connect`](JoinableQueue::connect), to a queue that encrypts
+    /// ([`QueueBuilder::encrypt`]).
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn connect_encrypted(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
+        let h = connect_handle(&address.to_address()?, key.into(), true, true)?;
+        Ok(JoinableQueue { q: Queue::from_handle(h) })
     }
 }
 
@@ -186,6 +243,7 @@ impl Local {
 pub struct Lazy {
     address: Address,
     key: AuthKey,
+    encrypted: bool,
     maxsize: Option<u64>,
     joinable: bool,
     max_item_size: u64,
@@ -202,6 +260,7 @@ impl Lazy {
         let remote = Remote::connect(
             &self.address,
             self.key.clone(),
+            self.encrypted,
             self.prefetch.load(Ordering::Relaxed),
             self.max_item_size,
         )?;
@@ -268,6 +327,13 @@ impl Handle {
         match self {
             Handle::Local(l) => &l.owner.server.key,
             Handle::Remote(r) => &r.key,
+        }
+    }
+
+    fn encrypted(&self) -> bool {
+        match self {
+            Handle::Local(l) => l.owner.server.encrypted,
+            Handle::Remote(r) => r.encrypted,
         }
     }
 
@@ -357,7 +423,8 @@ impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
             None => AuthKey::random()?,
         };
         let maxsize = settings.maxsize.map(|m| m as u64);
-        let server = Server::start(&address, key, maxsize, joinable, settings.max_item_size)?;
+        let encrypted = settings.options.encrypt;
+        let server = Server::start(&address, key, encrypted, maxsize, joinable, settings.max_item_size)?;
         let owner = Arc::new(Owner { server });
         register(&owner);
         Ok(Handle::Local(Local::new(owner, settings.prefetch)))
@@ -384,8 +451,9 @@ impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
     }
 }
 
-fn connect_handle(address: &Address, key: AuthKey, joinable: bool) -> Result<Handle> {
-    let remote = Remote::connect(address, key.clone(), DEFAULT_PREFETCH, DEFAULT_MAX_MESSAGE_SIZE - 1)?;
+fn connect_handle(address: &Address, key: AuthKey, encrypted: bool, joinable: bool) -> Result<Handle> {
+    let remote =
+        Remote::connect(address, key.clone(), encrypted, DEFAULT_PREFETCH, DEFAULT_MAX_MESSAGE_SIZE - 1)?;
     let info = remote.link.info;
     if info.joinable != joinable {
         return Err(Error::Protocol(if joinable {
@@ -397,6 +465,7 @@ fn connect_handle(address: &Address, key: AuthKey, joinable: bool) -> Result<Han
     Ok(Handle::Remote(Arc::new(Lazy {
         address: address.clone(),
         key,
+        encrypted,
         maxsize: info.maxsize,
         joinable,
         max_item_size: DEFAULT_MAX_MESSAGE_SIZE - 1,
@@ -414,6 +483,9 @@ struct HandleRef {
     joinable: bool,
     prefetch: u64,
     max_item_size: u64,
+    /// Whether the queue encrypts (absent, as older versions write it: no).
+    #[serde(default)]
+    encrypted: bool,
 }
 
 impl HandleRef {
@@ -425,6 +497,7 @@ impl HandleRef {
             joinable: h.joinable(),
             prefetch: h.prefetch(),
             max_item_size: h.max_item_size(),
+            encrypted: h.encrypted(),
         }
     }
 
@@ -450,6 +523,7 @@ impl HandleRef {
         Ok(Handle::Remote(Arc::new(Lazy {
             address,
             key: AuthKey::new(self.authkey),
+            encrypted: self.encrypted,
             maxsize: self.maxsize,
             joinable: self.joinable,
             max_item_size: self.max_item_size,
@@ -480,5 +554,58 @@ impl<T> Serialize for JoinableQueue<T, Processes> {
 impl<'de, T> Deserialize<'de> for JoinableQueue<T, Processes> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(JoinableQueue { q: Queue::from_handle(HandleRef::read(d, true)?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut b = Vec::new();
+        ciborium::into_writer(v, &mut b).unwrap();
+        b
+    }
+
+    /// A plain handle as versions before encrypted queues wrote it: without the field.
+    fn older() -> Vec<u8> {
+        let r = HandleRef {
+            address: "tcp:127.0.0.1:9".into(),
+            authkey: b"key".to_vec(),
+            maxsize: Some(3),
+            joinable: false,
+            prefetch: 5,
+            max_item_size: 100,
+            encrypted: false,
+        };
+        let mut v = ciborium::Value::serialized(&r).unwrap();
+        if let ciborium::Value::Map(m) = &mut v {
+            m.retain(|(k, _)| k.as_text() != Some("encrypted"));
+        }
+        cbor(&v)
+    }
+
+    #[test]
+    fn a_handle_without_the_flag_reads_as_plain_and_the_flag_travels() {
+        let r: HandleRef = ciborium::from_reader(&older()[..]).unwrap();
+        assert!(!r.encrypted);
+        let h = r.into_handle().unwrap();
+        assert!(!h.encrypted());
+        let mut r = HandleRef::of(&h);
+        r.encrypted = true;
+        let back: HandleRef = ciborium::from_reader(&cbor(&r)[..]).unwrap();
+        assert!(back.into_handle().unwrap().encrypted());
+    }
+
+    #[cfg(not(feature = "encrypt"))]
+    #[test]
+    fn an_encrypted_handle_without_the_feature_says_what_is_missing() {
+        let mut r: HandleRef = ciborium::from_reader(&older()[..]).unwrap();
+        r.encrypted = true;
+        let q: Queue<u8, Processes> = Queue::from_handle(r.into_handle().unwrap());
+        match q.put(&1) {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("feature `encrypt`"), "{m}"),
+            other => panic!("expected a refusal naming the feature, got {other:?}"),
+        }
     }
 }

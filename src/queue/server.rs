@@ -195,6 +195,8 @@ pub(crate) struct Server {
     stop: AtomicBool,
     pub(crate) address: Address,
     pub(crate) key: AuthKey,
+    /// Whether its listener encrypts (handles of it connect encrypted).
+    pub(crate) encrypted: bool,
     pub(crate) max_item_size: u64,
 }
 
@@ -203,13 +205,17 @@ impl Server {
     pub(crate) fn start(
         address: &Address,
         key: AuthKey,
+        encrypted: bool,
         maxsize: Option<u64>,
         joinable: bool,
         max_item_size: u64,
     ) -> Result<Arc<Server>> {
         // A message is an opcode and an item.
-        let listener =
-            Listener::builder().authkey(key.clone()).max_message_size(max_item_size + 1).bind(address)?;
+        let listener = Listener::builder()
+            .authkey(key.clone())
+            .encrypt_if(encrypted)
+            .max_message_size(max_item_size + 1)
+            .bind(address)?;
         let server = Arc::new(Server {
             st: Mutex::new(State::default()),
             local_cv: Condvar::new(),
@@ -218,6 +224,7 @@ impl Server {
             stop: AtomicBool::new(false),
             address: listener.address().clone(),
             key,
+            encrypted,
             max_item_size,
         });
         let s = server.clone();

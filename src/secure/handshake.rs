@@ -321,7 +321,7 @@ mod tests {
     }
 }
 
-/// The worked example of SPEC.md §13.6, byte for byte.
+/// The worked example of SPEC.md §13.7, byte for byte.
 #[cfg(test)]
 mod spec_example {
     use super::*;

@@ -36,8 +36,16 @@ use serde::de::DeserializeOwned;
 
 use super::cbor;
 use super::wire::OK;
-use crate::Connection;
 use crate::RemoteKind;
+use crate::{Address, Connection};
+
+/// Where and how clients reach the manager: a queue it serves listens near it, and encrypts
+/// as it does.
+#[derive(Clone, Debug)]
+pub(crate) struct Near {
+    pub(crate) address: Address,
+    pub(crate) encrypt: bool,
+}
 pub(crate) use crate::util::lock;
 
 /// How long a blocking method waits before looking at its client's connection again.

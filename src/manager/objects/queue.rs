@@ -1,6 +1,6 @@
 //! `queue`: a queue the manager's process serves; callers get its handle.
 
-use super::{Ctx, Fault, Object, Outcome, copy, no_method, reply};
+use super::{Ctx, Fault, Near, Object, Outcome, copy, no_method, reply};
 use crate::Address;
 use crate::RemoteKind;
 use crate::queue::{Queue, QueueBuilder};
@@ -14,13 +14,13 @@ pub(crate) struct SharedQueue {
 }
 
 impl SharedQueue {
-    pub(crate) fn new(maxsize: Option<u64>, near: &Address) -> Result<SharedQueue, Fault> {
-        let mut b = QueueBuilder::new();
+    pub(crate) fn new(maxsize: Option<u64>, near: &Near) -> Result<SharedQueue, Fault> {
+        let mut b = QueueBuilder::new().encrypt_if(near.encrypt);
         if let Some(m) = maxsize {
             b = b.maxsize(usize::try_from(m).unwrap_or(usize::MAX));
         }
         // Reachable wherever the manager is: a TCP manager's queue listens on the same host.
-        if let Address::Tcp { host, .. } = near {
+        if let Address::Tcp { host, .. } = &near.address {
             b = b.address(Address::Tcp { host: host.clone(), port: 0 });
         }
         let q = b

@@ -92,8 +92,18 @@ fn describe(e: &Error) -> String {
 }
 
 impl Remote {
-    pub(crate) fn connect(address: &Address, key: AuthKey, prefetch: u64, max_item: u64) -> Result<Remote> {
-        let mut conn = Client::builder().authkey(key).max_message_size(max_item + 1).connect(address)?;
+    pub(crate) fn connect(
+        address: &Address,
+        key: AuthKey,
+        encrypted: bool,
+        prefetch: u64,
+        max_item: u64,
+    ) -> Result<Remote> {
+        let mut conn = Client::builder()
+            .authkey(key)
+            .encrypt_if(encrypted)
+            .max_message_size(max_item + 1)
+            .connect(address)?;
         // Where this handle counts the items it takes, if shared memory works here: only over
         // a Unix socket, so the server is on this host (and it says whether it could map it).
         let local = matches!(address.family(), Family::Unix | Family::UnixAbstract);
@@ -549,7 +559,7 @@ mod tests {
     #[test]
     fn consumers_count_in_shared_memory_over_unix_sockets_and_with_messages_over_tcp() {
         let unix: Queue<u64> = Queue::new().unwrap();
-        let r = Remote::connect(unix.address(), unix.authkey().clone(), 8, 1 << 20).unwrap();
+        let r = Remote::connect(unix.address(), unix.authkey().clone(), false, 8, 1 << 20).unwrap();
         assert!(r.link.info.acks_shared && r.link.acks.is_some());
         unix.put(&5).unwrap();
         assert_eq!(r.link.get(None).unwrap(), Some(vec![5]));
@@ -557,7 +567,7 @@ mod tests {
 
         let tcp_addr = Address::fresh(Family::Tcp).unwrap();
         let tcp: Queue<u64> = crate::queue::QueueBuilder::new().address(tcp_addr).build().unwrap();
-        let r = Remote::connect(tcp.address(), tcp.authkey().clone(), 8, 1 << 20).unwrap();
+        let r = Remote::connect(tcp.address(), tcp.authkey().clone(), false, 8, 1 << 20).unwrap();
         assert!(!r.link.info.acks_shared && r.link.acks.is_none());
     }
 }
