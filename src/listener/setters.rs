@@ -82,13 +82,13 @@ macro_rules! client_setters {
     () => {
         $crate::listener::endpoint_setters! {
             authkey: "Answers the listener's challenge with `key` and challenges it back. \
-        Without a key there is no handshake (as in CPython), which is refused for TCP \
-        addresses unless [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) \
-        says otherwise.",
+Without a key there is no handshake (as in CPython), which is refused for TCP \
+addresses unless [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) \
+says otherwise.",
             keyless: "Allows connecting to a TCP address without an [`authkey`](Self::authkey) \
-        (default: refused, unlike CPython). Without a key the client cannot tell the \
-        listener it meant from anyone else who took the port, and the listener accepts \
-        anyone.",
+(default: refused, unlike CPython). Without a key the client cannot tell the \
+listener it meant from anyone else who took the port, and the listener accepts \
+anyone.",
             keepalive: "",
             handshake_timeout: "How long the handshake may take",
             conns: "the connection",
