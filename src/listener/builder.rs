@@ -4,14 +4,10 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 use super::{EndpointOptions, Listener, State};
 #[cfg(doc)]
-use crate::Connection;
-#[cfg(doc)]
 use crate::Error;
-use crate::auth::AuthKey;
 use crate::transport::RawListener;
 use crate::{Address, Result, ToAddress};
 
@@ -43,41 +39,14 @@ impl Default for ListenerBuilder {
 }
 
 impl ListenerBuilder {
-    /// Requires clients to prove they hold `key` (and proves it to them). Without a key there
-    /// is no handshake at all, as in CPython: anyone who can connect is accepted. That is
-    /// allowed for Unix path sockets (the socket file's mode, 0600 by default, decides who can
-    /// connect), abstract Unix sockets (no protection at all: any process in the same network
-    /// namespace can connect) and named pipes, but refused for TCP unless
-    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.endpoint.key = Some(key.into());
-        self
-    }
-
-    /// Allows binding a TCP address without an [`authkey`](Self::authkey) (default: refused,
-    /// unlike CPython). Without a key, anyone who can reach the port is accepted and can send
-    /// any message; use it only on a network where that is acceptable.
-    ///
-    /// ```
-    /// use procwire::{Address, Family, Listener};
-    /// let addr = Address::fresh(Family::Tcp)?;
-    /// assert!(Listener::builder().bind(&addr).is_err());
-    /// let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
-    /// # Ok::<(), procwire::Error>(())
-    /// ```
-    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.endpoint.keyless_tcp = allow;
-        self
-    }
-
-    /// Turns on TCP keepalive for every accepted TCP connection, probing after `idle` of
-    /// silence, so that a client that vanished without closing (host down, link cut) is
-    /// eventually reported by a receive (see [`Connection::set_keepalive`]). Default: off.
-    /// No effect on other transports.
-    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.endpoint.keepalive = idle;
-        self
-    }
+    super::listener_setters!(keyless_example: "
+```
+use procwire::{Address, Family, Listener};
+let addr = Address::fresh(Family::Tcp)?;
+assert!(Listener::builder().bind(&addr).is_err());
+let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
+# Ok::<(), procwire::Error>(())
+```");
 
     /// Encrypts every connection, keyed by the [`authkey`](Self::authkey) (required): a Noise
     /// handshake instead of CPython's, then every byte sealed (see [`crate::secure`]). Clients
@@ -109,26 +78,6 @@ impl ListenerBuilder {
         self
     }
 
-    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older. MD5 is weak: enable it
-    /// only to talk to such peers.
-    #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.endpoint.legacy = allow;
-        self
-    }
-
-    /// The length of the kernel's queue of connections not yet accepted (default 128).
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog.min(i32::MAX as u32) as i32;
-        self
-    }
-
-    /// How long a client may take to complete the handshake (default 10 s).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.endpoint.handshake_timeout = t;
-        self
-    }
-
     /// How many handshakes may be under way at once (default 1024), so that a flood of
     /// silent connections costs at most this many descriptors (and, within one round of the
     /// listener, up to 64 newly accepted ones more).
@@ -141,33 +90,6 @@ impl ListenerBuilder {
     /// connect and stay silent cannot make it wait for their handshake timeout.
     pub fn max_pending_handshakes(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
-        self
-    }
-
-    /// The largest message accepted connections receive (default 64 MiB).
-    pub fn max_message_size(mut self, max: u64) -> Self {
-        self.endpoint.conn.max_message_size = max;
-        self
-    }
-
-    /// Permission bits of the socket file of a Unix path address (default `0o600`: only the
-    /// owner may connect). The file has exactly these before anyone can connect, whatever the
-    /// umask, and they are never set through a symbolic link: a path that is no longer our
-    /// socket when the mode is set makes `bind` fail.
-    pub fn socket_mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// The read timeout of accepted connections (default none).
-    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.read_timeout = t;
-        self
-    }
-
-    /// The write timeout of accepted connections (default none).
-    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.write_timeout = t;
         self
     }
 

@@ -26,9 +26,10 @@ use crate::{Address, Connection, Error, Result, ToAddress};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    endpoint: EndpointOptions,
-    connect_timeout: Duration,
-    wait: Option<Duration>,
+    pub(crate) endpoint: EndpointOptions,
+    pub(crate) connect_timeout: Duration,
+    /// How long to retry while nothing listens yet (`None`: no retry).
+    pub(crate) wait: Option<Duration>,
 }
 
 impl Default for ClientBuilder {
@@ -42,29 +43,7 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Answers the listener's challenge with `key` and challenges it back. Without a key
-    /// there is no handshake (as in CPython), which is refused for TCP addresses unless
-    /// [`allow_unauthenticated_tcp`](Self::allow_unauthenticated_tcp) says otherwise.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.endpoint.key = Some(key.into());
-        self
-    }
-
-    /// Allows connecting to a TCP address without an [`authkey`](Self::authkey) (default:
-    /// refused, unlike CPython). Without a key the client cannot tell the listener it meant
-    /// from anyone else who took the port, and the listener accepts anyone.
-    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.endpoint.keyless_tcp = allow;
-        self
-    }
-
-    /// Turns on TCP keepalive, probing after `idle` of silence, so that a listener that
-    /// vanished without closing (host down, link cut) is eventually reported by a receive
-    /// (see [`Connection::set_keepalive`]). Default: off. No effect on other transports.
-    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.endpoint.keepalive = idle;
-        self
-    }
+    crate::listener::client_setters!();
 
     /// Encrypts the connection, keyed by the [`authkey`](Self::authkey) (required): a Noise
     /// handshake instead of CPython's, then every byte sealed (see [`crate::secure`]). The
@@ -83,47 +62,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
-    #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.endpoint.legacy = allow;
-        self
-    }
-
-    /// How long one connection attempt may take (default 20 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
-    }
-
     /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
     /// refused, socket file missing, backlog full), for a listener that is still starting.
     pub fn wait_for_listener(mut self, t: Duration) -> Self {
         self.wait = Some(t);
-        self
-    }
-
-    /// How long the handshake may take (default 10 s).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.endpoint.handshake_timeout = t;
-        self
-    }
-
-    /// The largest message the connection receives (default 64 MiB).
-    pub fn max_message_size(mut self, max: u64) -> Self {
-        self.endpoint.conn.max_message_size = max;
-        self
-    }
-
-    /// The connection's read timeout (default none).
-    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.read_timeout = t;
-        self
-    }
-
-    /// The connection's write timeout (default none).
-    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.write_timeout = t;
         self
     }
 

@@ -9,6 +9,7 @@ mod accept;
 mod builder;
 mod client;
 mod poll;
+mod setters;
 mod shm;
 mod steps;
 
@@ -27,6 +28,7 @@ use accept::Pending;
 use accept::State;
 pub use builder::ListenerBuilder;
 pub use client::{Client, ClientBuilder};
+pub(crate) use setters::{client_setters, endpoint_setters, listener_setters};
 
 /// The default time a handshake may take before the connection is dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

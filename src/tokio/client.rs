@@ -7,90 +7,35 @@ use ::tokio::time::Instant;
 
 use super::Connection;
 use super::stream::{Socket, connect};
-use crate::auth::{AuthKey, Role};
-use crate::listener::{DEFAULT_CONNECT_TIMEOUT, EndpointOptions, hung_up, with_peer};
+use crate::auth::Role;
+use crate::listener::{EndpointOptions, hung_up, with_peer};
 use crate::{Address, Error, Result, ToAddress};
 
 /// Options for [`Client::connect`]; get one from [`Client::builder`]. The same options as
 /// the blocking [`ClientBuilder`](crate::ClientBuilder), with the same defaults.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
+    /// The key, the handshake's options and the connection's.
     endpoint: EndpointOptions,
     connect_timeout: Duration,
     wait: Option<Duration>,
 }
 
+// The blocking builder's defaults.
 impl Default for ClientBuilder {
     fn default() -> Self {
-        ClientBuilder {
-            endpoint: EndpointOptions::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            wait: None,
-        }
+        let crate::ClientBuilder { endpoint, connect_timeout, wait } = crate::ClientBuilder::default();
+        ClientBuilder { endpoint, connect_timeout, wait }
     }
 }
 
 impl ClientBuilder {
-    /// Answers the listener's challenge with `key` and challenges it back; see
-    /// [`crate::ClientBuilder::authkey`] for the rules without one.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.endpoint.key = Some(key.into());
-        self
-    }
-
-    /// Allows connecting to a TCP address without an authkey (default: refused).
-    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.endpoint.keyless_tcp = allow;
-        self
-    }
-
-    /// TCP keepalive, probing after `idle` of silence (default: off).
-    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.endpoint.keepalive = idle;
-        self
-    }
-
-    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
-    #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.endpoint.legacy = allow;
-        self
-    }
-
-    /// How long one connection attempt may take (default 20 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
-    }
+    crate::listener::client_setters!();
 
     /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
     /// refused, socket file missing), for a listener that is still starting.
     pub fn wait_for_listener(mut self, t: Duration) -> Self {
         self.wait = Some(t);
-        self
-    }
-
-    /// How long the handshake may take (default 10 s).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.endpoint.handshake_timeout = t;
-        self
-    }
-
-    /// The largest message the connection receives (default 64 MiB).
-    pub fn max_message_size(mut self, max: u64) -> Self {
-        self.endpoint.conn.max_message_size = max;
-        self
-    }
-
-    /// The connection's read timeout (default none).
-    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.read_timeout = t;
-        self
-    }
-
-    /// The connection's write timeout (default none).
-    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.write_timeout = t;
         self
     }
 

@@ -11,7 +11,7 @@ use futures_sink::Sink;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::fast::{FastPath, Step};
+use super::fast::{FastPath, First, Step};
 use super::recv::{copy_into, decode};
 use super::stream::Socket;
 use super::timed;
@@ -102,14 +102,25 @@ impl Connection {
     /// for a message over the maximum (refused before allocating). Cancel-safe.
     #[inline]
     pub fn recv_bytes(&mut self) -> impl Future<Output = Result<Vec<u8>>> + Send + '_ {
-        FastPath::new(move || {
-            if self.tx.is_idle()
-                && let Some(payload) = self.rx.take_buffered()
-            {
-                return Step::Done(Ok(payload.to_vec()));
-            }
-            Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_bytes(cx))))
-        })
+        FastPath::new(self)
+    }
+
+    /// The first step of [`recv_bytes`](Self::recv_bytes): a message already buffered, and
+    /// nothing queued to send first.
+    #[inline(always)]
+    fn recv_bytes_first(&mut self) -> Step<'_, Vec<u8>> {
+        if self.tx.is_idle()
+            && let Some(payload) = self.rx.take_buffered()
+        {
+            return Step::Done(Ok(payload.to_vec()));
+        }
+        self.recv_bytes_wait()
+    }
+
+    /// The general future of [`recv_bytes`](Self::recv_bytes), out of line.
+    #[inline(never)]
+    fn recv_bytes_wait(&mut self) -> Step<'_, Vec<u8>> {
+        Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_bytes(cx))))
     }
 
     /// Receives one message into `buf` (replacing its content, reusing its allocation) and
@@ -119,14 +130,25 @@ impl Connection {
         &'a mut self,
         buf: &'a mut Vec<u8>,
     ) -> impl Future<Output = Result<usize>> + Send + 'a {
-        FastPath::new(move || {
-            if self.tx.is_idle()
-                && let Some(payload) = self.rx.take_buffered()
-            {
-                return Step::Done(Ok(copy_into(buf, payload)));
-            }
-            Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_into(cx, buf))))
-        })
+        FastPath::new((self, buf))
+    }
+
+    /// The first step of [`recv_bytes_into`](Self::recv_bytes_into): a message already
+    /// buffered, and nothing queued to send first.
+    #[inline(always)]
+    fn recv_into_first<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
+        if self.tx.is_idle()
+            && let Some(payload) = self.rx.take_buffered()
+        {
+            return Step::Done(Ok(copy_into(buf, payload)));
+        }
+        self.recv_into_wait(buf)
+    }
+
+    /// The general future of [`recv_bytes_into`](Self::recv_bytes_into), out of line.
+    #[inline(never)]
+    fn recv_into_wait<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
+        Step::Wait(Box::pin(self.recv_with(|rx, cx| rx.poll_recv_into(cx, buf))))
     }
 
     /// Receives one CBOR-encoded message as a `T`. A message that is not valid CBOR for `T`
@@ -191,6 +213,24 @@ impl Connection {
     /// ```
     pub fn into_split(self) -> (Sender, Receiver) {
         (self.tx, self.rx)
+    }
+}
+
+impl<'a> First<'a> for &'a mut Connection {
+    type Output = Vec<u8>;
+
+    #[inline(always)]
+    fn first(self) -> Step<'a, Vec<u8>> {
+        self.recv_bytes_first()
+    }
+}
+
+impl<'a> First<'a> for (&'a mut Connection, &'a mut Vec<u8>) {
+    type Output = usize;
+
+    #[inline(always)]
+    fn first(self) -> Step<'a, usize> {
+        self.0.recv_into_first(self.1)
     }
 }
 

@@ -17,35 +17,54 @@ pub(super) enum Step<'a, T> {
     Wait(Slow<'a, T>),
 }
 
-/// Runs `first` on the first poll (nothing happens before, as with an `async fn`), then the
-/// general future it handed over, if any.
-pub(super) struct FastPath<'a, T, F> {
-    first: Option<F>,
-    slow: Option<Slow<'a, T>>,
+/// The arguments of an operation, and its first step. A trait method rather than a closure:
+/// a closure (or a function item called as one) used at several places is not reliably
+/// inlined, and its result would then come back through memory.
+pub(super) trait First<'a>: Unpin {
+    type Output;
+    /// Takes the operation as far as it goes without waiting; implementations are
+    /// `#[inline(always)]` and keep their slow paths out of line.
+    fn first(self) -> Step<'a, Self::Output>;
 }
 
-impl<'a, T, F: FnOnce() -> Step<'a, T> + Unpin> FastPath<'a, T, F> {
+/// Runs `first` on the first poll (nothing happens before, as with an `async fn`), then the
+/// general future it handed over, if any.
+pub(super) struct FastPath<'a, A: First<'a>> {
+    first: Option<A>,
+    slow: Option<Slow<'a, A::Output>>,
+}
+
+impl<'a, A: First<'a>> FastPath<'a, A> {
     #[inline]
-    pub(super) fn new(first: F) -> Self {
-        FastPath { first: Some(first), slow: None }
+    pub(super) fn new(args: A) -> Self {
+        FastPath { first: Some(args), slow: None }
     }
 }
 
-impl<'a, T, F: FnOnce() -> Step<'a, T> + Unpin> Future for FastPath<'a, T, F> {
-    type Output = Result<T>;
+impl<'a, A: First<'a>> Future for FastPath<'a, A> {
+    type Output = Result<A::Output>;
 
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    // Inlined into the caller's state machine, so that a first step that finishes hands its
+    // result over in registers; a call would return it through memory, and the caller's wide
+    // read of it right after the callee's narrow writes stalls (store forwarding fails).
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<A::Output>> {
         let this = self.get_mut();
-        if let Some(first) = this.first.take() {
-            match first() {
+        if let Some(args) = this.first.take() {
+            match args.first() {
                 Step::Done(r) => return Poll::Ready(r),
                 Step::Wait(slow) => this.slow = Some(slow),
             }
         }
-        match &mut this.slow {
-            Some(slow) => slow.as_mut().poll(cx),
-            None => panic!("a procwire future polled after it completed"),
-        }
+        poll_slow(&mut this.slow, cx)
+    }
+}
+
+/// Polls the general future: out of line, to keep the inlined first step small.
+#[inline(never)]
+fn poll_slow<T>(slow: &mut Option<Slow<'_, T>>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    match slow {
+        Some(slow) => slow.as_mut().poll(cx),
+        None => panic!("a procwire future polled after it completed"),
     }
 }

@@ -13,7 +13,7 @@ use ::tokio::time::{Instant, Sleep};
 
 use super::Connection;
 use super::stream::{Acceptor, Socket};
-use crate::auth::{AuthKey, Role};
+use crate::auth::Role;
 use crate::listener::{EndpointOptions, hung_up, with_peer};
 use crate::{Address, Error, Result, ToAddress};
 
@@ -37,43 +37,7 @@ impl Default for ListenerBuilder {
 }
 
 impl ListenerBuilder {
-    /// Requires clients to prove they hold `key`; see [`crate::ListenerBuilder::authkey`]
-    /// for the rules without one (refused for TCP unless allowed).
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.endpoint.key = Some(key.into());
-        self
-    }
-
-    /// Allows binding a TCP address without an authkey (default: refused).
-    pub fn allow_unauthenticated_tcp(mut self, allow: bool) -> Self {
-        self.endpoint.keyless_tcp = allow;
-        self
-    }
-
-    /// TCP keepalive on every accepted TCP connection, probing after `idle` (default: off).
-    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.endpoint.keepalive = idle;
-        self
-    }
-
-    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older.
-    #[cfg(feature = "legacy-md5")]
-    pub fn legacy_md5(mut self, allow: bool) -> Self {
-        self.endpoint.legacy = allow;
-        self
-    }
-
-    /// The length of the kernel's queue of connections not yet accepted (default 128).
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog.min(i32::MAX as u32) as i32;
-        self
-    }
-
-    /// How long a client may take to complete the handshake (default 10 s).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.endpoint.handshake_timeout = t;
-        self
-    }
+    crate::listener::listener_setters!();
 
     /// How many handshakes may be under way at once (default 1024). A new connection that
     /// finds that many is still taken: the handshake that started first is dropped for it and
@@ -81,31 +45,6 @@ impl ListenerBuilder {
     /// cannot hold the table until their handshake timeout.
     pub fn max_pending_handshakes(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
-        self
-    }
-
-    /// The largest message accepted connections receive (default 64 MiB).
-    pub fn max_message_size(mut self, max: u64) -> Self {
-        self.endpoint.conn.max_message_size = max;
-        self
-    }
-
-    /// Permission bits of the socket file of a Unix path address (default `0o600`); see
-    /// [`crate::ListenerBuilder::socket_mode`].
-    pub fn socket_mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// The read timeout of accepted connections (default none).
-    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.read_timeout = t;
-        self
-    }
-
-    /// The write timeout of accepted connections (default none).
-    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
-        self.endpoint.conn.write_timeout = t;
         self
     }
 

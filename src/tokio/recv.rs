@@ -14,7 +14,7 @@ use ::tokio::io::{AsyncRead, ReadBuf};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
-use super::fast::{FastPath, Step};
+use super::fast::{FastPath, First, Step};
 use super::stream::ReadHalf;
 use super::timed;
 use crate::codec::{FrameBuf, Header, Peek, SHORT_HEADER_LEN};
@@ -272,14 +272,24 @@ impl Receiver {
     /// Cancel-safe: see the [module documentation](super#cancel-safety).
     #[inline]
     pub fn recv_bytes(&mut self) -> impl Future<Output = Result<Vec<u8>>> + Send + '_ {
-        FastPath::new(move || {
-            if let Some(payload) = self.take_buffered() {
-                return Step::Done(Ok(payload.to_vec()));
-            }
-            let timeout = self.timeout;
-            let wait = std::future::poll_fn(|cx| self.poll_recv_bytes(cx));
-            Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
-        })
+        FastPath::new(self)
+    }
+
+    /// The first step of [`recv_bytes`](Self::recv_bytes): a message already buffered.
+    #[inline(always)]
+    fn recv_bytes_first(&mut self) -> Step<'_, Vec<u8>> {
+        match self.take_buffered() {
+            Some(payload) => Step::Done(Ok(payload.to_vec())),
+            None => self.recv_bytes_wait(),
+        }
+    }
+
+    /// The general future of [`recv_bytes`](Self::recv_bytes), out of line.
+    #[inline(never)]
+    fn recv_bytes_wait(&mut self) -> Step<'_, Vec<u8>> {
+        let timeout = self.timeout;
+        let wait = std::future::poll_fn(|cx| self.poll_recv_bytes(cx));
+        Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
     }
 
     /// Receives one message into `buf` (replacing its content) and returns its length.
@@ -289,14 +299,25 @@ impl Receiver {
         &'a mut self,
         buf: &'a mut Vec<u8>,
     ) -> impl Future<Output = Result<usize>> + Send + 'a {
-        FastPath::new(move || {
-            if let Some(payload) = self.take_buffered() {
-                return Step::Done(Ok(copy_into(buf, payload)));
-            }
-            let timeout = self.timeout;
-            let wait = std::future::poll_fn(|cx| self.poll_recv_into(cx, buf));
-            Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
-        })
+        FastPath::new((self, buf))
+    }
+
+    /// The first step of [`recv_bytes_into`](Self::recv_bytes_into): a message already
+    /// buffered.
+    #[inline(always)]
+    fn recv_into_first<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
+        match self.take_buffered() {
+            Some(payload) => Step::Done(Ok(copy_into(buf, payload))),
+            None => self.recv_into_wait(buf),
+        }
+    }
+
+    /// The general future of [`recv_bytes_into`](Self::recv_bytes_into), out of line.
+    #[inline(never)]
+    fn recv_into_wait<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
+        let timeout = self.timeout;
+        let wait = std::future::poll_fn(|cx| self.poll_recv_into(cx, buf));
+        Step::Wait(Box::pin(timed(timeout, "receiving a message", wait)))
     }
 
     /// Receives one CBOR-encoded message as a `T`; a message that is not valid CBOR for `T`
@@ -327,6 +348,24 @@ impl Receiver {
     /// The largest message accepted.
     pub fn max_message_size(&self) -> u64 {
         self.fb.max()
+    }
+}
+
+impl<'a> First<'a> for &'a mut Receiver {
+    type Output = Vec<u8>;
+
+    #[inline(always)]
+    fn first(self) -> Step<'a, Vec<u8>> {
+        self.recv_bytes_first()
+    }
+}
+
+impl<'a> First<'a> for (&'a mut Receiver, &'a mut Vec<u8>) {
+    type Output = usize;
+
+    #[inline(always)]
+    fn first(self) -> Step<'a, usize> {
+        self.0.recv_into_first(self.1)
     }
 }
 

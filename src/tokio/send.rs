@@ -16,7 +16,7 @@ use ::tokio::io::AsyncWrite;
 use futures_sink::Sink;
 use serde::Serialize;
 
-use super::fast::{FastPath, Step};
+use super::fast::{FastPath, First, Step};
 use super::stream::WriteHalf;
 use super::timed;
 use crate::codec::{EncodedHeader, encode_header};
@@ -155,21 +155,38 @@ impl Sender {
     /// goes out first with the next send or flush.
     #[inline]
     pub fn send_bytes<'a>(&'a mut self, payload: &'a [u8]) -> impl Future<Output = Result<()>> + Send + 'a {
-        FastPath::new(move || {
-            if let Err(e) = self.check() {
-                return Step::Done(Err(e));
-            }
-            if payload.len() + 4 > COPY_LIMIT {
-                return Step::Wait(Box::pin(self.send_large(payload)));
-            }
-            // Well under 2 GiB: the short header.
-            self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            self.buf.extend_from_slice(payload);
-            if self.batch.is_some_and(|limit| self.queued() < limit) {
-                return Step::Done(Ok(()));
-            }
-            Step::Wait(Box::pin(self.flush()))
-        })
+        FastPath::new((self, payload))
+    }
+
+    /// The first step of a send: a small message is queued in place; the rest is out of line,
+    /// so that this step stays small enough to be inlined into the caller.
+    #[inline(always)]
+    fn send_first<'a>(&'a mut self, payload: &'a [u8]) -> Step<'a, ()> {
+        if self.broken.is_some() || payload.len() + 4 > COPY_LIMIT {
+            return self.send_other(payload);
+        }
+        // Well under 2 GiB: the short header.
+        self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(payload);
+        if self.batch.is_some_and(|limit| self.queued() < limit) {
+            return Step::Done(Ok(()));
+        }
+        self.flush_step()
+    }
+
+    /// A send on a broken sender, or of a large message.
+    #[inline(never)]
+    fn send_other<'a>(&'a mut self, payload: &'a [u8]) -> Step<'a, ()> {
+        match self.check() {
+            Err(e) => Step::Done(Err(e)),
+            Ok(()) => Step::Wait(Box::pin(self.send_large(payload))),
+        }
+    }
+
+    /// A small message queued, the queue to write out.
+    #[inline(never)]
+    fn flush_step(&mut self) -> Step<'_, ()> {
+        Step::Wait(Box::pin(self.flush()))
     }
 
     /// Sends a large message: the queue first, then the message from `payload`.
@@ -245,6 +262,15 @@ impl Sender {
     pub async fn close(&mut self) -> Result<()> {
         self.flush().await?;
         std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await.map_err(Error::Io)
+    }
+}
+
+impl<'a> First<'a> for (&'a mut Sender, &'a [u8]) {
+    type Output = ();
+
+    #[inline(always)]
+    fn first(self) -> Step<'a, ()> {
+        self.0.send_first(self.1)
     }
 }
 
