@@ -190,6 +190,11 @@ impl FrameBuf {
         &self.buf[self.start..self.end]
     }
 
+    /// Bytes received but not yet consumed, to work on in place (decrypting them).
+    pub(crate) fn buffered_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
     /// True when no bytes are buffered.
     pub fn is_empty(&self) -> bool {
         self.start == self.end

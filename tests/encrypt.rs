@@ -2,7 +2,8 @@
 //! ways over TCP and Unix sockets, every mismatch refused at once on both sides (plain against
 //! encrypting, wrong key, no key), and a relay in the middle that cannot read the payload and
 //! whose tampering (a flipped bit, a dropped, reordered or replayed message, a replayed
-//! handshake) the receiver detects as an integrity or authentication error.
+//! handshake, a cut at a message boundary) the receiver detects as an integrity or
+//! authentication error.
 
 #![cfg(feature = "encrypt")]
 
@@ -194,6 +195,9 @@ enum Tamper {
     /// Sends frame `n + 1` before frame `n`.
     Swap(usize),
     Replay(usize),
+    /// Forwards nothing from frame `n` on, and ends the stream to the listener there (a cut at
+    /// a message boundary).
+    Cut(usize),
 }
 
 /// A TCP relay between one client and `target`, changing the client's frames as `tamper`
@@ -239,6 +243,9 @@ fn relay(target: &Address, tamper: Tamper) -> (Address, Arc<Mutex<Vec<u8>>>) {
                 break;
             }
             seen2.lock().unwrap().extend_from_slice(&frame);
+            if matches!(tamper, Tamper::Cut(n) if i == n) {
+                break;
+            }
             let out: Vec<Vec<u8>> = match tamper {
                 Tamper::Flip(n) if i == n => {
                     let mid = frame.len() / 2;
@@ -357,6 +364,47 @@ fn reordered_messages_are_an_integrity_error() {
 #[test]
 fn a_replayed_message_is_an_integrity_error() {
     assert_integrity_failure(Tamper::Replay(1), [10, 10, 10], 1);
+}
+
+/// A client sends two messages through a relay doing `tamper` and closes; what the listener's
+/// first three receives return.
+fn send_two_and_close(tamper: Tamper) -> Vec<Result<Vec<u8>, Error>> {
+    let listener = bind(Family::Tcp, true);
+    let (addr, _) = relay(listener.address(), tamper);
+    let t = thread::spawn(move || {
+        let mut c = client_builder(KEY).encrypt(true).connect(&addr).unwrap();
+        c.send_bytes(b"one").unwrap();
+        c.send_bytes(b"two").unwrap();
+        c.close().unwrap();
+    });
+    let mut server = listener.accept_timeout(WAIT).unwrap();
+    let got = (0..3).map(|_| server.recv_bytes()).collect();
+    t.join().unwrap();
+    got
+}
+
+#[test]
+fn a_clean_close_through_a_faithful_relay_is_closed() {
+    let got = send_two_and_close(Tamper::Nothing);
+    assert_eq!(got[0].as_ref().unwrap(), b"one");
+    assert_eq!(got[1].as_ref().unwrap(), b"two");
+    assert!(matches!(got[2], Err(Error::Closed)), "{:?}", got[2]);
+}
+
+#[test]
+fn a_stream_cut_at_a_message_boundary_is_an_integrity_error() {
+    // Frame 0 is the handshake, 1 and 2 the messages, 3 the client's end message.
+    let got = send_two_and_close(Tamper::Cut(3));
+    assert_eq!(got[0].as_ref().unwrap(), b"one");
+    assert_eq!(got[1].as_ref().unwrap(), b"two");
+    match &got[2] {
+        Err(Error::Integrity(m)) if m.contains("end message") => {}
+        other => panic!("want an integrity error naming the missing end message, got {other:?}"),
+    }
+    // Cut earlier, the listener never learns of the second message, and says so too.
+    let got = send_two_and_close(Tamper::Cut(2));
+    assert_eq!(got[0].as_ref().unwrap(), b"one");
+    assert!(matches!(&got[1], Err(Error::Integrity(_))), "{:?}", got[1]);
 }
 
 /// Reads one frame from a raw socket.

@@ -22,7 +22,7 @@ fn sessions() -> (Session, Session) {
     (c.into_session().unwrap(), l.into_session().unwrap())
 }
 
-/// Feeds `wire` in pieces of `step` bytes and takes everything that opens.
+/// Feeds `wire` in pieces of `step` bytes and takes everything that opens, up to an end message.
 fn open(session: &mut Session, wire: &[u8], step: usize) -> (Vec<u8>, bool) {
     let mut inbox = Inbox::new();
     let mut out = Vec::new();
@@ -31,6 +31,7 @@ fn open(session: &mut Session, wire: &[u8], step: usize) -> (Vec<u8>, bool) {
         inbox.push(piece);
         loop {
             match inbox.read(session, &mut buf) {
+                Ok(Some(0)) => return (out, false),
                 Ok(Some(n)) => out.extend_from_slice(&buf[..n]),
                 Ok(None) => break,
                 Err(_) => {
@@ -50,12 +51,13 @@ fuzz_target!(|data: &[u8]| {
     let (_, mut listener) = sessions();
     let (out, _) = open(&mut listener, rest, step);
     assert!(out.is_empty(), "plaintext from bytes nobody sealed");
-    // A genuine stream (the input sealed twice), changed by XOR with the input: what opens is
+    // A genuine stream (the input sealed twice, then the end message), changed by XOR with the input: what opens is
     // the plaintext of whole messages, in order, unchanged.
     let (mut client, mut listener) = sessions();
     let mut wire = Vec::new();
     client.seal(rest, &mut wire).unwrap();
     client.seal(rest, &mut wire).unwrap();
+    client.seal_end(&mut wire).unwrap();
     let (flips, len) = (rest.len().min(wire.len()), wire.len());
     for (i, b) in rest[..flips].iter().enumerate() {
         wire[(i * 131) % len] ^= b & (opt | 1);

@@ -364,7 +364,8 @@ impl Connection {
     }
 
     /// Flushes and closes the connection, reporting a flush error (dropping it closes too,
-    /// but silently).
+    /// but silently). An encrypted connection then sends its end message (SPEC.md §13.3), once
+    /// both halves of a split one are gone.
     pub fn close(mut self) -> Result<()> {
         let r = self.tx.flush();
         // Reported here; dropping must not wait for the same data again.

@@ -67,8 +67,10 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// A message of an encrypted connection failed its integrity check: it was altered,
-    /// replayed, reordered or dropped on the way (or the stream was cut inside one). Nothing of
-    /// it is returned, and the receiving side is unusable afterwards.
+    /// replayed, reordered or dropped on the way (or the stream was cut inside one), or the
+    /// stream ended without the peer's end message (cut by someone in the middle, or the peer
+    /// died without closing). Nothing of it is returned, and the receiving side is unusable
+    /// afterwards.
     #[error("integrity error: {0}")]
     Integrity(String),
     /// A typed message could not be decoded as CBOR into the requested type.

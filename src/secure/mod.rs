@@ -15,11 +15,15 @@
 //! client   -> listener Noise message 1 (-> psk, e): 48 bytes
 //! listener -> client   Noise message 2 (<- e, ee): 48 bytes, or b"#FAILURE#" (wrong key)
 //! then, both ways      transport messages: AES-256-GCM over up to 65,519 plaintext bytes, 16-byte tag
+//! at a clean close     the end message (close-notify): a transport message with no plaintext
 //! ```
 //!
 //! The plaintext is the stream of ordinary frames (headers included), so a frame's length is
 //! encrypted and authenticated with its payload, and a frame larger than one transport message
 //! is carried by several. Each direction rekeys (Noise `REKEY`) after [`REKEY_AFTER`] messages.
+//! snow runs the handshake and hands over the keys; transport messages are sealed and opened in
+//! place with ring, as Noise defines them for AESGCM. A stream that ends without the end
+//! message was cut: the receiver reports an [`Error::Integrity`](crate::Error::Integrity).
 //!
 //! This module does no I/O: [`Handshake`] turns the peer's messages into ours, and [`Session`]
 //! seals and opens transport messages. Randomness is passed in, as in [`crate::auth`].
@@ -46,6 +50,7 @@
 //! # Ok::<(), procwire::Error>(())
 //! ```
 
+mod cipher;
 mod handshake;
 mod session;
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use super::{MAX_MESSAGE, MAX_PLAINTEXT, REKEY_AFTER, TAG_LEN};
+use super::cipher::Cipher;
+use super::{MAX_MESSAGE, MAX_PLAINTEXT, TAG_LEN};
 use crate::codec::{FrameBuf, Peek, SHORT_HEADER_LEN};
 use crate::{Error, Result};
 
@@ -10,16 +11,16 @@ use crate::{Error, Result};
 ///
 /// [`seal`](Session::seal) turns plaintext into frames of transport messages;
 /// [`open`](Session::open) turns one message back. Each direction counts its messages, and
-/// rekeys after [`REKEY_AFTER`] of them, so both sides rotate at the same message.
+/// rekeys after [`REKEY_AFTER`](super::REKEY_AFTER) of them, so both sides rotate at the same
+/// message.
 pub struct Session {
-    noise: snow::TransportState,
-    sent: u64,
-    received: u64,
+    send: Cipher,
+    recv: Cipher,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("sent", &self.sent).field("received", &self.received).finish()
+        f.debug_struct("Session").finish_non_exhaustive()
     }
 }
 
@@ -33,65 +34,91 @@ pub(crate) fn integrity_error() -> Error {
 }
 
 impl Session {
-    pub(super) fn new(noise: snow::TransportState) -> Session {
-        Session { noise, sent: 0, received: 0 }
+    /// The session of the Noise split `(k1, k2)`: the initiator (client) sends with `k1`, the
+    /// responder (listener) with `k2`.
+    pub(super) fn from_split(initiator: bool, (k1, k2): ([u8; 32], [u8; 32])) -> Session {
+        let (send, recv) = if initiator { (k1, k2) } else { (k2, k1) };
+        Session { send: Cipher::new(&send), recv: Cipher::new(&recv) }
     }
 
     /// Appends `plain` to `out` as transport messages of at most [`MAX_PLAINTEXT`] bytes, each
-    /// in a frame with a 4-byte header. Nothing is appended for an empty `plain`.
+    /// in a frame with a 4-byte header, sealed where they land in `out`. Nothing is appended
+    /// for an empty `plain`.
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
         out.reserve(plain.len() + plain.len().div_ceil(MAX_PLAINTEXT) * (SHORT_HEADER_LEN + TAG_LEN));
         for chunk in plain.chunks(MAX_PLAINTEXT) {
-            if self.sent > 0 && self.sent.is_multiple_of(REKEY_AFTER) {
-                self.noise.rekey_outgoing();
-            }
-            let start = out.len();
-            let len = chunk.len() + TAG_LEN;
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-            out.resize(start + SHORT_HEADER_LEN + len, 0);
-            let written = self.noise.write_message(chunk, &mut out[start + SHORT_HEADER_LEN..]);
-            if written.is_err() {
-                out.truncate(start);
-                return Err(Error::Protocol("noise: this connection used up its nonces".into()));
-            }
-            self.sent += 1;
+            self.seal_one(chunk, out)?;
         }
         Ok(())
     }
 
+    /// Appends the end message (close-notify): a transport message with no plaintext, which
+    /// tells the peer that the stream ends here and was not cut.
+    pub fn seal_end(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.seal_one(&[], out)
+    }
+
+    fn seal_one(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(&((chunk.len() + TAG_LEN) as u32).to_be_bytes());
+        out.extend_from_slice(chunk);
+        match self.send.seal(&mut out[start + SHORT_HEADER_LEN..]) {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Opens one transport message (a frame's payload) into `out`, which must have room for
     /// `message.len() - TAG_LEN` bytes; returns the plaintext length. A message that does not
-    /// open is an [`Error::Integrity`].
+    /// open is an [`Error::Integrity`], and `out` then holds no plaintext.
     pub fn open(&mut self, message: &[u8], out: &mut [u8]) -> Result<usize> {
         if message.len() < TAG_LEN || message.len() > MAX_MESSAGE || out.len() < message.len() - TAG_LEN {
             return Err(integrity_error());
         }
-        if self.received > 0 && self.received.is_multiple_of(REKEY_AFTER) {
-            self.noise.rekey_incoming();
-        }
-        let n = self.noise.read_message(message, out).map_err(|_| integrity_error())?;
-        self.received += 1;
+        let mut in_out = message.to_vec();
+        let n = self.open_in_place(&mut in_out)?;
+        out[..n].copy_from_slice(&in_out[..n]);
         Ok(n)
+    }
+
+    /// Opens one transport message (a frame's payload) where it lies: on success the plaintext
+    /// is the first returned-length bytes of `message`. A message that does not open is an
+    /// [`Error::Integrity`], and none of `message` is plaintext.
+    pub fn open_in_place(&mut self, message: &mut [u8]) -> Result<usize> {
+        if message.len() < TAG_LEN || message.len() > MAX_MESSAGE {
+            return Err(integrity_error());
+        }
+        self.recv.open(message).ok_or_else(integrity_error)
     }
 }
 
 /// Received ciphertext not yet opened and plaintext not yet taken (sans-IO): the receiving
 /// side of an encrypted stream. Its owner fills it from the transport
 /// ([`spare`](Inbox::spare), [`filled`](Inbox::filled)) and takes plaintext with
-/// [`read`](Inbox::read). The first message that does not open breaks it for good.
+/// [`read`](Inbox::read) or [`read_to_vec`](Inbox::read_to_vec). Messages are opened in the
+/// buffer they arrived in. The first message that does not open breaks it for good.
 pub struct Inbox {
     frames: FrameBuf,
-    plain: Vec<u8>,
-    taken: usize,
+    /// Plaintext bytes of an opened message at the front of `frames`, its tag after them.
+    opened: usize,
     broken: bool,
+    /// The end message arrived: nothing follows.
+    ended: bool,
 }
 
 impl fmt::Debug for Inbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox")
-            .field("ciphertext", &self.frames.buffered().len())
-            .field("plaintext", &(self.plain.len() - self.taken))
+            .field("buffered", &self.frames.buffered().len())
+            .field("plaintext", &self.opened)
             .field("broken", &self.broken)
+            .field("ended", &self.ended)
             .finish()
     }
 }
@@ -107,9 +134,9 @@ impl Inbox {
     pub fn new() -> Inbox {
         Inbox {
             frames: FrameBuf::new(4 * (MAX_MESSAGE + SHORT_HEADER_LEN), MAX_MESSAGE as u64),
-            plain: Vec::new(),
-            taken: 0,
+            opened: 0,
             broken: false,
+            ended: false,
         }
     }
 
@@ -135,32 +162,61 @@ impl Inbox {
         }
     }
 
-    /// Whether plaintext, or a whole message to open, is waiting: a read needs no transport.
+    /// Whether plaintext, the end, or a whole message to open is waiting: a read needs no
+    /// transport.
     pub fn is_ready(&self) -> bool {
-        self.taken < self.plain.len()
+        self.opened > 0
             || self.broken
+            || self.ended
             || matches!(self.frames.peek(), Ok(Peek::Complete(_)) | Err(_))
     }
 
     /// Whether received bytes wait that are not a whole message (the stream ends inside one).
     pub fn has_partial(&self) -> bool {
-        !self.frames.is_empty()
+        self.opened == 0 && !self.ended && !self.frames.is_empty()
+    }
+
+    /// Whether the peer's end message (close-notify) arrived.
+    pub fn has_ended(&self) -> bool {
+        self.ended
     }
 
     /// Copies plaintext into `buf`, opening the next buffered message if none is waiting.
-    /// `Ok(None)`: more ciphertext is needed. A message that does not open breaks the inbox:
+    /// `Ok(None)`: more ciphertext is needed; `Ok(Some(0))` for a non-empty `buf`: the end
+    /// message arrived, and nothing follows it. A message that does not open breaks the inbox:
     /// this and every later read is an [`Error::Integrity`].
     pub fn read(&mut self, session: &mut Session, buf: &mut [u8]) -> Result<Option<usize>> {
         if buf.is_empty() {
             return Ok(Some(0));
         }
-        loop {
-            if self.taken < self.plain.len() {
-                let n = buf.len().min(self.plain.len() - self.taken);
-                buf[..n].copy_from_slice(&self.plain[self.taken..self.taken + n]);
-                self.taken += n;
-                return Ok(Some(n));
-            }
+        let Some(plain) = self.plaintext(session)? else { return Ok(None) };
+        let n = buf.len().min(plain.len());
+        buf[..n].copy_from_slice(&plain[..n]);
+        self.take(n);
+        Ok(Some(n))
+    }
+
+    /// As [`read`](Inbox::read), appending at most `max` bytes to `out` (no zeroing first).
+    pub fn read_to_vec(
+        &mut self,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<Option<usize>> {
+        if max == 0 {
+            return Ok(Some(0));
+        }
+        let Some(plain) = self.plaintext(session)? else { return Ok(None) };
+        let n = max.min(plain.len());
+        out.extend_from_slice(&plain[..n]);
+        self.take(n);
+        Ok(Some(n))
+    }
+
+    /// The plaintext waiting at the front, opening the next whole message if there is none;
+    /// empty after the end message, `None` when more ciphertext is needed.
+    fn plaintext(&mut self, session: &mut Session) -> Result<Option<&[u8]>> {
+        while self.opened == 0 && !self.ended {
             if self.broken {
                 return Err(integrity_error());
             }
@@ -173,37 +229,42 @@ impl Inbox {
                 }
             };
             let len = h.payload_len as usize;
-            let message = &self.frames.buffered()[h.header_len..h.header_len + len];
-            let opened = if buf.len() + TAG_LEN >= len {
-                // Room for all of it: straight into the caller's buffer.
-                session.open(message, buf)
-            } else {
-                self.plain.resize(len.saturating_sub(TAG_LEN), 0);
-                self.taken = 0;
-                session.open(message, &mut self.plain).map(|n| {
-                    self.plain.truncate(n);
-                    0
-                })
-            };
-            self.frames.consume(h.header_len + len);
+            let opened =
+                session.open_in_place(&mut self.frames.buffered_mut()[h.header_len..h.header_len + len]);
             match opened {
-                Ok(0) => continue,
-                Ok(n) => return Ok(Some(n)),
+                Ok(n) => {
+                    self.frames.consume(h.header_len);
+                    self.opened = n;
+                    if n == 0 {
+                        self.frames.consume(TAG_LEN);
+                        self.ended = true;
+                    }
+                }
+                // What the failed open left in the buffer is not plaintext: none of it goes out.
                 Err(_) => {
-                    // What the failed open left in the buffer is not plaintext: none of it goes out.
-                    self.plain.clear();
-                    self.taken = 0;
+                    self.frames.consume(h.header_len + len);
                     self.broken = true;
                 }
             }
+        }
+        Ok(Some(&self.frames.buffered()[..self.opened]))
+    }
+
+    /// Drops `n` bytes of the waiting plaintext, and the tag after the last of them.
+    fn take(&mut self, n: usize) {
+        self.frames.consume(n);
+        self.opened -= n;
+        if n > 0 && self.opened == 0 {
+            self.frames.consume(TAG_LEN);
         }
     }
 
     /// Opens every whole message buffered and appends the plaintext to `out`.
     pub fn open_all(&mut self, session: &mut Session, out: &mut Vec<u8>) -> Result<()> {
-        let mut chunk = vec![0u8; MAX_PLAINTEXT];
-        while let Some(n) = self.read(session, &mut chunk)? {
-            out.extend_from_slice(&chunk[..n]);
+        while let Some(n) = self.read_to_vec(session, out, usize::MAX)? {
+            if n == 0 {
+                break;
+            }
         }
         Ok(())
     }
@@ -215,6 +276,7 @@ pub(crate) mod tests {
     use crate::AuthKey;
     use crate::auth::Role;
     use crate::secure::Handshake;
+    use crate::secure::REKEY_AFTER;
 
     /// A client's and a listener's session of one handshake with fixed randomness.
     pub(crate) fn sessions() -> (Session, Session) {
@@ -281,6 +343,47 @@ pub(crate) mod tests {
         let mut buf = [0u8; 4];
         assert!(matches!(inbox.read(&mut l, &mut buf), Err(Error::Integrity(_))));
         assert!(matches!(inbox.read(&mut l, &mut buf), Err(Error::Integrity(_))));
+    }
+
+    #[test]
+    fn the_end_message_ends_the_stream_after_the_plaintext_before_it() {
+        let (mut c, mut l) = sessions();
+        let mut wire = Vec::new();
+        c.seal(b"last words", &mut wire).unwrap();
+        c.seal_end(&mut wire).unwrap();
+        assert_eq!(wire.len(), 2 * (SHORT_HEADER_LEN + TAG_LEN) + 10, "the end message is 16 bytes");
+        let mut inbox = Inbox::new();
+        inbox.push(&wire[..wire.len() - 1]);
+        let mut buf = [0u8; 4];
+        let mut got = Vec::new();
+        while let Some(n) = inbox.read(&mut l, &mut buf).unwrap() {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"last words");
+        assert!(!inbox.has_ended() && inbox.has_partial());
+        inbox.push(&wire[wire.len() - 1..]);
+        assert!(inbox.is_ready());
+        assert_eq!(inbox.read(&mut l, &mut buf).unwrap(), Some(0));
+        assert!(inbox.has_ended() && !inbox.has_partial());
+        assert_eq!(inbox.read(&mut l, &mut buf).unwrap(), Some(0), "and stays ended");
+    }
+
+    #[test]
+    fn an_end_message_of_another_position_does_not_open() {
+        let (mut c, mut l) = sessions();
+        let (mut end, mut more) = (Vec::new(), Vec::new());
+        c.seal_end(&mut end).unwrap();
+        c.seal(b"more", &mut more).unwrap();
+        // A relay that drops the end message and forwards what followed, or forges one.
+        let mut inbox = Inbox::new();
+        inbox.push(&more);
+        assert!(matches!(inbox.read(&mut l, &mut [0u8; 8]), Err(Error::Integrity(_))));
+        let (_, mut l) = sessions();
+        let mut forged = end.clone();
+        forged[4] ^= 1;
+        let mut inbox = Inbox::new();
+        inbox.push(&forged);
+        assert!(matches!(inbox.read(&mut l, &mut [0u8; 8]), Err(Error::Integrity(_))));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
 
 /// The most plaintext one write seals: several messages, written together.
 const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
-/// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
-const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
+/// How long dropping a stream waits at most to send the end message.
+const END_LIMIT: Duration = Duration::from_secs(10);
 
 /// An encrypted stream over `inner`. The session's keys serve both directions; the two halves
 /// of a split connection each lock it only while sealing or opening one message.
@@ -61,31 +61,19 @@ impl Sealed {
     }
 
     pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
-        let mut rx = lock(&self.rx);
-        loop {
-            let mut session = lock(&self.session);
-            if let Some(mut n) = rx.read(&mut session, buf).map_err(carry)? {
-                // More whole messages already here go along, without another read.
-                while n < buf.len() {
-                    match rx.read(&mut session, &mut buf[n..]) {
-                        Ok(Some(m)) if m > 0 => n += m,
-                        _ => break,
-                    }
+        self.read_with(deadline, |rx, session| {
+            // More whole messages already here go along, without another read.
+            let mut n = 0;
+            while n < buf.len() {
+                match rx.read(session, &mut buf[n..]) {
+                    Ok(Some(m)) if m > 0 => n += m,
+                    // The rest (more to read, the end, an error) is for the next call.
+                    _ if n > 0 => break,
+                    r => return r,
                 }
-                return Ok(n);
             }
-            drop(session);
-            let n = self.inner.read(rx.spare(), deadline)?;
-            if n == 0 {
-                if rx.has_partial() {
-                    return Err(carry(crate::Error::Integrity(
-                        "the stream ended inside an encrypted message".into(),
-                    )));
-                }
-                return Ok(0);
-            }
-            rx.filled(n);
-        }
+            Ok(Some(n))
+        })
     }
 
     /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
@@ -95,13 +83,44 @@ impl Sealed {
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        let start = v.len();
-        // At most what the inbox holds: the room is zeroed first.
-        let want = max.min(v.capacity() - start).min(READ_LIMIT);
-        v.resize(start + want, 0);
-        let r = self.read(&mut v[start..], deadline);
-        v.truncate(start + *r.as_ref().unwrap_or(&0));
-        r
+        let max = max.min(v.capacity() - v.len());
+        self.read_with(deadline, |rx, session| {
+            let mut n = 0;
+            while n < max {
+                match rx.read_to_vec(session, v, max - n) {
+                    Ok(Some(m)) if m > 0 => n += m,
+                    _ if n > 0 => break,
+                    r => return r,
+                }
+            }
+            Ok(Some(n))
+        })
+    }
+
+    /// Takes plaintext with `take` (which returns `Ok(None)` when the inbox needs ciphertext,
+    /// `Ok(Some(0))` at the peer's end message), reading the inner stream until it has some.
+    fn read_with(
+        &self,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&mut Inbox, &mut Session) -> crate::Result<Option<usize>>,
+    ) -> io::Result<usize> {
+        let mut rx = lock(&self.rx);
+        loop {
+            if let Some(n) = take(&mut rx, &mut lock(&self.session)).map_err(carry)? {
+                return Ok(n);
+            }
+            let n = self.inner.read(rx.spare(), deadline)?;
+            if n == 0 {
+                let why = if rx.has_partial() {
+                    "the stream ended inside an encrypted message"
+                } else {
+                    "the stream ended without the peer's end message (close-notify): someone \
+                     cut the connection, or the peer died without closing it"
+                };
+                return Err(carry(crate::Error::Integrity(why.into())));
+            }
+            rx.filled(n);
+        }
     }
 
     /// Seals up to [`WRITE_LIMIT`] bytes of `bufs` and writes them; returns the plaintext
@@ -132,6 +151,14 @@ impl Sealed {
         }
     }
 
+    /// Seals the end message (close-notify) and writes it after anything left unwritten.
+    fn write_end(&self) {
+        let mut tx = std::mem::take(&mut *lock(&self.tx));
+        if self.inner.can_write() && lock(&self.session).seal_end(&mut tx).is_ok() {
+            let _ = self.write_out(&mut tx, Some(Instant::now() + END_LIMIT));
+        }
+    }
+
     fn write_out(&self, tx: &mut Vec<u8>, deadline: Option<Instant>) -> io::Result<()> {
         let mut done = 0;
         let r = loop {
@@ -153,6 +180,14 @@ impl Sealed {
             return Ok(true);
         }
         self.inner.wait_readable(timeout)
+    }
+}
+
+/// A clean close: the peer reads to the end message and sees the end of the stream; one that
+/// gets the end of the stream without it reports a cut.
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        self.write_end();
     }
 }
 
