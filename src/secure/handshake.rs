@@ -409,7 +409,9 @@ mod spec_example {
         let (mut cs, mut ls) = (c.into_session().unwrap(), l.into_session().unwrap());
         let mut wire = Vec::new();
         cs.seal(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'], &mut wire).unwrap();
-        let got = [hex(&derive_psk(&key)), hex(&hello), hex(&m1), hex(&m2), hex(&wire)];
+        let mut end = Vec::new();
+        cs.seal_end(&mut end).unwrap();
+        let got = [hex(&derive_psk(&key)), hex(&hello), hex(&m1), hex(&m2), hex(&wire), hex(&end)];
         let mut inbox = Inbox::new();
         inbox.push(&wire);
         let mut plain = Vec::new();
@@ -418,11 +420,12 @@ mod spec_example {
         assert_eq!(got, EXPECTED);
     }
 
-    const EXPECTED: [&str; 5] = [
+    const EXPECTED: [&str; 6] = [
         "2cab83119f7880b9db20de78a9bf402e347cc3115bccc1315385e1eb85b8b034",
         "234e4f49534523000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
         "605a725d2a4adfeeb1a29e17edd621c1b7593ee8cdbc44ac6c4ab6e2f805d23c1bb011632b233b805af594dd7f94571c",
         "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd16625493c999fc2811668d9b296750ed460029",
         "00000019befc9633997c117459d0d5f09e5b81cea1796a89e129e31a5c",
+        "000000101bfc0dda25629dc84b21d8d791d492d2",
     ];
 }
