@@ -44,12 +44,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>, k: usize) -> Result<(Receiver, 
             .map_err(|e| crate::error::encode_error(&e))?;
         // Shared memory where it works: chunks and results cross without a system call while
         // the worker and the pool's threads are busy.
-        let pipe = if shared.config.shared_memory && crate::transport::SHARED_MEMORY {
-            PipeKind::SharedMemory
-        } else {
-            PipeKind::Socket
-        };
-        spawn_child(WORKER_ENTRY, &args, &name, true, pipe)
+        spawn_child(WORKER_ENTRY, &args, &name, true, PipeKind::local(shared.config.shared_memory))
     })();
     let (conn, child) = match r {
         Ok(x) => x,
