@@ -1,6 +1,7 @@
-//! Manager round trips: one client's dict gets over a Unix socket, next to a raw Unix-socket
-//! ping-pong of the same message sizes and CPython's `Manager().dict()` in the same run; then
-//! the aggregate rate of 16 client processes next to one client process.
+//! Manager round trips: one client's dict gets over shared memory (the default) and over a Unix
+//! socket (`ManagerBuilder::shared_memory(false)`), next to a raw Unix-socket ping-pong of the
+//! same message sizes and CPython's `Manager().dict()` in the same run; then the aggregate rate
+//! of 16 client processes next to one client process (shared memory).
 //!
 //! `cargo bench --bench manager [-- --secs S --repeat R --clients N]`. Rounds run interleaved
 //! (procwire, raw, CPython, then the client processes); the table shows the median of the
@@ -191,11 +192,17 @@ if __name__ == "__main__":
         let m = Manager::start().expect("start manager");
         let d = m.dict::<String, u64>().expect("dict");
         d.insert(&KEY.to_string(), &VALUE).expect("insert");
+        let ms = Manager::builder().shared_memory(false).start().expect("start socket manager");
+        let ds = ms.dict::<String, u64>().expect("dict");
+        ds.insert(&KEY.to_string(), &VALUE).expect("insert");
+        assert!(m.is_shared_memory().expect("kind") && !ms.is_shared_memory().expect("kind"));
 
-        let (mut pw, mut raw, mut py, mut one, mut many) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut pw, mut sock, mut raw, mut py, mut one, mut many) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for round in 0..repeat {
             eprintln!("round {}/{repeat}", round + 1);
             pw.push(get_loop(&d, secs));
+            sock.push(get_loop(&ds, secs));
             raw.push(raw_pingpong(request, reply, secs));
             if let Some(r) = cpython(secs) {
                 py.push(r);
@@ -204,6 +211,7 @@ if __name__ == "__main__":
             many.push(concurrent(&m, &d, clients, secs));
         }
         m.shutdown().expect("shutdown");
+        ms.shutdown().expect("shutdown");
 
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
@@ -219,7 +227,8 @@ if __name__ == "__main__":
             println!("{name:<44} {m:>10.0}/s  [{lo:.0}..{hi:.0}]");
             m
         };
-        let p = row("procwire dict get, one client (unix socket)", &pw);
+        let p = row("procwire dict get, one client (shared memory)", &pw);
+        let s = row("procwire dict get, one client (unix socket)", &sock);
         let r = row("raw unix-socket ping-pong, same sizes", &raw);
         let c = if py.is_empty() {
             println!("{:<44} {:>12}", "CPython Manager().dict() get", "(no python3)");
@@ -230,9 +239,12 @@ if __name__ == "__main__":
         let o = row("procwire, 1 client process", &one);
         let n = row(&format!("procwire, {clients} client processes (aggregate)"), &many);
         println!();
-        println!("procwire / raw ping-pong:          {:.2}x  (aim >= 0.8x)", p / r);
+        println!("shared memory / unix socket:       {:.2}x", p / s);
+        println!("unix socket / raw ping-pong:       {:.2}x  (aim >= 0.8x)", s / r);
+        println!("shared memory / raw ping-pong:     {:.2}x", p / r);
         if let Some(c) = c {
-            println!("procwire / CPython manager:        {:.2}x  (aim >= 2.5x)", p / c);
+            println!("shared memory / CPython manager:   {:.2}x  (aim >= 10x)", p / c);
+            println!("unix socket / CPython manager:     {:.2}x", s / c);
         }
         println!("{clients} clients / 1 client process:     {:.2}x  (aim >= 1.5x)", n / o);
     }

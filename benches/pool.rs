@@ -14,6 +14,10 @@
 //!   are busy with other work, it shows the best speed-up the run could get; the pool/threads
 //!   rows compare the pool with it, measured side by side.
 //!
+//! The pool's workers talk to it over shared memory (the default); a second pool of the same
+//! size whose workers use Unix socket pairs (`PoolBuilder::shared_memory(false)`) runs the map
+//! with chunksize 1 beside it, in the same rounds.
+//!
 //! Rounds run interleaved (procwire, then CPython); the table shows the median of the rounds
 //! and their spread.
 
@@ -207,13 +211,21 @@ fn main() {
     let limit = arg("--limit", 3_000_000);
     let pool = Pool::new(procs as usize).expect("start the pool");
     pool.map(&SQUARE, 0..100).expect("warm-up");
+    let sockets: Pool = Pool::builder()
+        .processes(procs as usize)
+        .shared_memory(false)
+        .build()
+        .expect("start the socket pool");
+    sockets.map(&SQUARE, 0..100).expect("warm-up");
     // Rows: map chunksize 1, map default, primes chunksize 1, primes default, then without a
-    // CPython column: primes on threads, pool over threads with chunksize 1 and the default.
-    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 7];
-    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    // CPython column: primes on threads, pool over threads with chunksize 1 and the default,
+    // map chunksize 1 over sockets.
+    let mut pw: Vec<Vec<f64>> = vec![Vec::new(); 8];
+    let mut py: Vec<Vec<f64>> = vec![Vec::new(); 8];
     for round in 0..repeat {
         eprintln!("round {}/{repeat}", round + 1);
         pw[0].push(map_rate(&pool, n, Some(1)));
+        pw[7].push(map_rate(&sockets, n, Some(1)));
         pw[1].push(map_rate(&pool, n, None));
         for (row, x) in pw[2..].iter_mut().zip(cpu_round(&pool, procs, limit)) {
             row.push(x);
@@ -239,6 +251,7 @@ fn main() {
         (format!("primes, {procs} threads (baseline)"), false),
         ("primes, pool/threads, chunksize 1".to_string(), false),
         ("primes, pool/threads, default".to_string(), false),
+        (format!("map x*x, {n} ints, chunksize 1, socket"), true),
     ];
     for (i, (name, is_rate)) in rows.iter().enumerate() {
         let cell = |v: &[f64]| {
@@ -271,4 +284,5 @@ fn main() {
         "the baseline divides it by the time of {procs} threads of one process: what the free CPUs allow;"
     );
     println!("pool/threads: the threads' time divided by the pool's (1.00: the pool is as fast as threads).");
+    println!("map chunksize 1, shared memory / socket: {:.2}x (aim >= 2x)", median(&pw[0]) / median(&pw[7]));
 }

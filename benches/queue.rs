@@ -1,5 +1,7 @@
 //! Queue throughput: one producer process to one consumer process, small items (integers),
-//! next to CPython's `multiprocessing.Queue` doing the same in the same run.
+//! next to CPython's `multiprocessing.Queue` doing the same in the same run. Each procwire
+//! workload runs twice, its children's handles over shared memory (the default) and over the
+//! queue's Unix socket (`QueueBuilder::shared_memory(false)`).
 //!
 //! `cargo bench --bench queue [-- --items N --repeat R]`. Each workload times the consumer
 //! from its first item to its last (process start-up excluded, on both sides), and rounds run
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use procwire::process::{Channel, ChannelFunction, Function, Process};
-use procwire::queue::{JoinableQueue, Queue};
+use procwire::queue::{JoinableQueue, Queue, QueueBuilder};
 use procwire::{AuthKey, Connection};
 
 /// Puts `n` integers, then a `u64::MAX` stop mark.
@@ -211,9 +213,17 @@ if __name__ == "__main__":
     print((k - 1) / dt)
 "#;
 
+/// A workload: `n` items through a queue whose children's handles use shared memory or not;
+/// the consumer's items/s.
+type Workload = fn(u64, bool) -> f64;
+
+fn queue(shared_memory: bool) -> Queue<u64> {
+    QueueBuilder::new().shared_memory(shared_memory).build().expect("queue")
+}
+
 /// Child producer, the creator (parent) consumes with its local handle.
-fn child_to_parent(n: u64) -> f64 {
-    let q: Queue<u64> = Queue::new().expect("queue");
+fn child_to_parent(n: u64, shared_memory: bool) -> f64 {
+    let q = queue(shared_memory);
     let mut p = Process::new(&PRODUCE, (q.clone(), n));
     p.start().expect("start producer");
     let rate = consume(q);
@@ -222,8 +232,8 @@ fn child_to_parent(n: u64) -> f64 {
 }
 
 /// The parent puts, a child consumes through its connection.
-fn parent_to_child(n: u64) -> f64 {
-    let q: Queue<u64> = Queue::new().expect("queue");
+fn parent_to_child(n: u64, shared_memory: bool) -> f64 {
+    let q = queue(shared_memory);
     let mut c = Process::new(&CONSUME, q.clone());
     c.start().expect("start consumer");
     // The creator serves the queue: it keeps a handle until the consumer is done.
@@ -234,8 +244,8 @@ fn parent_to_child(n: u64) -> f64 {
 }
 
 /// Both ends are children; the parent only serves the queue.
-fn child_to_child(n: u64) -> f64 {
-    let q: Queue<u64> = Queue::new().expect("queue");
+fn child_to_child(n: u64, shared_memory: bool) -> f64 {
+    let q = queue(shared_memory);
     let mut c = Process::new(&CONSUME, q.clone());
     c.start().expect("start consumer");
     let mut p = Process::new(&PRODUCE, (q.clone(), n));
@@ -275,46 +285,58 @@ fn main() {
     }
     let n = arg("--items", 500_000);
     let repeat = arg("--repeat", 3).max(1) as usize;
-    let names = [
-        "procwire child -> creator",
-        "procwire creator -> child",
-        "procwire child -> child",
-        "CPython mp.Queue",
+    let workloads: [(&str, Workload); 3] = [
+        ("child -> creator", child_to_parent),
+        ("creator -> child", parent_to_child),
+        ("child -> child", child_to_child),
     ];
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in &workloads {
+        names.push(format!("procwire {name}, shm"));
+        names.push(format!("procwire {name}, socket"));
+    }
+    names.push("CPython mp.Queue".into());
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let only = arg("--only", 0);
     for round in 0..repeat {
         eprintln!("round {}/{repeat}: {n} items per workload", round + 1);
-        let only = arg("--only", 0);
-        let run = |w: u64| only == 0 || only == w;
-        if run(1) {
-            rates[0].push(child_to_parent(n));
+        for (w, (_, f)) in workloads.iter().enumerate() {
+            if only == 0 || only == w as u64 + 1 {
+                rates[2 * w].push(f(n, true));
+                rates[2 * w + 1].push(f(n, false));
+            }
         }
-        if run(2) {
-            rates[1].push(parent_to_child(n));
-        }
-        if run(3) {
-            rates[2].push(child_to_child(n));
-        }
-        if run(4)
+        if (only == 0 || only == 4)
             && let Some(r) = cpython(n)
         {
-            rates[3].push(r);
+            rates[6].push(r);
         }
     }
-    let python = (!rates[3].is_empty()).then(|| median(&mut rates[3].clone()));
+    let python = (!rates[6].is_empty()).then(|| median(&mut rates[6].clone()));
     println!(
         "queue throughput, one producer process to one consumer process, {n} integers, median of {repeat}"
     );
-    println!("{:<28} {:>14} {:>22} {:>12}", "workload", "items/s", "spread (min..max)", "vs CPython");
-    for (name, r) in names.iter().zip(&rates) {
-        if r.is_empty() {
-            println!("{name:<28} {:>14}", "(python3 not found)");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "{:<36} {:>14} {:>22} {:>12} {:>10}",
+        "workload", "items/s", "spread (min..max)", "vs CPython", "shm/socket"
+    );
+    let medians: Vec<Option<f64>> =
+        rates.iter().map(|r| (!r.is_empty()).then(|| median(&mut r.clone()))).collect();
+    for (i, (name, r)) in names.iter().zip(&rates).enumerate() {
+        let Some(m) = medians[i] else {
+            println!("{name:<36} {:>14}", "(not run)");
             continue;
-        }
+        };
         let mut r = r.clone();
-        let m = median(&mut r);
+        r.sort_by(f64::total_cmp);
         let spread = format!("{:.0}..{:.0}", r[0], r[r.len() - 1]);
         let ratio = python.map_or("-".to_string(), |p| format!("{:.2}x", m / p));
-        println!("{name:<28} {m:>14.0} {spread:>22} {ratio:>12}");
+        let shm = match (i < 6 && i % 2 == 0, medians.get(i + 1).copied().flatten()) {
+            (true, Some(s)) => format!("{:.2}x", m / s),
+            _ => "-".to_string(),
+        };
+        println!("{name:<36} {m:>14.0} {spread:>22} {ratio:>12} {shm:>10}");
     }
 }

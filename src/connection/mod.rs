@@ -132,6 +132,22 @@ impl Connection {
         matches!(*self.rx.stream, Stream::Mem(_))
     }
 
+    /// Whether the connection's bytes move through memory shared with another process of this
+    /// host (an `shm:` address, [`PipeKind::SharedMemory`]), with its socket as doorbell.
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")] {
+    /// let (a, _b) = procwire::pipe_with(procwire::PipeKind::SharedMemory)?;
+    /// assert!(a.is_shared_memory());
+    /// let (c, _d) = procwire::pipe(true)?;
+    /// assert!(!c.is_shared_memory());
+    /// # }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn is_shared_memory(&self) -> bool {
+        self.rx.stream.is_shared_memory()
+    }
+
     /// Whether the connection is encrypted (`encrypt(true)` on the builders, feature `encrypt`).
     pub fn is_encrypted(&self) -> bool {
         #[cfg(feature = "encrypt")]

@@ -38,6 +38,19 @@ pub enum PipeKind {
     SharedMemory,
 }
 
+impl PipeKind {
+    /// [`SharedMemory`](PipeKind::SharedMemory) when `shared_memory` asks for it and it works
+    /// on this platform, else [`Socket`](PipeKind::Socket): for the crate's consumers, which
+    /// use shared memory where they can.
+    pub(crate) fn local(shared_memory: bool) -> PipeKind {
+        if shared_memory && crate::transport::SHARED_MEMORY {
+            PipeKind::SharedMemory
+        } else {
+            PipeKind::Socket
+        }
+    }
+}
+
 /// A connected duplex pair of `kind`.
 ///
 /// ```

@@ -6,6 +6,7 @@
 //! honest one: `accept` returns whichever connection finishes its handshake first.
 
 mod accept;
+pub(crate) mod beside;
 mod builder;
 mod client;
 mod poll;

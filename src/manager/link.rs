@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::objects::Near;
 use super::server::{Inner, Registry};
 use super::wire::{self, Plain, ReplyIn, RequestOut, VERSION};
+use crate::listener::beside::nearest;
 use crate::process::Channel;
 use crate::util::lock;
 use crate::{Address, AuthKey, Client, Connection, Error, Result};
@@ -57,6 +58,8 @@ type Idle = (Connection, Vec<u8>);
 /// The way to one manager, and what this process knows of it.
 pub(super) struct Link {
     pub(super) address: Address,
+    /// The manager's shared-memory address, taken on its host (see [`nearest`]).
+    pub(super) shm: Option<Address>,
     pub(super) key: AuthKey,
     /// Whether its connections are encrypted (it listens with `encrypt(true)`).
     pub(super) encrypted: bool,
@@ -82,20 +85,28 @@ struct Pool {
 }
 
 impl Link {
-    fn remote(address: Address, key: AuthKey, encrypted: bool, owner: Option<Channel>) -> Link {
+    fn remote(
+        address: Address,
+        shm: Option<Address>,
+        key: AuthKey,
+        encrypted: bool,
+        owner: Option<Channel>,
+    ) -> Link {
         let pool = Pool { idle: Mutex::new((std::process::id(), Vec::new())), owner: Mutex::new(owner) };
         let flavor = Flavor::Remote(Box::new(pool));
-        Link { address, key, encrypted, dead: AtomicBool::new(false), flavor }
+        Link { address, shm, key, encrypted, dead: AtomicBool::new(false), flavor }
     }
 
-    /// A link to the manager served by `owner` at `address`, checked by one connection.
+    /// A link to the manager served by `owner` at `address` (and `shm`), checked by one
+    /// connection.
     pub(super) fn started(
         address: Address,
+        shm: Option<Address>,
         key: AuthKey,
         encrypted: bool,
         owner: Channel,
     ) -> Result<Arc<Link>> {
-        let link = register(Link::remote(address, key, encrypted, Some(owner)));
+        let link = register(Link::remote(address, shm, key, encrypted, Some(owner)));
         link.check()?;
         Ok(link)
     }
@@ -105,10 +116,13 @@ impl Link {
     /// process finds it by that name).
     pub(super) fn local(registry: Registry) -> Result<Arc<Link>> {
         let address = Address::fresh(crate::Family::InProc)?;
-        let server = Arc::new(Inner::new(registry, Near { address: address.clone(), encrypt: false }));
+        let server = Arc::new(Inner::new(
+            registry,
+            Near { address: address.clone(), encrypt: false, shared_memory: false },
+        ));
         let flavor = Flavor::Local { server, session: session_id()? };
         let key = AuthKey::random()?;
-        Ok(register(Link { address, key, encrypted: false, dead: AtomicBool::new(false), flavor }))
+        Ok(register(Link { address, shm: None, key, encrypted: false, dead: AtomicBool::new(false), flavor }))
     }
 
     /// Whether this process started the manager's child.
@@ -125,9 +139,22 @@ impl Link {
         Ok(())
     }
 
+    /// Whether this process's connections to the manager go through shared memory (asks one).
+    pub(super) fn is_shared_memory(&self) -> Result<bool> {
+        match &self.flavor {
+            Flavor::Remote(pool) => {
+                let c = self.take(pool)?;
+                let shared = c.0.is_shared_memory();
+                pool.give_back(c);
+                Ok(shared)
+            }
+            Flavor::Local { .. } => Ok(false),
+        }
+    }
+
     fn connect(&self) -> Result<Connection> {
-        let mut c =
-            Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(&self.address)?;
+        let to = nearest(&self.address, self.shm.as_ref());
+        let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(&to)?;
         c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
         c.set_read_timeout(Some(START_TIMEOUT));
         let ok = answer(c.recv::<ReplyIn<()>>()?);
@@ -250,9 +277,9 @@ fn register(link: Link) -> Arc<Link> {
     link
 }
 
-/// The link of this process to the manager at `address`, encrypted or not, new if there is
-/// none.
-pub(super) fn link_for(address: &Address, key: &AuthKey, encrypted: bool) -> Arc<Link> {
+/// The link of this process to the manager at `address` (and `shm`, when a proxy names it),
+/// encrypted or not, new if there is none.
+pub(super) fn link_for(address: &Address, shm: Option<Address>, key: &AuthKey, encrypted: bool) -> Arc<Link> {
     let mut links = lock(&LINKS);
     links.retain(|w| w.strong_count() > 0);
     let found = links.iter().filter_map(Weak::upgrade).find(|l| {
@@ -264,7 +291,7 @@ pub(super) fn link_for(address: &Address, key: &AuthKey, encrypted: bool) -> Arc
     if let Some(l) = found {
         return l;
     }
-    let l = Arc::new(Link::remote(address.clone(), key.clone(), encrypted, None));
+    let l = Arc::new(Link::remote(address.clone(), shm, key.clone(), encrypted, None));
     links.push(Arc::downgrade(&l));
     l
 }

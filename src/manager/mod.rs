@@ -101,6 +101,9 @@ pub struct ChildArgs {
     /// Whether the manager encrypts its connections (absent in older programs' arguments: no).
     #[serde(default)]
     encrypt: bool,
+    /// Whether it also listens on shared memory for clients on its host (absent: no).
+    #[serde(default)]
+    shared_memory: bool,
 }
 
 impl fmt::Debug for ChildArgs {
@@ -108,6 +111,7 @@ impl fmt::Debug for ChildArgs {
         f.debug_struct("ChildArgs")
             .field("address", &self.address)
             .field("encrypt", &self.encrypt)
+            .field("shared_memory", &self.shared_memory)
             .finish_non_exhaustive()
     }
 }
@@ -119,7 +123,11 @@ impl fmt::Debug for ChildArgs {
 pub static SERVE: ChannelFunction<ChildArgs> =
     ChannelFunction::new("procwire.manager", |channel, args| serve_child(channel, args, Registry::new()));
 
-/// The body of a manager child: binds, reports the address to the parent over `channel`,
+/// What a manager child reports once it listens: its address and the shared-memory one
+/// beside it, or why it could not bind.
+type Started = std::result::Result<(String, Option<String>), String>;
+
+/// The body of a manager child: binds, reports the addresses to the parent over `channel`,
 /// serves `registry` until shut down, and exits when the parent dies (its end of `channel`
 /// closes). For custom types, wrap it in a [`ChannelFunction`] of your own:
 ///
@@ -150,15 +158,17 @@ pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry)
         Some(Err(e)) => Err(e),
         None => Address::fresh(Family::default()),
     };
-    let server =
-        match address.and_then(|a| ManagerServer::bind_with(&a, args.authkey, registry, args.encrypt)) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = channel.send(&Err::<String, String>(e.to_string()));
-                return;
-            }
-        };
-    if channel.send(&Ok::<String, String>(server.address().to_string())).is_err() {
+    let bound = address
+        .and_then(|a| ManagerServer::bind_with(&a, args.authkey, registry, args.encrypt, args.shared_memory));
+    let server = match bound {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = channel.send(&Started::Err(e.to_string()));
+            return;
+        }
+    };
+    let shm = server.shared_memory_address().map(Address::to_string);
+    if channel.send(&Started::Ok((server.address().to_string(), shm))).is_err() {
         return;
     }
     // The parent holds the other end for as long as it uses the manager: its end of file
@@ -187,11 +197,18 @@ pub fn serve_child(mut channel: Connection, args: ChildArgs, registry: Registry)
 /// println!("manager at {} (reachable by anyone with the key)", m.address());
 /// # Ok::<(), procwire::Error>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<AuthKey>,
     encrypt: bool,
+    shared_memory: bool,
+}
+
+impl Default for ManagerBuilder {
+    fn default() -> Self {
+        ManagerBuilder { address: None, authkey: None, encrypt: false, shared_memory: true }
+    }
 }
 
 impl ManagerBuilder {
@@ -229,6 +246,28 @@ impl ManagerBuilder {
         self
     }
 
+    /// Whether processes on the manager's host reach it through memory they share with it
+    /// (default: on, where shared-memory connections work: Linux and Apple's systems). The
+    /// manager then also listens at a fresh `shm:` address beside its
+    /// [`address`](Self::address); the [`Manager`] this process gets and every proxy of it
+    /// carry both, and a process on this host connects through shared memory (a request and
+    /// its reply cross without a system call while both sides are busy), any other (another
+    /// host, CPython, [`Manager::connect`] with the address) through the address. An
+    /// encrypting manager uses its address only. Off: only the address.
+    ///
+    /// ```no_run
+    /// use procwire::manager::Manager;
+    ///
+    /// procwire::process::init(&[]);
+    /// let m = Manager::builder().shared_memory(false).start()?;
+    /// assert!(!m.is_shared_memory()?);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
+        self
+    }
+
     /// Starts a manager of the built-in types in a child process, which runs [`SERVE`] from
     /// [`process::init`](crate::process::init).
     pub fn start(self) -> Result<Manager> {
@@ -247,25 +286,29 @@ impl ManagerBuilder {
             address: self.address.map(|a| a.to_string()),
             authkey: key.as_bytes().to_vec(),
             encrypt: self.encrypt,
+            shared_memory: self.shared_memory,
         };
         let mut child = crate::process::start(f, args)?;
         child.set_read_timeout(Some(START_TIMEOUT));
-        let reported = child.recv::<std::result::Result<String, String>>();
+        let reported = child.recv::<Started>();
         let fail = |child: Channel, e: Error| {
             let _ = child.kill();
             let _ = child.join_timeout(EXIT_GRACE);
             e
         };
-        let address: Address = match reported {
-            Ok(Ok(a)) => match a.parse() {
-                Ok(a) => a,
-                Err(e) => return Err(fail(child, e)),
-            },
-            Ok(Err(message)) => return Err(fail(child, Error::Remote { kind: RemoteKind::Start, message })),
+        let parsed = match reported {
+            Ok(Ok((a, shm))) => {
+                a.parse::<Address>().and_then(|a| Ok((a, shm.map(|s| s.parse()).transpose()?)))
+            }
+            Ok(Err(message)) => Err(Error::Remote { kind: RemoteKind::Start, message }),
+            Err(e) => Err(e),
+        };
+        let (address, shm) = match parsed {
+            Ok(a) => a,
             Err(e) => return Err(fail(child, e)),
         };
         child.set_read_timeout(None);
-        Ok(Manager { link: Link::started(address, key, self.encrypt, child)? })
+        Ok(Manager { link: Link::started(address, shm, key, self.encrypt, child)? })
     }
 }
 
@@ -346,7 +389,7 @@ impl Manager {
     }
 
     fn connect_with(address: impl ToAddress, key: impl Into<AuthKey>, encrypted: bool) -> Result<Manager> {
-        let link = link_for(&address.to_address()?, &key.into(), encrypted);
+        let link = link_for(&address.to_address()?, None, &key.into(), encrypted);
         link.check()?;
         Ok(Manager { link })
     }
@@ -371,6 +414,21 @@ impl Manager {
     /// Whether this handle's connections to the manager are encrypted (feature `encrypt`).
     pub fn is_encrypted(&self) -> bool {
         self.link.encrypted
+    }
+
+    /// The manager's shared-memory address, where processes on its host connect
+    /// ([`ManagerBuilder::shared_memory`]); `None` when it has none or this handle does not
+    /// know it (one of [`Manager::connect`]).
+    pub fn shared_memory_address(&self) -> Option<&Address> {
+        self.link.shm.as_ref()
+    }
+
+    /// Whether this handle's connections to the manager move their bytes through memory
+    /// shared with it: it was given the manager's shared-memory address (a manager started
+    /// with [`ManagerBuilder::shared_memory`] on, and its proxies) and runs on the manager's
+    /// host. Asks a connection, which may connect.
+    pub fn is_shared_memory(&self) -> Result<bool> {
+        self.link.is_shared_memory()
     }
 
     /// Creates an object of a registered type from `args` and returns its untyped proxy.
@@ -475,6 +533,7 @@ impl Serialize for Proxy {
             id: p.id,
             typeid: p.typeid.clone(),
             encrypted: p.link.encrypted,
+            shm: p.link.shm.as_ref().map(Address::to_string),
         }
         .serialize(s)
     }
@@ -484,7 +543,8 @@ impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let r = ProxyRef::deserialize(d)?;
         let address: Address = r.address.parse().map_err(serde::de::Error::custom)?;
-        let link = link_for(&address, &AuthKey::new(r.authkey), r.encrypted);
+        let shm = r.shm.map(|s| s.parse::<Address>()).transpose().map_err(serde::de::Error::custom)?;
+        let link = link_for(&address, shm, &AuthKey::new(r.authkey), r.encrypted);
         link.request::<(), ()>(&Plain::Adopt { id: r.id }).map_err(|e| {
             serde::de::Error::custom(format!("cannot take over the proxy of object {}: {e}", r.id))
         })?;

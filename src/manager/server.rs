@@ -469,12 +469,14 @@ fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
 pub struct ManagerServer {
     inner: Arc<Inner>,
     address: Address,
-    acceptor: Option<JoinHandle<()>>,
+    /// The shared-memory listener's address beside `address`, if it has one.
+    shm: Option<Address>,
+    acceptors: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for ManagerServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagerServer").field("address", &self.address).finish()
+        f.debug_struct("ManagerServer").field("address", &self.address).field("shm", &self.shm).finish()
     }
 }
 
@@ -489,7 +491,7 @@ impl ManagerServer {
         key: impl Into<AuthKey>,
         registry: Registry,
     ) -> Result<ManagerServer> {
-        ManagerServer::bind_with(address, key, registry, false)
+        ManagerServer::bind_with(address, key, registry, false, false)
     }
 
     /// As [`bind`](ManagerServer::bind), encrypting every connection, keyed by `key` (see
@@ -504,28 +506,46 @@ impl ManagerServer {
         key: impl Into<AuthKey>,
         registry: Registry,
     ) -> Result<ManagerServer> {
-        ManagerServer::bind_with(address, key, registry, true)
+        ManagerServer::bind_with(address, key, registry, true, false)
     }
 
+    /// Binds `address`, and with `shared_memory` (unless it encrypts, and where shared memory
+    /// works) a fresh `shm:` address beside it for clients on this host.
     pub(super) fn bind_with(
         address: impl ToAddress,
         key: impl Into<AuthKey>,
         registry: Registry,
         encrypt: bool,
+        shared_memory: bool,
     ) -> Result<ManagerServer> {
-        let listener = Listener::builder().authkey(key).encrypt_if(encrypt).bind(address)?;
+        let builder = Listener::builder().authkey(key).encrypt_if(encrypt);
+        let listener = builder.clone().bind(address)?;
+        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypt)?;
         let address = listener.address().clone();
-        let inner = Arc::new(Inner::new(registry, Near { address: address.clone(), encrypt }));
-        let i = inner.clone();
-        let acceptor = std::thread::Builder::new()
-            .name("procwire-manager".into())
-            .spawn(move || accept_loop(&i, &listener))?;
-        Ok(ManagerServer { inner, address, acceptor: Some(acceptor) })
+        let shm = beside.as_ref().map(|l| l.address().clone());
+        let near = Near { address: address.clone(), encrypt, shared_memory };
+        let inner = Arc::new(Inner::new(registry, near));
+        let mut server = ManagerServer { inner, address, shm, acceptors: Vec::new() };
+        for listener in std::iter::once(listener).chain(beside) {
+            let i = server.inner.clone();
+            // On failure the server drops here, stopping the acceptors started already.
+            server.acceptors.push(
+                std::thread::Builder::new()
+                    .name("procwire-manager".into())
+                    .spawn(move || accept_loop(&i, &listener))?,
+            );
+        }
+        Ok(server)
     }
 
     /// The address clients connect to (with the real port after binding port 0).
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The shared-memory address beside [`address`](Self::address), for clients on this host.
+    pub(super) fn shared_memory_address(&self) -> Option<&Address> {
+        self.shm.as_ref()
     }
 
     /// Waits until the manager is shut down (by [`shutdown`](ManagerServer::shutdown) or a
@@ -559,7 +579,7 @@ impl ManagerServer {
 impl Drop for ManagerServer {
     fn drop(&mut self) {
         self.inner.shutdown();
-        if let Some(t) = self.acceptor.take() {
+        for t in self.acceptors.drain(..) {
             let _ = t.join();
         }
     }

@@ -144,6 +144,10 @@ pub(crate) struct ProxyRef {
     /// Whether the manager encrypts its connections (absent, as older versions write it: no).
     #[serde(default)]
     pub(crate) encrypted: bool,
+    /// The manager's shared-memory address, for processes on its host (absent, as older
+    /// versions and managers without one write it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shm: Option<String>,
 }
 
 /// Decodes one message as `T`, as `Connection::recv` does (SPEC.md §7.2), but first with a

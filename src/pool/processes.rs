@@ -53,6 +53,7 @@ impl sealed::Backend for Processes {
             maxtasks: settings.maxtasks,
             prefix: settings.prefix,
             retry_lost: settings.retry_lost,
+            shared_memory: settings.shared_memory,
         });
         if let Err(e) = engine::start(&shared) {
             shared.terminate();

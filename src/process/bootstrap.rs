@@ -22,7 +22,7 @@ use crate::RemoteKind;
 use crate::error::io_context;
 use crate::sys;
 use crate::util::{deadline_of, lock};
-use crate::{Connection, Error, Result};
+use crate::{Connection, Error, PipeKind, Result};
 
 /// Set in a child to `VERSION:PARENT_PID`: "you are a procwire child of this parent".
 const ENV_PROCESS: &str = "PROCWIRE_PROCESS";
@@ -189,6 +189,8 @@ pub(super) struct SpawnOptions<'a> {
     pub(super) daemon: bool,
     pub(super) executable: Option<&'a Path>,
     pub(super) start_timeout: Duration,
+    /// The kind of the child's channel (a pool worker's is shared memory where it works).
+    pub(super) pipe: PipeKind,
 }
 
 /// A child that reported `Started`.
@@ -206,7 +208,7 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
         Some(p) => p.to_path_buf(),
         None => std::env::current_exe()?,
     };
-    let (mut conn, theirs) = crate::pipe(true)?;
+    let (mut conn, theirs) = crate::pipe_with(o.pipe)?;
     let mut cmd = Command::new(&exe);
     cmd.args(lock(&CHILD_ARGS).iter());
     cmd.env(ENV_PROCESS, format!("{VERSION}:{}", std::process::id()));

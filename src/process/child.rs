@@ -89,12 +89,14 @@ impl Child {
 }
 
 /// Starts `function` (a name the child's `init` handles, with a channel) in a child, as
-/// [`start`](super::start) does, without registering it for [`waitall`](super::waitall).
+/// [`start`](super::start) does, without registering it for [`waitall`](super::waitall); its
+/// channel is a pipe of kind `pipe`.
 pub(crate) fn spawn_child(
     function: &'static str,
     args: &[u8],
     name: &str,
     daemon: bool,
+    pipe: crate::PipeKind,
 ) -> Result<(Connection, Child)> {
     let s = spawn(&SpawnOptions {
         function,
@@ -104,6 +106,7 @@ pub(crate) fn spawn_child(
         daemon,
         executable: None,
         start_timeout: DEFAULT_START_TIMEOUT,
+        pipe,
     })?;
     let child = Child {
         state: Mutex::new(ChildState { pid: s.pid, status: None }),

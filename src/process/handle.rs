@@ -136,6 +136,7 @@ impl<R: DeserializeOwned> sealed::Returns<R> for Processes {
             daemon: settings.daemon,
             executable: settings.executable,
             start_timeout: settings.start_timeout,
+            pipe: crate::PipeKind::Socket,
         })?;
         st.sentinel = Sentinel::new(s.sentinel);
         st.running =

@@ -108,6 +108,7 @@ pub fn start<A: Serialize>(f: &ChannelFunction<A>, args: A) -> Result<Channel> {
         daemon: false,
         executable: None,
         start_timeout: DEFAULT_START_TIMEOUT,
+        pipe: crate::PipeKind::Socket,
     })?;
     Ok(Peer::channel(s.conn, s.sentinel, s.pid))
 }

@@ -18,15 +18,24 @@ use super::remote::Remote;
 use super::server::{Server, State};
 use super::wire;
 use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::listener::beside::nearest;
 use crate::util::{lock, wait_deadline};
 use crate::{Address, AuthKey, Error, Family, Result, ToAddress};
 
-/// Where and with which key other processes reach a queue, and whether encrypted.
-#[derive(Clone, Debug, Default)]
+/// Where and with which key other processes reach a queue, whether encrypted, and whether
+/// through shared memory from this host.
+#[derive(Clone, Debug)]
 pub struct Options {
     address: Option<Address>,
     authkey: Option<AuthKey>,
     encrypt: bool,
+    shared_memory: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { address: None, authkey: None, encrypt: false, shared_memory: true }
+    }
 }
 
 impl QueueBuilder<Processes> {
@@ -67,6 +76,26 @@ impl QueueBuilder<Processes> {
         self.encrypt_if(on)
     }
 
+    /// Whether handles in other processes of this host reach the queue through memory they
+    /// share with it (default: on, where shared-memory connections work: Linux and Apple's
+    /// systems). The queue then also listens at a fresh `shm:` address beside its
+    /// [`address`](Self::address), and the handles it sends to other processes carry both:
+    /// one on this host connects through shared memory, any other (on another host, or
+    /// [`Queue::connect`] with the address) through the address, as does every handle of an
+    /// encrypting queue. Off: only the address.
+    ///
+    /// ```
+    /// use procwire::queue::{Queue, QueueBuilder};
+    ///
+    /// let q: Queue<u32> = QueueBuilder::new().shared_memory(false).build()?;
+    /// assert_eq!(q.shared_memory_address(), None);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.settings.options.shared_memory = on;
+        self
+    }
+
     /// [`encrypt`](Self::encrypt) in every build, for a manager's queues (without the
     /// feature, `true` makes `build` fail).
     pub(crate) fn encrypt_if(mut self, on: bool) -> Self {
@@ -90,6 +119,23 @@ impl<T> Queue<T, Processes> {
     /// ([`QueueBuilder::encrypt`], feature `encrypt`).
     pub fn is_encrypted(&self) -> bool {
         self.h.encrypted()
+    }
+
+    /// The queue's shared-memory address, where handles on its host connect
+    /// ([`QueueBuilder::shared_memory`]); `None` when it has none.
+    pub fn shared_memory_address(&self) -> Option<&Address> {
+        self.h.shm()
+    }
+
+    /// Whether this handle reaches the queue through memory shared with the serving process:
+    /// it is another process's handle, connected (or connecting now) through the queue's
+    /// shared-memory address. The creator's own handles use the queue's memory directly:
+    /// `false`.
+    pub fn is_shared_memory(&self) -> Result<bool> {
+        match &self.h {
+            Handle::Local(_) => Ok(false),
+            Handle::Remote(r) => Ok(r.get()?.link.is_shared_memory()),
+        }
     }
 }
 
@@ -242,6 +288,8 @@ impl Local {
 /// A handle of a queue served elsewhere; connects on first use.
 pub struct Lazy {
     address: Address,
+    /// The queue's shared-memory address, taken on its host (see [`nearest`]).
+    shm: Option<Address>,
     key: AuthKey,
     encrypted: bool,
     maxsize: Option<u64>,
@@ -258,7 +306,7 @@ impl Lazy {
             return Ok(r.clone());
         }
         let remote = Remote::connect(
-            &self.address,
+            &nearest(&self.address, self.shm.as_ref()),
             self.key.clone(),
             self.encrypted,
             self.prefetch.load(Ordering::Relaxed),
@@ -320,6 +368,13 @@ impl Handle {
         match self {
             Handle::Local(l) => l.prefetch.load(Ordering::Relaxed),
             Handle::Remote(r) => r.prefetch.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shm(&self) -> Option<&Address> {
+        match self {
+            Handle::Local(l) => l.owner.server.shm.as_ref(),
+            Handle::Remote(r) => r.shm.as_ref(),
         }
     }
 
@@ -423,8 +478,9 @@ impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
             None => AuthKey::random()?,
         };
         let maxsize = settings.maxsize.map(|m| m as u64);
-        let encrypted = settings.options.encrypt;
-        let server = Server::start(&address, key, encrypted, maxsize, joinable, settings.max_item_size)?;
+        let (encrypt, shared_memory) = (settings.options.encrypt, settings.options.shared_memory);
+        let server =
+            Server::start(&address, key, encrypt, shared_memory, maxsize, joinable, settings.max_item_size)?;
         let owner = Arc::new(Owner { server });
         register(&owner);
         Ok(Handle::Local(Local::new(owner, settings.prefetch)))
@@ -464,6 +520,7 @@ fn connect_handle(address: &Address, key: AuthKey, encrypted: bool, joinable: bo
     }
     Ok(Handle::Remote(Arc::new(Lazy {
         address: address.clone(),
+        shm: None,
         key,
         encrypted,
         maxsize: info.maxsize,
@@ -486,6 +543,10 @@ struct HandleRef {
     /// Whether the queue encrypts (absent, as older versions write it: no).
     #[serde(default)]
     encrypted: bool,
+    /// The queue's shared-memory address, for handles on its host (absent, as older versions
+    /// and queues without one write it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shm: Option<String>,
 }
 
 impl HandleRef {
@@ -498,6 +559,7 @@ impl HandleRef {
             prefetch: h.prefetch(),
             max_item_size: h.max_item_size(),
             encrypted: h.encrypted(),
+            shm: h.shm().map(Address::to_string),
         }
     }
 
@@ -520,8 +582,10 @@ impl HandleRef {
             return Ok(Handle::Local(Local::new(owner, self.prefetch)));
         }
         let address: Address = self.address.parse().map_err(|e: Error| e.to_string())?;
+        let shm = self.shm.map(|s| s.parse::<Address>()).transpose().map_err(|e| e.to_string())?;
         Ok(Handle::Remote(Arc::new(Lazy {
             address,
+            shm,
             key: AuthKey::new(self.authkey),
             encrypted: self.encrypted,
             maxsize: self.maxsize,
@@ -577,6 +641,7 @@ mod tests {
             prefetch: 5,
             max_item_size: 100,
             encrypted: false,
+            shm: None,
         };
         let mut v = ciborium::Value::serialized(&r).unwrap();
         if let ciborium::Value::Map(m) = &mut v {

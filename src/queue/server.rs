@@ -197,25 +197,30 @@ pub(crate) struct Server {
     pub(crate) key: AuthKey,
     /// Whether its listener encrypts (handles of it connect encrypted).
     pub(crate) encrypted: bool,
+    /// The shared-memory listener's address beside `address`, for handles on this host.
+    pub(crate) shm: Option<Address>,
     pub(crate) max_item_size: u64,
 }
 
 impl Server {
-    /// Binds `address` and starts the acceptor thread.
+    /// Binds `address` (and a shared-memory listener beside it, when `shared_memory` says so
+    /// and it works here) and starts the acceptor threads.
     pub(crate) fn start(
         address: &Address,
         key: AuthKey,
         encrypted: bool,
+        shared_memory: bool,
         maxsize: Option<u64>,
         joinable: bool,
         max_item_size: u64,
     ) -> Result<Arc<Server>> {
         // A message is an opcode and an item.
-        let listener = Listener::builder()
+        let builder = Listener::builder()
             .authkey(key.clone())
             .encrypt_if(encrypted)
-            .max_message_size(max_item_size + 1)
-            .bind(address)?;
+            .max_message_size(max_item_size + 1);
+        let listener = builder.clone().bind(address)?;
+        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypted)?;
         let server = Arc::new(Server {
             st: Mutex::new(State::default()),
             local_cv: Condvar::new(),
@@ -225,13 +230,16 @@ impl Server {
             address: listener.address().clone(),
             key,
             encrypted,
+            shm: beside.as_ref().map(|l| l.address().clone()),
             max_item_size,
         });
-        let s = server.clone();
-        thread::Builder::new()
-            .name("procwire-queue-accept".into())
-            .stack_size(STACK)
-            .spawn(move || s.accept_loop(listener))?;
+        for listener in std::iter::once(listener).chain(beside) {
+            let s = server.clone();
+            thread::Builder::new()
+                .name("procwire-queue-accept".into())
+                .stack_size(STACK)
+                .spawn(move || s.accept_loop(listener))?;
+        }
         Ok(server)
     }
 

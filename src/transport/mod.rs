@@ -121,6 +121,14 @@ fn encrypted_cannot(what: &str) -> io::Error {
 }
 
 impl Stream {
+    /// Whether the bytes move through memory shared with another process.
+    pub(crate) fn is_shared_memory(&self) -> bool {
+        #[cfg(unix)]
+        return matches!(self, Stream::Shm(_));
+        #[cfg(not(unix))]
+        false
+    }
+
     pub(crate) fn can_read(&self) -> bool {
         match self {
             Stream::Os(s) => s.can_read(),
@@ -372,6 +380,25 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         Address::InProc(name) => Ok(Stream::Mem(inproc::connect(name, deadline)?)),
         _ => platform::connect(addr, deadline).map(Stream::Os),
     }
+}
+
+/// Whether shared-memory connections work on this platform: where the region passed to the
+/// peer cannot be shrunk under its mapping (Linux's sealed memory files, Apple's POSIX shared
+/// memory). Consumers use them only where this holds; `shm:` addresses fail elsewhere.
+pub(crate) const SHARED_MEMORY: bool =
+    cfg!(any(target_os = "linux", target_os = "android", target_vendor = "apple"));
+
+/// Whether `path` is a Unix socket on this host (a shared-memory listener's, for instance).
+#[cfg(unix)]
+pub(crate) fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// No Unix sockets are looked for on Windows: shared-memory connections need Unix.
+#[cfg(windows)]
+pub(crate) fn is_socket(_path: &std::path::Path) -> bool {
+    false
 }
 
 /// A connected pair of OS streams (see [`crate::pipe`]).

@@ -39,12 +39,13 @@ use super::wire::OK;
 use crate::RemoteKind;
 use crate::{Address, Connection};
 
-/// Where and how clients reach the manager: a queue it serves listens near it, and encrypts
-/// as it does.
+/// Where and how clients reach the manager: a queue it serves listens near it, encrypts as it
+/// does, and listens beside on shared memory when it does.
 #[derive(Clone, Debug)]
 pub(crate) struct Near {
     pub(crate) address: Address,
     pub(crate) encrypt: bool,
+    pub(crate) shared_memory: bool,
 }
 pub(crate) use crate::util::lock;
 

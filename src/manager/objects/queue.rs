@@ -15,7 +15,7 @@ pub(crate) struct SharedQueue {
 
 impl SharedQueue {
     pub(crate) fn new(maxsize: Option<u64>, near: &Near) -> Result<SharedQueue, Fault> {
-        let mut b = QueueBuilder::new().encrypt_if(near.encrypt);
+        let mut b = QueueBuilder::new().encrypt_if(near.encrypt).shared_memory(near.shared_memory);
         if let Some(m) = maxsize {
             b = b.maxsize(usize::try_from(m).unwrap_or(usize::MAX));
         }

@@ -38,6 +38,8 @@ pub(super) struct Config {
     pub(super) maxtasks: Option<u64>,
     pub(super) prefix: String,
     pub(super) retry_lost: bool,
+    /// Whether the workers' connections are shared-memory pipes.
+    pub(super) shared_memory: bool,
 }
 
 /// Tasks to submit: `args` holds their CBOR arguments one after the other, `ends[i]` is where

@@ -10,7 +10,7 @@ use crate::RemoteKind;
 use crate::connection::Receiver;
 use crate::process::spawn_child;
 use crate::util::lock;
-use crate::{Error, Result};
+use crate::{Error, PipeKind, Result};
 
 use super::super::WORKER_ENTRY;
 use super::super::wire::{self, WorkerStart};
@@ -42,7 +42,9 @@ pub(super) fn start_worker(shared: &Arc<Shared>, k: usize) -> Result<(Receiver, 
         let mut args = Vec::new();
         ciborium::into_writer(&WorkerStart { version: wire::VERSION }, &mut args)
             .map_err(|e| crate::error::encode_error(&e))?;
-        spawn_child(WORKER_ENTRY, &args, &name, true)
+        // Shared memory where it works: chunks and results cross without a system call while
+        // the worker and the pool's threads are busy.
+        spawn_child(WORKER_ENTRY, &args, &name, true, PipeKind::local(shared.config.shared_memory))
     })();
     let (conn, child) = match r {
         Ok(x) => x,

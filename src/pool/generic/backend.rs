@@ -46,6 +46,7 @@ pub(crate) mod sealed {
         pub maxtasks: Option<u64>,
         pub prefix: String,
         pub retry_lost: bool,
+        pub shared_memory: bool,
     }
 
     /// Items taken for submission.

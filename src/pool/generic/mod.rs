@@ -106,6 +106,7 @@ pub struct PoolBuilder<B: Backend> {
     maxtasks: Option<u64>,
     prefix: String,
     retry_lost: bool,
+    shared_memory: bool,
     chunksize: Option<usize>,
 }
 
@@ -117,6 +118,7 @@ impl<B: Backend> fmt::Debug for PoolBuilder<B> {
             .field("maxtasksperchild", &self.maxtasks)
             .field("name_prefix", &self.prefix)
             .field("retry_lost", &self.retry_lost)
+            .field("shared_memory", &self.shared_memory)
             .field("chunksize", &self.chunksize)
             .finish()
     }
@@ -130,6 +132,7 @@ impl<B: Backend> Default for PoolBuilder<B> {
             maxtasks: None,
             prefix: "PoolWorker".into(),
             retry_lost: false,
+            shared_memory: true,
             chunksize: None,
         }
     }
@@ -175,6 +178,18 @@ impl<B: Backend> PoolBuilder<B> {
         self
     }
 
+    /// Whether worker processes talk to the pool through memory they share with it (default:
+    /// on, where shared-memory connections work: Linux and Apple's systems), instead of a Unix
+    /// socket pair: a chunk and its results then cross without a system call while both
+    /// sides are busy, and a sleeping side is woken through the socket (see
+    /// [`PipeKind::SharedMemory`](crate::PipeKind::SharedMemory)). A worker that dies is
+    /// noticed and replaced the same way either way. Recorded only with processes: worker
+    /// threads share the pool's memory anyway.
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
+        self
+    }
+
     /// How many tasks go to a worker in one message for [`Pool::map`] and the rest of the
     /// map family (at least 1; 0 is an error in [`build`](PoolBuilder::build)). Default:
     /// [`default_chunksize`] for `map`, 1 for `imap`, as CPython's.
@@ -201,6 +216,7 @@ impl<B: Backend> PoolBuilder<B> {
             maxtasks: self.maxtasks,
             prefix: self.prefix,
             retry_lost: self.retry_lost,
+            shared_memory: self.shared_memory,
         })?;
         Ok(Pool { pool, chunksize: self.chunksize })
     }

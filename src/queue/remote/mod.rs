@@ -64,6 +64,8 @@ pub(crate) struct Link {
     pub(crate) info: Info,
     /// The shared counter of items taken, when the server maps it (else `ACK` messages).
     acks: Option<AtomicValue<u64>>,
+    /// Whether the connection moves its bytes through shared memory.
+    shared_memory: bool,
 }
 
 /// The owner of a link: stops and joins the feeder when the last handle goes.
@@ -106,7 +108,7 @@ impl Remote {
             .connect(address)?;
         // Where this handle counts the items it takes, if shared memory works here: only over
         // a Unix socket, so the server is on this host (and it says whether it could map it).
-        let local = matches!(address.family(), Family::Unix | Family::UnixAbstract);
+        let local = matches!(address.family(), Family::Unix | Family::UnixAbstract | Family::Shm);
         let acks = if local { AtomicValue::new(0u64).ok() } else { None };
         let mut hello = Vec::new();
         wire::push_value(
@@ -114,6 +116,7 @@ impl Remote {
             wire::HELLO,
             &wire::Hello { version: wire::VERSION, acks: acks.clone() },
         )?;
+        let shared_memory = conn.is_shared_memory();
         let (mut tx, mut rx) = {
             conn.set_read_timeout(Some(CONTROL_TIMEOUT));
             conn.split()
@@ -159,6 +162,7 @@ impl Remote {
             rx: Mutex::new(rx),
             call: Mutex::new(()),
             info,
+            shared_memory,
         };
         Ok(Remote { link: Arc::new(link), feeder: Mutex::new(None) })
     }
@@ -213,6 +217,11 @@ impl Drop for Remote {
 }
 
 impl Link {
+    /// Whether the connection moves its bytes through shared memory.
+    pub(crate) fn is_shared_memory(&self) -> bool {
+        self.shared_memory
+    }
+
     /// Waits for the thread that reads (or withdraws a request) to hand over, at most until
     /// `deadline`; `false` if it had passed.
     fn wait_for_reader<'a>(

@@ -19,12 +19,21 @@ use crate::util::{lock, wait_deadline};
 /// a bound on the cost of a wake-up lost in a way not foreseen here.
 pub(crate) const RECHECK: Duration = Duration::from_millis(100);
 
+/// Who sleeps on a doorbell.
+#[derive(Debug, Default)]
+struct Sleepers {
+    /// Whether a thread is polling the socket now (the leader).
+    polling: bool,
+    /// Threads waiting for the leader's signal: only then is there anyone to signal (a
+    /// signal is a system call even when nobody waits).
+    following: usize,
+}
+
 /// The socket under a shared-memory stream, as doorbell and liveness signal.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
     pub(super) socket: Socket,
-    /// Whether a thread is polling the socket now.
-    polling: Mutex<bool>,
+    sleepers: Mutex<Sleepers>,
     woken: Condvar,
     /// The peer's end of the socket is closed: it is gone, or dropped its end.
     closed: AtomicBool,
@@ -32,7 +41,12 @@ pub(crate) struct Doorbell {
 
 impl Doorbell {
     pub(crate) fn new(socket: Socket) -> Doorbell {
-        Doorbell { socket, polling: Mutex::new(false), woken: Condvar::new(), closed: AtomicBool::new(false) }
+        Doorbell {
+            socket,
+            sleepers: Mutex::new(Sleepers::default()),
+            woken: Condvar::new(),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// Whether the peer's end has been seen closed.
@@ -54,20 +68,26 @@ impl Doorbell {
     /// threads waiting on the leader.
     fn drain(&self) {
         self.read_rung();
-        let _g = lock(&self.polling);
-        self.woken.notify_all();
+        self.wake_followers(&lock(&self.sleepers));
+    }
+
+    /// Signals the threads waiting on the leader, if any (the caller holds the lock).
+    fn wake_followers(&self, sleepers: &Sleepers) {
+        if sleepers.following > 0 {
+            self.woken.notify_all();
+        }
     }
 
     /// For a wait over many objects that polled the socket itself: takes the bytes rung,
     /// unless a sleeper polls the socket now (it takes them, and may need them to wake: had
     /// it not been polling when we looked, it looks at its ring after this, under the lock).
     pub(crate) fn take_rung(&self) {
-        let polling = lock(&self.polling);
-        if !*polling {
+        let sleepers = lock(&self.sleepers);
+        if !sleepers.polling {
             self.read_rung();
-            self.woken.notify_all();
+            self.wake_followers(&sleepers);
         }
-        drop(polling);
+        drop(sleepers);
     }
 
     /// Reads and discards the doorbell bytes there are, and notes end of file.
@@ -99,18 +119,20 @@ impl Doorbell {
     pub(crate) fn sleep(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> io::Result<()> {
         let recheck = Instant::now() + RECHECK;
         let until = Some(deadline.map_or(recheck, |d| d.min(recheck)));
-        let mut polling = lock(&self.polling);
-        if *polling {
+        let mut sleepers = lock(&self.sleepers);
+        if sleepers.polling {
             // The leader polls for both and signals after each wake-up, under this lock: if
             // it took our byte before we got here, the ring says so now.
             if ready() {
                 return Ok(());
             }
-            let _ = wait_deadline(&self.woken, polling, until);
+            sleepers.following += 1;
+            let (mut sleepers, _) = wait_deadline(&self.woken, sleepers, until);
+            sleepers.following -= 1;
             return Ok(());
         }
-        *polling = true;
-        drop(polling);
+        sleepers.polling = true;
+        drop(sleepers);
         let r = if ready() || self.closed() {
             Ok(())
         } else {
@@ -123,8 +145,9 @@ impl Doorbell {
                 Err(e) => Err(e),
             }
         };
-        *lock(&self.polling) = false;
-        self.woken.notify_all();
+        let mut sleepers = lock(&self.sleepers);
+        sleepers.polling = false;
+        self.wake_followers(&sleepers);
         r
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Stream {
     spin: AtomicU64,
     /// Spins in a row that ended with nothing to do (see [`Stream::spin`]).
     misses: AtomicU32,
+    /// Spins in a row that found their answer only after they had yielded the CPU.
+    crowded: AtomicU32,
     local: Option<Address>,
     peer: Option<Address>,
     side: Side,
@@ -74,6 +76,7 @@ impl Stream {
             bell: Doorbell::new(socket),
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             misses: AtomicU32::new(0),
+            crowded: AtomicU32::new(0),
             local,
             peer,
             side,
@@ -91,7 +94,10 @@ impl Stream {
     /// than cores, the peer may be waiting for this one's. After [`SPIN_MISSES`] spins in a
     /// row that found nothing, only one in [`SPIN_PROBE`] spins: where the peer does not
     /// answer within the window (it is idle, or not running) a spin only costs time, and a
-    /// sleep with a doorbell wakes sooner than a yield.
+    /// sleep with a doorbell wakes sooner than a yield. After [`SPIN_MISSES`] spins in a row
+    /// that found their answer only once they had yielded, the next yield at once (all but one
+    /// in [`SPIN_PROBE`]): the peer then runs on this CPU (a request and its reply, each side
+    /// waiting for the other), and every microsecond spun before yielding is lost.
     fn spin(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) {
         let mut window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
         if let Some(d) = deadline {
@@ -102,11 +108,19 @@ impl Stream {
             self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
             return;
         }
+        let crowded = self.crowded.load(Ordering::Relaxed);
+        let alone = if crowded >= SPIN_MISSES && !crowded.is_multiple_of(SPIN_PROBE) {
+            Duration::ZERO
+        } else {
+            SPIN_ALONE
+        };
         let start = Instant::now();
+        let mut yielded = false;
         loop {
             for _ in 0..64 {
                 if ready() {
                     self.misses.store(0, Ordering::Relaxed);
+                    self.crowded.store(if yielded { crowded.wrapping_add(1) } else { 0 }, Ordering::Relaxed);
                     return;
                 }
                 std::hint::spin_loop();
@@ -116,8 +130,9 @@ impl Stream {
                 self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
                 return;
             }
-            if spent >= SPIN_ALONE {
+            if spent >= alone {
                 std::thread::yield_now();
+                yielded = true;
             }
         }
     }

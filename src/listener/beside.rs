@@ -1,0 +1,28 @@
+//! A shared-memory listener beside a server's own, for the servers of the crate's consumers
+//! (manager, queue): clients on the server's host reach it through memory, every other
+//! client (TCP from another host, CPython) through the server's own address, unchanged. The
+//! handles a server gives out carry both addresses, and a client picks before it connects.
+
+use super::ListenerBuilder;
+use crate::{Address, Family, Listener, Result};
+
+/// A listener at a fresh `shm:` address with `builder`'s options (key, limits), for a server
+/// that asked for one (`on`) and does not encrypt; `None` where shared memory does not work.
+pub(crate) fn bind_beside(builder: &ListenerBuilder, on: bool, encrypt: bool) -> Result<Option<Listener>> {
+    if !on || encrypt || !crate::transport::SHARED_MEMORY {
+        return Ok(None);
+    }
+    builder.clone().bind(Address::fresh(Family::Shm)?).map(Some)
+}
+
+/// The address to reach a server at: its shared-memory one (`shm`, as a handle carries it)
+/// when that names a socket on this host and shared memory works here, else `main`.
+pub(crate) fn nearest(main: &Address, shm: Option<&Address>) -> Address {
+    let near = shm.filter(|a| match a {
+        // A handle that travelled to another host names a path that is not there (fresh
+        // addresses are random directories): that client takes the main address.
+        Address::Shm(path) => crate::transport::SHARED_MEMORY && crate::transport::is_socket(path),
+        _ => false,
+    });
+    near.unwrap_or(main).clone()
+}
