@@ -15,8 +15,8 @@ use procwire::{Address, Client, Connection, Error, Family, Listener, PipeKind, p
 
 const KEY: &str = "shm-test-key";
 const LIMIT: Duration = Duration::from_secs(30);
-/// The ring size of a new region (one MiB per direction).
-const RING: usize = 1 << 20;
+/// The ring size of a new region, per direction.
+const RING: usize = procwire::connection::DEFAULT_SHM_RING;
 
 fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
     vec![("PROCWIRE_TEST_ADDR", addr.to_string())]
@@ -24,11 +24,13 @@ fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
 
 fn child_connect() -> procwire::Result<Connection> {
     let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
-    Client::builder()
-        .authkey(KEY)
-        .handshake_timeout(Duration::from_secs(5))
-        .read_timeout(Some(LIMIT))
-        .connect(&addr)
+    let mut b =
+        Client::builder().authkey(KEY).handshake_timeout(Duration::from_secs(5)).read_timeout(Some(LIMIT));
+    // The ring size the child asks for, when the test says.
+    if let Some(ring) = std::env::var("PROCWIRE_TEST_RING").ok().and_then(|r| r.parse().ok()) {
+        b = b.shm_ring_size(ring);
+    }
+    b.connect(&addr)
 }
 
 fn listener(addr: &Address) -> Listener {
@@ -76,6 +78,12 @@ fn child() {
     let role = role().expect("child started without a role");
     let code = match role.as_str() {
         "echo" => echo(child_connect().unwrap()),
+        // Say the ring size this side got, then echo.
+        "echo-ring" => {
+            let c = child_connect().unwrap();
+            say(&format!("ring {}", c.shm_ring_size().unwrap()));
+            echo(c)
+        }
         "pipe-echo" => echo(Connection::from_env("PROCWIRE_TEST_CONN").unwrap()),
         // Report how connecting went: "ok", or the error.
         "report" => {
@@ -87,7 +95,7 @@ fn child() {
         }
         // Start a message far larger than the ring, then die by SIGKILL while it is blocked.
         "die-mid-message" => {
-            let big = vec![0x5a; 20 * RING];
+            let big = vec![0x5a; 10 * RING];
             let mut c = child_connect().unwrap();
             std::thread::spawn(move || c.send_bytes(&big));
             std::thread::sleep(Duration::from_millis(300));
@@ -152,7 +160,7 @@ fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
     let _child = spawn_child("echo", &env_of(&addr));
     let mut c = l.accept_timeout(LIMIT).unwrap();
     c.set_read_timeout(Some(LIMIT));
-    for n in [0, 1, 100, RING - 1, RING, RING + 1, 10 * RING, 10 * RING + 12_345] {
+    for n in [0, 1, 100, RING - 1, RING, RING + 1, 5 * RING, 5 * RING + 12_345] {
         let m = pattern(n, n as u8);
         c.send_bytes(&m).unwrap();
         assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes");
@@ -164,6 +172,60 @@ fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
     for i in 0..10_000u32 {
         assert_eq!(c.recv_bytes().unwrap(), i.to_le_bytes());
     }
+}
+
+#[test]
+fn the_ring_size_is_the_larger_of_the_listeners_and_the_clients_and_both_sides_see_it() {
+    let addr = shm_address();
+    let l = Listener::builder()
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_secs(5))
+        .shm_ring_size(64 << 10)
+        .bind(&addr)
+        .unwrap();
+    for (asked, got) in [(None, 64 << 10), (Some(16 << 10), 64 << 10), (Some(256 << 10), 256 << 10)] {
+        let mut env = env_of(&addr);
+        env.extend(asked.map(|r: usize| ("PROCWIRE_TEST_RING", r.to_string())));
+        let mut child = spawn_child("echo-ring", &env);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        assert_eq!(c.shm_ring_size(), Some(got), "asked {asked:?}");
+        assert_eq!(child.line(), format!("ring {got}"), "the child's view, asked {asked:?}");
+        c.set_read_timeout(Some(LIMIT));
+        // Messages around and well over the ring's size stream through it in pieces.
+        for n in [got - 1, got, got + 1, 5 * got + 3] {
+            let m = pattern(n, n as u8);
+            c.send_bytes(&m).unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes through rings of {got}");
+        }
+    }
+    // A shared-memory pipe of its own size, in a child.
+    let (mut ours, theirs) = pipe_with(PipeKind::SharedMemoryRing(8 << 10)).unwrap();
+    assert_eq!((ours.shm_ring_size(), theirs.shm_ring_size()), (Some(8 << 10), Some(8 << 10)));
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let _child = spawn(&mut cmd);
+    drop(theirs);
+    ours.set_read_timeout(Some(LIMIT));
+    let m = pattern(100_000, 1);
+    ours.send_bytes(&m).unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), m);
+}
+
+#[test]
+fn a_ring_size_no_ring_can_have_is_refused_before_anything_is_made() {
+    for bad in [0, 1000, 2048, 3 << 20, 2 << 30] {
+        let addr = shm_address();
+        match Listener::builder().shm_ring_size(bad).bind(&addr) {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("power of two"), "{m}"),
+            other => panic!("ring {bad}: expected InvalidInput, got {other:?}"),
+        }
+        assert!(!std::path::Path::new(&addr.to_string()["shm:".len()..]).exists());
+        assert!(matches!(Client::builder().shm_ring_size(bad).connect(&addr), Err(Error::InvalidInput(_))));
+        assert!(matches!(pipe_with(PipeKind::SharedMemoryRing(bad)), Err(Error::InvalidInput(_))));
+    }
+    // A plain connection has no ring.
+    let (a, _b) = procwire::pipe(true).unwrap();
+    assert_eq!(a.shm_ring_size(), None);
 }
 
 #[test]
@@ -199,7 +261,7 @@ fn a_peer_killed_mid_message_is_truncated_never_a_partial_message() {
     c.set_read_timeout(Some(LIMIT));
     match c.recv_bytes() {
         Err(Error::Truncated { received, expected }) => {
-            assert_eq!(expected, 20 * RING as u64 + 4);
+            assert_eq!(expected, 10 * RING as u64 + 4);
             assert!(received <= RING as u64 + 4, "{received}");
         }
         other => panic!("expected a truncation, got {other:?}"),

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::transport::PeerCredentials;
 use crate::transport::Stream;
+pub use crate::transport::{DEFAULT_SHM_RING, PeerCredentials};
 use crate::util::{COPY_PIECE, deadline_of};
 use crate::{Address, Error, Result};
 
@@ -290,6 +290,13 @@ impl Connection {
     pub fn poll_timeout(&mut self, timeout: Duration) -> Result<bool> {
         self.flush_before_receive(deadline_of(Some(timeout)));
         self.rx.poll_timeout(timeout)
+    }
+
+    /// The size of each ring (one per direction) of a shared-memory connection (`shm:`,
+    /// [`PipeKind::SharedMemory`]), as the side that made the region declared it; `None` for
+    /// other connections.
+    pub fn shm_ring_size(&self) -> Option<usize> {
+        self.stream().shm_ring_size()
     }
 
     /// Sets how long a side of a shared-memory connection ([`PipeKind::SharedMemory`], `shm:`

@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// choose one by measurement (default: procwire's).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     shm_spin: Option<Duration>,
+    /// The ring size of shared-memory connections (`shm_ring_size` on both builders; a power
+    /// of two, with k/m suffixes), to choose one by measurement (default: procwire's).
+    #[arg(long, value_parser = crate::units::parse_size, value_name = "SIZE")]
+    shm_ring: Option<usize>,
     /// Print the results as JSON instead of tables (the schema: the procwire_cli::schema docs).
     #[arg(long)]
     json: bool,
@@ -334,7 +338,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let total: u64 = plan.iter().map(|&(t, w, _)| imps_of(t, w).len() as u64 * u64::from(args.repeat)).sum();
 
     let load = load_average();
-    let mut runner = runner::Runner::new(args.python.clone(), args.shm_spin).map_err(Failure::new)?;
+    let mut runner =
+        runner::Runner::new(args.python.clone(), args.shm_spin, args.shm_ring).map_err(Failure::new)?;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} runs, about {eta} left  {msg}")

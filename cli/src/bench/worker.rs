@@ -36,6 +36,9 @@ pub const KEY_VAR: &str = "PROCWIRE_BENCH_KEY";
 /// The environment variable holding the spin window of shared-memory connections, in
 /// nanoseconds (`procwire bench --shm-spin`).
 pub const SPIN_VAR: &str = "PROCWIRE_BENCH_SHM_SPIN";
+/// The environment variable holding the ring size of shared-memory connections, in bytes
+/// (`procwire bench --shm-ring`).
+pub const RING_VAR: &str = "PROCWIRE_BENCH_SHM_RING";
 /// Round trips at the start of a ping-pong run that are not counted (cold caches, page faults).
 pub const PING_WARMUP: usize = 10;
 
@@ -301,13 +304,24 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
         }
         _ => {}
     }
+    let ring = std::env::var(RING_VAR).ok().and_then(|v| v.parse().ok());
     let conn = match ep {
         Endpoint::Listen(a) => {
-            let listener = Listener::builder().authkey(key).bind(a)?;
+            let mut b = Listener::builder().authkey(key);
+            if let Some(r) = ring {
+                b = b.shm_ring_size(r);
+            }
+            let listener = b.bind(a)?;
             say(&format!("ADDR {}", listener.address()));
             listener.accept()?
         }
-        Endpoint::Connect(a) => Client::builder().authkey(key).connect(a)?,
+        Endpoint::Connect(a) => {
+            let mut b = Client::builder().authkey(key);
+            if let Some(r) = ring {
+                b = b.shm_ring_size(r);
+            }
+            b.connect(a)?
+        }
         Endpoint::Inherit => Connection::from_env(CONN_VAR)?,
         Endpoint::InProc => {
             let partner = s.partner().map_err(fail)?;

@@ -28,8 +28,6 @@ use crate::sys::shm::Mapping;
 use crate::transport::unix::Stream as Socket;
 use crate::util::lock;
 
-/// Bytes of each ring of a new region.
-pub(crate) const CAPACITY: usize = 1 << 20;
 /// How long a side that finds nothing to do spins before it sleeps, by default.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// Spins in a row that find nothing before spinning becomes the exception, and how rare.
@@ -60,6 +58,8 @@ pub(crate) struct Stream {
     local: Option<Address>,
     peer: Option<Address>,
     side: Side,
+    /// Bytes of each ring.
+    capacity: usize,
     /// Last: the rings point into it.
     map: Mapping,
 }
@@ -77,8 +77,14 @@ impl Stream {
             local,
             peer,
             side,
+            capacity,
             map,
         }
+    }
+
+    /// Bytes of each ring.
+    pub(crate) fn ring_size(&self) -> usize {
+        self.capacity
     }
 
     /// Sets how long a side that finds nothing to do spins before it sleeps.
@@ -261,20 +267,28 @@ impl Stream {
     }
 }
 
-/// The listener's side of the upgrade, after the handshake: makes a region, sends it to the
-/// client over `socket`, and makes the stream. `addr` is the listener's `shm:` address.
-pub(crate) fn offer(socket: Socket, addr: Option<Address>, deadline: Option<Instant>) -> io::Result<Stream> {
-    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
-    ring::init(&map, CAPACITY)?;
+/// The listener's side of the upgrade, after the handshake: makes a region with rings of
+/// `capacity` bytes, sends it to the client over `socket`, and makes the stream. `addr` is
+/// the listener's `shm:` address.
+pub(crate) fn offer(
+    socket: Socket,
+    addr: Option<Address>,
+    capacity: usize,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let map = Mapping::create_passable(ring::region_len(capacity))?;
+    ring::init(&map, capacity)?;
     socket.send_fd(OFFER, map.share_fd()?, deadline)?;
-    Ok(Stream::new(socket, map, CAPACITY, Side::Listener, addr))
+    Ok(Stream::new(socket, map, capacity, Side::Listener, addr))
 }
 
 /// The client's side of the upgrade, after the handshake: takes the listener's region from
-/// `socket` and makes the stream. `addr` is the `shm:` address connected to.
+/// `socket` and makes the stream. `addr` is the `shm:` address connected to; rings smaller
+/// than `min` bytes (what the client asked for) are refused.
 pub(crate) fn take_offer(
     socket: Socket,
     addr: Option<Address>,
+    min: usize,
     deadline: Option<Instant>,
 ) -> io::Result<Stream> {
     let not_offered = || {
@@ -296,16 +310,23 @@ pub(crate) fn take_offer(
     let fd = fd.filter(|_| byte == OFFER).ok_or_else(not_offered)?;
     let map = Mapping::adopt(fd)?;
     let capacity = ring::capacity_of(&map)?;
+    if capacity < min {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the listener made rings of {capacity} bytes, smaller than the {min} asked for"),
+        ));
+    }
     Ok(Stream::new(socket, map, capacity, Side::Client, addr))
 }
 
-/// A connected pair of shared-memory streams over a socket pair, for [`crate::pipe_with`].
-pub(crate) fn pair(a: Socket, b: Socket) -> io::Result<(Stream, Stream)> {
-    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
-    ring::init(&map, CAPACITY)?;
+/// A connected pair of shared-memory streams with rings of `capacity` bytes over a socket
+/// pair, for [`crate::pipe_with`].
+pub(crate) fn pair(a: Socket, b: Socket, capacity: usize) -> io::Result<(Stream, Stream)> {
+    let map = Mapping::create_passable(ring::region_len(capacity))?;
+    ring::init(&map, capacity)?;
     a.send_fd(OFFER, map.share_fd()?, None)?;
-    let a = Stream::new(a, map, CAPACITY, Side::Listener, None);
-    let b = take_offer(b, None, None)?;
+    let a = Stream::new(a, map, capacity, Side::Listener, None);
+    let b = take_offer(b, None, capacity, None)?;
     Ok((a, b))
 }
 
