@@ -24,8 +24,10 @@ fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
 
 fn child_connect() -> procwire::Result<Connection> {
     let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
-    let mut b =
-        Client::builder().authkey(KEY).handshake_timeout(Duration::from_secs(5)).read_timeout(Some(LIMIT));
+    let mut b = Client::builder().handshake_timeout(Duration::from_secs(5)).read_timeout(Some(LIMIT));
+    if std::env::var_os("PROCWIRE_TEST_KEYLESS").is_none() {
+        b = b.authkey(KEY);
+    }
     // The ring size the child asks for, when the test says.
     if let Some(ring) = std::env::var("PROCWIRE_TEST_RING").ok().and_then(|r| r.parse().ok()) {
         b = b.shm_ring_size(ring);
@@ -91,6 +93,27 @@ fn child() {
                 Ok(_) => say("ok"),
                 Err(e) => say(&format!("err {e}")),
             }
+            0
+        }
+        // Connect (keyless), send one message if told, then report how connecting and the
+        // first receive went.
+        "report-recv" => {
+            let mut c = match child_connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("err {e}"));
+                    std::process::exit(0);
+                }
+            };
+            if std::env::var_os("PROCWIRE_TEST_SEND_FIRST").is_some() {
+                c.send_bytes(b"first").unwrap();
+            }
+            match c.recv_bytes() {
+                Ok(m) => say(&format!("got {}", String::from_utf8_lossy(&m))),
+                Err(e) => say(&format!("err {e}")),
+            }
+            // Stay until the parent is done with the listener's side.
+            std::thread::sleep(Duration::from_secs(2));
             0
         }
         // Start a message far larger than the ring, then die by SIGKILL while it is blocked.
@@ -388,6 +411,58 @@ fn a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides(
     }
     let line = child.line();
     assert!(line.starts_with("err ") && line.contains("does not serve shared memory"), "{line}");
+}
+
+#[test]
+fn without_a_key_a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides() {
+    let keyless = |addr: &Address, send_first: bool| {
+        let mut env = env_of(addr);
+        env.push(("PROCWIRE_TEST_KEYLESS", String::new()));
+        if send_first {
+            env.push(("PROCWIRE_TEST_SEND_FIRST", String::new()));
+        }
+        spawn_child("report-recv", &env)
+    };
+    let bind =
+        |addr: &Address| Listener::builder().handshake_timeout(Duration::from_secs(5)).bind(addr).unwrap();
+    let protocol_error = |r: procwire::Result<Vec<u8>>, what: &str| match r {
+        Err(Error::Protocol(m)) => assert!(m.contains(what), "{m}"),
+        other => panic!("expected a protocol error saying {what:?}, got {other:?}"),
+    };
+    // A plain client at a shared-memory listener, receiving first or sending first: it reads
+    // the offer as a message and refuses it, and the listener's side learns it from the socket.
+    for send_first in [false, true] {
+        let addr = shm_address();
+        let l = bind(&addr);
+        let mut child = keyless(&unix_of(&addr), send_first);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        c.set_read_timeout(Some(LIMIT));
+        protocol_error(c.recv_bytes(), "client without shared memory");
+        let line = child.line();
+        assert!(line.starts_with("err ") && line.contains("serves shared memory"), "{line}");
+        assert!(c.send_bytes(b"x").is_err(), "the listener's side is unusable after it");
+    }
+    // A shared-memory client at a plain listener: the listener's side reads its hello and
+    // refuses it; the client gets the refusal instead of a region.
+    let addr = Address::fresh(Family::Unix).unwrap();
+    let l = bind(&addr);
+    let Address::Unix(p) = &addr else { unreachable!() };
+    let mut child = keyless(&Address::Shm(p.clone()), false);
+    let mut c = l.accept_timeout(LIMIT).unwrap();
+    c.set_read_timeout(Some(LIMIT));
+    protocol_error(c.recv_bytes(), "does not serve shared memory");
+    let line = child.line();
+    assert!(line.starts_with("err ") && line.contains("not an shm: listener"), "{line}");
+    // Keyless and matched, both kinds still work.
+    for addr in [shm_address(), Address::fresh(Family::Unix).unwrap()] {
+        let l = bind(&addr);
+        let mut child = keyless(&addr, true);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        c.set_read_timeout(Some(LIMIT));
+        assert_eq!(c.recv_bytes().unwrap(), b"first", "{addr}");
+        c.send_bytes(b"back").unwrap();
+        assert_eq!(child.line(), "got back", "{addr}");
+    }
 }
 
 #[test]

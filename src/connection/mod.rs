@@ -170,6 +170,11 @@ impl Connection {
         self.rx.reader.refuse_challenge = true;
     }
 
+    /// For a keyless plain listener's connection: refuses a shared-memory client's hello.
+    pub(crate) fn refuse_shm_hello(&mut self) {
+        self.rx.reader.refuse_shm_hello = true;
+    }
+
     /// Sends `payload` as one message.
     pub fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
         self.tx.send_bytes(payload)
@@ -240,10 +245,11 @@ impl Connection {
         let _ = self.tx.writer.flush_until(&self.tx.stream, deadline);
     }
 
-    /// After a keyless client refused a challenge, tells the listener why (best effort).
+    /// After a keyless side refused a first message (a challenge, a shared-memory offer or
+    /// hello), tells the peer why (best effort).
     fn answer_refusal<T>(&mut self, r: Result<T>) -> Result<T> {
-        if std::mem::take(&mut self.rx.reader.challenge_seen) {
-            let _ = self.tx.send_bytes(crate::auth::NO_KEY);
+        if let Some(answer) = self.rx.reader.owed.take() {
+            let _ = self.tx.send_bytes(answer);
         }
         r
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::auth::CHALLENGE;
 use crate::connection::{DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHM_RING};
+use crate::transport::SHM_HELLO;
 use crate::{Address, Connection, Error, Result};
 
 /// The first bytes of the random part of a shared-memory side's challenge.
@@ -63,7 +64,7 @@ fn ring_for(own: usize, wish: u8) -> Result<usize> {
 /// region (the listener makes it, with rings of `ring` bytes or the client's larger wish; the
 /// client takes it, refusing rings smaller than `ring`).
 pub(super) fn finish(
-    conn: Connection,
+    mut conn: Connection,
     addr: &Address,
     listener: bool,
     peer: Option<Peer>,
@@ -88,19 +89,31 @@ pub(super) fn finish(
             "the listener at {addr} serves shared memory: connect to it with shm:{}",
             addr.to_string().trim_start_matches("unix:")
         ))),
+        // Without a key a shared-memory client says so in its first message, which a plain
+        // listener's connection refuses when it reads it.
+        (false, None, true) if matches!(addr, Address::Unix(_)) => {
+            conn.refuse_shm_hello();
+            Ok(conn)
+        }
         (false, ..) => Ok(conn),
         (true, ..) => {
+            let hello = peer.is_none();
+            if hello && !listener {
+                conn.send_bytes(SHM_HELLO)?;
+            }
             let ring = match (listener, peer) {
                 (true, Some(Peer::Shm(wish))) => ring_for(ring.unwrap_or(DEFAULT_SHM_RING), wish)?,
                 (true, _) => ring.unwrap_or(DEFAULT_SHM_RING),
                 // The client takes what the listener makes, if no smaller than it asked.
                 (false, _) => ring.unwrap_or(0),
             };
-            let stream = crate::transport::upgrade_to_shm(conn.stream(), listener, addr, ring, deadline)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::TimedOut => Error::Timeout(e.to_string()),
-                    _ => Error::Io(e),
-                })?;
+            let stream =
+                crate::transport::upgrade_to_shm(conn.stream(), listener, addr, ring, hello, deadline)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::TimedOut => Error::Timeout(format!("{e} ({addr})")),
+                        std::io::ErrorKind::InvalidData => Error::Protocol(format!("{e} ({addr})")),
+                        _ => Error::Io(e),
+                    })?;
             Ok(Connection::from_stream(stream, DEFAULT_MAX_MESSAGE_SIZE))
         }
     }

@@ -389,6 +389,16 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     Ok((Stream::Os(a), Stream::Os(b)))
 }
 
+/// The message a shared-memory listener's region travels with (the descriptor rides on its
+/// first byte): a plain client reads it as its first message, and knows it used the wrong
+/// address form.
+pub(crate) const SHM_OFFER: &[u8] = b"procwire-shm-1:offer";
+/// The first message of a shared-memory client without an authkey (there is no handshake to
+/// carry the mark), so that a plain listener can tell.
+pub(crate) const SHM_HELLO: &[u8] = b"procwire-shm-1:hello";
+/// What a plain side answers to [`SHM_OFFER`] or [`SHM_HELLO`]: no shared memory here.
+pub(crate) const SHM_REFUSED: &[u8] = b"procwire-shm-1:refused";
+
 /// Bytes of each ring of a shared-memory connection, unless its endpoint or pipe says otherwise.
 pub const DEFAULT_SHM_RING: usize = 4 << 20;
 
@@ -406,21 +416,23 @@ pub(crate) fn valid_shm_ring(bytes: usize) -> bool {
 
 /// Moves a stream just through its handshake onto shared memory (`addr` an `shm:` address):
 /// the listener's side makes the region with rings of `ring` bytes and sends it, the client's
-/// takes it, refusing rings smaller than `ring`. The new stream owns a duplicate of the
-/// socket; `stream` is dropped by the caller.
+/// takes it, refusing rings smaller than `ring`. `hello`: the client sent [`SHM_HELLO`] (no
+/// handshake), which the listener's side finds on the socket before the first doorbell byte.
+/// The new stream owns a duplicate of the socket; `stream` is dropped by the caller.
 #[cfg(unix)]
 pub(crate) fn upgrade_to_shm(
     stream: &Stream,
     listener: bool,
     addr: &Address,
     ring: usize,
+    hello: bool,
     deadline: Option<Instant>,
 ) -> io::Result<Stream> {
     let (fd, tag) = stream.dup_for_passing()?;
     let socket = platform::Stream::from_passed(fd, tag)
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a socket"))?;
     let shm = if listener {
-        shm::offer(socket, Some(addr.clone()), ring, deadline)?
+        shm::offer(socket, Some(addr.clone()), ring, hello, deadline)?
     } else {
         shm::take_offer(socket, Some(addr.clone()), ring, deadline)?
     };
@@ -434,6 +446,7 @@ pub(crate) fn upgrade_to_shm(
     _listener: bool,
     _addr: &Address,
     _ring: usize,
+    _hello: bool,
     _deadline: Option<Instant>,
 ) -> io::Result<Stream> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))

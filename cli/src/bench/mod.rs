@@ -9,6 +9,7 @@
 
 mod encrypted;
 mod html;
+mod idle;
 mod report;
 mod runner;
 mod svg;
@@ -72,6 +73,11 @@ pub struct BenchArgs {
     /// same-run ratios.
     #[arg(long)]
     encrypted: bool,
+    /// Instead of the transport cells: the CPU time an idle connected pair of processes uses
+    /// over DURATION (e.g. 10s) once past its spin window, over a Unix socket and over shared
+    /// memory, side by side (Linux).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    idle: Option<Duration>,
 }
 
 /// Every transport this platform benchmarks.
@@ -284,6 +290,11 @@ fn python_version(python: &str) -> Result<String, String> {
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if args.encrypted {
         return encrypted::run(args.duration, args.repeat);
+    }
+    if let Some(over) = args.idle {
+        let runner =
+            runner::Runner::new(args.python.clone(), args.shm_spin, args.shm_ring).map_err(Failure::new)?;
+        return idle::run(runner, over);
     }
     let sizes = parse_sizes(&args.sizes).map_err(Failure::new)?;
     if let Some(&big) = sizes.iter().find(|&&s| s as u64 > procwire::connection::DEFAULT_MAX_MESSAGE_SIZE) {

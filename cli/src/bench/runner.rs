@@ -197,6 +197,35 @@ impl Runner {
         }
     }
 
+    /// An idle connected pair of procwire workers over `transport` (an address one): after both
+    /// are connected and `settle` has passed, the CPU time each (listener's side, client's
+    /// side) uses over `duration`, read from outside by `cpu_time`.
+    pub fn idle(
+        &mut self,
+        transport: Transport,
+        settle: Duration,
+        duration: Duration,
+        cpu_time: impl Fn(u32) -> Result<Duration, String>,
+    ) -> Result<(Duration, Duration), String> {
+        let setup = Instant::now() + SETUP_LIMIT;
+        let addr = self.address(transport);
+        let name = |end: &str| format!("procwire idle worker ({end})");
+        let mut cmd = self.command(Impl::Procwire, Role::Idle, 0, duration, &format!("listen:{addr}"));
+        let mut listener = Proc::spawn(&mut cmd, name("listener"))?;
+        let real = listener.expect("ADDR ", setup)?;
+        let mut cmd = self.command(Impl::Procwire, Role::Idle, 0, duration, &format!("connect:{real}"));
+        let mut client = Proc::spawn(&mut cmd, name("client"))?;
+        listener.expect("READY", setup)?;
+        client.expect("READY", setup)?;
+        std::thread::sleep(settle);
+        let pids = [listener.child.id(), client.child.id()];
+        let before = [cpu_time(pids[0])?, cpu_time(pids[1])?];
+        std::thread::sleep(duration);
+        let after = [cpu_time(pids[0])?, cpu_time(pids[1])?];
+        // Dropped: their stdin closes and they exit.
+        Ok((after[0].saturating_sub(before[0]), after[1].saturating_sub(before[1])))
+    }
+
     /// One run of `workload` by `imp` over `transport`; returns the measuring side's outcome.
     pub fn run(
         &mut self,

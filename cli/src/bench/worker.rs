@@ -77,6 +77,8 @@ pub enum Role {
     Accept,
     /// Connects (and authenticates) and closes, again and again.
     Connect,
+    /// Waits for a message that never comes, either side (`procwire bench --idle`).
+    Idle,
 }
 
 impl Role {
@@ -91,6 +93,7 @@ impl Role {
             Role::Ping => "ping",
             Role::Accept => "accept",
             Role::Connect => "connect",
+            Role::Idle => "idle",
         }
     }
 
@@ -104,6 +107,7 @@ impl Role {
             Role::Ping,
             Role::Accept,
             Role::Connect,
+            Role::Idle,
         ]
         .into_iter()
         .find(|r| r.name() == s)
@@ -414,6 +418,14 @@ fn procwire_session(s: &Spec, mut conn: Connection) -> procwire::Result<Outcome>
             let secs = start.elapsed().as_secs_f64();
             drop(conn);
             latency_outcome(ns, secs)
+        }
+        Role::Idle => {
+            // Nothing comes: the receive sleeps until the bench ends this process.
+            match conn.recv_bytes() {
+                Ok(m) => return Err(fail(format!("an idle worker received {} bytes", m.len()))),
+                Err(Error::Closed) => Outcome::default(),
+                Err(e) => return Err(e),
+            }
         }
         Role::Accept | Role::Connect => return Err(fail("connect roles need an address".into())),
     };
@@ -739,6 +751,7 @@ mod raw {
                 }
                 Ok(latency_outcome(ns, start.elapsed().as_secs_f64()))
             }
+            Role::Idle => Err(io::Error::other("the idle workload is procwire's only")),
             Role::Accept | Role::Connect => unreachable!("handled in run"),
         }
     }

@@ -26,6 +26,7 @@ use self::ring::{Reader, Writer};
 use crate::Address;
 use crate::sys::shm::Mapping;
 use crate::transport::unix::Stream as Socket;
+use crate::transport::{SHM_HELLO, SHM_OFFER};
 use crate::util::lock;
 
 /// How long a side that finds nothing to do spins before it sleeps, by default.
@@ -35,8 +36,6 @@ const SPIN_MISSES: u32 = 4;
 const SPIN_PROBE: u32 = 16;
 /// How long a spin runs before each of its rounds yields the CPU.
 const SPIN_ALONE: Duration = Duration::from_micros(5);
-/// The byte the listener's region descriptor travels with.
-const OFFER: u8 = b'M';
 
 /// Which end of the region this is: the listener writes ring 0 and reads ring 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +65,16 @@ pub(crate) struct Stream {
 
 impl Stream {
     fn new(socket: Socket, map: Mapping, capacity: usize, side: Side, addr: Option<Address>) -> Stream {
+        Stream::with_bell(Doorbell::new(socket, &[]), map, capacity, side, addr)
+    }
+
+    fn with_bell(bell: Doorbell, map: Mapping, capacity: usize, side: Side, addr: Option<Address>) -> Stream {
         let (tx, rx) = if side == Side::Listener { (0, 1) } else { (1, 0) };
         let (local, peer) = if side == Side::Listener { (addr, None) } else { (None, addr) };
         Stream {
             rx: Mutex::new(Reader::new(&map, capacity, rx)),
             tx: Mutex::new(Writer::new(&map, capacity, tx)),
-            bell: Doorbell::new(socket),
+            bell,
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             misses: AtomicU32::new(0),
             local,
@@ -136,6 +139,7 @@ impl Stream {
         let mut rx = lock(&self.rx);
         let mut spun = false;
         loop {
+            self.bell.check_peer()?;
             // SAFETY: the caller's guarantee.
             let r = unsafe { rx.read(ptr, len) }?;
             if r.wake {
@@ -175,6 +179,7 @@ impl Stream {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         let mut spun = false;
         loop {
+            self.bell.check_peer()?;
             if self.bell.closed() {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed its end"));
             }
@@ -200,17 +205,19 @@ impl Stream {
         }
     }
 
-    /// Whether a read would not wait: data in the ring, or the peer gone.
+    /// Whether a read would not wait: data in the ring, the peer gone, or an error to report.
     pub(crate) fn readable_now(&self) -> bool {
         let rx = lock(&self.rx);
-        rx.available().map_or(true, |n| n > 0) || self.bell.closed()
+        rx.available().map_or(true, |n| n > 0) || self.bell.closed() || self.bell.check_peer().is_err()
     }
 
     /// Whether data (or end of stream) can be read now, waiting up to `timeout`.
     pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let rx = lock(&self.rx);
-        let ready = || rx.available().map_or(true, |n| n > 0) || self.bell.closed();
+        let ready = || {
+            rx.available().map_or(true, |n| n > 0) || self.bell.closed() || self.bell.check_peer().is_err()
+        };
         loop {
             if ready() {
                 return Ok(true);
@@ -267,30 +274,28 @@ impl Stream {
     }
 }
 
-/// The listener's side of the upgrade, after the handshake: makes a region with rings of
-/// `capacity` bytes, sends it to the client over `socket`, and makes the stream. `addr` is
-/// the listener's `shm:` address.
-pub(crate) fn offer(
-    socket: Socket,
-    addr: Option<Address>,
-    capacity: usize,
-    deadline: Option<Instant>,
-) -> io::Result<Stream> {
-    let map = Mapping::create_passable(ring::region_len(capacity))?;
-    ring::init(&map, capacity)?;
-    socket.send_fd(OFFER, map.share_fd()?, deadline)?;
-    Ok(Stream::new(socket, map, capacity, Side::Listener, addr))
+/// The frame of [`SHM_OFFER`]: its short header, then the message.
+fn offer_frame() -> Vec<u8> {
+    [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }
 
-/// The client's side of the upgrade, after the handshake: takes the listener's region from
-/// `socket` and makes the stream. `addr` is the `shm:` address connected to; rings smaller
-/// than `min` bytes (what the client asked for) are refused.
-pub(crate) fn take_offer(
-    socket: Socket,
-    addr: Option<Address>,
-    min: usize,
-    deadline: Option<Instant>,
-) -> io::Result<Stream> {
+/// Sends the region of `map` over `socket`: the descriptor on the first byte of the
+/// [`SHM_OFFER`] frame, then the rest of the frame.
+fn send_region(socket: &Socket, map: &Mapping, deadline: Option<Instant>) -> io::Result<()> {
+    let frame = offer_frame();
+    socket.send_fd(frame[0], map.share_fd()?, deadline)?;
+    let mut done = 1;
+    while done < frame.len() {
+        match socket.write_vectored(&[IoSlice::new(&frame[done..])], deadline)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
+/// Takes the region the other end sent with [`send_region`].
+fn take_region(socket: &Socket, deadline: Option<Instant>) -> io::Result<Mapping> {
     let not_offered = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -307,8 +312,51 @@ pub(crate) fn take_offer(
         }
         Err(e) => return Err(e),
     };
-    let fd = fd.filter(|_| byte == OFFER).ok_or_else(not_offered)?;
-    let map = Mapping::adopt(fd)?;
+    let frame = offer_frame();
+    let fd = fd.filter(|_| byte == frame[0]).ok_or_else(not_offered)?;
+    let mut rest = vec![0; frame.len() - 1];
+    let mut got = 0;
+    while got < rest.len() {
+        match socket.read(&mut rest[got..], deadline)? {
+            0 => return Err(not_offered()),
+            n => got += n,
+        }
+    }
+    if rest != frame[1..] {
+        return Err(not_offered());
+    }
+    Mapping::adopt(fd)
+}
+
+/// The listener's side of the upgrade, after the handshake: makes a region with rings of
+/// `capacity` bytes, sends it to the client over `socket`, and makes the stream. `addr` is
+/// the listener's `shm:` address; `hello`: the client sent [`SHM_HELLO`] first (no
+/// handshake), and any other first bytes on the socket mean a plain client.
+pub(crate) fn offer(
+    socket: Socket,
+    addr: Option<Address>,
+    capacity: usize,
+    hello: bool,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let map = Mapping::create_passable(ring::region_len(capacity))?;
+    ring::init(&map, capacity)?;
+    send_region(&socket, &map, deadline)?;
+    let first: Vec<u8> =
+        if hello { [&(SHM_HELLO.len() as u32).to_be_bytes()[..], SHM_HELLO].concat() } else { Vec::new() };
+    Ok(Stream::with_bell(Doorbell::new(socket, &first), map, capacity, Side::Listener, addr))
+}
+
+/// The client's side of the upgrade, after the handshake: takes the listener's region from
+/// `socket` and makes the stream. `addr` is the `shm:` address connected to; rings smaller
+/// than `min` bytes (what the client asked for) are refused.
+pub(crate) fn take_offer(
+    socket: Socket,
+    addr: Option<Address>,
+    min: usize,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let map = take_region(&socket, deadline)?;
     let capacity = ring::capacity_of(&map)?;
     if capacity < min {
         return Err(io::Error::new(
@@ -322,10 +370,7 @@ pub(crate) fn take_offer(
 /// A connected pair of shared-memory streams with rings of `capacity` bytes over a socket
 /// pair, for [`crate::pipe_with`].
 pub(crate) fn pair(a: Socket, b: Socket, capacity: usize) -> io::Result<(Stream, Stream)> {
-    let map = Mapping::create_passable(ring::region_len(capacity))?;
-    ring::init(&map, capacity)?;
-    a.send_fd(OFFER, map.share_fd()?, None)?;
-    let a = Stream::new(a, map, capacity, Side::Listener, None);
+    let a = offer(a, None, capacity, false, None)?;
     let b = take_offer(b, None, capacity, None)?;
     Ok((a, b))
 }
