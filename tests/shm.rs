@@ -87,6 +87,22 @@ fn child() {
             echo(c)
         }
         "pipe-echo" => echo(Connection::from_env("PROCWIRE_TEST_CONN").unwrap()),
+        // Echo with recv_with and send_with: each message goes back reversed.
+        "pipe-echo-with" => {
+            let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
+            loop {
+                let m = match c.recv_with(|bytes| bytes.iter().rev().copied().collect::<Vec<u8>>()) {
+                    Ok(m) => m,
+                    Err(Error::Closed) => break 0,
+                    Err(e) => panic!("echo child: {e}"),
+                };
+                let n = c.send_with(m.len(), |buf| {
+                    buf.copy_from_slice(&m);
+                    buf.len()
+                });
+                assert_eq!(n.unwrap(), m.len());
+            }
+        }
         // Report how connecting went: "ok", or the error.
         "report" => {
             match child_connect() {
@@ -263,6 +279,36 @@ fn a_shared_memory_pipe_end_works_in_a_child() {
         let m = pattern(n, 3);
         ours.send_bytes(&m).unwrap();
         assert_eq!(ours.recv_bytes().unwrap(), m);
+    }
+}
+
+#[test]
+fn send_with_and_recv_with_work_alike_over_shared_memory_and_a_socket_with_a_child() {
+    for kind in [PipeKind::SharedMemory, PipeKind::Socket] {
+        let (mut ours, theirs) = pipe_with(kind).unwrap();
+        let mut cmd = common::child_command("pipe-echo-with", &[]);
+        theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+        let _child = spawn(&mut cmd);
+        drop(theirs);
+        ours.set_read_timeout(Some(LIMIT));
+        for n in [0, 5, 20_000, RING - 3, RING + 1, 3 * RING + 7] {
+            let m = pattern(n, n as u8);
+            let filled = ours.send_with(n, |buf| {
+                assert!(buf.iter().all(|&b| b == 0), "a zeroed buffer");
+                buf.copy_from_slice(&m);
+                "filled"
+            });
+            assert_eq!(filled.unwrap(), "filled");
+            let back = ours.recv_with(|bytes| bytes.iter().rev().copied().collect::<Vec<u8>>()).unwrap();
+            assert!(back == m, "{n} bytes over {kind:?}");
+        }
+        // A fill that panics sends nothing: the next message is the next one sent.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ours.send_with(10, |_| panic!("a fill that fails"))
+        }));
+        assert!(r.is_err());
+        ours.send_with(3, |buf| buf.copy_from_slice(b"abc")).unwrap();
+        assert_eq!(ours.recv_bytes().unwrap(), b"cba", "over {kind:?}");
     }
 }
 

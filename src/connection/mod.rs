@@ -185,6 +185,44 @@ impl Connection {
         self.tx.send(value)
     }
 
+    /// Sends one message of `len` bytes that `fill` writes in place: the connection's send
+    /// buffer is the message (zeroed, then filled; what `fill` returns is returned), so the
+    /// caller needs no buffer of its own. It goes out as [`send_bytes`](Connection::send_bytes)
+    /// would send those bytes, batching included, on every transport.
+    ///
+    /// On a shared-memory connection the bytes are still copied once into the ring: `fill`
+    /// never gets memory the peer process can write to, since the peer could change the bytes
+    /// under `fill`'s `&mut` (in Rust's terms a data race, undefined behaviour here).
+    ///
+    /// ```
+    /// let (mut a, mut b) = procwire::pipe(true)?;
+    /// let sum = a.send_with(4, |buf| {
+    ///     buf.copy_from_slice(&[1, 2, 3, 4]);
+    ///     buf.iter().map(|&x| u32::from(x)).sum::<u32>()
+    /// })?;
+    /// assert_eq!(sum, 10);
+    /// assert_eq!(b.recv_with(|bytes| bytes.to_vec())?, [1, 2, 3, 4]);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.tx.send_with(len, fill)
+    }
+
+    /// Receives one message and hands its bytes to `f`, returning what `f` returns: without
+    /// copying them out of the receive buffer when they are there (small messages), or from
+    /// the connection's own allocation a large message is read into (reused from one message
+    /// to the next), so the caller allocates nothing. Errors as
+    /// [`recv_bytes`](Connection::recv_bytes).
+    ///
+    /// On a shared-memory connection the bytes are copied once out of the ring first: `f`
+    /// never sees memory the peer process can write to, so a peer that scribbles on the ring
+    /// cannot change the bytes while `f` looks at them.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.flush_before_receive(None);
+        let r = self.rx.recv_with(f);
+        self.answer_refusal(r)
+    }
+
     /// Receives one message as a new vector (allocated once, of exactly its size).
     ///
     /// Errors: [`Error::Closed`] when the peer closed at a message boundary,

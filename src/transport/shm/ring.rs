@@ -27,7 +27,7 @@ const HEAD: usize = 128;
 const READER_WAITING: usize = 136;
 
 /// The most bytes a write or read copies before it publishes its position, so that a large
-/// copy on one side overlaps with the other side's.
+/// copy on one side overlaps with the other side's; a quarter of the ring if that is less.
 const PUBLISH: usize = 64 << 10;
 
 /// The smallest and largest ring capacity a region may declare.
@@ -139,6 +139,11 @@ impl Ring {
         unsafe { &*self.control.add(at).cast::<AtomicU64>() }
     }
 
+    /// Bytes copied between two publications of a position (see [`PUBLISH`]).
+    fn piece(&self) -> usize {
+        (self.capacity / 4).min(PUBLISH)
+    }
+
     fn flag(&self, at: usize) -> &AtomicU32 {
         // SAFETY: as in `counter`, for a 4-byte word.
         unsafe { &*self.control.add(at).cast::<AtomicU32>() }
@@ -242,7 +247,7 @@ impl Writer {
                         break 'bufs;
                     }
                 }
-                let take = (b.len() - at).min(room).min(PUBLISH);
+                let take = (b.len() - at).min(room).min(self.ring.piece());
                 self.ring.copy_in(self.tail, &b[at..at + take]);
                 self.tail = self.tail.wrapping_add(take as u64);
                 self.ring.counter(TAIL).store(self.tail, Ordering::Release);
@@ -318,7 +323,7 @@ impl Reader {
         }
         let mut done = 0;
         while ready > 0 {
-            let take = ready.min(PUBLISH);
+            let take = ready.min(self.ring.piece());
             // SAFETY: done + take <= len (dst's room); take <= available <= capacity.
             unsafe { self.ring.copy_out(self.head, dst.add(done), take) };
             done += take;
