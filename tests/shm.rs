@@ -512,6 +512,29 @@ fn without_a_key_a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_
 }
 
 #[test]
+fn a_keyless_shm_connection_passed_to_a_child_at_once_works_there() {
+    // The client's hello may still be on the socket when the listener's side is passed on:
+    // the child's side must not take it for a plain client's bytes.
+    let addr = shm_address();
+    let l = Listener::builder().handshake_timeout(Duration::from_secs(5)).bind(&addr).unwrap();
+    let client = {
+        let addr = addr.clone();
+        std::thread::spawn(move || Client::builder().read_timeout(Some(LIMIT)).connect(&addr))
+    };
+    let accepted = l.accept_timeout(LIMIT).unwrap();
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    accepted.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let _child = spawn(&mut cmd);
+    drop((cmd, accepted));
+    let mut c = client.join().unwrap().unwrap();
+    for n in [3, RING + 5] {
+        let m = pattern(n, 7);
+        c.send_bytes(&m).unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), m);
+    }
+}
+
+#[test]
 fn both_halves_of_a_split_end_sleep_at_once_and_each_is_woken() {
     let (a, mut b) = pipe_with(PipeKind::SharedMemory).unwrap();
     let (mut tx, mut rx) = a.split();

@@ -72,6 +72,26 @@ impl Doorbell {
         ))
     }
 
+    /// Reads the bytes the peer writes first, if they have not all been read yet, waiting
+    /// until `deadline` at most: from then on the socket carries doorbell bytes only, as the
+    /// doorbell of a process this stream is passed to expects.
+    pub(crate) fn take_first(&self, deadline: Option<Instant>) -> io::Result<()> {
+        while self.seen.load(Ordering::Relaxed) < self.first.len() && !self.closed() {
+            self.check_peer()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the shared-memory client's first message has not arrived",
+                ));
+            }
+            if self.socket.wait_readable(left)? {
+                self.take_rung();
+            }
+        }
+        self.check_peer()
+    }
+
     /// Checks bytes read from the socket against what the peer may write.
     fn check(&self, bytes: &[u8]) {
         let mut seen = self.seen.load(Ordering::Relaxed);

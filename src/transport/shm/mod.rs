@@ -34,6 +34,9 @@ pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// Spins in a row that find nothing before spinning becomes the exception, and how rare.
 const SPIN_MISSES: u32 = 4;
 const SPIN_PROBE: u32 = 16;
+/// How long passing a stream to a child waits for a keyless client's first message, which it
+/// sent as soon as it connected.
+const FIRST_WAIT: Duration = Duration::from_secs(10);
 /// How long a spin runs before each of its rounds yields the CPU.
 const SPIN_ALONE: Duration = Duration::from_micros(5);
 
@@ -260,6 +263,8 @@ impl Stream {
     /// Makes the socket and the region inheritable by `cmd`'s child only, named in its
     /// environment as `var` and `var` with the suffix of this end's side.
     pub(crate) fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> io::Result<()> {
+        // The child's doorbell expects nothing but doorbell bytes.
+        self.bell.take_first(Instant::now().checked_add(FIRST_WAIT))?;
         self.bell.socket.pass_to_child(cmd, var)?;
         let memory = self.map.share_fd()?.try_clone_to_owned()?;
         crate::sys::pass_to_child(&memory, crate::sys::FdKind::Memory, cmd, &memory_var(var, self.side))
