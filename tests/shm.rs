@@ -15,8 +15,8 @@ use procwire::{Address, Client, Connection, Error, Family, Listener, PipeKind, p
 
 const KEY: &str = "shm-test-key";
 const LIMIT: Duration = Duration::from_secs(30);
-/// The ring size of a new region (one MiB per direction).
-const RING: usize = 1 << 20;
+/// The ring size of a new region, per direction.
+const RING: usize = procwire::connection::DEFAULT_SHM_RING;
 
 fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
     vec![("PROCWIRE_TEST_ADDR", addr.to_string())]
@@ -24,11 +24,15 @@ fn env_of(addr: &Address) -> Vec<(&'static str, String)> {
 
 fn child_connect() -> procwire::Result<Connection> {
     let addr: Address = std::env::var("PROCWIRE_TEST_ADDR").unwrap().parse().unwrap();
-    Client::builder()
-        .authkey(KEY)
-        .handshake_timeout(Duration::from_secs(5))
-        .read_timeout(Some(LIMIT))
-        .connect(&addr)
+    let mut b = Client::builder().handshake_timeout(Duration::from_secs(5)).read_timeout(Some(LIMIT));
+    if std::env::var_os("PROCWIRE_TEST_KEYLESS").is_none() {
+        b = b.authkey(KEY);
+    }
+    // The ring size the child asks for, when the test says.
+    if let Some(ring) = std::env::var("PROCWIRE_TEST_RING").ok().and_then(|r| r.parse().ok()) {
+        b = b.shm_ring_size(ring);
+    }
+    b.connect(&addr)
 }
 
 fn listener(addr: &Address) -> Listener {
@@ -76,7 +80,29 @@ fn child() {
     let role = role().expect("child started without a role");
     let code = match role.as_str() {
         "echo" => echo(child_connect().unwrap()),
+        // Say the ring size this side got, then echo.
+        "echo-ring" => {
+            let c = child_connect().unwrap();
+            say(&format!("ring {}", c.shm_ring_size().unwrap()));
+            echo(c)
+        }
         "pipe-echo" => echo(Connection::from_env("PROCWIRE_TEST_CONN").unwrap()),
+        // Echo with recv_with and send_with: each message goes back reversed.
+        "pipe-echo-with" => {
+            let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
+            loop {
+                let m = match c.recv_with(|bytes| bytes.iter().rev().copied().collect::<Vec<u8>>()) {
+                    Ok(m) => m,
+                    Err(Error::Closed) => break 0,
+                    Err(e) => panic!("echo child: {e}"),
+                };
+                let n = c.send_with(m.len(), |buf| {
+                    buf.copy_from_slice(&m);
+                    buf.len()
+                });
+                assert_eq!(n.unwrap(), m.len());
+            }
+        }
         // Report how connecting went: "ok", or the error.
         "report" => {
             match child_connect() {
@@ -85,9 +111,30 @@ fn child() {
             }
             0
         }
+        // Connect (keyless), send one message if told, then report how connecting and the
+        // first receive went.
+        "report-recv" => {
+            let mut c = match child_connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("err {e}"));
+                    std::process::exit(0);
+                }
+            };
+            if std::env::var_os("PROCWIRE_TEST_SEND_FIRST").is_some() {
+                c.send_bytes(b"first").unwrap();
+            }
+            match c.recv_bytes() {
+                Ok(m) => say(&format!("got {}", String::from_utf8_lossy(&m))),
+                Err(e) => say(&format!("err {e}")),
+            }
+            // Stay until the parent is done with the listener's side.
+            std::thread::sleep(Duration::from_secs(2));
+            0
+        }
         // Start a message far larger than the ring, then die by SIGKILL while it is blocked.
         "die-mid-message" => {
-            let big = vec![0x5a; 20 * RING];
+            let big = vec![0x5a; 10 * RING];
             let mut c = child_connect().unwrap();
             std::thread::spawn(move || c.send_bytes(&big));
             std::thread::sleep(Duration::from_millis(300));
@@ -152,7 +199,7 @@ fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
     let _child = spawn_child("echo", &env_of(&addr));
     let mut c = l.accept_timeout(LIMIT).unwrap();
     c.set_read_timeout(Some(LIMIT));
-    for n in [0, 1, 100, RING - 1, RING, RING + 1, 10 * RING, 10 * RING + 12_345] {
+    for n in [0, 1, 100, RING - 1, RING, RING + 1, 5 * RING, 5 * RING + 12_345] {
         let m = pattern(n, n as u8);
         c.send_bytes(&m).unwrap();
         assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes");
@@ -167,6 +214,60 @@ fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
 }
 
 #[test]
+fn the_ring_size_is_the_larger_of_the_listeners_and_the_clients_and_both_sides_see_it() {
+    let addr = shm_address();
+    let l = Listener::builder()
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_secs(5))
+        .shm_ring_size(64 << 10)
+        .bind(&addr)
+        .unwrap();
+    for (asked, got) in [(None, 64 << 10), (Some(16 << 10), 64 << 10), (Some(256 << 10), 256 << 10)] {
+        let mut env = env_of(&addr);
+        env.extend(asked.map(|r: usize| ("PROCWIRE_TEST_RING", r.to_string())));
+        let mut child = spawn_child("echo-ring", &env);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        assert_eq!(c.shm_ring_size(), Some(got), "asked {asked:?}");
+        assert_eq!(child.line(), format!("ring {got}"), "the child's view, asked {asked:?}");
+        c.set_read_timeout(Some(LIMIT));
+        // Messages around and well over the ring's size stream through it in pieces.
+        for n in [got - 1, got, got + 1, 5 * got + 3] {
+            let m = pattern(n, n as u8);
+            c.send_bytes(&m).unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes through rings of {got}");
+        }
+    }
+    // A shared-memory pipe of its own size, in a child.
+    let (mut ours, theirs) = pipe_with(PipeKind::SharedMemoryRing(8 << 10)).unwrap();
+    assert_eq!((ours.shm_ring_size(), theirs.shm_ring_size()), (Some(8 << 10), Some(8 << 10)));
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let _child = spawn(&mut cmd);
+    drop(theirs);
+    ours.set_read_timeout(Some(LIMIT));
+    let m = pattern(100_000, 1);
+    ours.send_bytes(&m).unwrap();
+    assert_eq!(ours.recv_bytes().unwrap(), m);
+}
+
+#[test]
+fn a_ring_size_no_ring_can_have_is_refused_before_anything_is_made() {
+    for bad in [0, 1000, 2048, 3 << 20, 2 << 30] {
+        let addr = shm_address();
+        match Listener::builder().shm_ring_size(bad).bind(&addr) {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("power of two"), "{m}"),
+            other => panic!("ring {bad}: expected InvalidInput, got {other:?}"),
+        }
+        assert!(!std::path::Path::new(&addr.to_string()["shm:".len()..]).exists());
+        assert!(matches!(Client::builder().shm_ring_size(bad).connect(&addr), Err(Error::InvalidInput(_))));
+        assert!(matches!(pipe_with(PipeKind::SharedMemoryRing(bad)), Err(Error::InvalidInput(_))));
+    }
+    // A plain connection has no ring.
+    let (a, _b) = procwire::pipe(true).unwrap();
+    assert_eq!(a.shm_ring_size(), None);
+}
+
+#[test]
 fn a_shared_memory_pipe_end_works_in_a_child() {
     let (mut ours, theirs) = pipe_with(PipeKind::SharedMemory).unwrap();
     let mut cmd = common::child_command("pipe-echo", &[]);
@@ -178,6 +279,36 @@ fn a_shared_memory_pipe_end_works_in_a_child() {
         let m = pattern(n, 3);
         ours.send_bytes(&m).unwrap();
         assert_eq!(ours.recv_bytes().unwrap(), m);
+    }
+}
+
+#[test]
+fn send_with_and_recv_with_work_alike_over_shared_memory_and_a_socket_with_a_child() {
+    for kind in [PipeKind::SharedMemory, PipeKind::Socket] {
+        let (mut ours, theirs) = pipe_with(kind).unwrap();
+        let mut cmd = common::child_command("pipe-echo-with", &[]);
+        theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+        let _child = spawn(&mut cmd);
+        drop(theirs);
+        ours.set_read_timeout(Some(LIMIT));
+        for n in [0, 5, 20_000, RING - 3, RING + 1, 3 * RING + 7] {
+            let m = pattern(n, n as u8);
+            let filled = ours.send_with(n, |buf| {
+                assert!(buf.iter().all(|&b| b == 0), "a zeroed buffer");
+                buf.copy_from_slice(&m);
+                "filled"
+            });
+            assert_eq!(filled.unwrap(), "filled");
+            let back = ours.recv_with(|bytes| bytes.iter().rev().copied().collect::<Vec<u8>>()).unwrap();
+            assert!(back == m, "{n} bytes over {kind:?}");
+        }
+        // A fill that panics sends nothing: the next message is the next one sent.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ours.send_with(10, |_| panic!("a fill that fails"))
+        }));
+        assert!(r.is_err());
+        ours.send_with(3, |buf| buf.copy_from_slice(b"abc")).unwrap();
+        assert_eq!(ours.recv_bytes().unwrap(), b"cba", "over {kind:?}");
     }
 }
 
@@ -199,7 +330,7 @@ fn a_peer_killed_mid_message_is_truncated_never_a_partial_message() {
     c.set_read_timeout(Some(LIMIT));
     match c.recv_bytes() {
         Err(Error::Truncated { received, expected }) => {
-            assert_eq!(expected, 20 * RING as u64 + 4);
+            assert_eq!(expected, 10 * RING as u64 + 4);
             assert!(received <= RING as u64 + 4, "{received}");
         }
         other => panic!("expected a truncation, got {other:?}"),
@@ -326,6 +457,81 @@ fn a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides(
     }
     let line = child.line();
     assert!(line.starts_with("err ") && line.contains("does not serve shared memory"), "{line}");
+}
+
+#[test]
+fn without_a_key_a_plain_client_at_an_shm_listener_and_the_reverse_fail_clearly_on_both_sides() {
+    let keyless = |addr: &Address, send_first: bool| {
+        let mut env = env_of(addr);
+        env.push(("PROCWIRE_TEST_KEYLESS", String::new()));
+        if send_first {
+            env.push(("PROCWIRE_TEST_SEND_FIRST", String::new()));
+        }
+        spawn_child("report-recv", &env)
+    };
+    let bind =
+        |addr: &Address| Listener::builder().handshake_timeout(Duration::from_secs(5)).bind(addr).unwrap();
+    let protocol_error = |r: procwire::Result<Vec<u8>>, what: &str| match r {
+        Err(Error::Protocol(m)) => assert!(m.contains(what), "{m}"),
+        other => panic!("expected a protocol error saying {what:?}, got {other:?}"),
+    };
+    // A plain client at a shared-memory listener, receiving first or sending first: it reads
+    // the offer as a message and refuses it, and the listener's side learns it from the socket.
+    for send_first in [false, true] {
+        let addr = shm_address();
+        let l = bind(&addr);
+        let mut child = keyless(&unix_of(&addr), send_first);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        c.set_read_timeout(Some(LIMIT));
+        protocol_error(c.recv_bytes(), "client without shared memory");
+        let line = child.line();
+        assert!(line.starts_with("err ") && line.contains("serves shared memory"), "{line}");
+        assert!(c.send_bytes(b"x").is_err(), "the listener's side is unusable after it");
+    }
+    // A shared-memory client at a plain listener: the listener's side reads its hello and
+    // refuses it; the client gets the refusal instead of a region.
+    let addr = Address::fresh(Family::Unix).unwrap();
+    let l = bind(&addr);
+    let Address::Unix(p) = &addr else { unreachable!() };
+    let mut child = keyless(&Address::Shm(p.clone()), false);
+    let mut c = l.accept_timeout(LIMIT).unwrap();
+    c.set_read_timeout(Some(LIMIT));
+    protocol_error(c.recv_bytes(), "does not serve shared memory");
+    let line = child.line();
+    assert!(line.starts_with("err ") && line.contains("not an shm: listener"), "{line}");
+    // Keyless and matched, both kinds still work.
+    for addr in [shm_address(), Address::fresh(Family::Unix).unwrap()] {
+        let l = bind(&addr);
+        let mut child = keyless(&addr, true);
+        let mut c = l.accept_timeout(LIMIT).unwrap();
+        c.set_read_timeout(Some(LIMIT));
+        assert_eq!(c.recv_bytes().unwrap(), b"first", "{addr}");
+        c.send_bytes(b"back").unwrap();
+        assert_eq!(child.line(), "got back", "{addr}");
+    }
+}
+
+#[test]
+fn a_keyless_shm_connection_passed_to_a_child_at_once_works_there() {
+    // The client's hello may still be on the socket when the listener's side is passed on:
+    // the child's side must not take it for a plain client's bytes.
+    let addr = shm_address();
+    let l = Listener::builder().handshake_timeout(Duration::from_secs(5)).bind(&addr).unwrap();
+    let client = {
+        let addr = addr.clone();
+        std::thread::spawn(move || Client::builder().read_timeout(Some(LIMIT)).connect(&addr))
+    };
+    let accepted = l.accept_timeout(LIMIT).unwrap();
+    let mut cmd = common::child_command("pipe-echo", &[]);
+    accepted.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+    let _child = spawn(&mut cmd);
+    drop((cmd, accepted));
+    let mut c = client.join().unwrap().unwrap();
+    for n in [3, RING + 5] {
+        let m = pattern(n, 7);
+        c.send_bytes(&m).unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), m);
+    }
 }
 
 #[test]

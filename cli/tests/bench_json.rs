@@ -319,3 +319,21 @@ fn impl_async_adds_the_async_face_on_socket_transports_only() {
         }
     }
 }
+
+/// `--idle`: a row per transport, each end's CPU time as milliseconds and a share of a core.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_idle_workload_prints_both_ends_of_a_socket_pair_and_a_shared_memory_pair() {
+    let out = bench(&["--idle", "300ms"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench --idle failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for t in ["unix", "shm"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(t))
+            .unwrap_or_else(|| panic!("no {t} row:\n{stdout}"));
+        assert_eq!(row.matches(" ms (").count(), 2, "two ends in {row:?}");
+        assert_eq!(row.matches("% of a core)").count(), 2, "two ends in {row:?}");
+    }
+    assert!(!bench(&["--idle", "10ms"]).status.success(), "too short to say anything");
+}

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::transport::PeerCredentials;
 use crate::transport::Stream;
+pub use crate::transport::{DEFAULT_SHM_RING, PeerCredentials};
 use crate::util::{COPY_PIECE, deadline_of};
 use crate::{Address, Error, Result};
 
@@ -186,6 +186,11 @@ impl Connection {
         self.rx.reader.refuse_challenge = true;
     }
 
+    /// For a keyless plain listener's connection: refuses a shared-memory client's hello.
+    pub(crate) fn refuse_shm_hello(&mut self) {
+        self.rx.reader.refuse_shm_hello = true;
+    }
+
     /// Sends `payload` as one message.
     pub fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
         self.tx.send_bytes(payload)
@@ -194,6 +199,44 @@ impl Connection {
     /// Sends `value` as one CBOR-encoded message.
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.tx.send(value)
+    }
+
+    /// Sends one message of `len` bytes that `fill` writes in place: the connection's send
+    /// buffer is the message (zeroed, then filled; what `fill` returns is returned), so the
+    /// caller needs no buffer of its own. It goes out as [`send_bytes`](Connection::send_bytes)
+    /// would send those bytes, batching included, on every transport.
+    ///
+    /// On a shared-memory connection the bytes are still copied once into the ring: `fill`
+    /// never gets memory the peer process can write to, since the peer could change the bytes
+    /// under `fill`'s `&mut` (in Rust's terms a data race, undefined behaviour here).
+    ///
+    /// ```
+    /// let (mut a, mut b) = procwire::pipe(true)?;
+    /// let sum = a.send_with(4, |buf| {
+    ///     buf.copy_from_slice(&[1, 2, 3, 4]);
+    ///     buf.iter().map(|&x| u32::from(x)).sum::<u32>()
+    /// })?;
+    /// assert_eq!(sum, 10);
+    /// assert_eq!(b.recv_with(|bytes| bytes.to_vec())?, [1, 2, 3, 4]);
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.tx.send_with(len, fill)
+    }
+
+    /// Receives one message and hands its bytes to `f`, returning what `f` returns: without
+    /// copying them out of the receive buffer when they are there (small messages), or from
+    /// the connection's own allocation a large message is read into (reused from one message
+    /// to the next), so the caller allocates nothing. Errors as
+    /// [`recv_bytes`](Connection::recv_bytes).
+    ///
+    /// On a shared-memory connection the bytes are copied once out of the ring first: `f`
+    /// never sees memory the peer process can write to, so a peer that scribbles on the ring
+    /// cannot change the bytes while `f` looks at them.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.flush_before_receive(None);
+        let r = self.rx.recv_with(f);
+        self.answer_refusal(r)
     }
 
     /// Receives one message as a new vector (allocated once, of exactly its size).
@@ -256,10 +299,11 @@ impl Connection {
         let _ = self.tx.writer.flush_until(&self.tx.stream, deadline);
     }
 
-    /// After a keyless client refused a challenge, tells the listener why (best effort).
+    /// After a keyless side refused a first message (a challenge, a shared-memory offer or
+    /// hello), tells the peer why (best effort).
     fn answer_refusal<T>(&mut self, r: Result<T>) -> Result<T> {
-        if std::mem::take(&mut self.rx.reader.challenge_seen) {
-            let _ = self.tx.send_bytes(crate::auth::NO_KEY);
+        if let Some(answer) = self.rx.reader.owed.take() {
+            let _ = self.tx.send_bytes(answer);
         }
         r
     }
@@ -306,6 +350,13 @@ impl Connection {
     pub fn poll_timeout(&mut self, timeout: Duration) -> Result<bool> {
         self.flush_before_receive(deadline_of(Some(timeout)));
         self.rx.poll_timeout(timeout)
+    }
+
+    /// The size of each ring (one per direction) of a shared-memory connection (`shm:`,
+    /// [`PipeKind::SharedMemory`]), as the side that made the region declared it; `None` for
+    /// other connections.
+    pub fn shm_ring_size(&self) -> Option<usize> {
+        self.stream().shm_ring_size()
     }
 
     /// Sets how long a side of a shared-memory connection ([`PipeKind::SharedMemory`], `shm:`

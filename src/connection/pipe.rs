@@ -1,7 +1,8 @@
 //! [`pipe`]: a connected pair of connections.
 
 use super::{Connection, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::Result;
+use crate::transport::DEFAULT_SHM_RING;
+use crate::{Error, Result};
 
 /// A connected pair of connections, like CPython's `Pipe(duplex)`.
 ///
@@ -36,6 +37,20 @@ pub enum PipeKind {
     /// (Unix only; elsewhere an `Unsupported` I/O error). Either end can be handed to a child
     /// process with [`Connection::pass_to_child`](crate::Connection::pass_to_child).
     SharedMemory,
+    /// As [`SharedMemory`](PipeKind::SharedMemory), with rings of this many bytes each way
+    /// instead of [`DEFAULT_SHM_RING`](crate::connection::DEFAULT_SHM_RING): a power of two
+    /// from 4 KiB to 1 GiB (another size is an [`Error::InvalidInput`](crate::Error::InvalidInput)).
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use procwire::{PipeKind, pipe_with};
+    /// let (a, _b) = pipe_with(PipeKind::SharedMemoryRing(64 << 10))?;
+    /// assert_eq!(a.shm_ring_size(), Some(64 << 10));
+    /// assert!(pipe_with(PipeKind::SharedMemoryRing(100_000)).is_err());
+    /// # }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    SharedMemoryRing(usize),
 }
 
 impl PipeKind {
@@ -65,7 +80,15 @@ impl PipeKind {
 pub fn pipe_with(kind: PipeKind) -> Result<(Connection, Connection)> {
     let (a, b) = match kind {
         PipeKind::Socket => crate::transport::pipe(true)?,
-        PipeKind::SharedMemory => crate::transport::pipe_shared_memory()?,
+        PipeKind::SharedMemory => crate::transport::pipe_shared_memory(DEFAULT_SHM_RING)?,
+        PipeKind::SharedMemoryRing(ring) if crate::transport::valid_shm_ring(ring) => {
+            crate::transport::pipe_shared_memory(ring)?
+        }
+        PipeKind::SharedMemoryRing(ring) => {
+            return Err(Error::InvalidInput(format!(
+                "PipeKind::SharedMemoryRing({ring}): a ring size is a power of two from 4 KiB to 1 GiB"
+            )));
+        }
     };
     Ok((
         Connection::from_stream(a, DEFAULT_MAX_MESSAGE_SIZE),

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::append;
 use crate::codec::{FrameBuf, Peek, SHORT_HEADER_LEN};
-use crate::transport::Stream;
+use crate::transport::{SHM_HELLO, SHM_OFFER, SHM_REFUSED, Stream};
 use crate::{Error, Result};
 
 /// Messages up to this size get their whole buffer at once; a larger announced length only
@@ -35,10 +35,14 @@ pub(super) struct Reader {
     pub(super) timeout: Option<Duration>,
     /// Set after a framing error: the stream position is lost, receiving is over.
     pub(super) broken: Option<String>,
-    /// Keyless clients: a first message that is a challenge means the listener wants a key.
+    /// Keyless clients: a first message that is a challenge means the listener wants a key,
+    /// one that is a shared-memory offer that it is an `shm:` listener.
     pub(super) refuse_challenge: bool,
-    /// Such a challenge arrived; the connection owes the listener a [`crate::auth::NO_KEY`].
-    pub(super) challenge_seen: bool,
+    /// A keyless plain listener's connections: a first message that is a shared-memory
+    /// client's hello means the client connected with the wrong address form.
+    pub(super) refuse_shm_hello: bool,
+    /// Such a first message arrived; the connection owes the peer this answer.
+    pub(super) owed: Option<&'static [u8]>,
     /// The capacity the buffer grows to before its next read: a connection that never reads
     /// after its handshake never allocates (and zeroes) the full buffer.
     pub(super) capacity: usize,
@@ -79,7 +83,8 @@ impl Reader {
             timeout: None,
             broken: None,
             refuse_challenge: false,
-            challenge_seen: false,
+            refuse_shm_hello: false,
+            owed: None,
             capacity,
             direct: false,
         }
@@ -106,16 +111,32 @@ impl Reader {
             )));
         }
         let got = self.next_frame(stream, out, deadline)?;
-        if self.refuse_challenge {
-            self.refuse_challenge = false;
+        if self.refuse_challenge || self.refuse_shm_hello {
+            let (client, listener) =
+                (std::mem::take(&mut self.refuse_challenge), std::mem::take(&mut self.refuse_shm_hello));
             let first: &[u8] = match got {
                 Got::Buffered { start, len } => &self.fb.buffered()[start..start + len],
                 Got::InVec => out,
             };
-            if first.starts_with(crate::auth::CHALLENGE) {
-                self.challenge_seen = true;
+            if client && first.starts_with(crate::auth::CHALLENGE) {
+                self.owed = Some(crate::auth::NO_KEY);
                 return Err(self.fail(Error::AuthenticationFailed(
                     "the listener sent an authentication challenge, but this client has no authkey".into(),
+                )));
+            }
+            if client && first == SHM_OFFER {
+                self.owed = Some(SHM_REFUSED);
+                return Err(self.fail(Error::Protocol(
+                    "the listener serves shared memory: connect to it with the shm: form of its address"
+                        .into(),
+                )));
+            }
+            if listener && first == SHM_HELLO {
+                self.owed = Some(SHM_REFUSED);
+                return Err(self.fail(Error::Protocol(
+                    "a shared-memory client connected to this listener, which does not serve shared \
+                     memory: clients must connect to its unix: address"
+                        .into(),
                 )));
             }
         }
@@ -248,7 +269,7 @@ impl Reader {
     /// case of a stream of small messages, without the general path's checks and moves.
     #[inline]
     pub(super) fn take_buffered(&mut self) -> Option<&[u8]> {
-        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge {
+        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge || self.refuse_shm_hello {
             return None;
         }
         self.fb.take_complete_short()

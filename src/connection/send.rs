@@ -71,6 +71,46 @@ impl Writer {
         r
     }
 
+    /// Queues a frame of `len` payload bytes that `fill` writes in place in the send buffer
+    /// (zeroed first), then sends it as [`send`](Writer::send) would. If `fill` panics, the
+    /// frame is taken back out of the buffer.
+    pub(super) fn send_with<R>(
+        &mut self,
+        stream: &Stream,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        Self::check(stream)?;
+        let header = encode_header(len as u64);
+        let start = self.buf.len();
+        let total = header.as_bytes().len().checked_add(len);
+        if total.is_none_or(|t| self.buf.try_reserve(t).is_err()) {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes for a message"),
+            )));
+        }
+        self.buf.extend_from_slice(header.as_bytes());
+        self.buf.resize(start + header.as_bytes().len() + len, 0);
+        /// Takes an unfinished frame back out of the buffer when `fill` unwinds.
+        struct Unfinished<'a> {
+            buf: &'a mut Vec<u8>,
+            start: usize,
+        }
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                self.buf.truncate(self.start);
+            }
+        }
+        let guard = Unfinished { buf: &mut self.buf, start };
+        let r = fill(&mut guard.buf[start + header.as_bytes().len()..]);
+        std::mem::forget(guard);
+        if self.should_flush() || len > COPY_LIMIT {
+            self.flush(stream)?;
+        }
+        Ok(r)
+    }
+
     pub(super) fn send_value<T: Serialize + ?Sized>(&mut self, stream: &Stream, value: &T) -> Result<()> {
         Self::check(stream)?;
         // Encode straight after a placeholder header, then patch the header in.

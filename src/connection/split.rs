@@ -36,6 +36,11 @@ impl Sender {
         self.writer.send_value(&self.stream, value)
     }
 
+    /// As [`Connection::send_with`].
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.writer.send_with(&self.stream, len, fill)
+    }
+
     /// As [`Connection::flush`].
     pub fn flush(&mut self) -> Result<()> {
         self.writer.flush(&self.stream)
@@ -105,6 +110,12 @@ impl Receiver {
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         let deadline = deadline_of(self.reader.timeout);
         self.reader.recv_into(&self.stream, buf, deadline)
+    }
+
+    /// As [`Connection::recv_with`].
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let deadline = deadline_of(self.reader.timeout);
+        self.reader.recv_with(&self.stream, &mut self.scratch, deadline, f)
     }
 
     /// As [`Connection::recv`].

@@ -33,8 +33,8 @@ pub(super) struct Pending {
     /// Whether the client sent anything yet. One that hangs up before saying a word (a
     /// liveness probe, a port scan, a stale-socket check) is dropped without an error.
     heard: bool,
-    /// Whether the client's challenge carried the shared-memory mark (see `shm.rs`).
-    shm: Option<bool>,
+    /// What the client's challenge said about shared memory (see `shm.rs`).
+    shm: Option<super::shm::Peer>,
 }
 
 #[derive(Default)]
@@ -245,7 +245,14 @@ impl Listener {
         let mut conn = Connection::for_handshake(stream);
         let Some(key) = &self.opts.endpoint.key else {
             let deadline = Instant::now().checked_add(self.opts.endpoint.handshake_timeout);
-            let mut conn = match super::shm::finish(conn, &self.address, true, None, deadline) {
+            let mut conn = match super::shm::finish(
+                conn,
+                &self.address,
+                true,
+                None,
+                self.opts.endpoint.shm_ring,
+                deadline,
+            ) {
                 Ok(conn) => conn,
                 Err(e) => return refuse(self, found, with_peer(e, &peer, creds)),
             };
@@ -256,7 +263,7 @@ impl Listener {
         };
         let ep = &self.opts.endpoint;
         let mut hs = match Steps::new(Role::Listener, key, ep.legacy, ep.encrypt, |random| {
-            super::shm::mark(&self.address, random)
+            super::shm::mark(&self.address, ep.shm_ring, random)
         }) {
             Ok(hs) => hs,
             Err(e) => return refuse(self, found, with_peer(e, &peer, creds)),
@@ -321,9 +328,10 @@ impl Listener {
             }
             Ok(true) => {
                 let p = self.take(pending, i);
-                let finished =
-                    p.hs.finish(p.conn)
-                        .and_then(|conn| super::shm::finish(conn, &self.address, true, p.shm, p.deadline));
+                let finished = p.hs.finish(p.conn).and_then(|conn| {
+                    let ring = self.opts.endpoint.shm_ring;
+                    super::shm::finish(conn, &self.address, true, p.shm, ring, p.deadline)
+                });
                 match finished {
                     Ok(mut conn) => {
                         conn.finish_handshake(&self.opts.endpoint.conn);

@@ -93,6 +93,16 @@ let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
         self
     }
 
+    /// The size of each ring (one per direction) of the shared memory an `shm:` listener makes
+    /// for each connection: a power of two from 4 KiB to 1 GiB, checked by `bind` (default
+    /// [`DEFAULT_SHM_RING`](crate::connection::DEFAULT_SHM_RING)). A client that asks for a
+    /// larger ring ([`ClientBuilder::shm_ring_size`](super::ClientBuilder::shm_ring_size)) gets
+    /// it. Memory is reserved as the ring is first used. No effect on other addresses.
+    pub fn shm_ring_size(mut self, bytes: usize) -> Self {
+        self.endpoint.shm_ring = Some(bytes);
+        self
+    }
+
     /// Binds and listens on `addr`.
     ///
     /// A Unix socket file left behind by a dead process is removed and bound again; one that a
@@ -138,8 +148,10 @@ let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
 }
 
 impl ListenerBuilder {
-    /// Refuses a TCP address without a key unless that was allowed.
+    /// Refuses a TCP address without a key unless that was allowed, and a ring size no ring
+    /// can have.
     pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
-        self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")
+        self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")?;
+        self.endpoint.check_shm_ring("ListenerBuilder")
     }
 }

@@ -93,14 +93,43 @@ impl ClientBuilder {
             None => conn.refuse_challenge(),
         }
         let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);
-        let mut conn = super::shm::finish(conn, addr, false, listener_marked, deadline)?;
+        let mut conn =
+            super::shm::finish(conn, addr, false, listener_marked, self.endpoint.shm_ring, deadline)?;
         conn.finish_handshake(&self.endpoint.conn);
         Ok(conn)
     }
 
-    /// Refuses a TCP address without a key unless that was allowed.
+    /// Refuses a TCP address without a key unless that was allowed, and a ring size no ring
+    /// can have.
     pub(crate) fn check_keyless(&self, addr: &Address) -> Result<()> {
-        self.endpoint.check_keyless(addr, "connect to", "ClientBuilder")
+        self.endpoint.check_keyless(addr, "connect to", "ClientBuilder")?;
+        self.endpoint.check_shm_ring("ClientBuilder")
+    }
+
+    /// Asks an `shm:` listener for rings of `bytes` each way (a power of two from 4 KiB to
+    /// 1 GiB; checked when connecting): the listener makes them this large or larger (its own
+    /// [`shm_ring_size`](super::ListenerBuilder::shm_ring_size), if larger), and a smaller
+    /// ring is refused. The wish travels in the handshake: without an authkey there is none,
+    /// so the client gets the listener's size and refuses it if smaller. A larger ring lets a
+    /// large message through with fewer waits for the reader. No effect on other addresses.
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use procwire::{Address, Client, Family, Listener};
+    /// let listener = Listener::builder().authkey("k").bind(Address::fresh(Family::Shm)?)?;
+    /// let addr = listener.address().clone();
+    /// let t = std::thread::spawn(move || {
+    ///     Client::builder().authkey("k").shm_ring_size(4 << 20).connect(&addr)
+    /// });
+    /// let server_side = listener.accept()?;
+    /// assert_eq!(server_side.shm_ring_size(), Some(4 << 20));
+    /// assert_eq!(t.join().unwrap()?.shm_ring_size(), Some(4 << 20));
+    /// # }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
+    pub fn shm_ring_size(mut self, bytes: usize) -> Self {
+        self.endpoint.shm_ring = Some(bytes);
+        self
     }
 
     fn open(&self, addr: &Address) -> Result<Stream> {
@@ -133,16 +162,17 @@ impl ClientBuilder {
     }
 
     /// Runs the client's side of the handshake; returns the connection (encrypted from now on
-    /// with [`encrypt`](Self::encrypt)) and whether the listener's challenge carried the
-    /// shared-memory mark.
+    /// with [`encrypt`](Self::encrypt)) and what the listener's challenge said about shared
+    /// memory.
     fn handshake(
         &self,
         mut conn: Connection,
         key: &AuthKey,
         addr: &Address,
-    ) -> Result<(Connection, Option<bool>)> {
-        let mut hs = Steps::new(Role::Client, key, self.endpoint.legacy, self.endpoint.encrypt, |random| {
-            super::shm::mark(addr, random)
+    ) -> Result<(Connection, Option<super::shm::Peer>)> {
+        let ep = &self.endpoint;
+        let mut hs = Steps::new(Role::Client, key, ep.legacy, ep.encrypt, |random| {
+            super::shm::mark(addr, ep.shm_ring, random)
         })?;
         let mut marked = None;
         let deadline = Instant::now().checked_add(self.endpoint.handshake_timeout);

@@ -49,6 +49,8 @@ pub(crate) struct EndpointOptions {
     pub(crate) keepalive: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) conn: ConnOptions,
+    /// The ring size of `shm:` connections: the listener's, or the one a client asks for.
+    pub(crate) shm_ring: Option<usize>,
 }
 
 impl Default for EndpointOptions {
@@ -61,6 +63,7 @@ impl Default for EndpointOptions {
             keepalive: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             conn: ConnOptions::default(),
+            shm_ring: None,
         }
     }
 }
@@ -92,6 +95,18 @@ impl EndpointOptions {
             "refusing to {what} {addr} without an authkey: anyone who can reach a TCP port can \
              connect; set an authkey, or call {builder}::allow_unauthenticated_tcp(true)"
         )))
+    }
+}
+
+impl EndpointOptions {
+    /// Refuses a shared-memory ring size no ring can have; `builder` names the side.
+    pub(crate) fn check_shm_ring(&self, builder: &str) -> Result<()> {
+        match self.shm_ring {
+            Some(r) if !crate::transport::valid_shm_ring(r) => Err(Error::InvalidInput(format!(
+                "{builder}::shm_ring_size({r}): a ring size is a power of two from 4 KiB to 1 GiB"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -256,6 +256,15 @@ impl Stream {
         }
     }
 
+    /// The ring size of a shared-memory stream; `None` for the other kinds.
+    pub(crate) fn shm_ring_size(&self) -> Option<usize> {
+        match self {
+            #[cfg(unix)]
+            Stream::Shm(s) => Some(s.ring_size()),
+            _ => None,
+        }
+    }
+
     /// The spin window of a shared-memory stream; nothing to do for the other kinds.
     pub(crate) fn set_spin(&self, window: Duration) {
         #[cfg(unix)]
@@ -407,23 +416,52 @@ pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
     Ok((Stream::Os(a), Stream::Os(b)))
 }
 
+/// The message a shared-memory listener's region travels with (the descriptor rides on its
+/// first byte): a plain client reads it as its first message, and knows it used the wrong
+/// address form.
+pub(crate) const SHM_OFFER: &[u8] = b"procwire-shm-1:offer";
+/// The first message of a shared-memory client without an authkey (there is no handshake to
+/// carry the mark), so that a plain listener can tell.
+pub(crate) const SHM_HELLO: &[u8] = b"procwire-shm-1:hello";
+/// What a plain side answers to [`SHM_OFFER`] or [`SHM_HELLO`]: no shared memory here.
+pub(crate) const SHM_REFUSED: &[u8] = b"procwire-shm-1:refused";
+
+/// Bytes of each ring of a shared-memory connection, unless its endpoint or pipe says otherwise.
+pub const DEFAULT_SHM_RING: usize = 4 << 20;
+
+/// Whether `bytes` is a ring size a shared-memory connection can have: a power of two from
+/// 4 KiB to 1 GiB (anything elsewhere, where there are no such connections).
+pub(crate) fn valid_shm_ring(bytes: usize) -> bool {
+    #[cfg(unix)]
+    return shm::ring::valid_capacity(bytes);
+    #[cfg(windows)]
+    {
+        let _ = bytes;
+        true
+    }
+}
+
 /// Moves a stream just through its handshake onto shared memory (`addr` an `shm:` address):
-/// the listener's side makes the region and sends it, the client's takes it. The new stream
-/// owns a duplicate of the socket; `stream` is dropped by the caller.
+/// the listener's side makes the region with rings of `ring` bytes and sends it, the client's
+/// takes it, refusing rings smaller than `ring`. `hello`: the client sent [`SHM_HELLO`] (no
+/// handshake), which the listener's side finds on the socket before the first doorbell byte.
+/// The new stream owns a duplicate of the socket; `stream` is dropped by the caller.
 #[cfg(unix)]
 pub(crate) fn upgrade_to_shm(
     stream: &Stream,
     listener: bool,
     addr: &Address,
+    ring: usize,
+    hello: bool,
     deadline: Option<Instant>,
 ) -> io::Result<Stream> {
     let (fd, tag) = stream.dup_for_passing()?;
     let socket = platform::Stream::from_passed(fd, tag)
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a socket"))?;
     let shm = if listener {
-        shm::offer(socket, Some(addr.clone()), deadline)?
+        shm::offer(socket, Some(addr.clone()), ring, hello, deadline)?
     } else {
-        shm::take_offer(socket, Some(addr.clone()), deadline)?
+        shm::take_offer(socket, Some(addr.clone()), ring, deadline)?
     };
     Ok(Stream::Shm(shm))
 }
@@ -434,22 +472,25 @@ pub(crate) fn upgrade_to_shm(
     _stream: &Stream,
     _listener: bool,
     _addr: &Address,
+    _ring: usize,
+    _hello: bool,
     _deadline: Option<Instant>,
 ) -> io::Result<Stream> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
 }
 
-/// A connected pair of shared-memory streams over a Unix socket pair.
+/// A connected pair of shared-memory streams with rings of `ring` bytes over a Unix socket
+/// pair.
 #[cfg(unix)]
-pub(crate) fn pipe_shared_memory() -> io::Result<(Stream, Stream)> {
+pub(crate) fn pipe_shared_memory(ring: usize) -> io::Result<(Stream, Stream)> {
     let (a, b) = platform::pipe(true)?;
-    let (a, b) = shm::pair(a, b)?;
+    let (a, b) = shm::pair(a, b, ring)?;
     Ok((Stream::Shm(a), Stream::Shm(b)))
 }
 
 /// Shared memory needs Unix.
 #[cfg(windows)]
-pub(crate) fn pipe_shared_memory() -> io::Result<(Stream, Stream)> {
+pub(crate) fn pipe_shared_memory(_ring: usize) -> io::Result<(Stream, Stream)> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
 }
 

@@ -9,6 +9,7 @@
 
 mod encrypted;
 mod html;
+mod idle;
 mod report;
 mod runner;
 mod svg;
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// choose one by measurement (default: procwire's).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     shm_spin: Option<Duration>,
+    /// The ring size of shared-memory connections (`shm_ring_size` on both builders; a power
+    /// of two, with k/m suffixes), to choose one by measurement (default: procwire's).
+    #[arg(long, value_parser = crate::units::parse_size, value_name = "SIZE")]
+    shm_ring: Option<usize>,
     /// Print the results as JSON instead of tables (the schema: the procwire_cli::schema docs).
     #[arg(long)]
     json: bool,
@@ -68,6 +73,11 @@ pub struct BenchArgs {
     /// same-run ratios.
     #[arg(long)]
     encrypted: bool,
+    /// Instead of the transport cells: the CPU time an idle connected pair of processes uses
+    /// over DURATION (e.g. 10s) once past its spin window, over a Unix socket and over shared
+    /// memory, side by side (Linux).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    idle: Option<Duration>,
 }
 
 /// Every transport this platform benchmarks.
@@ -281,6 +291,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if args.encrypted {
         return encrypted::run(args.duration, args.repeat);
     }
+    if let Some(over) = args.idle {
+        let runner =
+            runner::Runner::new(args.python.clone(), args.shm_spin, args.shm_ring).map_err(Failure::new)?;
+        return idle::run(runner, over);
+    }
     let sizes = parse_sizes(&args.sizes).map_err(Failure::new)?;
     if let Some(&big) = sizes.iter().find(|&&s| s as u64 > procwire::connection::DEFAULT_MAX_MESSAGE_SIZE) {
         return Err(Failure::new(format!("size {big} is over the 64 MiB message limit")));
@@ -334,7 +349,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let total: u64 = plan.iter().map(|&(t, w, _)| imps_of(t, w).len() as u64 * u64::from(args.repeat)).sum();
 
     let load = load_average();
-    let mut runner = runner::Runner::new(args.python.clone(), args.shm_spin).map_err(Failure::new)?;
+    let mut runner =
+        runner::Runner::new(args.python.clone(), args.shm_spin, args.shm_ring).map_err(Failure::new)?;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} runs, about {eta} left  {msg}")

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::worker::{CONN_VAR, KEY_VAR, Outcome, Role, SPIN_VAR};
+use super::worker::{CONN_VAR, KEY_VAR, Outcome, RING_VAR, Role, SPIN_VAR};
 use super::{Impl, Transport, Workload};
 
 /// The CPython worker, run with `python3 -c`.
@@ -28,6 +28,8 @@ pub struct Runner {
     seq: u64,
     /// The spin window of shared-memory connections, when given.
     shm_spin: Option<Duration>,
+    /// The ring size of shared-memory connections, when given.
+    shm_ring: Option<usize>,
 }
 
 /// A worker process, killed when dropped.
@@ -136,8 +138,12 @@ fn parse_outcome(json: &str, who: &str) -> Result<Outcome, String> {
 
 impl Runner {
     /// A runner of this executable's workers, with `python` for the python column and
-    /// `shm_spin` for the spin window of shared-memory connections.
-    pub fn new(python: String, shm_spin: Option<Duration>) -> Result<Runner, String> {
+    /// `shm_spin` and `shm_ring` for the spin window and ring size of shared-memory connections.
+    pub fn new(
+        python: String,
+        shm_spin: Option<Duration>,
+        shm_ring: Option<usize>,
+    ) -> Result<Runner, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
         let dir = tempfile::Builder::new()
             .prefix("procwire-bench-")
@@ -145,7 +151,7 @@ impl Runner {
             .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let key = procwire::AuthKey::random().map_err(|e| e.to_string())?;
         let key_hex = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Runner { exe, python, dir, key_hex, seq: 0, shm_spin })
+        Ok(Runner { exe, python, dir, key_hex, seq: 0, shm_spin, shm_ring })
     }
 
     fn command(&self, imp: Impl, role: Role, size: usize, duration: Duration, endpoint: &str) -> Command {
@@ -169,6 +175,9 @@ impl Runner {
         if let Some(spin) = self.shm_spin {
             cmd.env(SPIN_VAR, spin.as_nanos().to_string());
         }
+        if let Some(ring) = self.shm_ring {
+            cmd.env(RING_VAR, ring.to_string());
+        }
         cmd
     }
 
@@ -186,6 +195,35 @@ impl Runner {
             Transport::Pipe => format!("pipe:procwire-bench-{}-{}", std::process::id(), self.seq),
             _ => "tcp:127.0.0.1:0".into(),
         }
+    }
+
+    /// An idle connected pair of procwire workers over `transport` (an address one): after both
+    /// are connected and `settle` has passed, the CPU time each (listener's side, client's
+    /// side) uses over `duration`, read from outside by `cpu_time`.
+    pub fn idle(
+        &mut self,
+        transport: Transport,
+        settle: Duration,
+        duration: Duration,
+        cpu_time: impl Fn(u32) -> Result<Duration, String>,
+    ) -> Result<(Duration, Duration), String> {
+        let setup = Instant::now() + SETUP_LIMIT;
+        let addr = self.address(transport);
+        let name = |end: &str| format!("procwire idle worker ({end})");
+        let mut cmd = self.command(Impl::Procwire, Role::Idle, 0, duration, &format!("listen:{addr}"));
+        let mut listener = Proc::spawn(&mut cmd, name("listener"))?;
+        let real = listener.expect("ADDR ", setup)?;
+        let mut cmd = self.command(Impl::Procwire, Role::Idle, 0, duration, &format!("connect:{real}"));
+        let mut client = Proc::spawn(&mut cmd, name("client"))?;
+        listener.expect("READY", setup)?;
+        client.expect("READY", setup)?;
+        std::thread::sleep(settle);
+        let pids = [listener.child.id(), client.child.id()];
+        let before = [cpu_time(pids[0])?, cpu_time(pids[1])?];
+        std::thread::sleep(duration);
+        let after = [cpu_time(pids[0])?, cpu_time(pids[1])?];
+        // Dropped: their stdin closes and they exit.
+        Ok((after[0].saturating_sub(before[0]), after[1].saturating_sub(before[1])))
     }
 
     /// One run of `workload` by `imp` over `transport`; returns the measuring side's outcome.

@@ -36,6 +36,9 @@ pub const KEY_VAR: &str = "PROCWIRE_BENCH_KEY";
 /// The environment variable holding the spin window of shared-memory connections, in
 /// nanoseconds (`procwire bench --shm-spin`).
 pub const SPIN_VAR: &str = "PROCWIRE_BENCH_SHM_SPIN";
+/// The environment variable holding the ring size of shared-memory connections, in bytes
+/// (`procwire bench --shm-ring`).
+pub const RING_VAR: &str = "PROCWIRE_BENCH_SHM_RING";
 /// Round trips at the start of a ping-pong run that are not counted (cold caches, page faults).
 pub const PING_WARMUP: usize = 10;
 
@@ -74,6 +77,8 @@ pub enum Role {
     Accept,
     /// Connects (and authenticates) and closes, again and again.
     Connect,
+    /// Waits for a message that never comes, either side (`procwire bench --idle`).
+    Idle,
 }
 
 impl Role {
@@ -88,6 +93,7 @@ impl Role {
             Role::Ping => "ping",
             Role::Accept => "accept",
             Role::Connect => "connect",
+            Role::Idle => "idle",
         }
     }
 
@@ -101,6 +107,7 @@ impl Role {
             Role::Ping,
             Role::Accept,
             Role::Connect,
+            Role::Idle,
         ]
         .into_iter()
         .find(|r| r.name() == s)
@@ -301,13 +308,24 @@ fn procwire_side(s: &Spec, ep: &Endpoint) -> procwire::Result<()> {
         }
         _ => {}
     }
+    let ring = std::env::var(RING_VAR).ok().and_then(|v| v.parse().ok());
     let conn = match ep {
         Endpoint::Listen(a) => {
-            let listener = Listener::builder().authkey(key).bind(a)?;
+            let mut b = Listener::builder().authkey(key);
+            if let Some(r) = ring {
+                b = b.shm_ring_size(r);
+            }
+            let listener = b.bind(a)?;
             say(&format!("ADDR {}", listener.address()));
             listener.accept()?
         }
-        Endpoint::Connect(a) => Client::builder().authkey(key).connect(a)?,
+        Endpoint::Connect(a) => {
+            let mut b = Client::builder().authkey(key);
+            if let Some(r) = ring {
+                b = b.shm_ring_size(r);
+            }
+            b.connect(a)?
+        }
         Endpoint::Inherit => Connection::from_env(CONN_VAR)?,
         Endpoint::InProc => {
             let partner = s.partner().map_err(fail)?;
@@ -400,6 +418,14 @@ fn procwire_session(s: &Spec, mut conn: Connection) -> procwire::Result<Outcome>
             let secs = start.elapsed().as_secs_f64();
             drop(conn);
             latency_outcome(ns, secs)
+        }
+        Role::Idle => {
+            // Nothing comes: the receive sleeps until the bench ends this process.
+            match conn.recv_bytes() {
+                Ok(m) => return Err(fail(format!("an idle worker received {} bytes", m.len()))),
+                Err(Error::Closed) => Outcome::default(),
+                Err(e) => return Err(e),
+            }
         }
         Role::Accept | Role::Connect => return Err(fail("connect roles need an address".into())),
     };
@@ -725,6 +751,7 @@ mod raw {
                 }
                 Ok(latency_outcome(ns, start.elapsed().as_secs_f64()))
             }
+            Role::Idle => Err(io::Error::other("the idle workload is procwire's only")),
             Role::Accept | Role::Connect => unreachable!("handled in run"),
         }
     }

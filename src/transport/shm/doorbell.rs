@@ -3,12 +3,16 @@
 //! socket; the other side, seeing that, writes one byte to it. The socket also carries the
 //! peer's death: end of file once its process is gone, however it ended.
 //!
+//! Nothing else travels on the socket (but for a keyless client's first message, which the
+//! listener expects there): any other byte means the peer is not on shared memory at all, a
+//! plain client that connected to the `shm:` listener's socket, and the stream reports that.
+//!
 //! The two halves of a split connection may sleep at once on the one socket. Only one of them
 //! polls it (the leader); the other waits on a condition variable the leader signals after each
 //! wake-up, so a byte meant for one is never taken by the other while it sleeps.
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,16 +41,81 @@ pub(crate) struct Doorbell {
     woken: Condvar,
     /// The peer's end of the socket is closed: it is gone, or dropped its end.
     closed: AtomicBool,
+    /// The bytes expected on the socket before the first doorbell byte, and how many came.
+    first: Vec<u8>,
+    seen: AtomicUsize,
+    /// The peer wrote something that is neither those bytes nor a doorbell byte.
+    foreign: AtomicBool,
 }
 
+/// The byte that rings.
+const RING: u8 = 1;
+
 impl Doorbell {
-    pub(crate) fn new(socket: Socket) -> Doorbell {
+    /// The doorbell on `socket`, where the peer first writes `first`, then only [`RING`].
+    pub(crate) fn new(socket: Socket, first: &[u8]) -> Doorbell {
         Doorbell {
             socket,
             sleepers: Mutex::new(Sleepers::default()),
             woken: Condvar::new(),
             closed: AtomicBool::new(false),
+            first: first.to_vec(),
+            seen: AtomicUsize::new(0),
+            foreign: AtomicBool::new(false),
         }
+    }
+
+    /// An error once the peer wrote bytes no shared-memory peer writes: it is a plain
+    /// client of the `shm:` listener's socket (or it answered our region with a refusal).
+    pub(crate) fn check_peer(&self) -> io::Result<()> {
+        if !self.foreign.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            crate::Error::Protocol(
+                "the peer is not on shared memory: a client without shared memory connected to this \
+                 shm: listener (it must connect to the shm: address, not to unix: at the same path)"
+                    .into(),
+            ),
+        ))
+    }
+
+    /// Reads the bytes the peer writes first, if they have not all been read yet, waiting
+    /// until `deadline` at most: from then on the socket carries doorbell bytes only, as the
+    /// doorbell of a process this stream is passed to expects.
+    pub(crate) fn take_first(&self, deadline: Option<Instant>) -> io::Result<()> {
+        while self.seen.load(Ordering::Relaxed) < self.first.len() && !self.closed() {
+            self.check_peer()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the shared-memory client's first message has not arrived",
+                ));
+            }
+            if self.socket.wait_readable(left)? {
+                self.take_rung();
+            }
+        }
+        self.check_peer()
+    }
+
+    /// Checks bytes read from the socket against what the peer may write.
+    fn check(&self, bytes: &[u8]) {
+        let mut seen = self.seen.load(Ordering::Relaxed);
+        for &b in bytes {
+            let ok = match self.first.get(seen) {
+                Some(&want) => b == want,
+                None => b == RING,
+            };
+            if !ok {
+                self.foreign.store(true, Ordering::Release);
+                return;
+            }
+            seen = (seen + 1).min(self.first.len());
+        }
+        self.seen.store(seen, Ordering::Relaxed);
     }
 
     /// Whether the peer's end has been seen closed.
@@ -56,7 +125,7 @@ impl Doorbell {
 
     /// Wakes the peer (one byte, never waiting: a full socket buffer already holds bytes enough).
     pub(crate) fn ring(&self) {
-        match self.socket.write_vectored(&[IoSlice::new(&[1])], Some(Instant::now())) {
+        match self.socket.write_vectored(&[IoSlice::new(&[RING])], Some(Instant::now())) {
             Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
                 self.closed.store(true, Ordering::Release);
             }
@@ -101,8 +170,11 @@ impl Doorbell {
                     self.closed.store(true, Ordering::Release);
                     break;
                 }
-                Ok(n) if n == buf.len() => {}
-                Ok(_) => break,
+                Ok(n) if n == buf.len() => self.check(&buf),
+                Ok(n) => {
+                    self.check(&buf[..n]);
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => break,
                 Err(_) => {

@@ -26,19 +26,19 @@ use self::ring::{Reader, Writer};
 use crate::Address;
 use crate::sys::shm::Mapping;
 use crate::transport::unix::Stream as Socket;
+use crate::transport::{SHM_HELLO, SHM_OFFER};
 use crate::util::lock;
 
-/// Bytes of each ring of a new region.
-pub(crate) const CAPACITY: usize = 1 << 20;
 /// How long a side that finds nothing to do spins before it sleeps, by default.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// Spins in a row that find nothing before spinning becomes the exception, and how rare.
 const SPIN_MISSES: u32 = 4;
 const SPIN_PROBE: u32 = 16;
+/// How long passing a stream to a child waits for a keyless client's first message, which it
+/// sent as soon as it connected.
+const FIRST_WAIT: Duration = Duration::from_secs(10);
 /// How long a spin runs before each of its rounds yields the CPU.
 const SPIN_ALONE: Duration = Duration::from_micros(5);
-/// The byte the listener's region descriptor travels with.
-const OFFER: u8 = b'M';
 
 /// Which end of the region this is: the listener writes ring 0 and reads ring 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,26 +62,38 @@ pub(crate) struct Stream {
     local: Option<Address>,
     peer: Option<Address>,
     side: Side,
+    /// Bytes of each ring.
+    capacity: usize,
     /// Last: the rings point into it.
     map: Mapping,
 }
 
 impl Stream {
     fn new(socket: Socket, map: Mapping, capacity: usize, side: Side, addr: Option<Address>) -> Stream {
+        Stream::with_bell(Doorbell::new(socket, &[]), map, capacity, side, addr)
+    }
+
+    fn with_bell(bell: Doorbell, map: Mapping, capacity: usize, side: Side, addr: Option<Address>) -> Stream {
         let (tx, rx) = if side == Side::Listener { (0, 1) } else { (1, 0) };
         let (local, peer) = if side == Side::Listener { (addr, None) } else { (None, addr) };
         Stream {
             rx: Mutex::new(Reader::new(&map, capacity, rx)),
             tx: Mutex::new(Writer::new(&map, capacity, tx)),
-            bell: Doorbell::new(socket),
+            bell,
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             misses: AtomicU32::new(0),
             crowded: AtomicU32::new(0),
             local,
             peer,
             side,
+            capacity,
             map,
         }
+    }
+
+    /// Bytes of each ring.
+    pub(crate) fn ring_size(&self) -> usize {
+        self.capacity
     }
 
     /// Sets how long a side that finds nothing to do spins before it sleeps.
@@ -145,6 +157,7 @@ impl Stream {
         let mut rx = lock(&self.rx);
         let mut spun = false;
         loop {
+            self.bell.check_peer()?;
             // SAFETY: the caller's guarantee.
             let r = unsafe { rx.read(ptr, len) }?;
             if r.wake {
@@ -184,6 +197,7 @@ impl Stream {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         let mut spun = false;
         loop {
+            self.bell.check_peer()?;
             if self.bell.closed() {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed its end"));
             }
@@ -209,17 +223,19 @@ impl Stream {
         }
     }
 
-    /// Whether a read would not wait: data in the ring, or the peer gone.
+    /// Whether a read would not wait: data in the ring, the peer gone, or an error to report.
     pub(crate) fn readable_now(&self) -> bool {
         let rx = lock(&self.rx);
-        rx.available().map_or(true, |n| n > 0) || self.bell.closed()
+        rx.available().map_or(true, |n| n > 0) || self.bell.closed() || self.bell.check_peer().is_err()
     }
 
     /// Whether data (or end of stream) can be read now, waiting up to `timeout`.
     pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let rx = lock(&self.rx);
-        let ready = || rx.available().map_or(true, |n| n > 0) || self.bell.closed();
+        let ready = || {
+            rx.available().map_or(true, |n| n > 0) || self.bell.closed() || self.bell.check_peer().is_err()
+        };
         loop {
             if ready() {
                 return Ok(true);
@@ -262,6 +278,8 @@ impl Stream {
     /// Makes the socket and the region inheritable by `cmd`'s child only, named in its
     /// environment as `var` and `var` with the suffix of this end's side.
     pub(crate) fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> io::Result<()> {
+        // The child's doorbell expects nothing but doorbell bytes.
+        self.bell.take_first(Instant::now().checked_add(FIRST_WAIT))?;
         self.bell.socket.pass_to_child(cmd, var)?;
         let memory = self.map.share_fd()?.try_clone_to_owned()?;
         crate::sys::pass_to_child(&memory, crate::sys::FdKind::Memory, cmd, &memory_var(var, self.side))
@@ -276,22 +294,28 @@ impl Stream {
     }
 }
 
-/// The listener's side of the upgrade, after the handshake: makes a region, sends it to the
-/// client over `socket`, and makes the stream. `addr` is the listener's `shm:` address.
-pub(crate) fn offer(socket: Socket, addr: Option<Address>, deadline: Option<Instant>) -> io::Result<Stream> {
-    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
-    ring::init(&map, CAPACITY)?;
-    socket.send_fd(OFFER, map.share_fd()?, deadline)?;
-    Ok(Stream::new(socket, map, CAPACITY, Side::Listener, addr))
+/// The frame of [`SHM_OFFER`]: its short header, then the message.
+fn offer_frame() -> Vec<u8> {
+    [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }
 
-/// The client's side of the upgrade, after the handshake: takes the listener's region from
-/// `socket` and makes the stream. `addr` is the `shm:` address connected to.
-pub(crate) fn take_offer(
-    socket: Socket,
-    addr: Option<Address>,
-    deadline: Option<Instant>,
-) -> io::Result<Stream> {
+/// Sends the region of `map` over `socket`: the descriptor on the first byte of the
+/// [`SHM_OFFER`] frame, then the rest of the frame.
+fn send_region(socket: &Socket, map: &Mapping, deadline: Option<Instant>) -> io::Result<()> {
+    let frame = offer_frame();
+    socket.send_fd(frame[0], map.share_fd()?, deadline)?;
+    let mut done = 1;
+    while done < frame.len() {
+        match socket.write_vectored(&[IoSlice::new(&frame[done..])], deadline)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
+/// Takes the region the other end sent with [`send_region`].
+fn take_region(socket: &Socket, deadline: Option<Instant>) -> io::Result<Mapping> {
     let not_offered = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -308,19 +332,66 @@ pub(crate) fn take_offer(
         }
         Err(e) => return Err(e),
     };
-    let fd = fd.filter(|_| byte == OFFER).ok_or_else(not_offered)?;
-    let map = Mapping::adopt(fd)?;
+    let frame = offer_frame();
+    let fd = fd.filter(|_| byte == frame[0]).ok_or_else(not_offered)?;
+    let mut rest = vec![0; frame.len() - 1];
+    let mut got = 0;
+    while got < rest.len() {
+        match socket.read(&mut rest[got..], deadline)? {
+            0 => return Err(not_offered()),
+            n => got += n,
+        }
+    }
+    if rest != frame[1..] {
+        return Err(not_offered());
+    }
+    Mapping::adopt(fd)
+}
+
+/// The listener's side of the upgrade, after the handshake: makes a region with rings of
+/// `capacity` bytes, sends it to the client over `socket`, and makes the stream. `addr` is
+/// the listener's `shm:` address; `hello`: the client sent [`SHM_HELLO`] first (no
+/// handshake), and any other first bytes on the socket mean a plain client.
+pub(crate) fn offer(
+    socket: Socket,
+    addr: Option<Address>,
+    capacity: usize,
+    hello: bool,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let map = Mapping::create_passable(ring::region_len(capacity))?;
+    ring::init(&map, capacity)?;
+    send_region(&socket, &map, deadline)?;
+    let first: Vec<u8> =
+        if hello { [&(SHM_HELLO.len() as u32).to_be_bytes()[..], SHM_HELLO].concat() } else { Vec::new() };
+    Ok(Stream::with_bell(Doorbell::new(socket, &first), map, capacity, Side::Listener, addr))
+}
+
+/// The client's side of the upgrade, after the handshake: takes the listener's region from
+/// `socket` and makes the stream. `addr` is the `shm:` address connected to; rings smaller
+/// than `min` bytes (what the client asked for) are refused.
+pub(crate) fn take_offer(
+    socket: Socket,
+    addr: Option<Address>,
+    min: usize,
+    deadline: Option<Instant>,
+) -> io::Result<Stream> {
+    let map = take_region(&socket, deadline)?;
     let capacity = ring::capacity_of(&map)?;
+    if capacity < min {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the listener made rings of {capacity} bytes, smaller than the {min} asked for"),
+        ));
+    }
     Ok(Stream::new(socket, map, capacity, Side::Client, addr))
 }
 
-/// A connected pair of shared-memory streams over a socket pair, for [`crate::pipe_with`].
-pub(crate) fn pair(a: Socket, b: Socket) -> io::Result<(Stream, Stream)> {
-    let map = Mapping::create_passable(ring::region_len(CAPACITY))?;
-    ring::init(&map, CAPACITY)?;
-    a.send_fd(OFFER, map.share_fd()?, None)?;
-    let a = Stream::new(a, map, CAPACITY, Side::Listener, None);
-    let b = take_offer(b, None, None)?;
+/// A connected pair of shared-memory streams with rings of `capacity` bytes over a socket
+/// pair, for [`crate::pipe_with`].
+pub(crate) fn pair(a: Socket, b: Socket, capacity: usize) -> io::Result<(Stream, Stream)> {
+    let a = offer(a, None, capacity, false, None)?;
+    let b = take_offer(b, None, capacity, None)?;
     Ok((a, b))
 }
 

@@ -26,6 +26,10 @@ const WRITER_WAITING: usize = 8;
 const HEAD: usize = 128;
 const READER_WAITING: usize = 136;
 
+/// The most bytes a write or read copies before it publishes its position, so that a large
+/// copy on one side overlaps with the other side's; a quarter of the ring if that is less.
+const PUBLISH: usize = 64 << 10;
+
 /// The smallest and largest ring capacity a region may declare.
 pub(crate) const MIN_CAPACITY: usize = 4 << 10;
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
@@ -50,9 +54,15 @@ pub(crate) fn region_len(capacity: usize) -> usize {
     HEADER + 2 * (CONTROL + capacity)
 }
 
+/// Whether `capacity` is one a ring may have: a power of two (positions wrap with a mask)
+/// from [`MIN_CAPACITY`] to [`MAX_CAPACITY`].
+pub(crate) fn valid_capacity(capacity: usize) -> bool {
+    capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
+}
+
 /// Writes the header of a fresh (zeroed) region made for rings of `capacity` bytes.
 pub(crate) fn init(map: &Mapping, capacity: usize) -> io::Result<()> {
-    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+    if !valid_capacity(capacity) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "ring capacity: a power of two, 4 KiB to 1 GiB",
@@ -78,8 +88,7 @@ pub(crate) fn capacity_of(map: &Mapping) -> io::Result<usize> {
         return Err(bad("wrong magic"));
     }
     let cap = usize::try_from(word(map, 8).load(Ordering::Relaxed)).map_err(|_| bad("capacity"))?;
-    if !cap.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || map.len() < region_len(cap)
-    {
+    if !valid_capacity(cap) || map.len() < region_len(cap) {
         return Err(bad("capacity does not fit the region"));
     }
     Ok(cap)
@@ -128,6 +137,11 @@ impl Ring {
         // (the region is page-aligned, HEADER and CONTROL multiples of 128, capacity a power
         // of two of at least 4 KiB); those bytes are only ever accessed as atomics.
         unsafe { &*self.control.add(at).cast::<AtomicU64>() }
+    }
+
+    /// Bytes copied between two publications of a position (see [`PUBLISH`]).
+    fn piece(&self) -> usize {
+        (self.capacity / 4).min(PUBLISH)
     }
 
     fn flag(&self, at: usize) -> &AtomicU32 {
@@ -211,7 +225,9 @@ impl Writer {
         used != self.ring.capacity as u64
     }
 
-    /// Copies as much of `bufs` as fits and publishes it.
+    /// Copies as much of `bufs` as fits (also room the reader makes meanwhile) and publishes
+    /// it, piece by piece: the reader starts copying out the first piece while this side
+    /// copies in the next, instead of waiting for the whole write.
     pub(crate) fn write(&mut self, bufs: &[IoSlice<'_>]) -> Result<Written, Corrupt> {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         let mut room = self.ring.capacity - self.tail.wrapping_sub(self.head) as usize;
@@ -222,16 +238,22 @@ impl Writer {
             return Ok(Written { len: 0, wake: false });
         }
         let mut done = 0;
-        for b in bufs {
-            let take = b.len().min(room - done);
-            self.ring.copy_in(self.tail.wrapping_add(done as u64), &b[..take]);
-            done += take;
-            if done == room {
-                break;
+        'bufs: for b in bufs {
+            let mut at = 0;
+            while at < b.len() {
+                if room == 0 {
+                    room = self.room()?;
+                    if room == 0 {
+                        break 'bufs;
+                    }
+                }
+                let take = (b.len() - at).min(room).min(self.ring.piece());
+                self.ring.copy_in(self.tail, &b[at..at + take]);
+                self.tail = self.tail.wrapping_add(take as u64);
+                self.ring.counter(TAIL).store(self.tail, Ordering::Release);
+                (at, done, room) = (at + take, done + take, room - take);
             }
         }
-        self.tail = self.tail.wrapping_add(done as u64);
-        self.ring.counter(TAIL).store(self.tail, Ordering::Release);
         // Pairs with the reader's fence between saying it sleeps and looking again: either it
         // sees the new tail, or we see it waiting.
         fence(Ordering::SeqCst);
@@ -288,22 +310,33 @@ impl Reader {
         Ok(n as usize)
     }
 
-    /// Copies up to `len` published bytes to `dst` and gives their room back to the writer.
+    /// Copies up to `len` published bytes to `dst` (also bytes the writer publishes
+    /// meanwhile) and gives their room back to the writer, piece by piece (see
+    /// [`Writer::write`]).
     ///
     /// # Safety
     /// `dst..dst+len` is writable memory the caller owns.
     pub(crate) unsafe fn read(&mut self, dst: *mut u8, len: usize) -> Result<Read, Corrupt> {
-        let n = self.available()?.min(len);
-        if n == 0 {
+        let mut ready = self.available()?.min(len);
+        if ready == 0 {
             return Ok(Read { len: 0, wake: false });
         }
-        // SAFETY: n <= len (dst's room) and n <= capacity (checked in available).
-        unsafe { self.ring.copy_out(self.head, dst, n) };
-        self.head = self.head.wrapping_add(n as u64);
-        self.ring.counter(HEAD).store(self.head, Ordering::Release);
+        let mut done = 0;
+        while ready > 0 {
+            let take = ready.min(self.ring.piece());
+            // SAFETY: done + take <= len (dst's room); take <= available <= capacity.
+            unsafe { self.ring.copy_out(self.head, dst.add(done), take) };
+            done += take;
+            self.head = self.head.wrapping_add(take as u64);
+            self.ring.counter(HEAD).store(self.head, Ordering::Release);
+            ready -= take;
+            if ready == 0 {
+                ready = self.available()?.min(len - done);
+            }
+        }
         fence(Ordering::SeqCst);
         let wake = self.ring.flag(WRITER_WAITING).swap(0, Ordering::Relaxed) != 0;
-        Ok(Read { len: n, wake })
+        Ok(Read { len: done, wake })
     }
 
     /// Says this reader is about to sleep until data comes; `Ok(true)` if data is there

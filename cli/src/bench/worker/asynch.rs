@@ -134,6 +134,7 @@ async fn session(s: &Spec, mut conn: Connection) -> procwire::Result<Outcome> {
             drop(conn);
             latency_outcome(ns, secs)
         }
+        Role::Idle => return Err(fail("the idle workload is the blocking procwire's only".into())),
         Role::Accept | Role::Connect => return Err(fail("connect roles need an address".into())),
     };
     Ok(outcome)
