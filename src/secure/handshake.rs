@@ -366,12 +366,7 @@ mod same_as_snow {
 
     #[test]
     fn every_message_and_rekey_gives_snows_bytes_both_ways() {
-        let key = AuthKey::new(b"k".to_vec());
-        let mut l = Handshake::new(Role::Listener, &key, [1; 64]);
-        let mut c = Handshake::new(Role::Client, &key, [2; 64]);
-        let m1 = c.on_message(&l.start().unwrap()).unwrap().unwrap();
-        let m2 = l.on_message(&m1).unwrap().unwrap();
-        c.on_message(&m2).unwrap();
+        let (mut c, mut l) = crate::secure::session::tests::finished();
         let (mut c, mut l) = (both(&mut c), both(&mut l));
         let big: Vec<u8> = (0..MAX_PLAINTEXT).map(|i| (i * 13) as u8).collect();
         // Across two rekeys of each direction, with a full and an empty (end) message around each.

@@ -275,17 +275,22 @@ pub(crate) mod tests {
     use super::*;
     use crate::AuthKey;
     use crate::auth::Role;
-    use crate::secure::Handshake;
-    use crate::secure::REKEY_AFTER;
+    use crate::secure::{Handshake, REKEY_AFTER};
 
-    /// A client's and a listener's session of one handshake with fixed randomness.
-    pub(crate) fn sessions() -> (Session, Session) {
+    /// A client's and a listener's finished handshake with fixed randomness.
+    pub(crate) fn finished() -> (Handshake, Handshake) {
         let key = AuthKey::new(b"key".to_vec());
         let mut l = Handshake::new(Role::Listener, &key, [5; 64]);
         let mut c = Handshake::new(Role::Client, &key, [6; 64]);
         let m1 = c.on_message(&l.start().unwrap()).unwrap().unwrap();
         let m2 = l.on_message(&m1).unwrap().unwrap();
         c.on_message(&m2).unwrap();
+        (c, l)
+    }
+
+    /// A client's and a listener's session of one handshake with fixed randomness.
+    pub(crate) fn sessions() -> (Session, Session) {
+        let (c, l) = finished();
         (c.into_session().unwrap(), l.into_session().unwrap())
     }
 

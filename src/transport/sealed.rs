@@ -3,7 +3,8 @@
 //! It drives the sans-IO [`crate::secure`] session over an inner stream: writes are sealed into
 //! messages and written whole, reads fill an [`Inbox`] and take plaintext out of it. The
 //! connection above sees a plain byte stream of frames, so framing, batching and large
-//! messages work as on any stream.
+//! messages work as on any stream. Dropping it sends the end message; the end of the inner
+//! stream without the peer's is an integrity error, not the end of the stream.
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard};
