@@ -232,6 +232,33 @@ async fn a_receive_cancelled_mid_frame_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_keyless_client_at_a_keyless_shared_memory_listener_fails_clearly_on_both_sides() {
+    // The tokio face has no shm: connections: at the socket of a blocking shm: listener its
+    // keyless client refuses the region's offer, and the listener's side learns it.
+    let addr = Address::fresh(Family::Shm).unwrap();
+    let listener = procwire::Listener::bind(&addr).unwrap();
+    let Address::Shm(path) = &addr else { unreachable!() };
+    let unix = Address::Unix(path.clone());
+    let server = std::thread::spawn(move || {
+        let mut c = listener.accept_timeout(WAIT).unwrap();
+        c.set_read_timeout(Some(WAIT));
+        c.recv_bytes()
+    });
+    let mut client = Client::connect(&unix).await.unwrap();
+    match tokio::time::timeout(WAIT, client.recv_bytes()).await.unwrap() {
+        Err(Error::Protocol(m)) => assert!(m.contains("serves shared memory"), "{m}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    // The refusal is queued as the receive fails and written as soon as the socket takes it;
+    // a flush makes sure it has left.
+    tokio::time::timeout(WAIT, client.flush()).await.unwrap().unwrap();
+    match server.join().unwrap() {
+        Err(Error::Protocol(m)) => assert!(m.contains("client without shared memory"), "{m}"),
+        other => panic!("expected a protocol error on the listener's side, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_send_cancelled_mid_frame_is_finished_by_the_next_send() {
     let (conn, raw) = raw_pair().await;
     let (mut tx, _rx) = conn.into_split();

@@ -6,6 +6,10 @@
 //! as random bytes, and the part left is still [`MARK`]'s length and one byte short of 40
 //! random bytes. That byte is the base-2 logarithm of the ring size the side asks for (0: no
 //! wish); the listener makes rings of the larger of its own size and the client's.
+//!
+//! Without a key there is no challenge: a shared-memory client says so in its first message
+//! (`SHM_HELLO`), the listener's region comes in a message of its own (`SHM_OFFER`), and a
+//! plain side refuses either when it reads it (see `connection::recv`).
 
 use std::time::Instant;
 

@@ -74,8 +74,8 @@ impl Connection {
             }),
         )
         .await;
-        if std::mem::take(&mut self.rx.challenge_seen) {
-            self.tx.push_frame(crate::auth::NO_KEY);
+        if let Some(answer) = self.rx.owed.take() {
+            self.tx.push_frame(answer);
             std::future::poll_fn(|cx| {
                 self.tx.push_queue(cx);
                 Poll::Ready(())

@@ -56,10 +56,12 @@ pub struct Receiver {
     timeout: Option<Duration>,
     /// Set after a framing error or a truncated stream: the position is lost, receiving is over.
     broken: Option<String>,
-    /// Keyless clients: a first message that is a challenge means the listener wants a key.
+    /// Keyless clients: a first message that is a challenge means the listener wants a key,
+    /// one that is a shared-memory offer that it is an `shm:` listener.
     pub(super) refuse_challenge: bool,
-    /// Such a challenge arrived; the connection owes the listener a [`crate::auth::NO_KEY`].
-    pub(super) challenge_seen: bool,
+    /// Such a first message arrived (a challenge, or a shared-memory listener's offer); the
+    /// connection owes the listener this answer.
+    pub(super) owed: Option<&'static [u8]>,
 }
 
 // Counts and state only: never the bytes received.
@@ -97,7 +99,7 @@ impl Receiver {
             timeout: None,
             broken: None,
             refuse_challenge: false,
-            challenge_seen: false,
+            owed: None,
         }
     }
 
@@ -222,18 +224,25 @@ impl Receiver {
             Got::Buffered(h) => (h.header_len, h.payload_len as usize),
             Got::Owned(v) => (0, v.len()),
         };
-        let refused = std::mem::take(&mut self.refuse_challenge) && {
+        if std::mem::take(&mut self.refuse_challenge) {
             let first = match &got {
                 Got::Buffered(_) => &self.fb.buffered()[start..start + len],
                 Got::Owned(v) => &v[..],
             };
-            first.starts_with(crate::auth::CHALLENGE)
-        };
-        if refused {
-            self.challenge_seen = true;
-            return Poll::Ready(Err(self.fail(Error::AuthenticationFailed(
-                "the listener sent an authentication challenge, but this client has no authkey".into(),
-            ))));
+            if first.starts_with(crate::auth::CHALLENGE) {
+                self.owed = Some(crate::auth::NO_KEY);
+                return Poll::Ready(Err(self.fail(Error::AuthenticationFailed(
+                    "the listener sent an authentication challenge, but this client has no authkey".into(),
+                ))));
+            }
+            if first == crate::transport::SHM_OFFER {
+                self.owed = Some(crate::transport::SHM_REFUSED);
+                return Poll::Ready(Err(self.fail(Error::Protocol(
+                    "the listener serves shared memory, which the tokio face does not: connect to it \
+                     with the blocking Client and its shm: address"
+                        .into(),
+                ))));
+            }
         }
         Poll::Ready(Ok(match got {
             Got::Buffered(_) => {

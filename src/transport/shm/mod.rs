@@ -299,19 +299,10 @@ fn offer_frame() -> Vec<u8> {
     [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }
 
-/// Sends the region of `map` over `socket`: the descriptor on the first byte of the
-/// [`SHM_OFFER`] frame, then the rest of the frame.
+/// Sends the region of `map` over `socket`: the [`SHM_OFFER`] frame with the descriptor on
+/// its first byte.
 fn send_region(socket: &Socket, map: &Mapping, deadline: Option<Instant>) -> io::Result<()> {
-    let frame = offer_frame();
-    socket.send_fd(frame[0], map.share_fd()?, deadline)?;
-    let mut done = 1;
-    while done < frame.len() {
-        match socket.write_vectored(&[IoSlice::new(&frame[done..])], deadline)? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => done += n,
-        }
-    }
-    Ok(())
+    socket.send_fd_with(&offer_frame(), map.share_fd()?, deadline)
 }
 
 /// Takes the region the other end sent with [`send_region`].

@@ -25,15 +25,27 @@ impl Stream {
 
     /// Sends the single byte `byte` with the descriptor `fd` attached.
     pub(crate) fn send_fd(&self, byte: u8, fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<()> {
+        self.send_fd_with(&[byte], fd, deadline)
+    }
+
+    /// Sends `data` (not empty) with the descriptor `fd` attached to its first byte, in one
+    /// call as long as the socket takes it all: a reader that takes a short read for "no more
+    /// for now" (tokio does) then finds all of it in its first read.
+    pub(crate) fn send_fd_with(
+        &self,
+        data: &[u8],
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        assert!(!data.is_empty(), "a descriptor travels with at least one byte");
         wait_fd(self.fd.as_raw_fd(), libc::POLLOUT, deadline)?;
-        let mut data = [byte];
-        let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: 1 };
+        let mut iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
         let mut cbuf = control_buffer();
         let msg = header(&mut iov, &mut cbuf);
-        // SAFETY: `data`, `iov` and `cbuf`, which `msg` points into, outlive the sendmsg call,
-        // and the control buffer is large enough (CMSG_SPACE) and aligned (u64) for one
-        // descriptor.
-        unsafe {
+        // SAFETY: `data`, `iov` and `cbuf`, which `msg` points into, outlive the sendmsg call
+        // (which only reads `data`), and the control buffer is large enough (CMSG_SPACE) and
+        // aligned (u64) for one descriptor.
+        let sent = unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -41,8 +53,8 @@ impl Stream {
             libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(fd.as_raw_fd());
             loop {
                 let n = libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-                if n == 1 {
-                    return Ok(());
+                if n > 0 {
+                    break n as usize;
                 }
                 let e = io::Error::last_os_error();
                 if n < 0 && e.kind() == io::ErrorKind::Interrupted {
@@ -50,7 +62,16 @@ impl Stream {
                 }
                 return Err(if n < 0 { e } else { io::ErrorKind::WriteZero.into() });
             }
+        };
+        // The descriptor went with the first byte; the rest, if the socket took only part.
+        let mut done = sent;
+        while done < data.len() {
+            match self.write_vectored(&[io::IoSlice::new(&data[done..])], deadline)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => done += n,
+            }
         }
+        Ok(())
     }
 
     /// Receives exactly one byte and the descriptor attached to it, if any (`None` when the
