@@ -59,6 +59,26 @@ impl Session {
         Ok(())
     }
 
+    /// Seals at most `limit` bytes from the front of `bufs` (in order, as one stream) into
+    /// `out`, as [`seal`](Session::seal) does; returns how many plaintext bytes it took.
+    pub fn seal_vectored(
+        &mut self,
+        bufs: &[std::io::IoSlice<'_>],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(limit - taken);
+            self.seal(&b[..n], out)?;
+            taken += n;
+            if taken == limit {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
     /// Opens one transport message (a frame's payload) into `out`, which must have room for
     /// `message.len() - TAG_LEN` bytes; returns the plaintext length. A message that does not
     /// open is an [`Error::Integrity`].
@@ -147,6 +167,15 @@ impl Inbox {
         !self.frames.is_empty()
     }
 
+    /// What the transport's end means: an orderly end between messages, or, inside one, an
+    /// [`Error::Integrity`].
+    pub fn check_end(&self) -> Result<()> {
+        if self.has_partial() {
+            return Err(Error::Integrity("the stream ended inside an encrypted message".into()));
+        }
+        Ok(())
+    }
+
     /// Copies plaintext into `buf`, opening the next buffered message if none is waiting.
     /// `Ok(None)`: more ciphertext is needed. A message that does not open breaks the inbox:
     /// this and every later read is an [`Error::Integrity`].
@@ -197,6 +226,22 @@ impl Inbox {
                 }
             }
         }
+    }
+
+    /// Like [`read`](Inbox::read), then takes the plaintext of every further whole message
+    /// already buffered, as far as `buf` has room: one transport read serves them all.
+    pub fn read_many(&mut self, session: &mut Session, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(mut n) = self.read(session, buf)? else {
+            return Ok(None);
+        };
+        while n < buf.len() {
+            match self.read(session, &mut buf[n..]) {
+                Ok(Some(m)) if m > 0 => n += m,
+                // A later message that does not open is reported by the next read.
+                _ => break,
+            }
+        }
+        Ok(Some(n))
     }
 
     /// Opens every whole message buffered and appends the plaintext to `out`.

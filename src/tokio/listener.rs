@@ -48,6 +48,31 @@ impl ListenerBuilder {
         self
     }
 
+    /// Encrypts every connection, keyed by the [`authkey`](Self::authkey) (required): the
+    /// blocking [`ListenerBuilder::encrypt`](crate::ListenerBuilder::encrypt), with the same
+    /// handshake and messages, so either face's encrypting client connects. A plain or
+    /// CPython client is refused at once (it receives a hello it rejects).
+    ///
+    /// ```no_run
+    /// use procwire::tokio::{Client, Listener};
+    /// # async fn run() -> procwire::Result<()> {
+    /// let mut listener = Listener::builder().authkey("key").encrypt(true).bind("tcp:127.0.0.1:0").await?;
+    /// let addr = listener.address().clone();
+    /// let client = tokio::spawn(Client::builder().authkey("key").encrypt(true).connect(addr));
+    /// let mut server_side = listener.accept().await?;
+    /// let mut client_side = client.await.expect("the client task")?;
+    /// assert!(client_side.is_encrypted());
+    /// client_side.send_bytes(b"private").await?;
+    /// assert_eq!(server_side.recv_bytes().await?, b"private");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.endpoint.encrypt = on;
+        self
+    }
+
     /// Binds and listens on `addr` (Unix sockets and TCP; a `pipe:` or `inproc:` address is
     /// an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
     pub async fn bind(self, addr: impl ToAddress) -> Result<Listener> {
@@ -190,7 +215,7 @@ async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
     if let Some(key) = &endpoint.key {
         let deadline = Instant::now() + endpoint.handshake_timeout;
         let mut heard = false;
-        let mut hs = match super::handshake::new(Role::Listener, key, endpoint.legacy) {
+        let mut hs = match super::handshake::new(Role::Listener, key, endpoint.legacy, endpoint.encrypt) {
             Ok(hs) => hs,
             Err(e) => return Some(Err(e)),
         };
@@ -210,6 +235,10 @@ async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
                 return Some(Err(with_peer(e, &peer, None)));
             }
         }
+        conn = match super::handshake::finish(hs, conn) {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(with_peer(e, &peer, None))),
+        };
     }
     conn.finish_handshake(&endpoint.conn);
     Some(Ok(conn))

@@ -36,6 +36,14 @@
 //! two tasks; a [`Connection`] or [`Receiver`] is also a `futures` [`Stream`] of messages,
 //! and a [`Connection`] or [`Sender`] a [`Sink`] of them.
 //!
+//! Encrypted connections (feature `encrypt`): `encrypt(true)` on both builders runs the same
+//! Noise handshake and seals the same messages as the blocking endpoints (see
+//! [`crate::secure`]), so an encrypting async endpoint talks to an encrypting blocking one, and
+//! a mismatch (one side encrypts, the other does not) is refused on both sides at once with the
+//! blocking face's [`Error::AuthenticationFailed`]. Receives and sends keep the cancel safety
+//! below: the ciphertext read is kept until its plaintext is taken, and sealed bytes not yet
+//! written go out first with the next send or flush.
+//!
 //! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
 //! (`pipe:` addresses) are not served by the async face yet: binding or connecting one is an
 //! [`Error::InvalidAddress`] (the blocking endpoints serve
@@ -67,6 +75,8 @@ mod fast;
 mod handshake;
 mod listener;
 mod recv;
+#[cfg(feature = "encrypt")]
+mod sealed;
 mod send;
 mod stream;
 

@@ -108,7 +108,21 @@ impl Sender {
 
     fn fail(&mut self, e: io::Error) -> Error {
         self.broken = Some(e.to_string());
-        Error::Io(e)
+        Error::from_io(e)
+    }
+
+    /// The socket: a handshake's sender, which has written everything, given up for an
+    /// encrypted one.
+    #[cfg(feature = "encrypt")]
+    pub(super) fn into_socket(self) -> WriteHalf {
+        self.io
+    }
+
+    pub(super) fn is_encrypted(&self) -> bool {
+        #[cfg(feature = "encrypt")]
+        return matches!(self.io, WriteHalf::Sealed(_));
+        #[cfg(not(feature = "encrypt"))]
+        false
     }
 
     /// Nothing queued: a receive has nothing to send first.
@@ -127,7 +141,8 @@ impl Sender {
         self.buf.extend_from_slice(payload);
     }
 
-    /// Writes the queue out. Cancel-safe: what is written is recorded as it goes.
+    /// Writes the queue out, and the socket's own buffer (an encrypted one's ciphertext).
+    /// Cancel-safe: what is written is recorded as it goes.
     pub(super) fn poll_flush_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.check()?;
         while self.written < self.buf.len() {
@@ -139,7 +154,16 @@ impl Sender {
         }
         self.buf.clear();
         self.written = 0;
-        Poll::Ready(Ok(()))
+        self.poll_flush_socket(cx)
+    }
+
+    /// Writes out what the socket took and holds (an encrypted socket's sealed bytes); a
+    /// plain socket holds nothing.
+    fn poll_flush_socket(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(self.fail(e))),
+        }
     }
 
     /// Moves queued frames out while a receive waits: progress without waiting for it. An
@@ -211,12 +235,13 @@ impl Sender {
                     // Broken: nothing more goes out, so nothing needs requeueing.
                     rest.done = rest.total();
                     *broken = Some(e.to_string());
-                    return Err(Error::Io(e));
+                    return Err(Error::from_io(e));
                 }
                 Ok(n) => rest.done += n,
             }
         }
-        Ok(())
+        drop(rest);
+        std::future::poll_fn(|cx| self.poll_flush_socket(cx)).await
     }
 
     /// Sends `value` as one CBOR-encoded message.
@@ -229,9 +254,6 @@ impl Sender {
 
     /// Writes out every queued message (within the write timeout). Cancel-safe.
     pub async fn flush(&mut self) -> Result<()> {
-        if self.queued() == 0 {
-            return self.check();
-        }
         let timeout = self.timeout;
         timed(timeout, "sending a message", std::future::poll_fn(|cx| self.poll_flush_queue(cx))).await
     }

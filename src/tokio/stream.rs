@@ -35,6 +35,9 @@ pub(super) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     #[cfg(unix)]
     Unix(unix::OwnedReadHalf),
+    /// Boxed: the inbox is large, and most connections are plain.
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<super::sealed::SealedRead>),
 }
 
 /// The sending half of a connection's socket.
@@ -43,6 +46,8 @@ pub(super) enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     #[cfg(unix)]
     Unix(unix::OwnedWriteHalf),
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<super::sealed::SealedWrite>),
 }
 
 impl AsyncRead for ReadHalf {
@@ -51,6 +56,8 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "encrypt")]
+            ReadHalf::Sealed(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -61,6 +68,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -73,6 +82,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -85,6 +96,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -93,6 +106,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -13,9 +13,9 @@ use super::Stream;
 use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
 
 /// The most plaintext one write seals: several messages, written together.
-const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
+pub(crate) const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
 /// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
-const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
+pub(crate) const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
 
 /// An encrypted stream over `inner`. The session's keys serve both directions; the two halves
 /// of a split connection each lock it only while sealing or opening one message.
@@ -34,12 +34,12 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An error of ours carried through `io::Result` (unwrapped again by the connection).
-fn carry(e: crate::Error) -> io::Error {
+pub(crate) fn carry(e: crate::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
@@ -64,24 +64,13 @@ impl Sealed {
         let mut rx = lock(&self.rx);
         loop {
             let mut session = lock(&self.session);
-            if let Some(mut n) = rx.read(&mut session, buf).map_err(carry)? {
-                // More whole messages already here go along, without another read.
-                while n < buf.len() {
-                    match rx.read(&mut session, &mut buf[n..]) {
-                        Ok(Some(m)) if m > 0 => n += m,
-                        _ => break,
-                    }
-                }
+            if let Some(n) = rx.read_many(&mut session, buf).map_err(carry)? {
                 return Ok(n);
             }
             drop(session);
             let n = self.inner.read(rx.spare(), deadline)?;
             if n == 0 {
-                if rx.has_partial() {
-                    return Err(carry(crate::Error::Integrity(
-                        "the stream ended inside an encrypted message".into(),
-                    )));
-                }
+                rx.check_end().map_err(carry)?;
                 return Ok(0);
             }
             rx.filled(n);
@@ -113,18 +102,7 @@ impl Sealed {
     ) -> io::Result<usize> {
         let mut tx = lock(&self.tx);
         self.write_out(&mut tx, deadline)?;
-        let mut taken = 0;
-        {
-            let mut session = lock(&self.session);
-            for b in bufs {
-                let n = b.len().min(WRITE_LIMIT - taken);
-                session.seal(&b[..n], &mut tx).map_err(carry)?;
-                taken += n;
-                if taken == WRITE_LIMIT {
-                    break;
-                }
-            }
-        }
+        let taken = lock(&self.session).seal_vectored(bufs, WRITE_LIMIT, &mut tx).map_err(carry)?;
         match self.write_out(&mut tx, deadline) {
             // The plaintext is sealed (its nonces used): it counts as written.
             Err(e) if e.kind() == io::ErrorKind::TimedOut && taken > 0 => Ok(taken),
