@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ::tokio::task::{AbortHandle, JoinSet};
 use ::tokio::time::{Instant, Sleep};
+use futures_core::Stream;
 
 use super::Connection;
 use super::stream::{Acceptor, Socket};
@@ -151,6 +152,29 @@ impl Listener {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
+    /// An endless [`Stream`] of [`accept`](Listener::accept) results, the async twin of the
+    /// blocking [`Listener::incoming`](crate::Listener::incoming): an error concerns one
+    /// client (or the listening socket, which then rests) and is an item; the stream goes on.
+    /// Cancel-safe as `accept` is.
+    ///
+    /// ```no_run
+    /// use futures_core::Stream;
+    /// use procwire::tokio::Listener;
+    /// # async fn run() -> procwire::Result<()> {
+    /// let mut listener = Listener::builder().authkey("secret").bind("tcp:127.0.0.1:0").await?;
+    /// let mut incoming = listener.incoming();
+    /// while let Some(conn) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_next(cx)).await {
+    ///     match conn {
+    ///         Ok(mut c) => c.send_bytes(b"hi").await?,
+    ///         Err(e) => eprintln!("client refused: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(&mut self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
         loop {
             if let Poll::Ready(Some(done)) = self.handshakes.poll_join_next(cx) {
@@ -200,6 +224,20 @@ impl Listener {
         let endpoint = self.endpoint.clone();
         let handle = self.handshakes.spawn(accept_one(socket, endpoint));
         self.started.push_back(handle);
+    }
+}
+
+/// The stream of accepted connections; see [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a mut Listener,
+}
+
+impl Stream for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Connection>>> {
+        self.get_mut().listener.poll_accept(cx).map(Some)
     }
 }
 

@@ -32,7 +32,8 @@
 //!
 //! The listener runs each client's handshake in its own task: [`Listener::accept`] returns
 //! whichever connection is authenticated first, so a client that connects and stays silent
-//! delays no one. [`Connection::into_split`] gives an owned [`Sender`] and [`Receiver`] for
+//! delays no one; [`Listener::incoming`] is the same as a [`Stream`] of connections.
+//! [`Connection::into_split`] gives an owned [`Sender`] and [`Receiver`] for
 //! two tasks; a [`Connection`] or [`Receiver`] is also a `futures` [`Stream`] of messages,
 //! and a [`Connection`] or [`Sender`] a [`Sink`] of them.
 //!
@@ -84,7 +85,7 @@ use std::time::Duration;
 
 pub use client::{Client, ClientBuilder};
 pub use connection::Connection;
-pub use listener::{Listener, ListenerBuilder};
+pub use listener::{Incoming, Listener, ListenerBuilder};
 pub use recv::Receiver;
 pub use send::{DEFAULT_BATCH, Sender};
 
