@@ -46,9 +46,12 @@
 //! written go out first with the next send or flush.
 //!
 //! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
-//! (`pipe:` addresses) are not served by the async face yet: binding or connecting one is an
-//! [`Error::InvalidAddress`] (the blocking endpoints serve
-//! them); neither are `inproc:` addresses.
+//! (`pipe:` addresses) are not served by the async face: binding or connecting one is an
+//! [`Error::InvalidAddress`] (the blocking endpoints serve them); neither are `inproc:`
+//! addresses. A pipe message carries a frame with no length prefix (as CPython's), so its
+//! receiver must see where each message ends; tokio's named pipes (through mio) report
+//! `ERROR_MORE_DATA` as an ordinary read and split messages at their own read sizes, so one
+//! message of 70,000 bytes and three of 4,096, 65,536 and 368 bytes read the same.
 //!
 //! # Cancel safety
 //!

@@ -17,7 +17,10 @@ use crate::{Address, Error, Result};
 /// Why an address cannot be used by the async face, or `None` if it can.
 fn unsupported(addr: &Address) -> Option<Error> {
     let reason = match addr {
-        Address::Pipe(_) => "the tokio face does not serve Windows named pipes yet; use a tcp: address",
+        Address::Pipe(_) => {
+            "the tokio face does not serve Windows named pipes: tokio's pipes hand up a message's \
+             bytes without its end, and a pipe message carries no length; use a tcp: address"
+        }
         Address::InProc(_) => "in-process addresses have no socket for tokio to wait on",
         Address::Shm(_) => {
             "the tokio face does not serve shared-memory connections (shm:) yet; use unix: or tcp:"
