@@ -129,7 +129,7 @@ impl Connection {
         if self.tx.is_idle()
             && let Some(payload) = self.rx.take_buffered()
         {
-            return Step::Done(Ok(payload.to_vec()));
+            return Step::Done(payload.to_vec());
         }
         self.recv_bytes_wait()
     }
@@ -157,7 +157,7 @@ impl Connection {
         if self.tx.is_idle()
             && let Some(payload) = self.rx.take_buffered()
         {
-            return Step::Done(Ok(copy_into(buf, payload)));
+            return Step::Done(copy_into(buf, payload));
         }
         self.recv_into_wait(buf)
     }

@@ -287,7 +287,7 @@ impl Receiver {
     #[inline(always)]
     fn recv_bytes_first(&mut self) -> Step<'_, Vec<u8>> {
         match self.take_buffered() {
-            Some(payload) => Step::Done(Ok(payload.to_vec())),
+            Some(payload) => Step::Done(payload.to_vec()),
             None => self.recv_bytes_wait(),
         }
     }
@@ -315,7 +315,7 @@ impl Receiver {
     #[inline(always)]
     fn recv_into_first<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
         match self.take_buffered() {
-            Some(payload) => Step::Done(Ok(copy_into(buf, payload))),
+            Some(payload) => Step::Done(copy_into(buf, payload)),
             None => self.recv_into_wait(buf),
         }
     }

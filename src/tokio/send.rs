@@ -193,7 +193,7 @@ impl Sender {
         self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(payload);
         if self.batch.is_some_and(|limit| self.queued() < limit) {
-            return Step::Done(Ok(()));
+            return Step::Done(());
         }
         self.flush_step()
     }
@@ -202,7 +202,7 @@ impl Sender {
     #[inline(never)]
     fn send_other<'a>(&'a mut self, payload: &'a [u8]) -> Step<'a, ()> {
         match self.check() {
-            Err(e) => Step::Done(Err(e)),
+            Err(e) => Step::Wait(Box::pin(std::future::ready(Err(e)))),
             Ok(()) => Step::Wait(Box::pin(self.send_large(payload))),
         }
     }
@@ -227,8 +227,14 @@ impl Sender {
         let Sender { io, buf, broken, .. } = self;
         let mut rest = Unsent { buf, header: encode_header(payload.len() as u64), payload, done: 0 };
         while rest.done < rest.total() {
-            let r =
-                std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &rest.slices())).await;
+            // Once the header is out, a plain write: tokio takes a short plain write as the
+            // socket buffer being full and waits, where after a short vectored write it tries
+            // again first, a write that fails with EAGAIN for every buffer-full of the message.
+            let r = std::future::poll_fn(|cx| match rest.rest() {
+                ([], payload) => Pin::new(&mut *io).poll_write(cx, payload),
+                _ => Pin::new(&mut *io).poll_write_vectored(cx, &rest.slices()),
+            })
+            .await;
             match r {
                 Ok(0) | Err(_) => {
                     let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
