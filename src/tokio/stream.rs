@@ -1,6 +1,6 @@
 //! The sockets under the async face: one read half and one write half over a Unix socket or
-//! TCP, and a listening socket of either kind. Everything platform-specific of the async face
-//! is here.
+//! TCP (or over such halves, encrypted: `sealed.rs`), and a listening socket of either
+//! kind. Everything platform-specific of the async face is here.
 
 use std::io;
 use std::pin::Pin;
