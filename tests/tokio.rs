@@ -162,6 +162,38 @@ async fn silent_clients_delay_no_one() {
 }
 
 #[tokio::test]
+async fn incoming_is_a_stream_that_goes_on_past_a_refused_client() {
+    let mut listener = bind(Family::Unix).await;
+    let addr = listener.address().clone();
+    let clients = tokio::spawn(async move {
+        let wrong = Client::builder().authkey("another key").connect(&addr).await;
+        assert!(matches!(wrong, Err(Error::AuthenticationFailed(_))), "{wrong:?}");
+        let mut kept = Vec::new();
+        for i in 0..3u32 {
+            let mut c = Client::builder().authkey(KEY).connect(&addr).await.unwrap();
+            c.send(&i).await.unwrap();
+            kept.push(c);
+        }
+        kept
+    });
+    let mut incoming = listener.incoming();
+    let (mut refused, mut got) = (0, Vec::new());
+    for _ in 0..4 {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx));
+        match tokio::time::timeout(WAIT, next).await.unwrap().expect("the stream never ends") {
+            Ok(mut conn) => got.push(conn.recv::<u32>().await.unwrap()),
+            Err(e) => {
+                assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    got.sort();
+    assert_eq!((refused, got), (1, vec![0, 1, 2]));
+    clients.await.unwrap();
+}
+
+#[tokio::test]
 async fn past_max_pending_handshakes_the_oldest_is_dropped_for_a_newcomer() {
     let mut listener = Listener::builder()
         .authkey(KEY)

@@ -188,6 +188,18 @@ impl Error {
         self.io_error().and_then(|e| context::raw_os_error_in(e))
     }
 
+    /// An I/O error as ours: an error of ours that crossed an `io::Result` comes back as it
+    /// was; any other is an [`Error::Io`].
+    pub(crate) fn from_io(e: io::Error) -> Error {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::Io(e);
+        }
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(inner)) => *inner,
+            _ => Error::Protocol("an error lost on its way up".into()),
+        }
+    }
+
     /// Maps an I/O error raised while waiting on a deadline to [`Error::Timeout`] with `what`.
     ///
     /// Only our own deadlines become `Timeout`: they are errors made here, without an OS error
@@ -196,12 +208,10 @@ impl Error {
     /// up on the way to the peer): they stay I/O errors of their kind, saying so.
     pub(crate) fn from_io_waiting(e: io::Error, what: impl FnOnce() -> String) -> Error {
         use io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut, WouldBlock};
-        // An error of ours carried up by a transport (a corrupt shared-memory ring) keeps its kind.
+        // An error of ours carried up by a transport (a corrupt shared-memory ring, the
+        // encrypted stream) keeps its kind.
         if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            return match e.into_inner().map(|inner| inner.downcast::<Error>()) {
-                Some(Ok(inner)) => *inner,
-                _ => Error::Protocol("an error lost on its way up".into()),
-            };
+            return Error::from_io(e);
         }
         match (e.kind(), e.raw_os_error()) {
             (TimedOut, None) | (WouldBlock, _) => Error::Timeout(what()),
@@ -209,10 +219,6 @@ impl Error {
                 e,
                 "connection lost: the peer stopped answering (TCP keepalive or retransmission)",
             )),
-            // An error of ours that crossed an `io::Result` (the encrypted stream's).
-            _ if e.get_ref().is_some_and(|inner| inner.is::<Error>()) => {
-                *e.into_inner().and_then(|inner| inner.downcast::<Error>().ok()).expect("checked")
-            }
             _ => Error::Io(e),
         }
     }

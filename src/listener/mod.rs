@@ -30,6 +30,7 @@ use accept::State;
 pub use builder::ListenerBuilder;
 pub use client::{Client, ClientBuilder};
 pub(crate) use setters::{client_setters, endpoint_setters, listener_setters};
+pub(crate) use steps::Steps;
 
 /// The default time a handshake may take before the connection is dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

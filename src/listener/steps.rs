@@ -5,7 +5,7 @@ use crate::util::fill_random;
 use crate::{Connection, Result};
 
 /// One side's handshake: the plain HMAC one, or the encrypted one (feature `encrypt`).
-pub(super) enum Steps {
+pub(crate) enum Steps {
     Plain(Handshake),
     /// Boxed: the Noise state is large, and most handshakes are plain.
     #[cfg(feature = "encrypt")]
@@ -15,7 +15,7 @@ pub(super) enum Steps {
 impl Steps {
     /// A handshake for `role` with fresh randomness; `encrypt` picks the encrypted one.
     /// `mark` may change the random part of a plain challenge (the shared-memory mark).
-    pub(super) fn new(
+    pub(crate) fn new(
         role: Role,
         key: &AuthKey,
         legacy: bool,
@@ -36,7 +36,7 @@ impl Steps {
     }
 
     /// The opening message (the listener's).
-    pub(super) fn start(&mut self) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn start(&mut self) -> Result<Option<Vec<u8>>> {
         match self {
             Steps::Plain(hs) => hs.start(),
             #[cfg(feature = "encrypt")]
@@ -45,7 +45,7 @@ impl Steps {
     }
 
     /// The reply to one message of the peer.
-    pub(super) fn on_message(&mut self, msg: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn on_message(&mut self, msg: &[u8]) -> Result<Option<Vec<u8>>> {
         match self {
             Steps::Plain(hs) => Ok(hs.on_message(msg)?.send),
             #[cfg(feature = "encrypt")]
@@ -55,7 +55,7 @@ impl Steps {
 
     /// The plain client's challenge sent along with its answer (see
     /// [`Handshake::challenge_early`]).
-    pub(super) fn challenge_early(&mut self) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn challenge_early(&mut self) -> Result<Option<Vec<u8>>> {
         match self {
             Steps::Plain(hs) => hs.challenge_early(),
             #[cfg(feature = "encrypt")]
@@ -63,7 +63,7 @@ impl Steps {
         }
     }
 
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         match self {
             Steps::Plain(hs) => hs.status() == Status::Done,
             #[cfg(feature = "encrypt")]
@@ -71,7 +71,7 @@ impl Steps {
         }
     }
 
-    pub(super) fn waiting_for(&self) -> &'static str {
+    pub(crate) fn waiting_for(&self) -> &'static str {
         match self {
             Steps::Plain(hs) => hs.waiting_for(),
             #[cfg(feature = "encrypt")]
@@ -79,7 +79,7 @@ impl Steps {
         }
     }
 
-    pub(super) fn failure_message(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn failure_message(&mut self) -> Option<Vec<u8>> {
         match self {
             Steps::Plain(hs) => hs.failure_message(),
             #[cfg(feature = "encrypt")]
@@ -88,11 +88,28 @@ impl Steps {
     }
 
     /// The connection after a finished handshake: as it is, or encrypted from now on.
-    pub(super) fn finish(self, conn: Connection) -> Result<Connection> {
-        match self {
-            Steps::Plain(_) => Ok(conn),
+    pub(crate) fn finish(self, conn: Connection) -> Result<Connection> {
+        match self.into_session()? {
+            None => Ok(conn),
             #[cfg(feature = "encrypt")]
-            Steps::Sealed(hs) => conn.seal((*hs).into_session()?),
+            Some(session) => conn.seal(session),
+            #[cfg(not(feature = "encrypt"))]
+            Some(never) => match never {},
         }
+    }
+
+    /// The transport keys of a finished encrypted handshake; `None` for a plain one.
+    #[cfg(feature = "encrypt")]
+    pub(crate) fn into_session(self) -> Result<Option<crate::secure::Session>> {
+        match self {
+            Steps::Plain(_) => Ok(None),
+            Steps::Sealed(hs) => (*hs).into_session().map(Some),
+        }
+    }
+
+    /// A plain handshake has no keys (a build without feature `encrypt`).
+    #[cfg(not(feature = "encrypt"))]
+    pub(crate) fn into_session(self) -> Result<Option<std::convert::Infallible>> {
+        Ok(None)
     }
 }

@@ -74,6 +74,26 @@ impl Session {
         }
     }
 
+    /// Seals at most `limit` bytes from the front of `bufs` (in order, as one stream) into
+    /// `out`, as [`seal`](Session::seal) does; returns how many plaintext bytes it took.
+    pub fn seal_vectored(
+        &mut self,
+        bufs: &[std::io::IoSlice<'_>],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(limit - taken);
+            self.seal(&b[..n], out)?;
+            taken += n;
+            if taken == limit {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
     /// Opens one transport message (a frame's payload) into `out`, which must have room for
     /// `message.len() - TAG_LEN` bytes; returns the plaintext length. A message that does not
     /// open is an [`Error::Integrity`], and `out` then holds no plaintext.
@@ -181,6 +201,23 @@ impl Inbox {
         self.ended
     }
 
+    /// What the end of the transport's bytes means: nothing after the peer's end message, and
+    /// otherwise an [`Error::Integrity`], inside a message or between two (the stream was cut,
+    /// or the peer died without closing it).
+    pub fn check_end(&self) -> Result<()> {
+        if self.ended {
+            Ok(())
+        } else if self.has_partial() {
+            Err(Error::Integrity("the stream ended inside an encrypted message".into()))
+        } else {
+            Err(Error::Integrity(
+                "the stream ended without the peer's end message (close-notify): someone cut the \
+                 connection, or the peer died without closing it"
+                    .into(),
+            ))
+        }
+    }
+
     /// Copies plaintext into `buf`, opening the next buffered message if none is waiting.
     /// `Ok(None)`: more ciphertext is needed; `Ok(Some(0))` for a non-empty `buf`: the end
     /// message arrived, and nothing follows it. A message that does not open breaks the inbox:
@@ -257,6 +294,22 @@ impl Inbox {
         if n > 0 && self.opened == 0 {
             self.frames.consume(TAG_LEN);
         }
+    }
+
+    /// Like [`read`](Inbox::read), then takes the plaintext of every further whole message
+    /// already buffered, as far as `buf` has room: one transport read serves them all.
+    pub fn read_many(&mut self, session: &mut Session, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(mut n) = self.read(session, buf)? else {
+            return Ok(None);
+        };
+        while n < buf.len() {
+            match self.read(session, &mut buf[n..]) {
+                Ok(Some(m)) if m > 0 => n += m,
+                // A later message that does not open is reported by the next read.
+                _ => break,
+            }
+        }
+        Ok(Some(n))
     }
 
     /// Opens every whole message buffered and appends the plaintext to `out`.

@@ -32,6 +32,17 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     crate::listener::client_setters!();
 
+    /// Encrypts the connection, keyed by the [`authkey`](Self::authkey) (required): the
+    /// blocking [`ClientBuilder::encrypt`](crate::ClientBuilder::encrypt), with the same
+    /// handshake and messages, so either face's encrypting listener accepts it. A listener
+    /// that does not encrypt is refused at once with [`Error::AuthenticationFailed`].
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.endpoint.encrypt = on;
+        self
+    }
+
     /// Keeps retrying for up to `t` while nothing listens at the address yet (connection
     /// refused, socket file missing), for a listener that is still starting.
     pub fn wait_for_listener(mut self, t: Duration) -> Self {
@@ -53,7 +64,8 @@ impl ClientBuilder {
         match &self.endpoint.key {
             Some(key) => {
                 let peer = Some(addr.clone());
-                let mut hs = super::handshake::new(Role::Client, key, self.endpoint.legacy)?;
+                let ep = &self.endpoint;
+                let mut hs = super::handshake::new(Role::Client, key, ep.legacy, ep.encrypt)?;
                 let deadline = Instant::now() + self.endpoint.handshake_timeout;
                 super::handshake::run(&mut conn, &mut hs, deadline, &mut false).await.map_err(|e| {
                     // A listener that refuses us closes with our early challenge unread, which
@@ -68,6 +80,7 @@ impl ClientBuilder {
                     crate::trace::event!(WARN, address = %addr, error = %e, "client handshake failed");
                     with_peer(e, &peer, None)
                 })?;
+                conn = super::handshake::finish(hs, conn)?;
             }
             None => conn.parts().1.refuse_challenge = true,
         }

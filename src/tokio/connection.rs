@@ -54,6 +54,23 @@ impl Connection {
         self.tx.set_write_timeout(opts.write_timeout);
     }
 
+    /// The same connection, from now on carried in `session`'s transport messages: the
+    /// handshake's last step. What it read past its last message is the first ciphertext.
+    #[cfg(feature = "encrypt")]
+    pub(super) fn seal(self, session: crate::secure::Session) -> Connection {
+        use super::stream::{ReadHalf, WriteHalf};
+        let Connection { tx, rx, peer } = self;
+        let (r, unread) = rx.into_socket();
+        let (r, w) = super::sealed::seal(r, tx.into_socket(), session, &unread);
+        let rx = Receiver::new(ReadHalf::Sealed(Box::new(r)), 512, crate::auth::MAX_HANDSHAKE_MESSAGE);
+        Connection { tx: Sender::new(WriteHalf::Sealed(Box::new(w))), rx, peer }
+    }
+
+    /// Whether the connection is encrypted (see the builders' `encrypt`, feature `encrypt`).
+    pub fn is_encrypted(&self) -> bool {
+        self.tx.is_encrypted()
+    }
+
     pub(super) fn parts(&mut self) -> (&mut Sender, &mut Receiver) {
         (&mut self.tx, &mut self.rx)
     }
@@ -112,7 +129,7 @@ impl Connection {
         if self.tx.is_idle()
             && let Some(payload) = self.rx.take_buffered()
         {
-            return Step::Done(Ok(payload.to_vec()));
+            return Step::Done(payload.to_vec());
         }
         self.recv_bytes_wait()
     }
@@ -140,7 +157,7 @@ impl Connection {
         if self.tx.is_idle()
             && let Some(payload) = self.rx.take_buffered()
         {
-            return Step::Done(Ok(copy_into(buf, payload)));
+            return Step::Done(copy_into(buf, payload));
         }
         self.recv_into_wait(buf)
     }

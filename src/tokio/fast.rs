@@ -11,9 +11,11 @@ use crate::Result;
 /// The general future of an operation that has to wait.
 pub(super) type Slow<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
-/// What the first step did: finished, or handed over to the general future.
+/// What the first step did: finished, or handed over to the general future (an error, too:
+/// errors are rare, and a first step that carries only a success comes back in registers,
+/// where a `Result` with an [`Error`](crate::Error) in it comes back through memory).
 pub(super) enum Step<'a, T> {
-    Done(Result<T>),
+    Done(T),
     Wait(Slow<'a, T>),
 }
 
@@ -52,7 +54,7 @@ impl<'a, A: First<'a>> Future for FastPath<'a, A> {
         let this = self.get_mut();
         if let Some(args) = this.first.take() {
             match args.first() {
-                Step::Done(r) => return Poll::Ready(r),
+                Step::Done(v) => return Poll::Ready(Ok(v)),
                 Step::Wait(slow) => this.slow = Some(slow),
             }
         }

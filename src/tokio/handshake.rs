@@ -1,19 +1,19 @@
-//! The handshake of [`crate::auth`] driven over an async [`Connection`], for either side: the
-//! same state machine as the blocking endpoints, only the waiting differs.
+//! The handshake driven over an async [`Connection`], for either side: the same state machines
+//! as the blocking endpoints (CPython's of [`crate::auth`], or the encrypted one of
+//! `crate::secure`), only the waiting differs.
 
 use ::tokio::time::{Instant, timeout_at};
 
 use super::Connection;
-use crate::auth::{AuthKey, CHALLENGE_RANDOM_LEN, Handshake, Role, Status};
-use crate::listener::hung_up;
-use crate::util::fill_random;
+use crate::auth::{AuthKey, Role};
+use crate::listener::{Steps, hung_up};
 use crate::{Error, Result};
 
-/// A handshake for `role` with fresh random bytes from the OS.
-pub(super) fn new(role: Role, key: &AuthKey, legacy: bool) -> Result<Handshake> {
-    let mut random = [0u8; CHALLENGE_RANDOM_LEN];
-    fill_random(&mut random)?;
-    Ok(Handshake::with_challenge(role, key.clone(), random).allow_legacy_md5(legacy))
+/// A handshake for `role` with fresh random bytes from the OS: CPython's, or with `encrypt`
+/// the encrypted one.
+pub(super) fn new(role: Role, key: &AuthKey, legacy: bool, encrypt: bool) -> Result<Steps> {
+    // The async face serves no shared-memory addresses, so no challenge carries their mark.
+    Steps::new(role, key, legacy, encrypt, |_| {})
 }
 
 /// Runs `hs` to its end over `conn`, giving up at `deadline` with an [`Error::Timeout`] that
@@ -21,7 +21,7 @@ pub(super) fn new(role: Role, key: &AuthKey, legacy: bool) -> Result<Handshake> 
 /// listener can let a client that hung up without a word (a probe) go silently.
 pub(super) async fn run(
     conn: &mut Connection,
-    hs: &mut Handshake,
+    hs: &mut Steps,
     deadline: Instant,
     heard: &mut bool,
 ) -> Result<()> {
@@ -31,11 +31,11 @@ pub(super) async fn run(
     }
 }
 
-async fn drive(conn: &mut Connection, hs: &mut Handshake, heard: &mut bool) -> Result<()> {
-    if let Some(challenge) = hs.start()? {
-        conn.send_bytes(&challenge).await?;
+async fn drive(conn: &mut Connection, hs: &mut Steps, heard: &mut bool) -> Result<()> {
+    if let Some(hello) = hs.start()? {
+        conn.send_bytes(&hello).await?;
     }
-    while hs.status() != Status::Done {
+    while !hs.is_done() {
         let msg = conn.recv_bytes().await?;
         *heard = true;
         let (tx, rx) = conn.parts();
@@ -43,17 +43,17 @@ async fn drive(conn: &mut Connection, hs: &mut Handshake, heard: &mut bool) -> R
             Ok(out) => {
                 // A client's early challenge rides with its answer; the replies to messages
                 // that arrived together leave together too.
-                if let Some(reply) = out.send {
+                if let Some(reply) = out {
                     tx.push_frame(&reply);
                 }
                 if let Some(challenge) = hs.challenge_early()? {
                     tx.push_frame(&challenge);
                 }
-                if hs.status() == Status::Done || !rx.has_frame() {
+                if hs.is_done() || !rx.has_frame() {
                     match tx.flush().await {
                         // A listener that refused our answer may close before our early
                         // challenge is written; its verdict is still read next.
-                        Err(e) if hung_up(&e) && hs.status() != Status::Done => {}
+                        Err(e) if hung_up(&e) && !hs.is_done() => {}
                         r => r?,
                     }
                 }
@@ -68,4 +68,15 @@ async fn drive(conn: &mut Connection, hs: &mut Handshake, heard: &mut bool) -> R
         }
     }
     Ok(())
+}
+
+/// The connection after a finished handshake: as it is, or encrypted from now on.
+pub(super) fn finish(hs: Steps, conn: Connection) -> Result<Connection> {
+    match hs.into_session()? {
+        None => Ok(conn),
+        #[cfg(feature = "encrypt")]
+        Some(session) => Ok(conn.seal(session)),
+        #[cfg(not(feature = "encrypt"))]
+        Some(never) => match never {},
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ::tokio::task::{AbortHandle, JoinSet};
 use ::tokio::time::{Instant, Sleep};
+use futures_core::Stream;
 
 use super::Connection;
 use super::stream::{Acceptor, Socket};
@@ -45,6 +46,31 @@ impl ListenerBuilder {
     /// cannot hold the table until their handshake timeout.
     pub fn max_pending_handshakes(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
+        self
+    }
+
+    /// Encrypts every connection, keyed by the [`authkey`](Self::authkey) (required): the
+    /// blocking [`ListenerBuilder::encrypt`](crate::ListenerBuilder::encrypt), with the same
+    /// handshake and messages, so either face's encrypting client connects. A plain or
+    /// CPython client is refused at once (it receives a hello it rejects).
+    ///
+    /// ```no_run
+    /// use procwire::tokio::{Client, Listener};
+    /// # async fn run() -> procwire::Result<()> {
+    /// let mut listener = Listener::builder().authkey("key").encrypt(true).bind("tcp:127.0.0.1:0").await?;
+    /// let addr = listener.address().clone();
+    /// let client = tokio::spawn(Client::builder().authkey("key").encrypt(true).connect(addr));
+    /// let mut server_side = listener.accept().await?;
+    /// let mut client_side = client.await.expect("the client task")?;
+    /// assert!(client_side.is_encrypted());
+    /// client_side.send_bytes(b"private").await?;
+    /// assert_eq!(server_side.recv_bytes().await?, b"private");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "encrypt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encrypt")))]
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.endpoint.encrypt = on;
         self
     }
 
@@ -126,6 +152,29 @@ impl Listener {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
+    /// An endless [`Stream`] of [`accept`](Listener::accept) results, the async twin of the
+    /// blocking [`Listener::incoming`](crate::Listener::incoming): an error concerns one
+    /// client (or the listening socket, which then rests) and is an item; the stream goes on.
+    /// Cancel-safe as `accept` is.
+    ///
+    /// ```no_run
+    /// use futures_core::Stream;
+    /// use procwire::tokio::Listener;
+    /// # async fn run() -> procwire::Result<()> {
+    /// let mut listener = Listener::builder().authkey("secret").bind("tcp:127.0.0.1:0").await?;
+    /// let mut incoming = listener.incoming();
+    /// while let Some(conn) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_next(cx)).await {
+    ///     match conn {
+    ///         Ok(mut c) => c.send_bytes(b"hi").await?,
+    ///         Err(e) => eprintln!("client refused: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(&mut self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
         loop {
             if let Poll::Ready(Some(done)) = self.handshakes.poll_join_next(cx) {
@@ -178,6 +227,20 @@ impl Listener {
     }
 }
 
+/// The stream of accepted connections; see [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a mut Listener,
+}
+
+impl Stream for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Connection>>> {
+        self.get_mut().listener.poll_accept(cx).map(Some)
+    }
+}
+
 /// Authenticates one accepted connection (or takes it as it is, without a key).
 async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
     let peer = socket.peer_addr();
@@ -190,7 +253,7 @@ async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
     if let Some(key) = &endpoint.key {
         let deadline = Instant::now() + endpoint.handshake_timeout;
         let mut heard = false;
-        let mut hs = match super::handshake::new(Role::Listener, key, endpoint.legacy) {
+        let mut hs = match super::handshake::new(Role::Listener, key, endpoint.legacy, endpoint.encrypt) {
             Ok(hs) => hs,
             Err(e) => return Some(Err(e)),
         };
@@ -210,6 +273,10 @@ async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
                 return Some(Err(with_peer(e, &peer, None)));
             }
         }
+        conn = match super::handshake::finish(hs, conn) {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(with_peer(e, &peer, None))),
+        };
     }
     conn.finish_handshake(&endpoint.conn);
     Some(Ok(conn))

@@ -32,14 +32,29 @@
 //!
 //! The listener runs each client's handshake in its own task: [`Listener::accept`] returns
 //! whichever connection is authenticated first, so a client that connects and stays silent
-//! delays no one. [`Connection::into_split`] gives an owned [`Sender`] and [`Receiver`] for
+//! delays no one; [`Listener::incoming`] is the same as a [`Stream`] of connections.
+//! [`Connection::into_split`] gives an owned [`Sender`] and [`Receiver`] for
 //! two tasks; a [`Connection`] or [`Receiver`] is also a `futures` [`Stream`] of messages,
 //! and a [`Connection`] or [`Sender`] a [`Sink`] of them.
 //!
+//! Encrypted connections (feature `encrypt`): `encrypt(true)` on both builders runs the same
+//! Noise handshake and seals the same messages as the blocking endpoints (see
+//! [`crate::secure`]), so an encrypting async endpoint talks to an encrypting blocking one, and
+//! a mismatch (one side encrypts, the other does not) is refused on both sides at once with the
+//! blocking face's [`Error::AuthenticationFailed`]. Receives and sends keep the cancel safety
+//! below: the ciphertext read is kept until its plaintext is taken, and sealed bytes not yet
+//! written go out first with the next send or flush. [`Connection::close`] and
+//! [`Sender::close`] send the end message (close-notify) before shutting the socket down;
+//! dropping instead sends it only if the socket takes it at once (a drop cannot wait), and a
+//! peer that sees the stream end without it reports an [`Error::Integrity`], as for a cut.
+//!
 //! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
-//! (`pipe:` addresses) are not served by the async face yet: binding or connecting one is an
-//! [`Error::InvalidAddress`] (the blocking endpoints serve
-//! them); neither are `inproc:` addresses.
+//! (`pipe:` addresses) are not served by the async face: binding or connecting one is an
+//! [`Error::InvalidAddress`] (the blocking endpoints serve them); neither are `inproc:`
+//! addresses. A pipe message carries a frame with no length prefix (as CPython's), so its
+//! receiver must see where each message ends; tokio's named pipes (through mio) report
+//! `ERROR_MORE_DATA` as an ordinary read and split messages at their own read sizes, so one
+//! message of 70,000 bytes and three of 4,096, 65,536 and 368 bytes read the same.
 //!
 //! # Cancel safety
 //!
@@ -67,6 +82,8 @@ mod fast;
 mod handshake;
 mod listener;
 mod recv;
+#[cfg(feature = "encrypt")]
+mod sealed;
 mod send;
 mod stream;
 
@@ -74,7 +91,7 @@ use std::time::Duration;
 
 pub use client::{Client, ClientBuilder};
 pub use connection::Connection;
-pub use listener::{Listener, ListenerBuilder};
+pub use listener::{Incoming, Listener, ListenerBuilder};
 pub use recv::Receiver;
 pub use send::{DEFAULT_BATCH, Sender};
 

@@ -103,6 +103,14 @@ impl Receiver {
         }
     }
 
+    /// The socket and the bytes read past the last whole message taken: a handshake's
+    /// receiver, given up for an encrypted one.
+    #[cfg(feature = "encrypt")]
+    pub(super) fn into_socket(self) -> (ReadHalf, Vec<u8>) {
+        let unread = self.fb.buffered().to_vec();
+        (self.io, unread)
+    }
+
     /// Leaves the handshake's limits for the connection's.
     pub(super) fn finish_handshake(&mut self, max: u64, timeout: Option<Duration>) {
         self.capacity = READ_BUFFER;
@@ -143,7 +151,7 @@ impl Receiver {
                 let mut dst = ReadBuf::uninit(&mut v.spare_capacity_mut()[..room]);
                 let n = match ready!(Pin::new(&mut self.io).poll_read(cx, &mut dst)) {
                     Ok(()) => dst.filled().len(),
-                    Err(e) => return Poll::Ready(Err(self.fail(Error::Io(e)))),
+                    Err(e) => return Poll::Ready(Err(self.fail(Error::from_io(e)))),
                 };
                 if n == 0 {
                     let e = Error::Truncated { received: have as u64, expected: len as u64 };
@@ -184,7 +192,7 @@ impl Receiver {
                             self.direct = header_only;
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(Error::Io(e)))),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(Error::from_io(e)))),
                         Poll::Ready(Ok(())) => {}
                     }
                     if n == 0 {
@@ -288,7 +296,7 @@ impl Receiver {
     #[inline(always)]
     fn recv_bytes_first(&mut self) -> Step<'_, Vec<u8>> {
         match self.take_buffered() {
-            Some(payload) => Step::Done(Ok(payload.to_vec())),
+            Some(payload) => Step::Done(payload.to_vec()),
             None => self.recv_bytes_wait(),
         }
     }
@@ -316,7 +324,7 @@ impl Receiver {
     #[inline(always)]
     fn recv_into_first<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Step<'a, usize> {
         match self.take_buffered() {
-            Some(payload) => Step::Done(Ok(copy_into(buf, payload))),
+            Some(payload) => Step::Done(copy_into(buf, payload)),
             None => self.recv_into_wait(buf),
         }
     }

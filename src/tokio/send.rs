@@ -108,7 +108,21 @@ impl Sender {
 
     fn fail(&mut self, e: io::Error) -> Error {
         self.broken = Some(e.to_string());
-        Error::Io(e)
+        Error::from_io(e)
+    }
+
+    /// The socket: a handshake's sender, which has written everything, given up for an
+    /// encrypted one.
+    #[cfg(feature = "encrypt")]
+    pub(super) fn into_socket(self) -> WriteHalf {
+        self.io
+    }
+
+    pub(super) fn is_encrypted(&self) -> bool {
+        #[cfg(feature = "encrypt")]
+        return matches!(self.io, WriteHalf::Sealed(_));
+        #[cfg(not(feature = "encrypt"))]
+        false
     }
 
     /// Nothing queued: a receive has nothing to send first.
@@ -127,7 +141,8 @@ impl Sender {
         self.buf.extend_from_slice(payload);
     }
 
-    /// Writes the queue out. Cancel-safe: what is written is recorded as it goes.
+    /// Writes the queue out, and the socket's own buffer (an encrypted one's ciphertext).
+    /// Cancel-safe: what is written is recorded as it goes.
     pub(super) fn poll_flush_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.check()?;
         while self.written < self.buf.len() {
@@ -139,7 +154,16 @@ impl Sender {
         }
         self.buf.clear();
         self.written = 0;
-        Poll::Ready(Ok(()))
+        self.poll_flush_socket(cx)
+    }
+
+    /// Writes out what the socket took and holds (an encrypted socket's sealed bytes); a
+    /// plain socket holds nothing.
+    fn poll_flush_socket(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(self.fail(e))),
+        }
     }
 
     /// Moves queued frames out while a receive waits: progress without waiting for it. An
@@ -169,7 +193,7 @@ impl Sender {
         self.buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(payload);
         if self.batch.is_some_and(|limit| self.queued() < limit) {
-            return Step::Done(Ok(()));
+            return Step::Done(());
         }
         self.flush_step()
     }
@@ -178,7 +202,7 @@ impl Sender {
     #[inline(never)]
     fn send_other<'a>(&'a mut self, payload: &'a [u8]) -> Step<'a, ()> {
         match self.check() {
-            Err(e) => Step::Done(Err(e)),
+            Err(e) => Step::Wait(Box::pin(std::future::ready(Err(e)))),
             Ok(()) => Step::Wait(Box::pin(self.send_large(payload))),
         }
     }
@@ -203,20 +227,27 @@ impl Sender {
         let Sender { io, buf, broken, .. } = self;
         let mut rest = Unsent { buf, header: encode_header(payload.len() as u64), payload, done: 0 };
         while rest.done < rest.total() {
-            let r =
-                std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &rest.slices())).await;
+            // Once the header is out, a plain write: tokio takes a short plain write as the
+            // socket buffer being full and waits, where after a short vectored write it tries
+            // again first, a write that fails with EAGAIN for every buffer-full of the message.
+            let r = std::future::poll_fn(|cx| match rest.rest() {
+                ([], payload) => Pin::new(&mut *io).poll_write(cx, payload),
+                _ => Pin::new(&mut *io).poll_write_vectored(cx, &rest.slices()),
+            })
+            .await;
             match r {
                 Ok(0) | Err(_) => {
                     let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
                     // Broken: nothing more goes out, so nothing needs requeueing.
                     rest.done = rest.total();
                     *broken = Some(e.to_string());
-                    return Err(Error::Io(e));
+                    return Err(Error::from_io(e));
                 }
                 Ok(n) => rest.done += n,
             }
         }
-        Ok(())
+        drop(rest);
+        std::future::poll_fn(|cx| self.poll_flush_socket(cx)).await
     }
 
     /// Sends `value` as one CBOR-encoded message.
@@ -229,9 +260,6 @@ impl Sender {
 
     /// Writes out every queued message (within the write timeout). Cancel-safe.
     pub async fn flush(&mut self) -> Result<()> {
-        if self.queued() == 0 {
-            return self.check();
-        }
         let timeout = self.timeout;
         timed(timeout, "sending a message", std::future::poll_fn(|cx| self.poll_flush_queue(cx))).await
     }

@@ -1,6 +1,6 @@
 //! The sockets under the async face: one read half and one write half over a Unix socket or
-//! TCP, and a listening socket of either kind. Everything platform-specific of the async face
-//! is here.
+//! TCP (or over such halves, encrypted: `sealed.rs`), and a listening socket of either
+//! kind. Everything platform-specific of the async face is here.
 
 use std::io;
 use std::pin::Pin;
@@ -17,7 +17,10 @@ use crate::{Address, Error, Result};
 /// Why an address cannot be used by the async face, or `None` if it can.
 fn unsupported(addr: &Address) -> Option<Error> {
     let reason = match addr {
-        Address::Pipe(_) => "the tokio face does not serve Windows named pipes yet; use a tcp: address",
+        Address::Pipe(_) => {
+            "the tokio face does not serve Windows named pipes: tokio's pipes hand up a message's \
+             bytes without its end, and a pipe message carries no length; use a tcp: address"
+        }
         Address::InProc(_) => "in-process addresses have no socket for tokio to wait on",
         Address::Shm(_) => {
             "the tokio face does not serve shared-memory connections (shm:) yet; use unix: or tcp:"
@@ -35,6 +38,9 @@ pub(super) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     #[cfg(unix)]
     Unix(unix::OwnedReadHalf),
+    /// Boxed: the inbox is large, and most connections are plain.
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<super::sealed::SealedRead>),
 }
 
 /// The sending half of a connection's socket.
@@ -43,6 +49,8 @@ pub(super) enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     #[cfg(unix)]
     Unix(unix::OwnedWriteHalf),
+    #[cfg(feature = "encrypt")]
+    Sealed(Box<super::sealed::SealedWrite>),
 }
 
 impl AsyncRead for ReadHalf {
@@ -51,6 +59,21 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "encrypt")]
+            ReadHalf::Sealed(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl WriteHalf {
+    /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
+    #[cfg(feature = "encrypt")]
+    pub(super) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Tcp(s) => s.try_write(buf),
+            #[cfg(unix)]
+            WriteHalf::Unix(s) => s.try_write(buf),
+            WriteHalf::Sealed(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }
@@ -61,6 +84,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -73,6 +98,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -85,6 +112,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -93,6 +122,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "encrypt")]
+            WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

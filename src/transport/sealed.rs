@@ -14,7 +14,9 @@ use super::Stream;
 use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
 
 /// The most plaintext one write seals: several messages, written together.
-const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
+pub(crate) const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
+/// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
+pub(crate) const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
 /// How long dropping a stream waits at most to send the end message.
 const END_LIMIT: Duration = Duration::from_secs(10);
 
@@ -35,12 +37,12 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An error of ours carried through `io::Result` (unwrapped again by the connection).
-fn carry(e: crate::Error) -> io::Error {
+pub(crate) fn carry(e: crate::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
@@ -62,19 +64,8 @@ impl Sealed {
     }
 
     pub(crate) fn read(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
-        self.read_with(deadline, |rx, session| {
-            // More whole messages already here go along, without another read.
-            let mut n = 0;
-            while n < buf.len() {
-                match rx.read(session, &mut buf[n..]) {
-                    Ok(Some(m)) if m > 0 => n += m,
-                    // The rest (more to read, the end, an error) is for the next call.
-                    _ if n > 0 => break,
-                    r => return r,
-                }
-            }
-            Ok(Some(n))
-        })
+        // More whole messages already here go along, without another read.
+        self.read_with(deadline, |rx, session| rx.read_many(session, buf))
     }
 
     /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
@@ -112,13 +103,8 @@ impl Sealed {
             }
             let n = self.inner.read(rx.spare(), deadline)?;
             if n == 0 {
-                let why = if rx.has_partial() {
-                    "the stream ended inside an encrypted message"
-                } else {
-                    "the stream ended without the peer's end message (close-notify): someone \
-                     cut the connection, or the peer died without closing it"
-                };
-                return Err(carry(crate::Error::Integrity(why.into())));
+                rx.check_end().map_err(carry)?;
+                return Ok(0);
             }
             rx.filled(n);
         }
@@ -133,18 +119,7 @@ impl Sealed {
     ) -> io::Result<usize> {
         let mut tx = lock(&self.tx);
         self.write_out(&mut tx, deadline)?;
-        let mut taken = 0;
-        {
-            let mut session = lock(&self.session);
-            for b in bufs {
-                let n = b.len().min(WRITE_LIMIT - taken);
-                session.seal(&b[..n], &mut tx).map_err(carry)?;
-                taken += n;
-                if taken == WRITE_LIMIT {
-                    break;
-                }
-            }
-        }
+        let taken = lock(&self.session).seal_vectored(bufs, WRITE_LIMIT, &mut tx).map_err(carry)?;
         match self.write_out(&mut tx, deadline) {
             // The plaintext is sealed (its nonces used): it counts as written.
             Err(e) if e.kind() == io::ErrorKind::TimedOut && taken > 0 => Ok(taken),
