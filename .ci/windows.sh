@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
-# Value/Array and handle passing between them), its doc tests,
+# Value/Array and handle passing between them), the suites that start child processes
+# (listed in process_tests below), its doc tests,
 # the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
 # `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).
@@ -102,14 +103,18 @@ fi
 touch "$marker"
 echo "prefix ready"
 
+# The suites with child processes (Process, start/waitall/Exchange, wait over sentinels...),
+# whose children are the test binary run again under Wine.
+process_tests="--test process"
+
 step "build the tests, the example and the procwire command for $target"
-run cargo test --target "$target" --all-features --lib --test windows --no-run
+run cargo test --target "$target" --all-features --lib --test windows $process_tests --no-run
 run cargo build --target "$target" --all-features --example exchange
 run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
-step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
+step "unit tests, tests/windows.rs and the process suites ($process_tests) under Wine (at most ${test_limit}s)"
 run timeout --kill-after=10 "$test_limit" \
-    cargo test --target "$target" --all-features --lib --test windows "$@"
+    cargo test --target "$target" --all-features --lib --test windows $process_tests "$@"
 
 step "doc tests under Wine"
 run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-features --doc

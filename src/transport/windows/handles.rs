@@ -13,14 +13,10 @@ use socket2::Socket;
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{SOCKET, WSAGetLastError};
 
-use super::msg_pipe::Dir;
-use super::stream::{Inner, Stream};
+use super::stream::{Inner, Stream, dir_of_tag, dir_tag};
 use crate::error::io_context;
 
-/// Tags of the streams that can be handed over.
-const TAG_PIPE: &str = "pipe";
-const TAG_PIPE_RECV: &str = "pipe-r";
-const TAG_PIPE_SEND: &str = "pipe-w";
+/// The tag of a TCP stream handed over (pipe ends have [`dir_tag`]).
 const TAG_TCP: &str = "tcp";
 
 fn no_peer_process() -> io::Error {
@@ -78,8 +74,8 @@ fn unaddressed(from: u32, shared: &[u8]) -> io::Result<&[u8]> {
 }
 
 impl Stream {
-    /// The process at the other end of this named pipe as Windows recorded it when the pipe
-    /// was made (this process for a `pipe()` pair); an `Unsupported` error for TCP, whose peer
+    /// The process at the other end of this named pipe: the child it was handed to, or else as
+    /// Windows recorded it when the pipe was made (this process for a `pipe()` pair); an `Unsupported` error for TCP, whose peer
     /// process cannot be known.
     pub(crate) fn peer_process(&self) -> io::Result<u32> {
         use windows_sys::Win32::System::Pipes::{
@@ -88,6 +84,10 @@ impl Stream {
         let Inner::Pipe(p) = &self.inner else {
             return Err(no_peer_process());
         };
+        match self.peer.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {}
+            pid => return Ok(pid),
+        }
         let mut flags = 0u32;
         // SAFETY: a pipe handle we own; the out pointers are valid or null.
         if unsafe { GetNamedPipeInfo(p.raw(), &mut flags, ptr::null_mut(), ptr::null_mut(), ptr::null_mut()) }
@@ -218,12 +218,7 @@ impl Stream {
             Inner::Tcp(s) => Ok((carrier.share_socket(s.as_socket())?, TAG_TCP, Vec::new())),
             Inner::Pipe(p) => {
                 let pending = p.pending_for_handover()?;
-                let tag = match p.dir() {
-                    Dir::Duplex => TAG_PIPE,
-                    Dir::RecvOnly => TAG_PIPE_RECV,
-                    Dir::SendOnly => TAG_PIPE_SEND,
-                };
-                Ok((carrier.share_handle(p.handle.as_handle())?, tag, pending))
+                Ok((carrier.share_handle(p.handle.as_handle())?, dir_tag(p.dir()), pending))
             }
         }
     }
@@ -231,13 +226,10 @@ impl Stream {
     /// A stream taken from what the peer's [`share_stream`](Stream::share_stream) gave;
     /// `Ok(None)` when `tag` names no stream.
     pub(crate) fn take_stream(&self, shared: &[u8], tag: &str) -> io::Result<Option<Stream>> {
-        let dir = match tag {
-            TAG_TCP => return Stream::tcp(Socket::from(self.take_socket(shared)?)).map(Some),
-            TAG_PIPE => Dir::Duplex,
-            TAG_PIPE_RECV => Dir::RecvOnly,
-            TAG_PIPE_SEND => Dir::SendOnly,
-            _ => return Ok(None),
-        };
+        if tag == TAG_TCP {
+            return Stream::tcp(Socket::from(self.take_socket(shared)?)).map(Some);
+        }
+        let Some(dir) = dir_of_tag(tag) else { return Ok(None) };
         Stream::pipe(self.take_handle(shared)?, dir).map(Some)
     }
 }

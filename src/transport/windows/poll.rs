@@ -6,11 +6,12 @@ use std::os::windows::io::AsRawSocket;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
+use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET, WSAGetLastError, WSAPOLLFD, WSAPoll};
 
 use super::listener::ListenerInner;
 use super::{RawListener, Stream};
-use crate::sys::Sentinel;
+use crate::sys::{MAX_WAIT_HANDLES, Sentinel, is_signalled, wait_handles};
 
 /// Longest pause between two looks in the polling loop of [`wait_any`] (about one tick of the
 /// default Windows timer, so shorter pauses would not be shorter in practice).
@@ -163,14 +164,50 @@ pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> i
     }
 }
 
-/// As [`wait_ready`]; `sentinels` is always empty on Windows.
+/// As [`wait_ready`], over `items` and the exit of the children behind `sentinels` (their
+/// indices follow those of `items`). The process handles are waited on, not polled: alone in
+/// one `WaitForMultipleObjects`, and beside pipes in place of the naps between looks at them.
 pub(crate) fn wait_ready_with(
     items: &[Pollable<'_>],
     sentinels: &[&Sentinel],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<usize>> {
-    if let Some(s) = sentinels.first() {
-        match **s {}
+    if sentinels.is_empty() {
+        return wait_ready(items, deadline);
     }
-    wait_ready(items, deadline)
+    let handles: Vec<HANDLE> = sentinels.iter().map(|s| s.raw()).collect();
+    let mut nap = Duration::from_millis(1);
+    loop {
+        let mut ready = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let is_ready = match item {
+                Pollable::Stream(s) => s.probe(),
+                Pollable::Listener(l) => l.probe()?,
+            };
+            if is_ready {
+                ready.push(i);
+            }
+        }
+        for (j, &h) in handles.iter().enumerate() {
+            if is_signalled(h)? {
+                ready.push(items.len() + j);
+            }
+        }
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return Ok(Vec::new());
+        }
+        // Only process handles: one wait until one exits. Beside pipes (or past what one wait
+        // takes), a wait of one nap on the first handles before looking at everything again.
+        let until = match deadline {
+            _ if items.is_empty() && handles.len() <= MAX_WAIT_HANDLES => deadline,
+            Some(d) => Some(d.min(now + nap)),
+            None => Some(now + nap),
+        };
+        wait_handles(&handles[..handles.len().min(MAX_WAIT_HANDLES)], until)?;
+        nap = (nap * 2).min(MAX_NAP);
+    }
 }
