@@ -2,7 +2,7 @@
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
 # Value/Array and handle passing between them), the suites that start child processes
-# (listed in process_tests below), its doc tests,
+# (process, pool, queue, manager: listed in process_tests below), its doc tests,
 # the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
 # `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).
@@ -103,18 +103,24 @@ fi
 touch "$marker"
 echo "prefix ready"
 
-# The suites with child processes (Process, start/waitall/Exchange, wait over sentinels...),
-# whose children are the test binary run again under Wine.
-process_tests="--test process"
+# The suites with child processes (Process, start/waitall/Exchange, wait over sentinels, Pool,
+# Queue and Manager handed to children), whose children are the test binary run again.
+process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry)
 
 step "build the tests, the example and the procwire command for $target"
-run cargo test --target "$target" --all-features --lib --test windows $process_tests --no-run
+run cargo test --target "$target" --all-features --lib --test windows "${process_tests[@]}" --no-run
 run cargo build --target "$target" --all-features --example exchange
 run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
-step "unit tests, tests/windows.rs and the process suites ($process_tests) under Wine (at most ${test_limit}s)"
+step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
 run timeout --kill-after=10 "$test_limit" \
-    cargo test --target "$target" --all-features --lib --test windows $process_tests "$@"
+    cargo test --target "$target" --all-features --lib --test windows "$@"
+
+step "the suites with child processes under Wine (at most ${test_limit}s)"
+# Two tests at a time: every message goes through the one wineserver, and a dozen tests with
+# their children at once slow each other past their own time limits.
+run timeout --kill-after=10 "$test_limit" \
+    cargo test --target "$target" --all-features "${process_tests[@]}" -- --test-threads=2
 
 step "doc tests under Wine"
 run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-features --doc

@@ -51,6 +51,14 @@ fn start_daemon(mut ch: Connection, _: ()) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// Takes a connection handed over its channel and answers on it in upper case.
+fn upper_on_handed(mut ch: Connection, _: ()) {
+    let mut c = procwire::handles::recv_connection(&mut ch).expect("recv_connection");
+    let msg = c.recv_bytes().expect("recv");
+    c.send_bytes(&msg.to_ascii_uppercase()).expect("send");
+    ch.send(&"served").expect("report");
+}
+
 static SQUARE: Function<u64, u64> = Function::new("square", square);
 static PANICS: Function<String, u32> = Function::new("panics", panics);
 static EXIT_WITH: Function<i32, ()> = Function::new("exit_with", exit_with);
@@ -59,6 +67,7 @@ static BIG: Function<usize, Vec<u8>> = Function::new("big", big);
 static NAME_OF: Function<(), String> = Function::new("name_of", name_of);
 static WORK: ChannelFunction<u64> = ChannelFunction::new("work", work);
 static START_DAEMON: ChannelFunction<()> = ChannelFunction::new("start_daemon", start_daemon);
+static UPPER_ON_HANDED: ChannelFunction<()> = ChannelFunction::new("upper_on_handed", upper_on_handed);
 /// Not given to `init`.
 static UNREGISTERED: Function<u64, u64> = Function::new("unregistered", square);
 /// Registered as `square`, but with arguments of another type.
@@ -67,7 +76,17 @@ static SQUARE_OF_TEXT: Function<String, u64> = Function::new("square", |_| 0);
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&SQUARE, &PANICS, &EXIT_WITH, &SLEEP, &BIG, &NAME_OF, &WORK, &START_DAEMON]);
+    procwire::process::init(&[
+        &SQUARE,
+        &PANICS,
+        &EXIT_WITH,
+        &SLEEP,
+        &BIG,
+        &NAME_OF,
+        &WORK,
+        &START_DAEMON,
+        &UPPER_ON_HANDED,
+    ]);
 }
 
 fn started<R: serde::de::DeserializeOwned>(mut p: Process<R>) -> Process<R> {
@@ -145,6 +164,20 @@ fn join_with_a_timeout_on_a_sleeping_child() {
     assert!(matches!(p.result_timeout(Duration::ZERO), Ok(None)));
     assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
     assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 700);
+}
+
+#[test]
+fn a_connection_handed_to_a_child_over_its_channel_works_there() {
+    use_test_entry("procwire_child");
+    let ch = start(&UPPER_ON_HANDED, ()).unwrap();
+    let mut carrier = ch.into_connection();
+    carrier.set_read_timeout(Some(LIMIT));
+    let (mut mine, theirs) = procwire::pipe(true).unwrap();
+    procwire::handles::send_connection(&mut carrier, theirs).unwrap();
+    mine.set_read_timeout(Some(LIMIT));
+    mine.send_bytes(b"handed over").unwrap();
+    assert_eq!(mine.recv_bytes().unwrap(), b"HANDED OVER");
+    assert_eq!(carrier.recv::<String>().unwrap(), "served");
 }
 
 #[test]

@@ -139,7 +139,8 @@
 //! method does). The sentinel that [`wait`](crate::wait()) watches is the child's process
 //! handle; `terminate` and `kill` are `TerminateProcess`, which ends the child at once (there is
 //! no signal it could catch) and reports the exit code as minus SIGTERM or minus SIGKILL, as on
-//! Unix. [`create`] (fork) exists on Unix only.
+//! Unix; an abort (`__fastfail`) reports as minus SIGABRT and an access violation as minus
+//! SIGSEGV. [`create`] (fork) exists on Unix only.
 //!
 //! The messages between parent and child are specified in spec/process.md.
 

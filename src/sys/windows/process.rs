@@ -20,6 +20,13 @@ const TERMINATED: u32 = 0x10000;
 const KILLED: u32 = 0x10009;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
+/// `STATUS_STACK_BUFFER_OVERRUN`, the code of `__fastfail`, which `std::process::abort` uses;
+/// reported as minus SIGABRT.
+const FAST_FAIL: u32 = 0xC000_0409;
+const SIGABRT: i32 = 6;
+/// `STATUS_ACCESS_VIOLATION`; reported as minus SIGSEGV.
+const ACCESS_VIOLATION: u32 = 0xC000_0005;
+const SIGSEGV: i32 = 11;
 
 /// A child process's exit: its process handle, signalled when it exits.
 #[derive(Debug)]
@@ -143,11 +150,14 @@ fn assign(job: HANDLE, process: &OwnedHandle) -> io::Result<()> {
 }
 
 /// The exit code as the Unix side reports it: minus the signal number for the codes
-/// [`signal`] gives, the process's own code otherwise.
+/// [`signal`] gives and for an abort or an access violation, the process's own code
+/// otherwise (other exception codes, above `i32::MAX`, come out negative).
 fn exit_code(raw: u32) -> i32 {
     match raw {
         TERMINATED => -SIGTERM,
         KILLED => -SIGKILL,
+        FAST_FAIL => -SIGABRT,
+        ACCESS_VIOLATION => -SIGSEGV,
         c => c as i32,
     }
 }
