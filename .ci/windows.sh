@@ -3,7 +3,8 @@
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
 # Value/Array and handle passing between them), the suites that start child processes
 # (process, pool, queue, manager: listed in process_tests below), its doc tests,
-# the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
+# the exchange example (README's main job) over a named pipe, the seeds' examples with child
+# processes (squares, queue_squares, pool_squares, manager_list), and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
 # `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).
 #
@@ -107,9 +108,15 @@ echo "prefix ready"
 # Queue and Manager handed to children), whose children are the test binary run again.
 process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry)
 
-step "build the tests, the example and the procwire command for $target"
+# The seeds' examples, which start child processes (Process, start, Pool, Manager, Queue).
+seed_examples=(squares queue_squares pool_squares manager_list)
+
+step "build the tests, the examples and the procwire command for $target"
 run cargo test --target "$target" --all-features --lib --test windows "${process_tests[@]}" --no-run
 run cargo build --target "$target" --all-features --example exchange
+for ex in "${seed_examples[@]}"; do
+    run cargo build --target "$target" --all-features --example "$ex"
+done
 run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
 step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
@@ -127,6 +134,11 @@ run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-fe
 
 step "main job under Wine: the exchange example over a named pipe"
 run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example exchange
+
+step "the seeds' examples under Wine: ${seed_examples[*]}"
+for ex in "${seed_examples[@]}"; do
+    run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example "$ex"
+done
 
 step "the procwire command under Wine: bench JSON over pipe and tcp, echo and ping on a pipe: address"
 # cli/tests run procwire.exe as a user would: `bench --transports pipe,tcp --sizes 16 --duration
