@@ -75,38 +75,45 @@ pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedHandle, String)> {
     if adopted.contains(&h) {
         return Err(bad(format!("handle {h} from {var} was already taken")));
     }
-    // SAFETY: asks for the right to duplicate handles out of our parent.
-    let parent = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, ppid) };
-    if parent.is_null() {
-        let e = io::Error::last_os_error();
-        return Err(io_context(e, format_args!("cannot open the parent process {ppid} to take {var}")));
-    }
-    // SAFETY: a new handle that we own.
-    let parent = unsafe { OwnedHandle::from_raw_handle(parent) };
-    let mut out: HANDLE = ptr::null_mut();
-    // SAFETY: valid process handles and out pointer. The result is a new handle of ours or an
-    // error, never one of our existing handles; the parent made the number for us.
-    let ok = unsafe {
-        DuplicateHandle(
-            parent.as_raw_handle(),
-            h as HANDLE,
-            GetCurrentProcess(),
-            &mut out,
-            0,
-            0,
-            DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
-        )
-    };
-    if ok == 0 {
-        let e = io::Error::last_os_error();
-        return Err(io_context(e, format_args!("cannot take handle {h} of process {ppid} named by {var}")));
-    }
+    let owned = duplicate_from(ppid, h, true).map_err(|e| io_context(e, format_args!("{var}")))?;
     adopted.push(h);
-    // SAFETY: DuplicateHandle made this handle for us.
-    let owned = unsafe { OwnedHandle::from_raw_handle(out) };
     // SAFETY: a handle we own.
     if unsafe { GetFileType(owned.as_raw_handle()) } != FILE_TYPE_PIPE {
         return Err(bad(format!("handle {h} from {var} is not a pipe")));
     }
     Ok((owned, kind.to_string()))
+}
+
+/// A handle of this process duplicated from handle `value` of process `pid`, with the same
+/// access; with `close_source`, the handle in `pid` is closed in the same step.
+pub(crate) fn duplicate_from(pid: u32, value: usize, close_source: bool) -> io::Result<OwnedHandle> {
+    // SAFETY: asks for the right to duplicate handles out of that process.
+    let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
+    if process.is_null() {
+        let e = io::Error::last_os_error();
+        return Err(io_context(e, format_args!("cannot open process {pid} to take its handle")));
+    }
+    // SAFETY: a new handle that we own.
+    let process = unsafe { OwnedHandle::from_raw_handle(process) };
+    let mut out: HANDLE = ptr::null_mut();
+    let close = if close_source { DUPLICATE_CLOSE_SOURCE } else { 0 };
+    // SAFETY: valid process handles and out pointer. Whatever the value, the result is a new
+    // handle of ours or an error, never one of our existing handles.
+    let ok = unsafe {
+        DuplicateHandle(
+            process.as_raw_handle(),
+            value as HANDLE,
+            GetCurrentProcess(),
+            &mut out,
+            0,
+            0,
+            DUPLICATE_SAME_ACCESS | close,
+        )
+    };
+    if ok == 0 {
+        let e = io::Error::last_os_error();
+        return Err(io_context(e, format_args!("cannot take handle {value} of process {pid}")));
+    }
+    // SAFETY: DuplicateHandle made this handle for us.
+    Ok(unsafe { OwnedHandle::from_raw_handle(out) })
 }

@@ -4,17 +4,15 @@
 use std::io;
 use std::mem;
 use std::os::windows::io::{
-    AsHandle, AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, FromRawHandle,
-    FromRawSocket, OwnedHandle, OwnedSocket,
+    AsHandle, AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, FromRawSocket, OwnedHandle,
+    OwnedSocket,
 };
 use std::ptr;
 
 use socket2::Socket;
-use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{SOCKET, WSAGetLastError};
 
 use super::stream::{Inner, Stream, dir_of_tag, dir_tag};
-use crate::error::io_context;
 
 /// The tag of a TCP stream handed over (pipe ends have [`dir_tag`]).
 const TAG_TCP: &str = "tcp";
@@ -119,40 +117,11 @@ impl Stream {
     /// A handle of this process duplicated from the one the peer shared with
     /// [`share_handle`](Stream::share_handle).
     pub(crate) fn take_handle(&self, shared: &[u8]) -> io::Result<OwnedHandle> {
-        use windows_sys::Win32::Foundation::{DUPLICATE_SAME_ACCESS, DuplicateHandle};
-        use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE};
         let pid = self.peer_process()?;
         let value: [u8; 8] = unaddressed(pid, shared)?
             .try_into()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a shared handle is 8 bytes"))?;
-        // SAFETY: asks for a handle with the right to duplicate handles out of that process.
-        let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
-        if process.is_null() {
-            let e = io::Error::last_os_error();
-            return Err(io_context(e, format_args!("cannot open process {pid} to take its handle")));
-        }
-        // SAFETY: a new handle we own.
-        let process = unsafe { OwnedHandle::from_raw_handle(process) };
-        let mut out: HANDLE = ptr::null_mut();
-        // SAFETY: valid process handles and out pointer. Whatever number the peer sent, the
-        // result is a new handle of ours, or an error: never one of our existing handles.
-        let ok = unsafe {
-            DuplicateHandle(
-                process.as_raw_handle(),
-                u64::from_le_bytes(value) as HANDLE,
-                GetCurrentProcess(),
-                &mut out,
-                0,
-                0,
-                DUPLICATE_SAME_ACCESS,
-            )
-        };
-        if ok == 0 {
-            let e = io::Error::last_os_error();
-            return Err(io_context(e, format_args!("cannot take the handle of process {pid}")));
-        }
-        // SAFETY: DuplicateHandle made this handle for us.
-        Ok(unsafe { OwnedHandle::from_raw_handle(out) })
+        crate::sys::duplicate_from(pid, u64::from_le_bytes(value) as usize, false)
     }
 
     /// What the peer needs to make its own copy of socket `s` with

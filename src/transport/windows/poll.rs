@@ -126,55 +126,25 @@ pub(crate) fn wait_any(
     }
 }
 
-/// Something `wait_ready` can watch: a stream, or a listener.
+/// Something `wait_ready_with` can watch: a stream, or a listener.
 pub(crate) enum Pollable<'a> {
     Stream(&'a Stream),
     Listener(&'a RawListener),
 }
 
 /// Waits until at least one of `items` is readable (a listener: has a client to accept) or
-/// `deadline` passes; returns the indices of the ready ones (empty after the deadline).
+/// one of the children behind `sentinels` has exited, or `deadline` passes; returns the indices
+/// of the ready ones (sentinels after `items`; empty after the deadline).
 ///
 /// Named pipes offer nothing to wait on together (see [`wait_any`]), so this looks at every
-/// item, sleeps a little (1 ms, doubling up to about 15 ms) and looks again.
-pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
-    let mut nap = Duration::from_millis(1);
-    loop {
-        let mut ready = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let is_ready = match item {
-                Pollable::Stream(s) => s.probe(),
-                Pollable::Listener(l) => l.probe()?,
-            };
-            if is_ready {
-                ready.push(i);
-            }
-        }
-        if !ready.is_empty() {
-            return Ok(ready);
-        }
-        let now = Instant::now();
-        let pause = match deadline {
-            Some(d) if d <= now => return Ok(Vec::new()),
-            Some(d) => nap.min(d - now),
-            None => nap,
-        };
-        std::thread::sleep(pause);
-        nap = (nap * 2).min(MAX_NAP);
-    }
-}
-
-/// As [`wait_ready`], over `items` and the exit of the children behind `sentinels` (their
-/// indices follow those of `items`). The process handles are waited on, not polled: alone in
-/// one `WaitForMultipleObjects`, and beside pipes in place of the naps between looks at them.
+/// item, naps a little (1 ms, doubling up to about 15 ms) and looks again. Process handles are
+/// waited on, not polled: alone in one `WaitForMultipleObjects`, and beside pipes during the
+/// naps.
 pub(crate) fn wait_ready_with(
     items: &[Pollable<'_>],
     sentinels: &[&Sentinel],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<usize>> {
-    if sentinels.is_empty() {
-        return wait_ready(items, deadline);
-    }
     let handles: Vec<HANDLE> = sentinels.iter().map(|s| s.raw()).collect();
     let mut nap = Duration::from_millis(1);
     loop {
@@ -201,13 +171,17 @@ pub(crate) fn wait_ready_with(
             return Ok(Vec::new());
         }
         // Only process handles: one wait until one exits. Beside pipes (or past what one wait
-        // takes), a wait of one nap on the first handles before looking at everything again.
+        // takes), a nap, spent waiting on the first handles if there are any.
         let until = match deadline {
-            _ if items.is_empty() && handles.len() <= MAX_WAIT_HANDLES => deadline,
+            _ if items.is_empty() && !handles.is_empty() && handles.len() <= MAX_WAIT_HANDLES => deadline,
             Some(d) => Some(d.min(now + nap)),
             None => Some(now + nap),
         };
-        wait_handles(&handles[..handles.len().min(MAX_WAIT_HANDLES)], until)?;
+        if handles.is_empty() {
+            std::thread::sleep(until.map_or(nap, |u| u.saturating_duration_since(now)));
+        } else {
+            wait_handles(&handles[..handles.len().min(MAX_WAIT_HANDLES)], until)?;
+        }
         nap = (nap * 2).min(MAX_NAP);
     }
 }
