@@ -263,10 +263,12 @@ fn an_unrelated_process_opens_the_queue_by_address_and_key() {
 #[test]
 fn join_returns_only_after_every_task_done() {
     let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    // The workers first: a slow start of the second (Wine takes a second or more) would leave
+    // the first time to finish every task before the check below.
+    let workers: Vec<_> = (0..2).map(|_| spawn(&WORKER, q.clone())).collect();
     for i in 0..30 {
         q.put(&i).unwrap();
     }
-    let workers: Vec<_> = (0..2).map(|_| spawn(&WORKER, q.clone())).collect();
     assert!(!q.join_timeout(Duration::from_millis(50)).unwrap(), "30 tasks of 10 ms cannot be done yet");
     q.join().unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
