@@ -455,7 +455,10 @@ fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let p = built(Pool::builder().processes(2).initializer(&BAD_INIT, ()));
     let r = p.map(&SQUARE, 0..10);
     let (kind, message) = remote(&r);
-    assert_eq!(kind, &RemoteKind::Initializer);
+    // Failed with the initializer's kind, or refused as a broken pool when the initializer
+    // failed before the map came (a worker that starts slowly, as under Wine, reports
+    // `Started` and fails before this thread submits); the message says why either way.
+    assert!(matches!(kind, RemoteKind::Initializer | RemoteKind::Pool), "{kind:?}: {message}");
     assert!(message.contains("no database here"), "{message}");
     let e = p.apply_async(&SQUARE, 1).map(|_| ()).unwrap_err();
     assert!(matches!(&e, Error::Remote { kind: RemoteKind::Pool, .. }), "{e}");
