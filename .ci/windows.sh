@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
-# Value/Array and handle passing between them), its doc tests,
-# the exchange example (README's main job) over a named pipe, and the `procwire` command's tests
+# Value/Array and handle passing between them), the suites that start child processes
+# (process, pool, queue, manager: listed in process_tests below), its doc tests,
+# the exchange example (README's main job) over a named pipe, the seeds' examples with child
+# processes (squares, queue_squares, pool_squares, manager_list), and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
 # `procwire echo` on a pipe: address with `procwire ping` against it, a wrong key refused).
 #
@@ -102,20 +104,46 @@ fi
 touch "$marker"
 echo "prefix ready"
 
-step "build the tests, the example and the procwire command for $target"
-run cargo test --target "$target" --all-features --lib --test windows --no-run
+# The suites with child processes (Process, start/waitall/Exchange, wait over sentinels, Pool,
+# Queue and Manager handed to children), whose children are the test binary run again.
+process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry)
+
+# The seeds' examples, which start child processes (Process, start, Pool, Manager, Queue).
+seed_examples=(squares queue_squares pool_squares manager_list)
+
+step "build the tests, the examples and the procwire command for $target"
+run cargo test --target "$target" --all-features --lib --test windows "${process_tests[@]}" --no-run
 run cargo build --target "$target" --all-features --example exchange
+for ex in "${seed_examples[@]}"; do
+    run cargo build --target "$target" --all-features --example "$ex"
+done
 run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
 step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
 run timeout --kill-after=10 "$test_limit" \
     cargo test --target "$target" --all-features --lib --test windows "$@"
 
+step "the suites with child processes under Wine (at most ${test_limit}s)"
+# Two tests at a time: every message goes through the one wineserver, and a dozen tests with
+# their children at once slow each other past their own time limits. Three queue tests that
+# start no child and push tens of thousands of messages through one process's queue server
+# take minutes each at Wine's ~10^4 pipe messages a second; they run on Unix.
+run timeout --kill-after=10 "$test_limit" \
+    cargo test --target "$target" --all-features "${process_tests[@]}" -- --test-threads=2 \
+    --skip remote_handles_in_one_process_share_the_work \
+    --skip joins_waiting_on_a_connection_are_answered_by_one_joined_with_their_count \
+    --skip gets_that_time_out_in_threads_sharing_a_handle_lose_and_repeat_nothing
+
 step "doc tests under Wine"
 run timeout --kill-after=10 "$test_limit" cargo test --target "$target" --all-features --doc
 
 step "main job under Wine: the exchange example over a named pipe"
 run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example exchange
+
+step "the seeds' examples under Wine: ${seed_examples[*]}"
+for ex in "${seed_examples[@]}"; do
+    run timeout --kill-after=10 "$test_limit" cargo run --target "$target" --all-features --example "$ex"
+done
 
 step "the procwire command under Wine: bench JSON over pipe and tcp, echo and ping on a pipe: address"
 # cli/tests run procwire.exe as a user would: `bench --transports pipe,tcp --sizes 16 --duration

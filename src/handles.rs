@@ -247,7 +247,7 @@ mod windows {
     enum Taken {
         Handle(OwnedHandle),
         Socket(OwnedSocket),
-        Stream(Stream),
+        Stream(Box<Stream>),
     }
 
     fn mismatch(kind: &str, want: Want) -> io::Error {
@@ -281,7 +281,7 @@ mod windows {
             Want::Handle => carrier.take_handle(shared).map(Taken::Handle),
             Want::Socket => carrier.take_socket(shared).map(Taken::Socket),
             Want::Connection => match carrier.take_stream(shared, kind)? {
-                Some(s) => Ok(Taken::Stream(s)),
+                Some(s) => Ok(Taken::Stream(Box::new(s))),
                 None => Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("received a handle of kind {kind:?}, not a connection"),
@@ -385,7 +385,7 @@ mod windows {
     pub fn recv_connection(conn: &mut Connection) -> Result<Connection> {
         match recv(conn, Want::Connection)? {
             (Taken::Stream(stream), unread) => {
-                let mut c = Connection::from_stream(stream, DEFAULT_MAX_MESSAGE_SIZE);
+                let mut c = Connection::from_stream(*stream, DEFAULT_MAX_MESSAGE_SIZE);
                 c.prime(&unread);
                 Ok(c)
             }

@@ -19,6 +19,11 @@ impl Sentinel {
         Sentinel { raw: Some(raw) }
     }
 
+    /// The OS-level sentinel back; `None` before the child was started.
+    pub(crate) fn into_raw(self) -> Option<sys::Sentinel> {
+        self.raw
+    }
+
     /// The OS-level sentinel; `None` before the child was started.
     pub(crate) fn raw(&self) -> Option<&sys::Sentinel> {
         self.raw.as_ref()

@@ -1,11 +1,19 @@
 //! `process::create` (fork with a channel) and `Exchange::ready`/`remove` used directly. This
 //! test has its own `main` (`harness = false`): `create` needs a single-threaded process, and
-//! libtest runs tests on threads.
+//! libtest runs tests on threads. Unix only, as `create` (Windows has no fork).
 
+#[cfg(unix)]
 use std::time::Duration;
 
+#[cfg(unix)]
 use procwire::process::{Exchange, Forked, create};
 
+#[cfg(not(unix))]
+fn main() {
+    println!("process::create (fork) exists on Unix only: nothing to test here");
+}
+
+#[cfg(unix)]
 fn check(ok: bool, what: &str) {
     if !ok {
         eprintln!("FAILED: {what}");
@@ -14,6 +22,7 @@ fn check(ok: bool, what: &str) {
     println!("ok: {what}");
 }
 
+#[cfg(unix)]
 fn main() -> procwire::Result<()> {
     if cfg!(not(unix)) {
         println!("create() is Unix-only: nothing to test here");

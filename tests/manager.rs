@@ -3,8 +3,6 @@
 //! refused, a client killed while it holds a lock, objects freed when their proxies are gone,
 //! and 16 clients at once.
 
-#![cfg(unix)]
-
 mod common;
 
 use std::collections::HashSet;
@@ -12,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::InTime;
 use procwire::manager::{
-    BarrierProxy, ChildArgs, ConditionProxy, DictProxy, EventProxy, LEASE_EXPIRED, ListProxy, LockProxy,
-    Manager, NamespaceProxy, Proxy, QueueProxy, RLockProxy, Registry, SERVE, SemaphoreProxy, ValueProxy,
-    serve_child,
+    BarrierProxy, ChildArgs, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Manager,
+    NamespaceProxy, Proxy, QueueProxy, RLockProxy, Registry, SERVE, SemaphoreProxy, ValueProxy, serve_child,
 };
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
@@ -625,8 +622,10 @@ static HOLD_LEASED: ChannelFunction<(LockProxy, RLockProxy, LockProxy)> =
     ChannelFunction::new("hold_leased", hold_leased);
 
 /// Kills a child that a failed test would leave stopped or waiting.
+#[cfg(unix)]
 struct KillOnDrop(Option<libc::pid_t>);
 
+#[cfg(unix)]
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
@@ -636,7 +635,9 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Unix only: Windows has no SIGSTOP.
 #[test]
+#[cfg(unix)]
 fn a_stopped_holder_loses_a_lock_with_a_lease() {
     use_test_entry("procwire_child");
     let m = Manager::start().unwrap();
@@ -663,6 +664,7 @@ fn a_stopped_holder_loses_a_lock_with_a_lease() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     let kinds: [String; 2] = ch.recv().unwrap();
+    use procwire::manager::LEASE_EXPIRED;
     assert_eq!(kinds, [LEASE_EXPIRED, LEASE_EXPIRED], "the late releases are refused");
     assert!(leased.locked().unwrap(), "the late release did not free the new holder's lock");
     assert!(!leased.try_acquire().unwrap());
@@ -704,6 +706,7 @@ static MEM_MANAGER: ChannelFunction<ChildArgs> =
     ChannelFunction::new("mem_manager", |ch, args| serve_child(ch, args, mem_registry()));
 
 /// `n` items of one shape, encoded as they are produced (the client holds none of them).
+#[cfg(target_os = "linux")]
 #[derive(Clone, Copy)]
 enum Shape {
     Null,
@@ -714,8 +717,10 @@ enum Shape {
     Entry,
 }
 
+#[cfg(target_os = "linux")]
 struct Many(usize, Shape);
 
+#[cfg(target_os = "linux")]
 impl serde::Serialize for Many {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
@@ -736,6 +741,7 @@ impl serde::Serialize for Many {
 /// Sends one request of about `size` bytes of `shape` to a new manager (`how`: list.extend,
 /// list.create, dict.update or value.set); the request's size and the growth of the
 /// manager's peak resident memory while it handled it.
+#[cfg(target_os = "linux")]
 fn request_cost(how: &str, shape: Shape, size: usize) -> (usize, u64) {
     let m = Manager::builder().start_with(&MEM_MANAGER).unwrap();
     let mem = m.create("Mem", &()).unwrap();
@@ -765,7 +771,9 @@ fn request_cost(how: &str, shape: Shape, size: usize) -> (usize, u64) {
     (bytes.len(), peak.saturating_sub(base))
 }
 
+/// Linux only: the peak is read from /proc.
 #[test]
+#[cfg(target_os = "linux")]
 fn a_request_costs_the_manager_a_few_times_its_size() {
     use_test_entry("procwire_child");
     const SIZE: usize = 8 << 20;

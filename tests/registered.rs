@@ -3,8 +3,6 @@
 //! a channel function, a custom name, a pool over a registered function, and an explicitly
 //! listed function next to the registered ones.
 
-#![cfg(unix)]
-
 mod common;
 
 use std::time::Duration;

@@ -508,6 +508,11 @@ impl Connection {
     /// or the parent still holds the child's end open and never sees it close. Only the one
     /// child spawned from `cmd` inherits it.
     ///
+    /// On Windows nothing is inherited: the duplicate is a handle of this process that the
+    /// child takes (closing it here) when it calls `from_env`; a child that never does leaves
+    /// it open here. Only named-pipe connections can be passed this way there (hand a TCP
+    /// connection over a pipe with [`handles::send_connection`](crate::handles::send_connection)).
+    ///
     /// ```no_run
     /// let (mut parent_end, child_end) = procwire::pipe(true)?;
     /// let mut cmd = std::process::Command::new("my-worker");

@@ -67,8 +67,8 @@
 //!
 //! # Platforms
 //!
-//! Unix only for now, as [`process`](crate::process): on Windows, [`Pool::new`] fails with an
-//! `Unsupported` I/O error.
+//! Unix and Windows, as [`process`](crate::process): on Windows a worker killed from outside
+//! (`TerminateProcess`) is replaced as on Unix.
 
 mod engine;
 pub mod generic;

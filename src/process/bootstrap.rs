@@ -22,6 +22,7 @@ use crate::RemoteKind;
 use crate::error::io_context;
 use crate::sys;
 use crate::util::{deadline_of, lock};
+use crate::wait::{Waitable, wait_timeout};
 use crate::{Connection, Error, PipeKind, Result};
 
 /// Set in a child to `VERSION:PARENT_PID`: "you are a procwire child of this parent".
@@ -213,10 +214,11 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     cmd.args(lock(&CHILD_ARGS).iter());
     cmd.env(ENV_PROCESS, format!("{VERSION}:{}", std::process::id()));
     theirs.pass_to_child(&mut cmd, ENV_CONN)?;
-    let sentinel = sys::prepare_child(&mut cmd, ENV_SENTINEL, o.daemon)?;
-    let pid = sys::spawn(cmd, o.daemon)
+    let prepared = sys::prepare_child(&mut cmd, ENV_SENTINEL, o.daemon)?;
+    let (pid, sentinel) = sys::spawn(cmd, prepared)
         .map_err(|e| Error::Io(io_context(e, format_args!("cannot start {}", exe.display()))))?;
     drop(theirs);
+    conn.stream().handed_to(pid);
     let mut child = ChildState { pid, status: None };
     let start = Start {
         version: VERSION,
@@ -227,7 +229,24 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
     };
     // A child that died at once makes these fail; the receive below says how it ended.
     let _ = conn.send(&start).and_then(|()| conn.send_bytes(o.args));
-    conn.set_read_timeout(Some(o.start_timeout));
+    // The child's exit counts too: a child that never took its end (another program) leaves
+    // this end open (on Windows the parent's copy is closed only by the child taking it).
+    let sentinel = crate::sentinel::Sentinel::new(sentinel);
+    let reply = match wait_timeout(&[(&conn).into(), Waitable::Process(&sentinel)], o.start_timeout) {
+        Ok(ready) if ready.is_empty() => {
+            Err(Error::Timeout(format!("no answer within {:?}", o.start_timeout)))
+        }
+        // Looked at again after an exit: the answer may have come just before it.
+        Ok(ready) if ready[0] == 0 || conn.poll_timeout(Duration::ZERO).unwrap_or(true) => {
+            conn.set_read_timeout(Some(o.start_timeout));
+            conn.recv::<Reply>()
+        }
+        Ok(_) => Err(Error::Closed),
+        Err(e) => Err(e),
+    };
+    let Some(sentinel) = sentinel.into_raw() else {
+        return Err(Error::Io(io::Error::other("a started process has no sentinel")));
+    };
     let fail = |child: &mut ChildState, what: String| -> Error {
         // Make sure it is gone and reaped; a short grace for one that is exiting anyway.
         let code = join_child(|| child.try_reap(), &sentinel, deadline_of(Some(Duration::from_secs(2))))
@@ -243,7 +262,7 @@ pub(super) fn spawn(o: &SpawnOptions<'_>) -> Result<Spawned> {
             message: format!("child process {pid} ({}) {what} ({how})", exe.display()),
         }
     };
-    match conn.recv::<Reply>() {
+    match reply {
         Ok(Reply::Started { .. }) => {
             conn.set_read_timeout(None);
             Ok(Spawned { conn, sentinel, pid })

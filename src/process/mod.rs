@@ -125,12 +125,22 @@
 //! runs (and checks that its parent is still the process that spawned it); daemons are forked
 //! from one long-lived thread, because that signal follows the thread that forked. On other
 //! Unix systems a watchdog thread in the child waits for the end of a pipe only the parent
-//! holds. Children that are not daemons outlive their parent.
+//! holds. On Windows the parent puts each daemon in a job object with
+//! `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`, whose only handle the parent holds for its whole life:
+//! when the parent ends, however it ends, the system closes that handle and ends the job's
+//! members. Children that are not daemons outlive their parent.
 //!
 //! # Platforms
 //!
-//! Unix only for now: on Windows, starting a child fails with an `Unsupported` I/O error
-//! (connections cannot be handed to a child there yet), and [`create`] is Unix-only by nature.
+//! Unix and Windows. On Windows the child is started the same way (the current executable
+//! again, with `CreateProcess` through `std::process::Command`) and inherits no handle: its end
+//! of the connection is a named pipe end that the child takes from its parent with
+//! `DuplicateHandle(DUPLICATE_CLOSE_SOURCE)`, named in its environment (as CPython's spawn start
+//! method does). The sentinel that [`wait`](crate::wait()) watches is the child's process
+//! handle; `terminate` and `kill` are `TerminateProcess`, which ends the child at once (there is
+//! no signal it could catch) and reports the exit code as minus SIGTERM or minus SIGKILL, as on
+//! Unix; an abort (`__fastfail`) reports as minus SIGABRT and an access violation as minus
+//! SIGSEGV. [`create`] (fork) exists on Unix only.
 //!
 //! The messages between parent and child are specified in spec/process.md.
 
@@ -152,7 +162,9 @@ pub(crate) use bootstrap::receive_args;
 pub use bootstrap::{current_name, init, set_child_args, use_test_entry};
 pub(crate) use child::{Child, spawn_child};
 pub use exchange::Exchange;
-pub use pprocess::{Channel, Forked, create, start, waitall, waitall_timeout};
+pub use pprocess::{Channel, start, waitall, waitall_timeout};
+#[cfg(unix)]
+pub use pprocess::{Forked, create};
 pub(crate) use registry::{Call, Called, Registry, sealed::Sealed};
 pub use registry::{ChannelFunction, Entry, Function};
 

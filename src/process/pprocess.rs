@@ -2,7 +2,7 @@
 //! over the [`Channel`], fork-style [`create`], and [`waitall`], which reaps every child these
 //! started.
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,7 +163,8 @@ fn waitall_until(deadline: Option<Instant>) -> Result<Vec<(u32, i32)>> {
     }
 }
 
-/// The two sides of [`create`].
+/// The two sides of [`create`] (Unix only).
+#[cfg(unix)]
 #[derive(Debug)]
 pub enum Forked {
     /// In the parent: the channel to the child.
@@ -173,7 +174,8 @@ pub enum Forked {
 }
 
 /// pprocess's fork-style `create`: fork(2) this process, with a channel between the two
-/// sides. Unix only (an `Unsupported` error elsewhere).
+/// sides. Unix only: Windows has no fork, and this function does not exist there (start a
+/// child with [`start`] instead).
 ///
 /// ```no_run
 /// use procwire::process::{Forked, create};
@@ -204,9 +206,10 @@ pub enum Forked {
 ///   returning into code meant for the parent (returning would run the parent's destructors
 ///   a second time, removing its socket files for instance).
 /// - Stdout is flushed before the fork, so that buffered output is not written twice.
+#[cfg(unix)]
 pub unsafe fn create() -> Result<Forked> {
     let (mine, theirs) = crate::pipe(true)?;
-    let _ = io::stdout().flush();
+    let _ = io::Write::flush(&mut io::stdout());
     // SAFETY: the caller upholds the rules above.
     match unsafe { sys::fork() }? {
         Some((pid, sentinel)) => {

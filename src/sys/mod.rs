@@ -14,10 +14,12 @@ use windows as os;
 
 pub(crate) use dirs::{fresh_dir, remove_fresh_dir};
 #[cfg(unix)]
-pub(crate) use os::{FdKind, adopt_from_env, pass_to_child, poll, wait_fd};
+pub(crate) use os::{FdKind, fork, poll, wait_fd};
+#[cfg(windows)]
+pub(crate) use os::{MAX_WAIT_HANDLES, duplicate_from, is_signalled, wait_handles};
 pub(crate) use os::{
-    Sentinel, fork, keep_sentinel, parent_id, prepare_child, process_barrier, reap, signal, spawn,
-    watch_parent,
+    Sentinel, adopt_from_env, keep_sentinel, parent_id, pass_to_child, prepare_child, process_barrier, reap,
+    signal, spawn, watch_parent,
 };
 
 #[cfg(not(miri))]

@@ -296,6 +296,18 @@ impl Stream {
         }
     }
 
+    /// Notes that the peer end of this stream went to child `pid` (see
+    /// [`pass_to_child`](Stream::pass_to_child)), so that handles handed over it later go to
+    /// that child: a Windows pipe keeps naming the process that made it. Nothing to note on Unix.
+    pub(crate) fn handed_to(&self, pid: u32) {
+        #[cfg(windows)]
+        if let Stream::Os(s) = self {
+            s.handed_to(pid);
+        }
+        #[cfg(unix)]
+        let _ = pid;
+    }
+
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
         #[cfg(unix)]
         if let Some(s) = shm::from_env(var)? {

@@ -137,3 +137,86 @@ impl<T> InTime<T> for procwire::Result<Option<T>> {
         self?.ok_or_else(|| procwire::Error::Timeout("the test's time limit".into()))
     }
 }
+
+/// Kills process `pid` at once: SIGKILL on Unix, `TerminateProcess` on Windows (with the exit
+/// code procwire reports as minus SIGKILL). Whether it was sent.
+pub fn kill_pid(pid: u32) -> bool {
+    #[cfg(unix)]
+    // SAFETY: a plain system call.
+    return unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0;
+    #[cfg(windows)]
+    return win::kill(pid);
+}
+
+/// Ends this process at once, as a kill from outside would.
+pub fn kill_self() -> ! {
+    kill_pid(std::process::id());
+    unreachable!("still alive after killing itself")
+}
+
+/// Whether process `pid` is gone (on Linux a zombie nobody reaped counts: dead all the same).
+pub fn is_dead(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+            return true;
+        }
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    }
+    #[cfg(windows)]
+    return win::is_dead(pid);
+}
+
+/// Whether this test runs under Wine (`ntdll!wine_get_version` exists), for the few things
+/// Wine does not do as Windows does.
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    return win::under_wine();
+    #[cfg(unix)]
+    false
+}
+
+#[cfg(windows)]
+mod win {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, TerminateProcess, WaitForSingleObject,
+    };
+
+    pub fn kill(pid: u32) -> bool {
+        // SAFETY: plain calls; the handle is closed before returning.
+        unsafe {
+            let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
+            if h.is_null() {
+                return false;
+            }
+            let ok = TerminateProcess(h, 0x10009) != 0;
+            CloseHandle(h);
+            ok
+        }
+    }
+
+    pub fn is_dead(pid: u32) -> bool {
+        // SAFETY: plain calls; the handle is closed before returning.
+        unsafe {
+            let h = OpenProcess(PROCESS_SYNCHRONIZE, 0, pid);
+            if h.is_null() {
+                return true;
+            }
+            let dead = WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
+            CloseHandle(h);
+            dead
+        }
+    }
+
+    pub fn under_wine() -> bool {
+        // SAFETY: ntdll is always loaded; the names are NUL-terminated.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+}

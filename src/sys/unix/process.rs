@@ -35,16 +35,23 @@ impl AsFd for Sentinel {
     }
 }
 
+/// What [`spawn`] needs from [`prepare_child`]: the parent's end of the sentinel.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    sentinel: Sentinel,
+    daemon: bool,
+}
+
 /// Makes the child that `cmd` spawns hold the write end of a new sentinel pipe, named in its
 /// environment variable `var` (adopted there by [`keep_sentinel`]); with `daemon`, arranges
-/// for the child to die with this process. Returns the parent's read end.
-pub(crate) fn prepare_child(cmd: &mut Command, var: &str, daemon: bool) -> io::Result<Sentinel> {
+/// for the child to die with this process. Keeps the parent's read end for [`spawn`].
+pub(crate) fn prepare_child(cmd: &mut Command, var: &str, daemon: bool) -> io::Result<Prepared> {
     let (r, w) = std::io::pipe()?;
     pass_to_child(&w.into(), FdKind::PipeWrite, cmd, var)?;
     if daemon {
         die_with_parent(cmd)?;
     }
-    Ok(Sentinel { fd: r.into() })
+    Ok(Prepared { sentinel: Sentinel { fd: r.into() }, daemon })
 }
 
 /// In a child: adopts the sentinel's write end named in `var` and keeps it open until exit.
@@ -129,10 +136,15 @@ pub(crate) fn watch_parent() {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn watch_parent() {}
 
+/// Spawns `cmd` prepared by [`prepare_child`]; returns the child's pid and sentinel.
+pub(crate) fn spawn(cmd: Command, prepared: Prepared) -> io::Result<(u32, Sentinel)> {
+    Ok((spawn_pid(cmd, prepared.daemon)?, prepared.sentinel))
+}
+
 /// Spawns `cmd` and returns the child's pid. Daemons on Linux are forked from one thread that
 /// lives as long as the process, because their parent-death signal fires when the forking
 /// thread ends (not the process).
-pub(crate) fn spawn(mut cmd: Command, daemon: bool) -> io::Result<u32> {
+fn spawn_pid(mut cmd: Command, daemon: bool) -> io::Result<u32> {
     if !daemon || !cfg!(any(target_os = "linux", target_os = "android")) {
         return cmd.spawn().map(|c| c.id());
     }

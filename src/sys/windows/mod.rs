@@ -1,17 +1,22 @@
-//! Windows OS calls: processes (not supported yet), barriers, memory.
+//! Windows OS calls: processes, handles handed to children, waiting on process handles,
+//! barriers, memory.
 
 use std::io;
 use std::path::PathBuf;
 
 mod barrier;
+mod inherit;
 mod process;
 #[cfg(not(miri))]
 pub(crate) mod shm;
+mod wait;
 
 pub(crate) use barrier::process_barrier;
+pub(crate) use inherit::{adopt_from_env, duplicate_from, pass_to_child};
 pub(crate) use process::{
-    Sentinel, fork, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,
+    Sentinel, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,
 };
+pub(crate) use wait::{MAX_WAIT_HANDLES, is_signalled, wait_handles};
 
 /// A new directory for the user. `%TEMP%` on Windows is already private to its user, and a new
 /// directory inherits that ACL.

@@ -4,23 +4,17 @@
 use std::io;
 use std::mem;
 use std::os::windows::io::{
-    AsHandle, AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, FromRawHandle,
-    FromRawSocket, OwnedHandle, OwnedSocket,
+    AsHandle, AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, FromRawSocket, OwnedHandle,
+    OwnedSocket,
 };
 use std::ptr;
 
 use socket2::Socket;
-use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{SOCKET, WSAGetLastError};
 
-use super::msg_pipe::Dir;
-use super::stream::{Inner, Stream};
-use crate::error::io_context;
+use super::stream::{Inner, Stream, dir_of_tag, dir_tag};
 
-/// Tags of the streams that can be handed over.
-const TAG_PIPE: &str = "pipe";
-const TAG_PIPE_RECV: &str = "pipe-r";
-const TAG_PIPE_SEND: &str = "pipe-w";
+/// The tag of a TCP stream handed over (pipe ends have [`dir_tag`]).
 const TAG_TCP: &str = "tcp";
 
 fn no_peer_process() -> io::Error {
@@ -78,8 +72,8 @@ fn unaddressed(from: u32, shared: &[u8]) -> io::Result<&[u8]> {
 }
 
 impl Stream {
-    /// The process at the other end of this named pipe as Windows recorded it when the pipe
-    /// was made (this process for a `pipe()` pair); an `Unsupported` error for TCP, whose peer
+    /// The process at the other end of this named pipe: the child it was handed to, or else as
+    /// Windows recorded it when the pipe was made (this process for a `pipe()` pair); an `Unsupported` error for TCP, whose peer
     /// process cannot be known.
     pub(crate) fn peer_process(&self) -> io::Result<u32> {
         use windows_sys::Win32::System::Pipes::{
@@ -88,6 +82,10 @@ impl Stream {
         let Inner::Pipe(p) = &self.inner else {
             return Err(no_peer_process());
         };
+        match self.peer.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {}
+            pid => return Ok(pid),
+        }
         let mut flags = 0u32;
         // SAFETY: a pipe handle we own; the out pointers are valid or null.
         if unsafe { GetNamedPipeInfo(p.raw(), &mut flags, ptr::null_mut(), ptr::null_mut(), ptr::null_mut()) }
@@ -119,40 +117,11 @@ impl Stream {
     /// A handle of this process duplicated from the one the peer shared with
     /// [`share_handle`](Stream::share_handle).
     pub(crate) fn take_handle(&self, shared: &[u8]) -> io::Result<OwnedHandle> {
-        use windows_sys::Win32::Foundation::{DUPLICATE_SAME_ACCESS, DuplicateHandle};
-        use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE};
         let pid = self.peer_process()?;
         let value: [u8; 8] = unaddressed(pid, shared)?
             .try_into()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a shared handle is 8 bytes"))?;
-        // SAFETY: asks for a handle with the right to duplicate handles out of that process.
-        let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
-        if process.is_null() {
-            let e = io::Error::last_os_error();
-            return Err(io_context(e, format_args!("cannot open process {pid} to take its handle")));
-        }
-        // SAFETY: a new handle we own.
-        let process = unsafe { OwnedHandle::from_raw_handle(process) };
-        let mut out: HANDLE = ptr::null_mut();
-        // SAFETY: valid process handles and out pointer. Whatever number the peer sent, the
-        // result is a new handle of ours, or an error: never one of our existing handles.
-        let ok = unsafe {
-            DuplicateHandle(
-                process.as_raw_handle(),
-                u64::from_le_bytes(value) as HANDLE,
-                GetCurrentProcess(),
-                &mut out,
-                0,
-                0,
-                DUPLICATE_SAME_ACCESS,
-            )
-        };
-        if ok == 0 {
-            let e = io::Error::last_os_error();
-            return Err(io_context(e, format_args!("cannot take the handle of process {pid}")));
-        }
-        // SAFETY: DuplicateHandle made this handle for us.
-        Ok(unsafe { OwnedHandle::from_raw_handle(out) })
+        crate::sys::duplicate_from(pid, u64::from_le_bytes(value) as usize, false)
     }
 
     /// What the peer needs to make its own copy of socket `s` with
@@ -218,12 +187,7 @@ impl Stream {
             Inner::Tcp(s) => Ok((carrier.share_socket(s.as_socket())?, TAG_TCP, Vec::new())),
             Inner::Pipe(p) => {
                 let pending = p.pending_for_handover()?;
-                let tag = match p.dir() {
-                    Dir::Duplex => TAG_PIPE,
-                    Dir::RecvOnly => TAG_PIPE_RECV,
-                    Dir::SendOnly => TAG_PIPE_SEND,
-                };
-                Ok((carrier.share_handle(p.handle.as_handle())?, tag, pending))
+                Ok((carrier.share_handle(p.handle.as_handle())?, dir_tag(p.dir()), pending))
             }
         }
     }
@@ -231,13 +195,10 @@ impl Stream {
     /// A stream taken from what the peer's [`share_stream`](Stream::share_stream) gave;
     /// `Ok(None)` when `tag` names no stream.
     pub(crate) fn take_stream(&self, shared: &[u8], tag: &str) -> io::Result<Option<Stream>> {
-        let dir = match tag {
-            TAG_TCP => return Stream::tcp(Socket::from(self.take_socket(shared)?)).map(Some),
-            TAG_PIPE => Dir::Duplex,
-            TAG_PIPE_RECV => Dir::RecvOnly,
-            TAG_PIPE_SEND => Dir::SendOnly,
-            _ => return Ok(None),
-        };
+        if tag == TAG_TCP {
+            return Stream::tcp(Socket::from(self.take_socket(shared)?)).map(Some);
+        }
+        let Some(dir) = dir_of_tag(tag) else { return Ok(None) };
         Stream::pipe(self.take_handle(shared)?, dir).map(Some)
     }
 }

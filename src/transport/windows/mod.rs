@@ -12,8 +12,9 @@
 //! deadlines are kept by waiting on the event and cancelling the operation ([`overlapped`]).
 //! TCP sockets stay nonblocking and wait with `WSAPoll`.
 //!
-//! Limitations: readiness of named pipes in [`wait_any`] is polled (see there); passing a
-//! connection to a child process is not supported yet; the `mode` of [`BindOptions`] does not
+//! Limitations: readiness of named pipes in [`wait_any`] is polled (see there); only pipe
+//! connections can be passed to a child process at its start (a socket is shared only with a
+//! known process); the `mode` of [`BindOptions`] does not
 //! apply (pipes get the default security descriptor, as CPython's do).
 
 mod connect;

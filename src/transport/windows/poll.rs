@@ -6,11 +6,12 @@ use std::os::windows::io::AsRawSocket;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
+use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET, WSAGetLastError, WSAPOLLFD, WSAPoll};
 
 use super::listener::ListenerInner;
 use super::{RawListener, Stream};
-use crate::sys::Sentinel;
+use crate::sys::{MAX_WAIT_HANDLES, Sentinel, is_signalled, wait_handles};
 
 /// Longest pause between two looks in the polling loop of [`wait_any`] (about one tick of the
 /// default Windows timer, so shorter pauses would not be shorter in practice).
@@ -125,18 +126,26 @@ pub(crate) fn wait_any(
     }
 }
 
-/// Something `wait_ready` can watch: a stream, or a listener.
+/// Something `wait_ready_with` can watch: a stream, or a listener.
 pub(crate) enum Pollable<'a> {
     Stream(&'a Stream),
     Listener(&'a RawListener),
 }
 
 /// Waits until at least one of `items` is readable (a listener: has a client to accept) or
-/// `deadline` passes; returns the indices of the ready ones (empty after the deadline).
+/// one of the children behind `sentinels` has exited, or `deadline` passes; returns the indices
+/// of the ready ones (sentinels after `items`; empty after the deadline).
 ///
 /// Named pipes offer nothing to wait on together (see [`wait_any`]), so this looks at every
-/// item, sleeps a little (1 ms, doubling up to about 15 ms) and looks again.
-pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> io::Result<Vec<usize>> {
+/// item, naps a little (1 ms, doubling up to about 15 ms) and looks again. Process handles are
+/// waited on, not polled: alone in one `WaitForMultipleObjects`, and beside pipes during the
+/// naps.
+pub(crate) fn wait_ready_with(
+    items: &[Pollable<'_>],
+    sentinels: &[&Sentinel],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<usize>> {
+    let handles: Vec<HANDLE> = sentinels.iter().map(|s| s.raw()).collect();
     let mut nap = Duration::from_millis(1);
     loop {
         let mut ready = Vec::new();
@@ -149,28 +158,30 @@ pub(crate) fn wait_ready(items: &[Pollable<'_>], deadline: Option<Instant>) -> i
                 ready.push(i);
             }
         }
+        for (j, &h) in handles.iter().enumerate() {
+            if is_signalled(h)? {
+                ready.push(items.len() + j);
+            }
+        }
         if !ready.is_empty() {
             return Ok(ready);
         }
         let now = Instant::now();
-        let pause = match deadline {
-            Some(d) if d <= now => return Ok(Vec::new()),
-            Some(d) => nap.min(d - now),
-            None => nap,
+        if deadline.is_some_and(|d| d <= now) {
+            return Ok(Vec::new());
+        }
+        // Only process handles: one wait until one exits. Beside pipes (or past what one wait
+        // takes), a nap, spent waiting on the first handles if there are any.
+        let until = match deadline {
+            _ if items.is_empty() && !handles.is_empty() && handles.len() <= MAX_WAIT_HANDLES => deadline,
+            Some(d) => Some(d.min(now + nap)),
+            None => Some(now + nap),
         };
-        std::thread::sleep(pause);
+        if handles.is_empty() {
+            std::thread::sleep(until.map_or(nap, |u| u.saturating_duration_since(now)));
+        } else {
+            wait_handles(&handles[..handles.len().min(MAX_WAIT_HANDLES)], until)?;
+        }
         nap = (nap * 2).min(MAX_NAP);
     }
-}
-
-/// As [`wait_ready`]; `sentinels` is always empty on Windows.
-pub(crate) fn wait_ready_with(
-    items: &[Pollable<'_>],
-    sentinels: &[&Sentinel],
-    deadline: Option<Instant>,
-) -> io::Result<Vec<usize>> {
-    if let Some(s) = sentinels.first() {
-        match **s {}
-    }
-    wait_ready(items, deadline)
 }

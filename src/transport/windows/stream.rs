@@ -3,8 +3,9 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::windows::io::OwnedHandle;
+use std::os::windows::io::{AsHandle, OwnedHandle};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
@@ -12,14 +13,16 @@ use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, POLLWRNORM};
 
 use super::msg_pipe::{Dir, MsgPipe, uninit_view};
 use super::poll::{poll_sockets, pollfd, retry_socket};
-use crate::{Address, Error, Result};
-
-const CHILD_UNSUPPORTED: &str = "passing connections to children on Windows is not supported yet";
+use crate::{Address, Error, Result, sys};
 
 /// A connected stream: a TCP socket, or a named pipe adapted to a stream of frames.
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(super) inner: Inner,
+    /// The process this pipe end's peer end was handed to, which Windows does not record
+    /// (see `handles.rs`); set by the parent of a child it started. 0 (no process has that id
+    /// but the idle process): not set.
+    pub(super) peer: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -34,11 +37,11 @@ impl Stream {
         // waits with WSAPoll on its own terms (a per-call flag like MSG_DONTWAIT does not exist).
         s.set_nonblocking(true)?;
         s.set_tcp_nodelay(true)?;
-        Ok(Stream { inner: Inner::Tcp(s) })
+        Ok(Stream { inner: Inner::Tcp(s), peer: AtomicU32::new(0) })
     }
 
     pub(super) fn pipe(handle: OwnedHandle, dir: Dir) -> io::Result<Stream> {
-        Ok(Stream { inner: Inner::Pipe(MsgPipe::new(handle, dir)?) })
+        Ok(Stream { inner: Inner::Pipe(MsgPipe::new(handle, dir)?), peer: AtomicU32::new(0) })
     }
 
     pub(super) fn socket(&self) -> Option<&Socket> {
@@ -133,18 +136,47 @@ impl Stream {
         }
     }
 
-    /// Not supported on Windows yet: always an `Unsupported` error.
-    pub(crate) fn pass_to_child(&self, _cmd: &mut Command, _var: &str) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, CHILD_UNSUPPORTED))
+    /// Hands a duplicate of this pipe end to the child that `cmd` spawns, named in its
+    /// environment variable `var` (see [`sys::pass_to_child`]). A TCP socket cannot go this way:
+    /// Windows shares a socket only with a process whose pid is known, and it is not yet.
+    pub(crate) fn pass_to_child(&self, cmd: &mut Command, var: &str) -> io::Result<()> {
+        match &self.inner {
+            Inner::Pipe(p) => sys::pass_to_child(p.handle.as_handle(), dir_tag(p.dir()), cmd, var),
+            Inner::Tcp(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "on Windows only named-pipe connections can be passed to a child at its start \
+                 (a socket is shared with a known process: use procwire::handles over a pipe)",
+            )),
+        }
     }
 
-    /// Not supported on Windows yet: always an `Unsupported` error.
+    /// Takes the pipe end a parent passed with [`pass_to_child`](Stream::pass_to_child), after
+    /// the checks of [`sys::adopt_from_env`].
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
-        Err(Error::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("cannot adopt the connection named by {var}: {CHILD_UNSUPPORTED}"),
-        )))
+        let (h, tag) = sys::adopt_from_env(var)?;
+        let dir = dir_of_tag(&tag).ok_or_else(|| {
+            Error::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("{var}: unknown kind {tag:?}")))
+        })?;
+        Ok(Stream::pipe(h, dir)?)
     }
+
+    /// Notes that the peer end of this pipe was handed to process `pid`.
+    pub(crate) fn handed_to(&self, pid: u32) {
+        self.peer.store(pid, Ordering::Relaxed);
+    }
+}
+
+/// The tag that names a pipe end's directions where it is handed over.
+pub(super) fn dir_tag(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Duplex => "pipe",
+        Dir::RecvOnly => "pipe-r",
+        Dir::SendOnly => "pipe-w",
+    }
+}
+
+pub(super) fn dir_of_tag(tag: &str) -> Option<Dir> {
+    [Dir::Duplex, Dir::RecvOnly, Dir::SendOnly].into_iter().find(|&d| dir_tag(d) == tag)
 }
 
 pub(super) fn to_address(sa: SockAddr) -> Option<Address> {
