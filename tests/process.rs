@@ -252,6 +252,9 @@ fn wait_sees_process_sentinels() {
     let (a, b) = procwire::pipe(true).unwrap();
     let objects: [Waitable<'_>; 3] = [(&b).into(), (&short).into(), (&long).into()];
     assert_eq!(wait_timeout(&objects, LIMIT).unwrap(), [1]);
+    // The same process twice is ready twice (Windows waits on its handle once).
+    let twice: [Waitable<'_>; 3] = [(&long).into(), (&short).into(), (&short).into()];
+    assert_eq!(wait_timeout(&twice, LIMIT).unwrap(), [1, 2]);
     drop(a);
     long.kill().unwrap();
     let t = Instant::now();

@@ -136,6 +136,8 @@ async fn async_to_async_encrypted_split_halves() {
     }
     reader.await.unwrap();
     tx.close().await.unwrap();
+    // Nothing may follow the end message.
+    assert!(tx.send_bytes(b"late").await.is_err());
     echo.await.unwrap();
 }
 

@@ -4,15 +4,18 @@
 //! handles a server gives out carry both addresses, and a client picks before it connects.
 
 use super::ListenerBuilder;
-use crate::{Address, Family, Listener, Result};
+use crate::{Address, Family, Listener};
 
 /// A listener at a fresh `shm:` address with `builder`'s options (key, limits), for a server
-/// that asked for one (`on`) and does not encrypt; `None` where shared memory does not work.
-pub(crate) fn bind_beside(builder: &ListenerBuilder, on: bool, encrypt: bool) -> Result<Option<Listener>> {
+/// that asked for one (`on`) and does not encrypt; `None` where shared memory does not work
+/// or the listener cannot be made.
+pub(crate) fn bind_beside(builder: &ListenerBuilder, on: bool, encrypt: bool) -> Option<Listener> {
     if !on || encrypt || !crate::transport::SHARED_MEMORY {
-        return Ok(None);
+        return None;
     }
-    builder.clone().bind(Address::fresh(Family::Shm)?).map(Some)
+    // Only a faster way in: where it cannot be made (no writable temporary directory, Unix
+    // sockets forbidden), the server goes on at its own address alone.
+    Address::fresh(Family::Shm).and_then(|a| builder.clone().bind(a)).ok()
 }
 
 /// The address to reach a server at: its shared-memory one (`shm`, as a handle carries it)

@@ -97,7 +97,8 @@ let _open = Listener::builder().allow_unauthenticated_tcp(true).bind(&addr)?;
     /// for each connection: a power of two from 4 KiB to 1 GiB, checked by `bind` (default
     /// [`DEFAULT_SHM_RING`](crate::connection::DEFAULT_SHM_RING)). A client that asks for a
     /// larger ring ([`ClientBuilder::shm_ring_size`](super::ClientBuilder::shm_ring_size)) gets
-    /// it. Memory is reserved as the ring is first used. No effect on other addresses.
+    /// it, up to 64 MiB. Memory is reserved as the ring is first used. No effect on other
+    /// addresses.
     pub fn shm_ring_size(mut self, bytes: usize) -> Self {
         self.endpoint.shm_ring = Some(bytes);
         self

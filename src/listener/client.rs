@@ -108,8 +108,8 @@ impl ClientBuilder {
 
     /// Asks an `shm:` listener for rings of `bytes` each way (a power of two from 4 KiB to
     /// 1 GiB; checked when connecting): the listener makes them this large or larger (its own
-    /// [`shm_ring_size`](super::ListenerBuilder::shm_ring_size), if larger), and a smaller
-    /// ring is refused. The wish travels in the handshake: without an authkey there is none,
+    /// [`shm_ring_size`](super::ListenerBuilder::shm_ring_size), if larger; a listener grants
+    /// wishes up to 64 MiB), and a smaller ring is refused. The wish travels in the handshake: without an authkey there is none,
     /// so the client gets the listener's size and refuses it if smaller. A larger ring lets a
     /// large message through with fewer waits for the reader. No effect on other addresses.
     ///

@@ -49,14 +49,19 @@ pub(super) fn marked(msg: &[u8]) -> Option<Peer> {
     })
 }
 
+/// The largest ring a client can make a listener map beyond the listener's own size: each
+/// connection maps two, and a client with the key must not pin gigabytes of them.
+const LARGEST_WISH: usize = 64 << 20;
+
 /// The ring size a listener whose own is `own` makes for a client that asked for `wish` (see
-/// [`Peer::Shm`]): the larger of the two.
+/// [`Peer::Shm`]): the larger of the two, the wish counting up to [`LARGEST_WISH`] (a client
+/// refuses rings smaller than it asked for, with an error that says so).
 fn ring_for(own: usize, wish: u8) -> Result<usize> {
     if wish == 0 {
         return Ok(own);
     }
     match 1usize.checked_shl(u32::from(wish)).filter(|&r| crate::transport::valid_shm_ring(r)) {
-        Some(r) => Ok(r.max(own)),
+        Some(r) => Ok(r.min(LARGEST_WISH).max(own)),
         None => Err(Error::Protocol(format!(
             "the client asked for shared-memory rings of 2^{wish} bytes: not from 4 KiB to 1 GiB"
         ))),
@@ -120,5 +125,20 @@ pub(super) fn finish(
                     })?;
             Ok(Connection::from_stream(stream, DEFAULT_MAX_MESSAGE_SIZE))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_wish_counts_up_to_the_largest_wish_and_the_listeners_own_size_stands() {
+        assert_eq!(ring_for(4 << 20, 0).unwrap(), 4 << 20);
+        assert_eq!(ring_for(4 << 20, 12).unwrap(), 4 << 20);
+        assert_eq!(ring_for(4 << 20, 24).unwrap(), 16 << 20);
+        assert_eq!(ring_for(4 << 20, 30).unwrap(), LARGEST_WISH);
+        assert_eq!(ring_for(1 << 30, 30).unwrap(), 1 << 30);
+        assert!(matches!(ring_for(4 << 20, 31), Err(Error::Protocol(_))));
     }
 }

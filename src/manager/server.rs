@@ -520,7 +520,7 @@ impl ManagerServer {
     ) -> Result<ManagerServer> {
         let builder = Listener::builder().authkey(key).encrypt_if(encrypt);
         let listener = builder.clone().bind(address)?;
-        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypt)?;
+        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypt);
         let address = listener.address().clone();
         let shm = beside.as_ref().map(|l| l.address().clone());
         let near = Near { address: address.clone(), encrypt, shared_memory };

@@ -204,7 +204,10 @@ pub enum Forked {
 ///   listeners: it must use only its [`Forked::Child`] connection to talk to the parent, not
 ///   the parent's other connections, and should end with [`std::process::exit`] instead of
 ///   returning into code meant for the parent (returning would run the parent's destructors
-///   a second time, removing its socket files for instance).
+///   a second time, removing its socket files for instance). This matters most for
+///   encrypted connections: the child holds copies of their keys and message counters, and
+///   sealing anything with them, even the end message their drop sends, reuses nonces the
+///   parent will use too, which breaks AES-GCM's secrecy and integrity for that connection.
 /// - Stdout is flushed before the fork, so that buffered output is not written twice.
 #[cfg(unix)]
 pub unsafe fn create() -> Result<Forked> {

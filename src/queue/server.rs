@@ -220,7 +220,7 @@ impl Server {
             .encrypt_if(encrypted)
             .max_message_size(max_item_size + 1);
         let listener = builder.clone().bind(address)?;
-        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypted)?;
+        let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypted);
         let server = Arc::new(Server {
             st: Mutex::new(State::default()),
             local_cv: Condvar::new(),

@@ -125,6 +125,13 @@ impl AsyncWrite for SealedWrite {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.ended {
+            // The peer stops reading at the end message: nothing may follow it.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the sending direction of this encrypted connection was shut down",
+            )));
+        }
         ready!(this.poll_drain(cx))?;
         let taken = lock(&this.session).seal_vectored(bufs, WRITE_LIMIT, &mut this.out).map_err(carry)?;
         // The plaintext is taken whether or not the socket has room now: what it does not

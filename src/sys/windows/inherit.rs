@@ -61,13 +61,7 @@ pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedHandle, String)> {
     static ADOPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let value = std::env::var(var).map_err(|_| bad(format!("environment variable {var} is not set")))?;
-    let mut parts = value.split(':');
-    let (Some(h), Some(kind), Some(ppid), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad(format!("{var}={value:?} is not HANDLE:KIND:PARENT_PID")));
-    };
-    let h: usize = h.parse().map_err(|_| bad(format!("{var}={value:?}: bad handle value")))?;
-    let ppid: u32 = ppid.parse().map_err(|_| bad(format!("{var}={value:?}: bad process id")))?;
+    let (h, kind, ppid) = parse(&value).map_err(|why| bad(format!("{var}={value:?}: {why}")))?;
     if ppid != super::parent_id() {
         return Err(bad(format!("{var}={value:?} was passed to another process (our parent is not {ppid})")));
     }
@@ -82,6 +76,39 @@ pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedHandle, String)> {
         return Err(bad(format!("handle {h} from {var} is not a pipe")));
     }
     Ok((owned, kind.to_string()))
+}
+
+/// The parts of a `HANDLE:KIND:PARENT_PID` value.
+fn parse(value: &str) -> Result<(usize, &str, u32), &'static str> {
+    let mut parts = value.split(':');
+    let (Some(h), Some(kind), Some(ppid), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not HANDLE:KIND:PARENT_PID");
+    };
+    let h = h.parse().map_err(|_| "bad handle value")?;
+    let ppid = ppid.parse().map_err(|_| "bad process id")?;
+    Ok((h, kind, ppid))
+}
+
+/// Closes the duplicates [`pass_to_child`] made for `cmd`'s child, after its spawn failed:
+/// no child exists to take them, so they would stay open in this process for good.
+pub(crate) fn reclaim(cmd: &Command) {
+    let me = std::process::id();
+    for (var, value) in cmd.get_envs() {
+        let (Some(var), Some(value)) = (var.to_str(), value.and_then(|v| v.to_str())) else {
+            continue;
+        };
+        if !var.starts_with("PROCWIRE_") {
+            continue;
+        }
+        if let Ok((h, _, ppid)) = parse(value)
+            && ppid == me
+        {
+            // SAFETY: a duplicate pass_to_child made in this process for a child that was
+            // never created: still open, and nothing else owns or uses it.
+            drop(unsafe { OwnedHandle::from_raw_handle(h as HANDLE) });
+        }
+    }
 }
 
 /// A handle of this process duplicated from handle `value` of process `pid`, with the same

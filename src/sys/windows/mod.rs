@@ -12,6 +12,7 @@ pub(crate) mod shm;
 mod wait;
 
 pub(crate) use barrier::process_barrier;
+use inherit::reclaim;
 pub(crate) use inherit::{adopt_from_env, duplicate_from, pass_to_child};
 pub(crate) use process::{
     Sentinel, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,

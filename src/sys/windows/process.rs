@@ -79,9 +79,17 @@ fn child_handle(pid: u32) -> io::Result<OwnedHandle> {
 }
 
 /// Spawns `cmd`; returns the child's pid and sentinel. A daemon joins the job that ends it
-/// with this process before it can start children of its own (it is killed if it cannot join).
+/// with this process just after it starts (it is killed if it cannot join): it starts no child
+/// of its own before its parent's start message, which comes after that, but a parent that
+/// dies in between leaves it outside the job, to give up at its start timeout.
 pub(crate) fn spawn(mut cmd: Command, prepared: Prepared) -> io::Result<(u32, Sentinel)> {
-    let child = cmd.spawn()?;
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            super::reclaim(&cmd);
+            return Err(e);
+        }
+    };
     let pid = child.id();
     let process = OwnedHandle::from(child);
     if prepared.daemon

@@ -13,6 +13,18 @@ pub(crate) const MAX_WAIT_HANDLES: usize = 64;
 /// `deadline` passes; the index of a signalled one, or `None` after the deadline.
 pub(crate) fn wait_handles(handles: &[HANDLE], deadline: Option<Instant>) -> io::Result<Option<usize>> {
     debug_assert!(!handles.is_empty() && handles.len() <= MAX_WAIT_HANDLES);
+    // WaitForMultipleObjects refuses an array that names a handle twice (one sentinel passed
+    // twice): wait on each once, and report the first place it was given.
+    if let Some(first) = handles.iter().enumerate().position(|(i, h)| handles[..i].contains(h)) {
+        let mut unique = handles[..first].to_vec();
+        for &h in &handles[first..] {
+            if !unique.contains(&h) {
+                unique.push(h);
+            }
+        }
+        let ready = wait_handles(&unique, deadline)?;
+        return Ok(ready.and_then(|i| handles.iter().position(|&h| h == unique[i])));
+    }
     loop {
         let ms = match deadline {
             None => INFINITE,
