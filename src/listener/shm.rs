@@ -128,7 +128,8 @@ pub(super) fn finish(
     }
 }
 
-#[cfg(test)]
+// Rings exist on Unix only: elsewhere every size passes the check, as nothing is made.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
