@@ -191,6 +191,7 @@ impl FrameBuf {
     }
 
     /// Bytes received but not yet consumed, to work on in place (decrypting them).
+    #[cfg(feature = "encrypt")]
     pub(crate) fn buffered_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.end]
     }

@@ -30,6 +30,7 @@ use accept::State;
 pub use builder::ListenerBuilder;
 pub use client::{Client, ClientBuilder};
 pub(crate) use setters::{client_setters, endpoint_setters, listener_setters};
+#[cfg(feature = "tokio")]
 pub(crate) use steps::Steps;
 
 /// The default time a handshake may take before the connection is dropped.

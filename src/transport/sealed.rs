@@ -16,6 +16,7 @@ use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
 /// The most plaintext one write seals: several messages, written together.
 pub(crate) const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
 /// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
+#[cfg(feature = "tokio")]
 pub(crate) const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
 /// How long dropping a stream waits at most to send the end message.
 const END_LIMIT: Duration = Duration::from_secs(10);
