@@ -83,7 +83,7 @@ fn child_handle(pid: u32) -> io::Result<OwnedHandle> {
 /// of its own before its parent's start message, which comes after that, but a parent that
 /// dies in between leaves it outside the job, to give up at its start timeout.
 pub(crate) fn spawn(mut cmd: Command, prepared: Prepared) -> io::Result<(u32, Sentinel)> {
-    let child = match cmd.spawn() {
+    let child = match spawn_retrying(&mut cmd) {
         Ok(child) => child,
         Err(e) => {
             super::reclaim(&cmd);
@@ -102,6 +102,20 @@ pub(crate) fn spawn(mut cmd: Command, prepared: Prepared) -> io::Result<(u32, Se
     let sentinel = Sentinel { process: process.try_clone()? };
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(pid, process);
     Ok((pid, sentinel))
+}
+
+/// `cmd.spawn()`, tried up to three times while it fails with `ERROR_INTERNAL_ERROR`: that code
+/// names no fault of the request, and a failed start leaves no process behind (Wine on a loaded
+/// machine has returned it for one start among hundreds).
+fn spawn_retrying(cmd: &mut Command) -> io::Result<std::process::Child> {
+    use windows_sys::Win32::Foundation::ERROR_INTERNAL_ERROR;
+    let mut tries = 1;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ERROR_INTERNAL_ERROR as i32) && tries < 3 => tries += 1,
+            done => return done,
+        }
+    }
 }
 
 /// The job every daemon child joins: made once and never closed, so the system closes it
