@@ -1,5 +1,6 @@
 //! Shared memory on Windows: a named file mapping backed by the paging file, and a named mutex
-//! object for its lock.
+//! object for its lock; or an unnamed one, reachable only through a handle to it (the region of
+//! a shared-memory connection, see [`Mapping::create_passable`]).
 //!
 //! The mapping is named `Local\procwire-shm-PID-ID` (the creator's pid and 32 random bits; the
 //! creator retries with another ID if the name exists), so a process that gets a handle opens it
@@ -18,7 +19,7 @@
 //! guards would alias the data), recognised by the holder's id kept next to the data.
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -46,8 +47,8 @@ const CREATE_ATTEMPTS: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Mapping {
     /// Kept open for the name: Windows drops an object's name with its last handle, even while
-    /// views of it remain.
-    _handle: OwnedHandle,
+    /// views of it remain. An unnamed mapping is handed to other processes through it.
+    handle: OwnedHandle,
     view: *mut u8,
     len: usize,
     creator: u32,
@@ -111,6 +112,37 @@ impl Mapping {
         Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free name for a shared memory mapping"))
     }
 
+    /// A new zero-filled mapping of `len` bytes with no name, mapped: another process gets it
+    /// only from a handle duplicated into it ([`Mapping::share_handle`]). A section's size is
+    /// fixed when it is made, so no holder can shrink it under another's view.
+    pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
+        let size = u64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the paging file, default security, no name; the size split into its halves.
+        let h = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE,
+                (size >> 32) as u32,
+                size as u32,
+                std::ptr::null(),
+            )
+        };
+        Mapping::map(owned(h)?, Some(len), 0, 0)
+    }
+
+    /// Maps all of the section `handle` (one a peer made with
+    /// [`create_passable`](Mapping::create_passable) and handed over): as many bytes as the
+    /// view turns out to be, which the caller checks against what it expects.
+    pub(crate) fn adopt(handle: OwnedHandle) -> io::Result<Mapping> {
+        Mapping::map(handle, None, 0, 0)
+    }
+
+    /// The handle to hand to another process (duplicated there), which keeps the memory alive.
+    pub(crate) fn share_handle(&self) -> BorrowedHandle<'_> {
+        self.handle.as_handle()
+    }
+
     /// Opens the mapping made by process `creator` with ID `id` (the numbers of a handle), and
     /// maps it.
     pub(crate) fn open(creator: u32, id: i32) -> io::Result<Mapping> {
@@ -140,7 +172,7 @@ impl Mapping {
         if view.Value.is_null() {
             return Err(io::Error::last_os_error());
         }
-        let mut mapping = Mapping { _handle: handle, view: view.Value.cast(), len: 0, creator, id };
+        let mut mapping = Mapping { handle, view: view.Value.cast(), len: 0, creator, id };
         mapping.len = match len {
             Some(len) => len,
             None => {
@@ -168,7 +200,8 @@ impl Mapping {
         self.len
     }
 
-    /// The two numbers a handle carries: the creator's pid and the mapping's ID.
+    /// The two numbers a handle carries: the creator's pid and the mapping's ID (both 0 for an
+    /// unnamed mapping).
     pub(crate) fn origin(&self) -> (u32, i32) {
         (self.creator, self.id as i32)
     }
