@@ -108,7 +108,7 @@ echo "prefix ready"
 # Queue and Manager handed to children, shared-memory connections over named pipes), whose
 # children are the test binary run again.
 process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry
-    --test shm)
+    --test shm --test shm_consumers)
 
 # The seeds' examples, which start child processes (Process, start, Pool, Manager, Queue).
 seed_examples=(squares queue_squares pool_squares manager_list)
