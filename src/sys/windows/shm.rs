@@ -77,6 +77,28 @@ fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
+/// A new section of `size` bytes backed by the paging file, named `name` or not: its handle,
+/// and whether an object of that name existed already (then the handle is to that one).
+fn new_section(size: u64, name: Option<&str>) -> io::Result<(OwnedHandle, bool)> {
+    let name = name.map(wide);
+    // SAFETY: the paging file (INVALID_HANDLE_VALUE), default security, a NUL-terminated name or
+    // none; the size is split into its high and low halves.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (size >> 32) as u32,
+            size as u32,
+            name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr()),
+        )
+    };
+    // Read before anything else can change the thread's last error.
+    // SAFETY: no preconditions.
+    let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
+    Ok((owned(h)?, existed))
+}
+
 impl Mapping {
     /// A new zero-filled mapping of `len` bytes with a fresh name, mapped.
     pub(crate) fn create(len: usize) -> io::Result<Mapping> {
@@ -86,23 +108,7 @@ impl Mapping {
             let mut id = [0u8; 4];
             getrandom::fill(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
             let id = u32::from_ne_bytes(id);
-            let name = wide(&mapping_name(creator, id));
-            // SAFETY: the paging file (INVALID_HANDLE_VALUE), default security, a NUL-terminated
-            // name; the size is split into its high and low halves.
-            let h = unsafe {
-                CreateFileMappingW(
-                    INVALID_HANDLE_VALUE,
-                    std::ptr::null(),
-                    PAGE_READWRITE,
-                    (size >> 32) as u32,
-                    size as u32,
-                    name.as_ptr(),
-                )
-            };
-            // Read before anything else can change the thread's last error.
-            // SAFETY: no preconditions.
-            let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
-            let handle = owned(h)?;
+            let (handle, existed) = new_section(size, Some(&mapping_name(creator, id)))?;
             if existed {
                 // Someone else's object with this name: never share it.
                 continue;
@@ -117,18 +123,7 @@ impl Mapping {
     /// fixed when it is made, so no holder can shrink it under another's view.
     pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
         let size = u64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the paging file, default security, no name; the size split into its halves.
-        let h = unsafe {
-            CreateFileMappingW(
-                INVALID_HANDLE_VALUE,
-                std::ptr::null(),
-                PAGE_READWRITE,
-                (size >> 32) as u32,
-                size as u32,
-                std::ptr::null(),
-            )
-        };
-        Mapping::map(owned(h)?, Some(len), 0, 0)
+        Mapping::map(new_section(size, None)?.0, Some(len), 0, 0)
     }
 
     /// Maps all of the section `handle` (one a peer made with
