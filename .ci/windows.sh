@@ -2,7 +2,7 @@
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
 # Value/Array and handle passing between them), the suites that start child processes
-# (process, pool, queue, manager: listed in process_tests below), its doc tests,
+# (process, pool, queue, manager, shm: listed in process_tests below), its doc tests,
 # the exchange example (README's main job) over a named pipe, the seeds' examples with child
 # processes (squares, queue_squares, pool_squares, manager_list), and the `procwire` command's tests
 # (cli/tests: `procwire bench --transports pipe,tcp ... --json` with its JSON checked, and
@@ -105,8 +105,10 @@ touch "$marker"
 echo "prefix ready"
 
 # The suites with child processes (Process, start/waitall/Exchange, wait over sentinels, Pool,
-# Queue and Manager handed to children), whose children are the test binary run again.
-process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry)
+# Queue and Manager handed to children, shared-memory connections over named pipes), whose
+# children are the test binary run again.
+process_tests=(--test process --test pool --test queue --test manager --test registered --test no_test_entry
+    --test shm --test shm_consumers)
 
 # The seeds' examples, which start child processes (Process, start, Pool, Manager, Queue).
 seed_examples=(squares queue_squares pool_squares manager_list)

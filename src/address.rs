@@ -46,8 +46,9 @@ pub enum Address {
     /// process-wide; a listener's name is free again when it is dropped.
     InProc(String),
     /// A shared-memory connection between two processes of one host, `shm:/path`: a Unix
-    /// socket at the path carries the handshake, then the two sides move their messages
-    /// through memory they both map (Unix only; both sides must use this form).
+    /// socket at the path (on Windows, `shm:name`: the named pipe `\\.\pipe\name`) carries
+    /// the handshake, then the two sides move their messages through memory they both map
+    /// (Linux, macOS and Windows; both sides must use this form).
     Shm(PathBuf),
 }
 
@@ -67,7 +68,8 @@ pub enum Family {
     Pipe,
     /// In-process listener (threads of this process only).
     InProc,
-    /// Shared memory between processes, over a Unix socket at a filesystem path.
+    /// Shared memory between processes, over a Unix socket at a filesystem path (a named pipe
+    /// on Windows).
     Shm,
 }
 
@@ -89,7 +91,8 @@ impl Address {
     /// A new address of `family` that nothing else uses: a socket path inside a fresh private
     /// directory (mode 0700) for [`Family::Unix`], a random abstract name, TCP port 0 on
     /// loopback (the real port is known after binding: [`Listener::address`]), or a random pipe
-    /// name. Like CPython's `arbitrary_address`.
+    /// name; for [`Family::Shm`] a socket path as for [`Family::Unix`] (a random pipe name on
+    /// Windows). Like CPython's `arbitrary_address`.
     ///
     /// The private directory of a [`Family::Unix`] address is removed by the
     /// [`Listener`](crate::Listener) bound to it when that listener is dropped.
@@ -112,6 +115,10 @@ impl Address {
             Family::Tcp6 => Address::Tcp { host: "::1".into(), port: 0 },
             Family::Pipe => Address::Pipe(format!("procwire-{}-{}", std::process::id(), random_name()?)),
             Family::InProc => Address::InProc(format!("procwire-{}", random_name()?)),
+            // A named pipe underneath on Windows: a random pipe name, as for Family::Pipe.
+            Family::Shm if cfg!(windows) => {
+                Address::Shm(format!("procwire-shm-{}-{}", std::process::id(), random_name()?).into())
+            }
             Family::Shm => Address::Shm(crate::sys::fresh_dir()?.join("shm.sock")),
         })
     }

@@ -1,7 +1,7 @@
-//! The consumers over shared memory, with real processes: a manager's proxies, a queue's
-//! handles and a pool's workers in child processes connect through shared memory by default
-//! (each child reports its connection's kind and whether it maps a ring), and through their
-//! socket when that is turned off; a client killed over shared memory frees its locks, a
+//! The consumers over shared memory on Linux, with real processes (tests/shm_consumers.rs has
+//! what runs on every platform): a queue's handles and a pool's workers in child processes
+//! connect through shared memory by default (each child reports its connection's kind and
+//! whether it maps a ring), and through their socket when that is turned off; a client killed over shared memory frees its locks, a
 //! consumer killed loses no item, a worker killed mid-task is replaced; TCP clients, handles
 //! that travelled to another host, encrypted managers and a CPython-style client keep using
 //! the socket.
@@ -19,7 +19,7 @@ use common::InTime;
 use procwire::manager::{DictProxy, LockProxy, Manager, SERVE};
 use procwire::pool::Pool;
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
-use procwire::queue::{Queue, QueueBuilder};
+use procwire::queue::Queue;
 use procwire::{Address, Connection, Error, RemoteKind};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -129,24 +129,6 @@ fn procwire_child() {
 // Manager
 
 #[test]
-fn a_child_proxy_uses_shared_memory_unless_it_is_turned_off() {
-    use_test_entry("procwire_child");
-    for on in [true, false] {
-        let m = Manager::builder().shared_memory(on).start().unwrap();
-        assert_eq!(m.shared_memory_address().is_some(), on, "{:?}", m.shared_memory_address());
-        assert_eq!(m.is_shared_memory().unwrap(), on);
-        assert!(matches!(m.address(), Address::Unix(_)), "the manager's own address stays: {}", m.address());
-        let d = m.dict::<String, u64>().unwrap();
-        d.insert(&"k".to_string(), &7).unwrap();
-        let mut p = Process::new(&READ_DICT, d.clone());
-        p.start().unwrap();
-        let (v, shared, mapped) = p.result_timeout(LIMIT).in_time().unwrap();
-        assert_eq!(v, Some(7));
-        assert_eq!((shared, mapped), (on, on), "shared memory {on}: the child's connection");
-    }
-}
-
-#[test]
 fn a_client_killed_over_shared_memory_frees_its_lock() {
     use_test_entry("procwire_child");
     let m = Manager::start().unwrap();
@@ -212,21 +194,6 @@ fn an_encrypted_manager_stays_on_its_socket() {
 
 // ---------------------------------------------------------------------------------------------
 // Queue
-
-#[test]
-fn queue_handles_in_children_use_shared_memory_unless_it_is_turned_off() {
-    use_test_entry("procwire_child");
-    for on in [true, false] {
-        let q: Queue<u64> = QueueBuilder::new().shared_memory(on).build().unwrap();
-        assert_eq!(q.shared_memory_address().is_some(), on);
-        assert!(!q.is_shared_memory().unwrap(), "the creator uses the queue's memory directly");
-        let mut p = Process::new(&PRODUCE, (q.clone(), 100));
-        p.start().unwrap();
-        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), on, "shared memory {on}: the producer");
-        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LONG).unwrap().unwrap()).collect();
-        assert_eq!(got, (0..100).collect::<Vec<_>>());
-    }
-}
 
 #[test]
 fn a_consumer_killed_over_shared_memory_loses_nothing() {

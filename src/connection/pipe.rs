@@ -32,9 +32,9 @@ pub enum PipeKind {
     /// A Unix socket pair (a named pipe pair on Windows), as `pipe(true)`.
     #[default]
     Socket,
-    /// Memory shared by the two ends, one ring per direction, with a Unix socket pair as
-    /// doorbell and liveness signal: no system call per message while both sides are busy
-    /// (Unix only; elsewhere an `Unsupported` I/O error). Either end can be handed to a child
+    /// Memory shared by the two ends, one ring per direction, with a Unix socket pair (a named
+    /// pipe pair on Windows) as doorbell and liveness signal: no system call per message while
+    /// both sides are busy. Either end can be handed to a child
     /// process with [`Connection::pass_to_child`](crate::Connection::pass_to_child).
     SharedMemory,
     /// As [`SharedMemory`](PipeKind::SharedMemory), with rings of this many bytes each way
@@ -42,12 +42,10 @@ pub enum PipeKind {
     /// from 4 KiB to 1 GiB (another size is an [`Error::InvalidInput`](crate::Error::InvalidInput)).
     ///
     /// ```
-    /// # #[cfg(unix)] {
     /// use procwire::{PipeKind, pipe_with};
     /// let (a, _b) = pipe_with(PipeKind::SharedMemoryRing(64 << 10))?;
     /// assert_eq!(a.shm_ring_size(), Some(64 << 10));
     /// assert!(pipe_with(PipeKind::SharedMemoryRing(100_000)).is_err());
-    /// # }
     /// # Ok::<(), procwire::Error>(())
     /// ```
     SharedMemoryRing(usize),
@@ -69,12 +67,10 @@ impl PipeKind {
 /// A connected duplex pair of `kind`.
 ///
 /// ```
-/// # #[cfg(unix)] {
 /// use procwire::{PipeKind, pipe_with};
 /// let (mut a, mut b) = pipe_with(PipeKind::SharedMemory)?;
 /// a.send_bytes(b"through memory")?;
 /// assert_eq!(b.recv_bytes()?, b"through memory");
-/// # }
 /// # Ok::<(), procwire::Error>(())
 /// ```
 pub fn pipe_with(kind: PipeKind) -> Result<(Connection, Connection)> {

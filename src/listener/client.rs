@@ -114,7 +114,6 @@ impl ClientBuilder {
     /// large message through with fewer waits for the reader. No effect on other addresses.
     ///
     /// ```
-    /// # #[cfg(unix)] {
     /// use procwire::{Address, Client, Family, Listener};
     /// let listener = Listener::builder().authkey("k").bind(Address::fresh(Family::Shm)?)?;
     /// let addr = listener.address().clone();
@@ -124,7 +123,6 @@ impl ClientBuilder {
     /// let server_side = listener.accept()?;
     /// assert_eq!(server_side.shm_ring_size(), Some(4 << 20));
     /// assert_eq!(t.join().unwrap()?.shm_ring_size(), Some(4 << 20));
-    /// # }
     /// # Ok::<(), procwire::Error>(())
     /// ```
     pub fn shm_ring_size(mut self, bytes: usize) -> Self {

@@ -16,6 +16,7 @@ use std::time::Instant;
 use crate::auth::CHALLENGE;
 use crate::connection::{DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHM_RING};
 use crate::transport::SHM_HELLO;
+use crate::transport::shm::PLAIN;
 use crate::{Address, Connection, Error, Result};
 
 /// The first bytes of the random part of a shared-memory side's challenge.
@@ -88,7 +89,7 @@ pub(super) fn finish(
              must connect to the shm: address"
         ))),
         (true, Some(false), false) => Err(Error::Protocol(format!(
-            "the listener at {addr} does not serve shared memory: connect to it with unix:{}",
+            "the listener at {addr} does not serve shared memory: connect to it with {PLAIN}:{}",
             addr.to_string().trim_start_matches("shm:")
         ))),
         (false, Some(true), true) => Err(Error::Protocol(format!(
@@ -96,11 +97,11 @@ pub(super) fn finish(
         ))),
         (false, Some(true), false) => Err(Error::Protocol(format!(
             "the listener at {addr} serves shared memory: connect to it with shm:{}",
-            addr.to_string().trim_start_matches("unix:")
+            addr.to_string().trim_start_matches(PLAIN).trim_start_matches(':')
         ))),
         // Without a key a shared-memory client says so in its first message, which a plain
         // listener's connection refuses when it reads it.
-        (false, None, true) if matches!(addr, Address::Unix(_)) => {
+        (false, None, true) if matches!(addr, Address::Unix(_) | Address::Pipe(_)) => {
             conn.refuse_shm_hello();
             Ok(conn)
         }
@@ -128,8 +129,7 @@ pub(super) fn finish(
     }
 }
 
-// Rings exist on Unix only: elsewhere every size passes the check, as nothing is made.
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

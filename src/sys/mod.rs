@@ -16,7 +16,9 @@ pub(crate) use dirs::{fresh_dir, remove_fresh_dir};
 #[cfg(unix)]
 pub(crate) use os::{FdKind, fork, poll, wait_fd};
 #[cfg(windows)]
-pub(crate) use os::{MAX_WAIT_HANDLES, duplicate_from, is_signalled, wait_handles};
+pub(crate) use os::{
+    MAX_WAIT_HANDLES, MEMORY, adopt_memory_from_env, duplicate_from, is_signalled, wait_handles,
+};
 pub(crate) use os::{
     Sentinel, adopt_from_env, keep_sentinel, parent_id, pass_to_child, prepare_child, process_barrier, reap,
     signal, spawn, watch_parent,

@@ -13,7 +13,6 @@ use crate::{Address, Result};
 pub(crate) mod inproc;
 #[cfg(feature = "encrypt")]
 pub(crate) mod sealed;
-#[cfg(unix)]
 pub(crate) mod shm;
 
 #[cfg(unix)]
@@ -75,8 +74,8 @@ impl std::fmt::Display for PeerCredentials {
 pub(crate) enum Stream {
     Os(platform::Stream),
     Mem(inproc::Stream),
-    #[cfg(unix)]
-    Shm(shm::Stream),
+    /// Boxed: its rings' state is larger than any other kind's.
+    Shm(Box<shm::Stream>),
     /// An encrypted stream over another (feature `encrypt`).
     #[cfg(feature = "encrypt")]
     Sealed(Box<sealed::Sealed>),
@@ -88,7 +87,6 @@ impl std::fmt::Debug for Stream {
         match self {
             Stream::Os(s) => s.fmt(f),
             Stream::Mem(_) => f.write_str("InProcess"),
-            #[cfg(unix)]
             Stream::Shm(s) => f.debug_tuple("SharedMemory").field(s.socket()).finish(),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.fmt(f),
@@ -123,17 +121,13 @@ fn encrypted_cannot(what: &str) -> io::Error {
 impl Stream {
     /// Whether the bytes move through memory shared with another process.
     pub(crate) fn is_shared_memory(&self) -> bool {
-        #[cfg(unix)]
-        return matches!(self, Stream::Shm(_));
-        #[cfg(not(unix))]
-        false
+        matches!(self, Stream::Shm(_))
     }
 
     pub(crate) fn can_read(&self) -> bool {
         match self {
             Stream::Os(s) => s.can_read(),
             Stream::Mem(s) => s.can_read(),
-            #[cfg(unix)]
             Stream::Shm(_) => true,
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.inner().can_read(),
@@ -144,7 +138,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.can_write(),
             Stream::Mem(s) => s.can_write(),
-            #[cfg(unix)]
             Stream::Shm(_) => true,
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.inner().can_write(),
@@ -156,7 +149,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.read(buf, deadline),
             Stream::Mem(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
-            #[cfg(unix)]
             Stream::Shm(s) => s.read_raw(buf.as_mut_ptr(), buf.len(), deadline),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.read(buf, deadline),
@@ -184,7 +176,6 @@ impl Stream {
             #[cfg(windows)]
             Stream::Os(s) => s.read_uninit(spare, deadline)?,
             Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
-            #[cfg(unix)]
             Stream::Shm(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
             #[cfg(feature = "encrypt")]
             Stream::Sealed(_) => unreachable!("handled above"),
@@ -203,7 +194,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.write_vectored(bufs, deadline),
             Stream::Mem(s) => s.write_vectored(bufs, deadline),
-            #[cfg(unix)]
             Stream::Shm(s) => s.write_vectored(bufs, deadline),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.write_vectored(bufs, deadline),
@@ -215,7 +205,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.wait_readable(timeout),
             Stream::Mem(s) => s.wait_readable(timeout),
-            #[cfg(unix)]
             Stream::Shm(s) => s.wait_readable(timeout),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.wait_readable(timeout),
@@ -226,7 +215,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.local_addr(),
             Stream::Mem(s) => s.local_addr(),
-            #[cfg(unix)]
             Stream::Shm(s) => s.local_addr(),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.inner().local_addr(),
@@ -237,7 +225,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_addr(),
             Stream::Mem(s) => s.peer_addr(),
-            #[cfg(unix)]
             Stream::Shm(s) => s.peer_addr(),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.inner().peer_addr(),
@@ -249,7 +236,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.peer_credentials(),
             Stream::Mem(_) => None,
-            #[cfg(unix)]
             Stream::Shm(s) => s.socket().peer_credentials(),
             #[cfg(feature = "encrypt")]
             Stream::Sealed(s) => s.inner().peer_credentials(),
@@ -259,7 +245,6 @@ impl Stream {
     /// The ring size of a shared-memory stream; `None` for the other kinds.
     pub(crate) fn shm_ring_size(&self) -> Option<usize> {
         match self {
-            #[cfg(unix)]
             Stream::Shm(s) => Some(s.ring_size()),
             _ => None,
         }
@@ -267,11 +252,9 @@ impl Stream {
 
     /// The spin window of a shared-memory stream; nothing to do for the other kinds.
     pub(crate) fn set_spin(&self, window: Duration) {
-        #[cfg(unix)]
         if let Stream::Shm(s) = self {
             s.set_spin(window);
         }
-        let _ = window;
     }
 
     /// TCP keepalive; nothing to do for the other kinds.
@@ -288,7 +271,6 @@ impl Stream {
         match self {
             Stream::Os(s) => s.pass_to_child(cmd, var),
             Stream::Mem(_) => Err(in_process_only("be passed to a child process")),
-            #[cfg(unix)]
             Stream::Shm(s) => s.pass_to_child(cmd, var),
             // Its keys and message counters live in this process.
             #[cfg(feature = "encrypt")]
@@ -309,9 +291,8 @@ impl Stream {
     }
 
     pub(crate) fn from_env(var: &str) -> Result<Stream> {
-        #[cfg(unix)]
         if let Some(s) = shm::from_env(var)? {
-            return Ok(Stream::Shm(s));
+            return Ok(Stream::Shm(Box::new(s)));
         }
         platform::Stream::from_env(var).map(Stream::Os)
     }
@@ -321,7 +302,6 @@ impl Stream {
         match self {
             Stream::Os(s) => Ok(s),
             Stream::Mem(_) => Err(in_process_only("pass descriptors or handles")),
-            #[cfg(unix)]
             Stream::Shm(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "a shared-memory connection cannot pass descriptors",
@@ -405,22 +385,21 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
 
 /// Whether shared-memory connections work on this platform: where the region passed to the
 /// peer cannot be shrunk under its mapping (Linux's sealed memory files, Apple's POSIX shared
-/// memory). Consumers use them only where this holds; `shm:` addresses fail elsewhere.
+/// memory, Windows sections, whose size is fixed when they are made). Consumers use them only
+/// where this holds; `shm:` addresses fail elsewhere.
 pub(crate) const SHARED_MEMORY: bool =
-    cfg!(any(target_os = "linux", target_os = "android", target_vendor = "apple"));
+    cfg!(any(target_os = "linux", target_os = "android", target_vendor = "apple", windows));
 
-/// Whether `path` is a Unix socket on this host (a shared-memory listener's, for instance).
+/// Whether an `shm:` listener at `path` may be on this host: a Unix socket is there (a
+/// Windows named pipe of that name exists).
 #[cfg(unix)]
 pub(crate) fn is_socket(path: &std::path::Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// No Unix sockets are looked for on Windows: shared-memory connections need Unix.
 #[cfg(windows)]
-pub(crate) fn is_socket(_path: &std::path::Path) -> bool {
-    false
-}
+pub(crate) use windows::pipe_exists as is_socket;
 
 /// A connected pair of OS streams (see [`crate::pipe`]).
 pub(crate) fn pipe(duplex: bool) -> io::Result<(Stream, Stream)> {
@@ -442,23 +421,17 @@ pub(crate) const SHM_REFUSED: &[u8] = b"procwire-shm-1:refused";
 pub const DEFAULT_SHM_RING: usize = 4 << 20;
 
 /// Whether `bytes` is a ring size a shared-memory connection can have: a power of two from
-/// 4 KiB to 1 GiB (anything elsewhere, where there are no such connections).
+/// 4 KiB to 1 GiB.
 pub(crate) fn valid_shm_ring(bytes: usize) -> bool {
-    #[cfg(unix)]
-    return shm::ring::valid_capacity(bytes);
-    #[cfg(windows)]
-    {
-        let _ = bytes;
-        true
-    }
+    shm::ring::valid_capacity(bytes)
 }
 
 /// Moves a stream just through its handshake onto shared memory (`addr` an `shm:` address):
 /// the listener's side makes the region with rings of `ring` bytes and sends it, the client's
 /// takes it, refusing rings smaller than `ring`. `hello`: the client sent [`SHM_HELLO`] (no
-/// handshake), which the listener's side finds on the socket before the first doorbell byte.
-/// The new stream owns a duplicate of the socket; `stream` is dropped by the caller.
-#[cfg(unix)]
+/// handshake), which the listener's side finds on the socket before the first doorbell bell.
+/// The new stream owns a duplicate of the socket (the named pipe); `stream` is dropped by the
+/// caller.
 pub(crate) fn upgrade_to_shm(
     stream: &Stream,
     listener: bool,
@@ -467,43 +440,21 @@ pub(crate) fn upgrade_to_shm(
     hello: bool,
     deadline: Option<Instant>,
 ) -> io::Result<Stream> {
-    let (fd, tag) = stream.dup_for_passing()?;
-    let socket = platform::Stream::from_passed(fd, tag)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a socket"))?;
+    let socket = platform::shm_region::own_copy(stream.os()?)?;
     let shm = if listener {
         shm::offer(socket, Some(addr.clone()), ring, hello, deadline)?
     } else {
         shm::take_offer(socket, Some(addr.clone()), ring, deadline)?
     };
-    Ok(Stream::Shm(shm))
+    Ok(Stream::Shm(Box::new(shm)))
 }
 
-/// Shared memory needs Unix: `shm:` addresses neither bind nor connect elsewhere.
-#[cfg(windows)]
-pub(crate) fn upgrade_to_shm(
-    _stream: &Stream,
-    _listener: bool,
-    _addr: &Address,
-    _ring: usize,
-    _hello: bool,
-    _deadline: Option<Instant>,
-) -> io::Result<Stream> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
-}
-
-/// A connected pair of shared-memory streams with rings of `ring` bytes over a Unix socket
-/// pair.
-#[cfg(unix)]
+/// A connected pair of shared-memory streams with rings of `ring` bytes over a socket pair (a
+/// named pipe pair on Windows).
 pub(crate) fn pipe_shared_memory(ring: usize) -> io::Result<(Stream, Stream)> {
     let (a, b) = platform::pipe(true)?;
     let (a, b) = shm::pair(a, b, ring)?;
-    Ok((Stream::Shm(a), Stream::Shm(b)))
-}
-
-/// Shared memory needs Unix.
-#[cfg(windows)]
-pub(crate) fn pipe_shared_memory(_ring: usize) -> io::Result<(Stream, Stream)> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "shared-memory connections exist only on Unix"))
+    Ok((Stream::Shm(Box::new(a)), Stream::Shm(Box::new(b))))
 }
 
 /// A connected pair of in-process streams.
@@ -613,19 +564,16 @@ pub(crate) fn wait_ready_with(
     sentinels: &[&crate::sys::Sentinel],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<usize>> {
-    #[cfg(unix)]
-    {
-        let shm: Vec<(usize, &shm::Stream)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match item {
-                Pollable::Stream(Stream::Shm(s)) => Some((i, s)),
-                _ => None,
-            })
-            .collect();
-        if !shm.is_empty() {
-            return shm::wait_many(&shm, deadline, |d| wait_ready_each(items, sentinels, d));
-        }
+    let shm: Vec<(usize, &shm::Stream)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item {
+            Pollable::Stream(Stream::Shm(s)) => Some((i, &**s)),
+            _ => None,
+        })
+        .collect();
+    if !shm.is_empty() {
+        return shm::wait_many(&shm, deadline, |d| wait_ready_each(items, sentinels, d));
     }
     wait_ready_each(items, sentinels, deadline)
 }
@@ -661,7 +609,6 @@ fn wait_ready_each(
                 os.push(platform::Pollable::Listener(l));
                 os_index.push(i);
             }
-            #[cfg(unix)]
             Pollable::Stream(Stream::Shm(s)) => {
                 os.push(platform::Pollable::Stream(s.socket()));
                 os_index.push(i);

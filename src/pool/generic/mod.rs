@@ -179,8 +179,8 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// Whether worker processes talk to the pool through memory they share with it (default:
-    /// on, where shared-memory connections work: Linux and Apple's systems), instead of a Unix
-    /// socket pair: a chunk and its results then cross without a system call while both
+    /// on, where shared-memory connections work: Linux, Apple's systems and Windows), instead
+    /// of a Unix socket pair (a named pipe pair on Windows): a chunk and its results then cross without a system call while both
     /// sides are busy, and a sleeping side is woken through the socket (see
     /// [`PipeKind::SharedMemory`](crate::PipeKind::SharedMemory)). A worker that dies is
     /// noticed and replaced the same way either way. Recorded only with processes: worker

@@ -52,14 +52,40 @@ pub(crate) fn pass_to_child(
     Ok(())
 }
 
+/// The kind a shared-memory section is passed with (a pipe end's kind names its directions).
+pub(crate) const MEMORY: &str = "memory";
+
+fn bad(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why)
+}
+
 /// Takes a pipe handle passed with [`pass_to_child`]; returns it and its kind.
 ///
 /// The value must name our parent (a grandchild that inherited the variable is refused, since
 /// the number means nothing in its parent), each value is taken once, and what it names must
 /// be a pipe.
 pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedHandle, String)> {
+    let (owned, h, kind) = take_from_env(var)?;
+    // SAFETY: a handle we own.
+    if unsafe { GetFileType(owned.as_raw_handle()) } != FILE_TYPE_PIPE {
+        return Err(bad(format!("handle {h} from {var} is not a pipe")));
+    }
+    Ok((owned, kind))
+}
+
+/// Takes a shared-memory section passed with [`pass_to_child`] as kind [`MEMORY`], with the
+/// checks of [`adopt_from_env`] but the last (mapping it is the check that it is a section).
+pub(crate) fn adopt_memory_from_env(var: &str) -> io::Result<OwnedHandle> {
+    let (owned, h, kind) = take_from_env(var)?;
+    if kind != MEMORY {
+        return Err(bad(format!("handle {h} from {var} is a {kind}, not shared memory")));
+    }
+    Ok(owned)
+}
+
+/// The handle named by `var`, its value in the parent, and its kind.
+fn take_from_env(var: &str) -> io::Result<(OwnedHandle, usize, String)> {
     static ADOPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let value = std::env::var(var).map_err(|_| bad(format!("environment variable {var} is not set")))?;
     let (h, kind, ppid) = parse(&value).map_err(|why| bad(format!("{var}={value:?}: {why}")))?;
     if ppid != super::parent_id() {
@@ -71,11 +97,7 @@ pub(crate) fn adopt_from_env(var: &str) -> io::Result<(OwnedHandle, String)> {
     }
     let owned = duplicate_from(ppid, h, true).map_err(|e| io_context(e, format_args!("{var}")))?;
     adopted.push(h);
-    // SAFETY: a handle we own.
-    if unsafe { GetFileType(owned.as_raw_handle()) } != FILE_TYPE_PIPE {
-        return Err(bad(format!("handle {h} from {var} is not a pipe")));
-    }
-    Ok((owned, kind.to_string()))
+    Ok((owned, h, kind.to_string()))
 }
 
 /// The parts of a `HANDLE:KIND:PARENT_PID` value.

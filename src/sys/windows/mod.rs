@@ -13,7 +13,7 @@ mod wait;
 
 pub(crate) use barrier::process_barrier;
 use inherit::reclaim;
-pub(crate) use inherit::{adopt_from_env, duplicate_from, pass_to_child};
+pub(crate) use inherit::{MEMORY, adopt_from_env, adopt_memory_from_env, duplicate_from, pass_to_child};
 pub(crate) use process::{
     Sentinel, keep_sentinel, parent_id, prepare_child, reap, signal, spawn, watch_parent,
 };

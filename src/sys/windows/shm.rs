@@ -1,5 +1,6 @@
 //! Shared memory on Windows: a named file mapping backed by the paging file, and a named mutex
-//! object for its lock.
+//! object for its lock; or an unnamed one, reachable only through a handle to it (the region of
+//! a shared-memory connection, see [`Mapping::create_passable`]).
 //!
 //! The mapping is named `Local\procwire-shm-PID-ID` (the creator's pid and 32 random bits; the
 //! creator retries with another ID if the name exists), so a process that gets a handle opens it
@@ -18,7 +19,7 @@
 //! guards would alias the data), recognised by the holder's id kept next to the data.
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -46,8 +47,8 @@ const CREATE_ATTEMPTS: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Mapping {
     /// Kept open for the name: Windows drops an object's name with its last handle, even while
-    /// views of it remain.
-    _handle: OwnedHandle,
+    /// views of it remain. An unnamed mapping is handed to other processes through it.
+    handle: OwnedHandle,
     view: *mut u8,
     len: usize,
     creator: u32,
@@ -76,6 +77,28 @@ fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
+/// A new section of `size` bytes backed by the paging file, named `name` or not: its handle,
+/// and whether an object of that name existed already (then the handle is to that one).
+fn new_section(size: u64, name: Option<&str>) -> io::Result<(OwnedHandle, bool)> {
+    let name = name.map(wide);
+    // SAFETY: the paging file (INVALID_HANDLE_VALUE), default security, a NUL-terminated name or
+    // none; the size is split into its high and low halves.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (size >> 32) as u32,
+            size as u32,
+            name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr()),
+        )
+    };
+    // Read before anything else can change the thread's last error.
+    // SAFETY: no preconditions.
+    let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
+    Ok((owned(h)?, existed))
+}
+
 impl Mapping {
     /// A new zero-filled mapping of `len` bytes with a fresh name, mapped.
     pub(crate) fn create(len: usize) -> io::Result<Mapping> {
@@ -85,23 +108,7 @@ impl Mapping {
             let mut id = [0u8; 4];
             getrandom::fill(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
             let id = u32::from_ne_bytes(id);
-            let name = wide(&mapping_name(creator, id));
-            // SAFETY: the paging file (INVALID_HANDLE_VALUE), default security, a NUL-terminated
-            // name; the size is split into its high and low halves.
-            let h = unsafe {
-                CreateFileMappingW(
-                    INVALID_HANDLE_VALUE,
-                    std::ptr::null(),
-                    PAGE_READWRITE,
-                    (size >> 32) as u32,
-                    size as u32,
-                    name.as_ptr(),
-                )
-            };
-            // Read before anything else can change the thread's last error.
-            // SAFETY: no preconditions.
-            let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
-            let handle = owned(h)?;
+            let (handle, existed) = new_section(size, Some(&mapping_name(creator, id)))?;
             if existed {
                 // Someone else's object with this name: never share it.
                 continue;
@@ -109,6 +116,26 @@ impl Mapping {
             return Mapping::map(handle, Some(len), creator, id);
         }
         Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free name for a shared memory mapping"))
+    }
+
+    /// A new zero-filled mapping of `len` bytes with no name, mapped: another process gets it
+    /// only from a handle duplicated into it ([`Mapping::share_handle`]). A section's size is
+    /// fixed when it is made, so no holder can shrink it under another's view.
+    pub(crate) fn create_passable(len: usize) -> io::Result<Mapping> {
+        let size = u64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Mapping::map(new_section(size, None)?.0, Some(len), 0, 0)
+    }
+
+    /// Maps all of the section `handle` (one a peer made with
+    /// [`create_passable`](Mapping::create_passable) and handed over): as many bytes as the
+    /// view turns out to be, which the caller checks against what it expects.
+    pub(crate) fn adopt(handle: OwnedHandle) -> io::Result<Mapping> {
+        Mapping::map(handle, None, 0, 0)
+    }
+
+    /// The handle to hand to another process (duplicated there), which keeps the memory alive.
+    pub(crate) fn share_handle(&self) -> BorrowedHandle<'_> {
+        self.handle.as_handle()
     }
 
     /// Opens the mapping made by process `creator` with ID `id` (the numbers of a handle), and
@@ -140,7 +167,7 @@ impl Mapping {
         if view.Value.is_null() {
             return Err(io::Error::last_os_error());
         }
-        let mut mapping = Mapping { _handle: handle, view: view.Value.cast(), len: 0, creator, id };
+        let mut mapping = Mapping { handle, view: view.Value.cast(), len: 0, creator, id };
         mapping.len = match len {
             Some(len) => len,
             None => {
@@ -168,7 +195,8 @@ impl Mapping {
         self.len
     }
 
-    /// The two numbers a handle carries: the creator's pid and the mapping's ID.
+    /// The two numbers a handle carries: the creator's pid and the mapping's ID (both 0 for an
+    /// unnamed mapping).
     pub(crate) fn origin(&self) -> (u32, i32) {
         (self.creator, self.id as i32)
     }

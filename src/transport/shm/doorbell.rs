@@ -1,7 +1,8 @@
-//! The doorbell of a shared-memory stream: the Unix socket the connection was made on. A side
-//! that is about to sleep says so in the ring ([`super::ring`]) and sleeps in `poll` on the
-//! socket; the other side, seeing that, writes one byte to it. The socket also carries the
-//! peer's death: end of file once its process is gone, however it ended.
+//! The doorbell of a shared-memory stream: the socket (Windows: named pipe) the connection was
+//! made on. A side that is about to sleep says so in the ring ([`super::ring`]) and sleeps
+//! waiting for the socket to be readable; the other side, seeing that, writes the platform's
+//! bell to it (one byte; on a pipe, a one-byte message). The socket also carries the peer's
+//! death: end of file once its process is gone, however it ended.
 //!
 //! Nothing else travels on the socket (but for a keyless client's first message, which the
 //! listener expects there): any other byte means the peer is not on shared memory at all, a
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::transport::unix::Stream as Socket;
+use crate::transport::platform::Stream as Socket;
+use crate::transport::platform::shm_region::BELL;
 use crate::util::{lock, wait_deadline};
 
 /// The longest one sleep lasts before the sleeper looks at its ring again even if nobody rang:
@@ -41,18 +43,16 @@ pub(crate) struct Doorbell {
     woken: Condvar,
     /// The peer's end of the socket is closed: it is gone, or dropped its end.
     closed: AtomicBool,
-    /// The bytes expected on the socket before the first doorbell byte, and how many came.
+    /// The bytes expected on the socket before the first bell, and how many bytes came (up
+    /// to the end of those, then counting through the bell's bytes).
     first: Vec<u8>,
     seen: AtomicUsize,
     /// The peer wrote something that is neither those bytes nor a doorbell byte.
     foreign: AtomicBool,
 }
 
-/// The byte that rings.
-const RING: u8 = 1;
-
 impl Doorbell {
-    /// The doorbell on `socket`, where the peer first writes `first`, then only [`RING`].
+    /// The doorbell on `socket`, where the peer first writes `first`, then only [`BELL`]s.
     pub(crate) fn new(socket: Socket, first: &[u8]) -> Doorbell {
         Doorbell {
             socket,
@@ -103,17 +103,22 @@ impl Doorbell {
 
     /// Checks bytes read from the socket against what the peer may write.
     fn check(&self, bytes: &[u8]) {
+        let first = self.first.len();
         let mut seen = self.seen.load(Ordering::Relaxed);
         for &b in bytes {
-            let ok = match self.first.get(seen) {
-                Some(&want) => b == want,
-                None => b == RING,
+            let want = match self.first.get(seen) {
+                Some(&want) => want,
+                None => BELL[seen - first],
             };
-            if !ok {
+            if b != want {
                 self.foreign.store(true, Ordering::Release);
                 return;
             }
-            seen = (seen + 1).min(self.first.len());
+            seen += 1;
+            // Past the first bytes, only the position within a bell counts.
+            if seen == first + BELL.len() {
+                seen = first;
+            }
         }
         self.seen.store(seen, Ordering::Relaxed);
     }
@@ -123,9 +128,9 @@ impl Doorbell {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Wakes the peer (one byte, never waiting: a full socket buffer already holds bytes enough).
+    /// Wakes the peer (one bell, never waiting: a full socket buffer already holds bells enough).
     pub(crate) fn ring(&self) {
-        match self.socket.write_vectored(&[IoSlice::new(&[RING])], Some(Instant::now())) {
+        match self.socket.write_vectored(&[IoSlice::new(BELL)], Some(Instant::now())) {
             Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
                 self.closed.store(true, Ordering::Release);
             }

@@ -1,15 +1,16 @@
 //! The shared-memory transport (`shm:` addresses, [`PipeKind::SharedMemory`]): a byte stream
-//! between two processes of one host through a memory region both map, with the Unix socket
-//! the connection was made on kept as doorbell and liveness signal.
+//! between two processes of one host through a memory region both map, with the connection it
+//! was made on (a Unix socket, a named pipe on Windows) kept as doorbell and liveness signal.
 //!
 //! After the handshake on the socket, the listener makes a region ([`ring`]: a header and one
-//! single-writer single-reader ring per direction), sends its descriptor over the socket
-//! (`SCM_RIGHTS`), and both sides move their bytes through the rings. A side that finds
-//! nothing to read (or no room to write) spins for a short window, then says in the ring that
-//! it sleeps and sleeps in `poll` on the socket ([`doorbell`]), which the other side rings
-//! with one byte. The connection's framing runs over this stream unchanged, so a message
-//! larger than a ring streams through it in pieces, and the peer's death is end of file on
-//! the socket as on any Unix-socket connection.
+//! single-writer single-reader ring per direction) and hands it to the client over the socket
+//! (the platform's `shm_region`: a descriptor over `SCM_RIGHTS` on Unix, a section handle the
+//! client duplicates out of the listener's process on Windows), and both sides move their bytes
+//! through the rings. A side that finds nothing to read (or no room to write) spins for a
+//! short window, then says in the ring that it sleeps and sleeps waiting on the socket
+//! ([`doorbell`]), which the other side rings. The connection's framing runs over this stream
+//! unchanged, so a message larger than a ring streams through it in pieces, and the peer's
+//! death is end of file on the socket as on any other connection.
 //!
 //! [`PipeKind::SharedMemory`]: crate::PipeKind::SharedMemory
 
@@ -25,9 +26,11 @@ use self::doorbell::Doorbell;
 use self::ring::{Reader, Writer};
 use crate::Address;
 use crate::sys::shm::Mapping;
-use crate::transport::unix::Stream as Socket;
+use crate::transport::platform::Stream as Socket;
+use crate::transport::platform::shm_region as region;
 use crate::transport::{SHM_HELLO, SHM_OFFER};
 use crate::util::lock;
+pub(crate) use region::PLAIN;
 
 /// How long a side that finds nothing to do spins before it sleeps, by default.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
@@ -275,14 +278,13 @@ impl Stream {
         &self.bell.socket
     }
 
-    /// Makes the socket and the region inheritable by `cmd`'s child only, named in its
-    /// environment as `var` and `var` with the suffix of this end's side.
+    /// Hands the socket and the region to `cmd`'s child only, named in its environment as
+    /// `var` and `var` with the suffix of this end's side.
     pub(crate) fn pass_to_child(&self, cmd: &mut std::process::Command, var: &str) -> io::Result<()> {
         // The child's doorbell expects nothing but doorbell bytes.
         self.bell.take_first(Instant::now().checked_add(FIRST_WAIT))?;
         self.bell.socket.pass_to_child(cmd, var)?;
-        let memory = self.map.share_fd()?.try_clone_to_owned()?;
-        crate::sys::pass_to_child(&memory, crate::sys::FdKind::Memory, cmd, &memory_var(var, self.side))
+        region::pass_region(&self.map, cmd, &memory_var(var, self.side))
     }
 
     pub(crate) fn local_addr(&self) -> Option<Address> {
@@ -299,44 +301,35 @@ fn offer_frame() -> Vec<u8> {
     [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }
 
-/// Sends the region of `map` over `socket`: the [`SHM_OFFER`] frame with the descriptor on
-/// its first byte.
-fn send_region(socket: &Socket, map: &Mapping, deadline: Option<Instant>) -> io::Result<()> {
-    socket.send_fd_with(&offer_frame(), map.share_fd()?, deadline)
-}
-
-/// Takes the region the other end sent with [`send_region`].
-fn take_region(socket: &Socket, deadline: Option<Instant>) -> io::Result<Mapping> {
-    let not_offered = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the listener sent no shared memory: it is not an shm: listener (connect with its own address form)",
-        )
-    };
-    let (byte, fd) = match socket.recv_fd(deadline) {
-        Ok(got) => got,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no shared memory came from the listener in time (is it an shm: listener?)",
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    let frame = offer_frame();
-    let fd = fd.filter(|_| byte == frame[0]).ok_or_else(not_offered)?;
-    let mut rest = vec![0; frame.len() - 1];
+/// Reads exactly `buf.len()` bytes with `read`; `false` at end of stream before that.
+pub(crate) fn read_exact(
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    buf: &mut [u8],
+) -> io::Result<bool> {
     let mut got = 0;
-    while got < rest.len() {
-        match socket.read(&mut rest[got..], deadline)? {
-            0 => return Err(not_offered()),
+    while got < buf.len() {
+        match read(&mut buf[got..])? {
+            0 => return Ok(false),
             n => got += n,
         }
     }
-    if rest != frame[1..] {
-        return Err(not_offered());
+    Ok(true)
+}
+
+/// Takes the region the other end sent with the platform's `send_region`.
+fn take_region(socket: &Socket, deadline: Option<Instant>) -> io::Result<Mapping> {
+    match region::take_region(socket, &offer_frame(), deadline) {
+        Ok(Some(map)) => Ok(map),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the listener sent no shared memory: it is not an shm: listener (connect with its own address form)",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no shared memory came from the listener in time (is it an shm: listener?)",
+        )),
+        Err(e) => Err(e),
     }
-    Mapping::adopt(fd)
 }
 
 /// The listener's side of the upgrade, after the handshake: makes a region with rings of
@@ -352,7 +345,7 @@ pub(crate) fn offer(
 ) -> io::Result<Stream> {
     let map = Mapping::create_passable(ring::region_len(capacity))?;
     ring::init(&map, capacity)?;
-    send_region(&socket, &map, deadline)?;
+    region::send_region(&socket, &map, &offer_frame(), deadline)?;
     let first: Vec<u8> =
         if hello { [&(SHM_HELLO.len() as u32).to_be_bytes()[..], SHM_HELLO].concat() } else { Vec::new() };
     Ok(Stream::with_bell(Doorbell::new(socket, &first), map, capacity, Side::Listener, addr))
@@ -440,14 +433,8 @@ pub(crate) fn from_env(var: &str) -> crate::Result<Option<Stream>> {
     else {
         return Ok(None);
     };
-    let (fd, kind) = crate::sys::adopt_from_env(&memory_var(var, side))?;
-    if kind != crate::sys::FdKind::Memory {
-        return Err(
-            io::Error::new(io::ErrorKind::InvalidInput, "the region passed is not shared memory").into()
-        );
-    }
+    let map = region::region_from_env(&memory_var(var, side))?;
     let socket = Socket::from_env(var)?;
-    let map = Mapping::adopt(fd)?;
     let capacity = ring::capacity_of(&map)?;
     Ok(Some(Stream::new(socket, map, capacity, side, None)))
 }

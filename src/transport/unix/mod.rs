@@ -7,6 +7,7 @@ mod fd_pass;
 mod listener;
 mod poll;
 mod poll_set;
+pub(crate) mod shm_region;
 mod stream;
 
 pub(crate) use listener::{BindOptions, RawListener};

@@ -8,7 +8,7 @@ use interprocess::ConnectWaitMode;
 use interprocess::os::windows::named_pipe::{DuplexPipeStream, SendPipeStream, pipe_mode};
 use socket2::{Domain, Socket, Type};
 
-use super::listener::{pipe_options, pipe_path, shared_stream};
+use super::listener::{pipe_name, pipe_options, pipe_path, shared_stream};
 use super::msg_pipe::Dir;
 use super::{Stream, UNIX_ONLY};
 use crate::{Address, Error, Result};
@@ -16,18 +16,17 @@ use crate::{Address, Error, Result};
 /// Connects to `addr`, giving up at `deadline`.
 pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Stream> {
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
+    if let Some(name) = pipe_name(addr) {
+        let path = pipe_path(addr, name?)?;
+        let wait = match deadline {
+            None => ConnectWaitMode::Unbounded,
+            Some(d) => ConnectWaitMode::Timeout(left(d)),
+        };
+        let c = DuplexPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path.as_str(), wait)?;
+        let h = OwnedHandle::try_from(c).map_err(shared_stream)?;
+        return Ok(Stream::pipe(h, Dir::Duplex)?);
+    }
     match addr {
-        Address::Pipe(name) => {
-            let path = pipe_path(addr, name)?;
-            let wait = match deadline {
-                None => ConnectWaitMode::Unbounded,
-                Some(d) => ConnectWaitMode::Timeout(left(d)),
-            };
-            let c =
-                DuplexPipeStream::<pipe_mode::Messages>::connect_by_path_with_wait_mode(path.as_str(), wait)?;
-            let h = OwnedHandle::try_from(c).map_err(shared_stream)?;
-            Ok(Stream::pipe(h, Dir::Duplex)?)
-        }
         Address::Tcp { host, port } => {
             let mut last = None;
             for sa in crate::transport::resolve(addr, host, *port)? {
@@ -45,7 +44,7 @@ pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> Result<Strea
         }
         Address::Unix(_) | Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
         Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
-        Address::Shm(_) => Err(addr.invalid("shared-memory connections exist only on Unix")),
+        Address::Pipe(_) | Address::Shm(_) => unreachable!("named pipes, connected above"),
     }
 }
 

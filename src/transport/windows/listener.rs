@@ -35,6 +35,33 @@ pub(super) fn pipe_path(addr: &Address, name: &str) -> Result<String> {
     Ok(path)
 }
 
+/// The pipe name of a `pipe:` address, or of an `shm:` one (a named pipe underneath).
+pub(super) fn pipe_name(addr: &Address) -> Option<Result<&str>> {
+    match addr {
+        Address::Pipe(name) => Some(Ok(name)),
+        Address::Shm(path) => Some(path.to_str().ok_or_else(|| addr.invalid("pipe names are Unicode"))),
+        _ => None,
+    }
+}
+
+/// Whether a named pipe called `name` (an `shm:` address's path) exists on this host: someone
+/// listens there.
+pub(crate) fn pipe_exists(name: &std::path::Path) -> bool {
+    use windows_sys::Win32::Foundation::{ERROR_SEM_TIMEOUT, GetLastError};
+    use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
+    let Some(Ok(path)) = name.to_str().map(|n| pipe_path(&Address::Shm(name.into()), n)) else {
+        return false;
+    };
+    let wide: Vec<u16> = path.encode_utf16().chain([0]).collect();
+    // SAFETY: a NUL-terminated name; waits at most 1 ms for a free instance.
+    if unsafe { WaitNamedPipeW(wide.as_ptr(), 1) } != 0 {
+        return true;
+    }
+    // Every instance busy: it exists. Any other failure (no such pipe above all): it does not.
+    // SAFETY: no preconditions.
+    unsafe { GetLastError() == ERROR_SEM_TIMEOUT }
+}
+
 /// Options for a message-mode pipe listener on `path` (checked by [`pipe_path`]: interprocess
 /// panics on a NUL inside).
 pub(super) fn pipe_options(path: &str) -> PipeListenerOptions<'_> {
@@ -97,13 +124,13 @@ fn bind_error(addr: &Address, e: io::Error) -> Error {
 
 impl RawListener {
     pub(crate) fn bind(addr: &Address, opts: &BindOptions) -> Result<RawListener> {
-        match addr {
-            Address::Pipe(name) => {
-                let path = pipe_path(addr, name)?;
-                let listener = pipe_options(&path)
-                    .nonblocking(true)
-                    .create_duplex::<pipe_mode::Messages>()
-                    .map_err(|e| {
+        if let Some(name) = pipe_name(addr) {
+            let name = name?;
+            let path = pipe_path(addr, name)?;
+            let listener = pipe_options(&path)
+                .nonblocking(true)
+                .create_duplex::<pipe_mode::Messages>()
+                .map_err(|e| {
                     if e.kind() == io::ErrorKind::PermissionDenied {
                         // The first instance of a name is exclusive: someone else has it.
                         Error::Io(io::Error::new(
@@ -114,9 +141,10 @@ impl RawListener {
                         bind_error(addr, e)
                     }
                 })?;
-                let accepted = Mutex::new(VecDeque::new());
-                Ok(RawListener { inner: ListenerInner::Pipe { listener, name: name.clone(), accepted } })
-            }
+            let accepted = Mutex::new(VecDeque::new());
+            return Ok(RawListener { inner: ListenerInner::Pipe { listener, name: name.into(), accepted } });
+        }
+        match addr {
             Address::Tcp { host, port } => {
                 let mut last = None;
                 for sa in crate::transport::resolve(addr, host, *port)? {
@@ -148,7 +176,7 @@ impl RawListener {
             }
             Address::UnixAbstract(_) => Err(addr.invalid(UNIX_ONLY)),
             Address::InProc(_) => Err(addr.invalid("in-process addresses have no OS pipe or socket")),
-            Address::Shm(_) => Err(addr.invalid("shared-memory connections exist only on Unix")),
+            Address::Pipe(_) | Address::Shm(_) => unreachable!("named pipes, bound above"),
         }
     }
 

@@ -23,10 +23,11 @@ mod listener;
 mod msg_pipe;
 mod overlapped;
 mod poll;
+pub(crate) mod shm_region;
 mod stream;
 
 pub(crate) use connect::{connect, pipe};
-pub(crate) use listener::{BindOptions, RawListener};
+pub(crate) use listener::{BindOptions, RawListener, pipe_exists};
 pub(crate) use poll::{Pollable, wait_any, wait_ready_with};
 pub(crate) use stream::Stream;
 

@@ -1,0 +1,103 @@
+//! The consumers over shared memory on every platform that has it, Windows (under Wine in CI)
+//! included: a manager's proxy and a queue's handle in a child process connect through shared
+//! memory by default and through the manager's or queue's own address when that is turned off;
+//! a pool's workers answer over their (shared-memory) pipes. tests/shm_use.rs checks more on
+//! Linux, where a process can see the rings it maps (and a CPython client, and kills).
+
+mod common;
+
+use std::time::Duration;
+
+use common::InTime;
+use procwire::Family;
+use procwire::manager::{DictProxy, Manager, SERVE};
+use procwire::pool::Pool;
+use procwire::process::{Function, Process, use_test_entry};
+use procwire::queue::{Queue, QueueBuilder};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Whether this process maps a shared-memory connection's region, where a process can tell
+/// (Linux: a memory file of procwire's in its maps).
+fn maps_a_ring() -> Option<bool> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    Some(std::fs::read_to_string("/proc/self/maps").unwrap().contains("/memfd:procwire-shared"))
+}
+
+/// What a manager client saw: the value it read, whether its handle's connections are shared
+/// memory, and whether it maps a ring (where it can tell).
+type Seen = (Option<u64>, bool, Option<bool>);
+
+/// A child with a dict proxy: what it saw.
+fn read_dict(d: DictProxy<String, u64>) -> Seen {
+    let v = d.get(&"k".to_string()).unwrap();
+    (v, d.proxy().manager().is_shared_memory().unwrap(), maps_a_ring())
+}
+
+/// A producer: puts `n` items, and reports whether its handle is on shared memory.
+fn produce((q, n): (Queue<u64>, u64)) -> bool {
+    for i in 0..n {
+        q.put(&i).unwrap();
+    }
+    q.is_shared_memory().unwrap()
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+static READ_DICT: Function<DictProxy<String, u64>, Seen> = Function::new("read_dict", read_dict);
+static PRODUCE: Function<(Queue<u64>, u64), bool> = Function::new("produce", produce);
+static SQUARE: Function<u64, u64> = Function::new("square", square);
+
+#[test]
+#[ignore = "the entry point of child processes"]
+fn procwire_child() {
+    procwire::process::init(&[&SERVE, &READ_DICT, &PRODUCE, &SQUARE]);
+}
+
+#[test]
+fn a_child_proxy_uses_shared_memory_unless_it_is_turned_off() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let m = Manager::builder().shared_memory(on).start().unwrap();
+        assert_eq!(m.shared_memory_address().is_some(), on, "{:?}", m.shared_memory_address());
+        assert_eq!(m.is_shared_memory().unwrap(), on);
+        let own = m.address().family();
+        assert_eq!(own, Family::default(), "the manager's own address stays: {}", m.address());
+        let d = m.dict::<String, u64>().unwrap();
+        d.insert(&"k".to_string(), &7).unwrap();
+        let mut p = Process::new(&READ_DICT, d.clone());
+        p.start().unwrap();
+        let (v, shared, mapped) = p.result_timeout(LIMIT).in_time().unwrap();
+        assert_eq!((v, shared), (Some(7), on), "shared memory {on}: the child's connection");
+        assert!(mapped.is_none_or(|m| m == on), "shared memory {on}: the child maps a ring: {mapped:?}");
+    }
+}
+
+#[test]
+fn queue_handles_in_children_use_shared_memory_unless_it_is_turned_off() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let q: Queue<u64> = QueueBuilder::new().shared_memory(on).build().unwrap();
+        assert_eq!(q.shared_memory_address().is_some(), on);
+        assert!(!q.is_shared_memory().unwrap(), "the creator uses the queue's memory directly");
+        let mut p = Process::new(&PRODUCE, (q.clone(), 100));
+        p.start().unwrap();
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), on, "shared memory {on}: the producer");
+        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn pool_workers_answer_with_shared_memory_on_and_off() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let pool: Pool = Pool::builder().processes(2).shared_memory(on).build().unwrap();
+        let squares = pool.map(&SQUARE, 0..50u64).unwrap();
+        assert_eq!(squares, (0..50u64).map(|x| x * x).collect::<Vec<_>>(), "shared memory {on}");
+    }
+}
