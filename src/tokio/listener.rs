@@ -74,8 +74,8 @@ impl ListenerBuilder {
         self
     }
 
-    /// Binds and listens on `addr` (Unix sockets and TCP; a `pipe:` or `inproc:` address is
-    /// an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
+    /// Binds and listens on `addr` (Unix sockets, TCP, Windows named pipes; an `inproc:`
+    /// address is an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
     pub async fn bind(self, addr: impl ToAddress) -> Result<Listener> {
         let addr = &addr.to_address()?;
         self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")?;
