@@ -72,7 +72,8 @@
 //!   [`flush`](Connection::flush) writes that rest first, so the peer receives the message
 //!   whole. Whether a dropped send's message goes out is therefore decided by what follows:
 //!   a later send or flush completes it; dropping the connection instead leaves the peer a
-//!   stream that ends inside a message ([`Error::Truncated`] there).
+//!   stream that ends inside a message ([`Error::Truncated`] there; on a named pipe, which
+//!   carries whole messages only, the unfinished one is not sent and the peer sees the end).
 //!   A failed write (an I/O error) ends sending on that connection.
 //! - [`Listener::accept`] is cancel-safe: handshakes run in their own tasks, and one that
 //!   finished waits for the next `accept`.
