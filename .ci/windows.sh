@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Windows tests under Wine: builds procwire for x86_64-pc-windows-gnu and runs, under Wine, its
 # unit tests, tests/windows.rs (named pipes and TCP between Windows processes, shared memory
-# Value/Array and handle passing between them), the suites that start child processes
+# Value/Array and handle passing between them), tests/tokio_pipe.rs (procwire::tokio over named
+# pipes, with blocking peers), the suites that start child processes
 # (process, pool, queue, manager, shm: listed in process_tests below), its doc tests,
 # the exchange example (README's main job) over a named pipe, the seeds' examples with child
 # processes (squares, queue_squares, pool_squares, manager_list), and the `procwire` command's tests
@@ -14,7 +15,7 @@
 # in <target>/wine/. Re-runs reuse both. The Windows linker and runner are set through
 # CARGO_TARGET_X86_64_PC_WINDOWS_GNU_{LINKER,RUNNER} for this run only: no .cargo/config.toml.
 #
-#   bash .ci/windows.sh                         # unit tests, tests/windows.rs, doc tests, example, cli
+#   bash .ci/windows.sh                         # unit tests, tests/windows.rs and tokio_pipe.rs, doc tests, example, cli
 #   bash .ci/windows.sh -- <test name filter>   # extra arguments go to the first test run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,16 +115,16 @@ process_tests=(--test process --test pool --test queue --test manager --test reg
 seed_examples=(squares queue_squares pool_squares manager_list)
 
 step "build the tests, the examples and the procwire command for $target"
-run cargo test --target "$target" --all-features --lib --test windows "${process_tests[@]}" --no-run
+run cargo test --target "$target" --all-features --lib --test windows --test tokio_pipe "${process_tests[@]}" --no-run
 run cargo build --target "$target" --all-features --example exchange
 for ex in "${seed_examples[@]}"; do
     run cargo build --target "$target" --all-features --example "$ex"
 done
 run cargo test --target "$target" --all-features -p procwire-cli --no-run
 
-step "unit tests and tests/windows.rs under Wine (at most ${test_limit}s)"
+step "unit tests, tests/windows.rs and tests/tokio_pipe.rs under Wine (at most ${test_limit}s)"
 run timeout --kill-after=10 "$test_limit" \
-    cargo test --target "$target" --all-features --lib --test windows "$@"
+    cargo test --target "$target" --all-features --lib --test windows --test tokio_pipe "$@"
 
 step "the suites with child processes under Wine (at most ${test_limit}s)"
 # Two tests at a time: every message goes through the one wineserver, and a dozen tests with

@@ -291,6 +291,40 @@ async fn a_keyless_client_at_a_keyless_shared_memory_listener_fails_clearly_on_b
 }
 
 #[tokio::test]
+async fn a_keyless_shared_memory_client_at_a_keyless_listener_is_refused_on_both_sides() {
+    // As the blocking listener does: the accepted connection's first receive finds the shm
+    // client's hello, fails, and answers with the refusal, which the client reports at once
+    // (before, it waited for a region until its timeout).
+    let addr = Address::fresh(Family::Unix).unwrap();
+    let mut listener = Listener::bind(&addr).await.unwrap();
+    let Address::Unix(path) = &addr else { unreachable!() };
+    let shm = Address::Shm(path.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = procwire::Client::builder().handshake_timeout(WAIT).connect(&shm).map(|_| ());
+        let _ = tx.send((r, started.elapsed()));
+    });
+    let mut conn = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    match tokio::time::timeout(WAIT, conn.recv_bytes()).await.unwrap() {
+        Err(Error::Protocol(m)) => assert!(m.contains("does not serve shared memory"), "{m}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, conn.flush()).await.unwrap().unwrap();
+    let (r, took) = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT).unwrap()).await.unwrap();
+    match r {
+        Err(Error::Protocol(m)) => assert!(m.contains("not an shm: listener"), "{m}"),
+        other => panic!("expected the client to be refused, got {other:?}"),
+    }
+    assert!(took < WAIT, "the client was answered, not timed out ({took:?})");
+    // The refusal ends that connection only: a keyless plain client is served as before.
+    let mut plain = Client::connect(&addr).await.unwrap();
+    let mut served = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    plain.send_bytes(b"plain").await.unwrap();
+    assert_eq!(served.recv_bytes().await.unwrap(), b"plain");
+}
+
+#[tokio::test]
 async fn a_send_cancelled_mid_frame_is_finished_by_the_next_send() {
     let (conn, raw) = raw_pair().await;
     let (mut tx, _rx) = conn.into_split();

@@ -51,8 +51,8 @@ impl ClientBuilder {
     }
 
     /// Connects to `addr` and runs the handshake. A TCP address without an authkey is an
-    /// [`Error::InvalidInput`] unless allowed; a `pipe:` or `inproc:` address is an
-    /// [`Error::InvalidAddress`].
+    /// [`Error::InvalidInput`] unless allowed; an `inproc:` address (and a `pipe:` one
+    /// elsewhere than on Windows) is an [`Error::InvalidAddress`].
     pub async fn connect(self, addr: impl ToAddress) -> Result<Connection> {
         let addr = &addr.to_address()?;
         self.endpoint.check_keyless(addr, "connect to", "ClientBuilder")?;
@@ -92,7 +92,8 @@ impl ClientBuilder {
         let give_up = self.wait.map(|w| Instant::now() + w);
         let mut pause = Duration::from_millis(5);
         loop {
-            let attempt = ::tokio::time::timeout(self.connect_timeout, connect(addr)).await;
+            let attempt =
+                ::tokio::time::timeout(self.connect_timeout, connect(addr, self.connect_timeout)).await;
             match attempt {
                 Ok(Ok(s)) => return Ok(s),
                 Err(_) => return Err(Error::Timeout(format!("connecting to {addr}"))),

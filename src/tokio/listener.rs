@@ -74,8 +74,8 @@ impl ListenerBuilder {
         self
     }
 
-    /// Binds and listens on `addr` (Unix sockets and TCP; a `pipe:` or `inproc:` address is
-    /// an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
+    /// Binds and listens on `addr` (Unix sockets, TCP, Windows named pipes; an `inproc:`
+    /// address is an [`Error::InvalidAddress`]). Must be called inside a tokio runtime.
     pub async fn bind(self, addr: impl ToAddress) -> Result<Listener> {
         let addr = &addr.to_address()?;
         self.endpoint.check_keyless(addr, "listen on", "ListenerBuilder")?;
@@ -222,7 +222,9 @@ impl Listener {
             oldest.abort();
         }
         let endpoint = self.endpoint.clone();
-        let handle = self.handshakes.spawn(accept_one(socket, endpoint));
+        // A shared-memory client without a key can knock only at a Unix path socket.
+        let shm_knocks = matches!(self.address, Address::Unix(_));
+        let handle = self.handshakes.spawn(accept_one(socket, endpoint, shm_knocks));
         self.started.push_back(handle);
     }
 }
@@ -241,8 +243,9 @@ impl Stream for Incoming<'_> {
     }
 }
 
-/// Authenticates one accepted connection (or takes it as it is, without a key).
-async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
+/// Authenticates one accepted connection (or takes it as it is, without a key: then, with
+/// `shm_knocks`, its first message is refused if it is a shared-memory client's hello).
+async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>, shm_knocks: bool) -> Outcome {
     let peer = socket.peer_addr();
     if let Some(idle) = endpoint.keepalive
         && let Err(e) = socket.set_keepalive(idle)
@@ -277,6 +280,8 @@ async fn accept_one(socket: Socket, endpoint: Arc<EndpointOptions>) -> Outcome {
             Ok(conn) => conn,
             Err(e) => return Some(Err(with_peer(e, &peer, None))),
         };
+    } else if shm_knocks {
+        conn.parts().1.refuse_shm_hello = true;
     }
     conn.finish_handshake(&endpoint.conn);
     Some(Ok(conn))

@@ -48,13 +48,17 @@
 //! dropping instead sends it only if the socket takes it at once (a drop cannot wait), and a
 //! peer that sees the stream end without it reports an [`Error::Integrity`], as for a cut.
 //!
-//! Transports: Unix sockets (paths and Linux abstract names) and TCP. Windows named pipes
-//! (`pipe:` addresses) are not served by the async face: binding or connecting one is an
-//! [`Error::InvalidAddress`] (the blocking endpoints serve them); neither are `inproc:`
-//! addresses. A pipe message carries a frame with no length prefix (as CPython's), so its
-//! receiver must see where each message ends; tokio's named pipes (through mio) report
-//! `ERROR_MORE_DATA` as an ordinary read and split messages at their own read sizes, so one
-//! message of 70,000 bytes and three of 4,096, 65,536 and 368 bytes read the same.
+//! Transports: Unix sockets (paths and Linux abstract names), TCP, and on Windows named pipes
+//! (`pipe:` addresses, message mode, one frame per message without a length prefix, as the
+//! blocking endpoints and CPython's `AF_PIPE`); `inproc:` addresses are an
+//! [`Error::InvalidAddress`]. A pipe's receiver must see where each message ends, which
+//! tokio's own named pipes (through mio) do not show: they report `ERROR_MORE_DATA` as an
+//! ordinary read and split messages at their own read sizes (one message of 70,000 bytes and
+//! three of 4,096, 65,536 and 368 bytes read the same), and an empty message never shows. So
+//! a pipe connection runs the blocking transport's message pipe on two threads of its own,
+//! one per direction, bridged to the task through buffers of at most 256 KiB; the threads
+//! end with the connection. A pipe has no half-close: after [`Sender::close`] the peer sees
+//! the end once the [`Receiver`] is dropped too ([`Connection::close`] drops both).
 //!
 //! # Cancel safety
 //!
@@ -68,7 +72,8 @@
 //!   [`flush`](Connection::flush) writes that rest first, so the peer receives the message
 //!   whole. Whether a dropped send's message goes out is therefore decided by what follows:
 //!   a later send or flush completes it; dropping the connection instead leaves the peer a
-//!   stream that ends inside a message ([`Error::Truncated`] there).
+//!   stream that ends inside a message ([`Error::Truncated`] there; on a named pipe, which
+//!   carries whole messages only, the unfinished one is not sent and the peer sees the end).
 //!   A failed write (an I/O error) ends sending on that connection.
 //! - [`Listener::accept`] is cancel-safe: handshakes run in their own tasks, and one that
 //!   finished waits for the next `accept`.
@@ -81,6 +86,8 @@ mod connection;
 mod fast;
 mod handshake;
 mod listener;
+#[cfg(windows)]
+mod pipe;
 mod recv;
 #[cfg(feature = "encrypt")]
 mod sealed;

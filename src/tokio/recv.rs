@@ -59,6 +59,9 @@ pub struct Receiver {
     /// Keyless clients: a first message that is a challenge means the listener wants a key,
     /// one that is a shared-memory offer that it is an `shm:` listener.
     pub(super) refuse_challenge: bool,
+    /// A keyless listener's connections on a Unix path: a first message that is a
+    /// shared-memory client's hello is refused, as the blocking listener refuses it.
+    pub(super) refuse_shm_hello: bool,
     /// Such a first message arrived (a challenge, or a shared-memory listener's offer); the
     /// connection owes the listener this answer.
     pub(super) owed: Option<&'static [u8]>,
@@ -99,6 +102,7 @@ impl Receiver {
             timeout: None,
             broken: None,
             refuse_challenge: false,
+            refuse_shm_hello: false,
             owed: None,
         }
     }
@@ -215,7 +219,7 @@ impl Receiver {
     /// A small frame already buffered, the common case, taken without a future.
     #[inline]
     pub(super) fn take_buffered(&mut self) -> Option<&[u8]> {
-        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge {
+        if self.partial.is_some() || self.broken.is_some() || self.refuse_challenge || self.refuse_shm_hello {
             return None;
         }
         self.fb.take_complete_short()
@@ -232,18 +236,27 @@ impl Receiver {
             Got::Buffered(h) => (h.header_len, h.payload_len as usize),
             Got::Owned(v) => (0, v.len()),
         };
-        if std::mem::take(&mut self.refuse_challenge) {
+        let client = std::mem::take(&mut self.refuse_challenge);
+        if client || std::mem::take(&mut self.refuse_shm_hello) {
             let first = match &got {
                 Got::Buffered(_) => &self.fb.buffered()[start..start + len],
                 Got::Owned(v) => &v[..],
             };
-            if first.starts_with(crate::auth::CHALLENGE) {
+            if !client && first == crate::transport::SHM_HELLO {
+                self.owed = Some(crate::transport::SHM_REFUSED);
+                return Poll::Ready(Err(self.fail(Error::Protocol(
+                    "a shared-memory client connected to this listener, which does not serve shared \
+                     memory: clients must connect to its unix: address"
+                        .into(),
+                ))));
+            }
+            if client && first.starts_with(crate::auth::CHALLENGE) {
                 self.owed = Some(crate::auth::NO_KEY);
                 return Poll::Ready(Err(self.fail(Error::AuthenticationFailed(
                     "the listener sent an authentication challenge, but this client has no authkey".into(),
                 ))));
             }
-            if first == crate::transport::SHM_OFFER {
+            if client && first == crate::transport::SHM_OFFER {
                 self.owed = Some(crate::transport::SHM_REFUSED);
                 return Poll::Ready(Err(self.fail(Error::Protocol(
                     "the listener serves shared memory, which the tokio face does not: connect to it \

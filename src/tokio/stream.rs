@@ -1,6 +1,7 @@
-//! The sockets under the async face: one read half and one write half over a Unix socket or
-//! TCP (or over such halves, encrypted: `sealed.rs`), and a listening socket of either
-//! kind. Everything platform-specific of the async face is here.
+//! The sockets under the async face: one read half and one write half over a Unix socket,
+//! TCP or a Windows named pipe (`pipe.rs`), or over such halves, encrypted (`sealed.rs`), and
+//! a listening socket or pipe. Everything platform-specific of the async face is here and in
+//! `pipe.rs`.
 
 use std::io;
 use std::pin::Pin;
@@ -17,10 +18,8 @@ use crate::{Address, Error, Result};
 /// Why an address cannot be used by the async face, or `None` if it can.
 fn unsupported(addr: &Address) -> Option<Error> {
     let reason = match addr {
-        Address::Pipe(_) => {
-            "the tokio face does not serve Windows named pipes: tokio's pipes hand up a message's \
-             bytes without its end, and a pipe message carries no length; use a tcp: address"
-        }
+        #[cfg(not(windows))]
+        Address::Pipe(_) => "Windows named pipes exist only on Windows",
         Address::InProc(_) => "in-process addresses have no socket for tokio to wait on",
         Address::Shm(_) => {
             "the tokio face does not serve shared-memory connections (shm:) yet; use unix: or tcp:"
@@ -38,6 +37,8 @@ pub(super) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     #[cfg(unix)]
     Unix(unix::OwnedReadHalf),
+    #[cfg(windows)]
+    Pipe(super::pipe::PipeReader),
     /// Boxed: the inbox is large, and most connections are plain.
     #[cfg(feature = "encrypt")]
     Sealed(Box<super::sealed::SealedRead>),
@@ -49,6 +50,8 @@ pub(super) enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     #[cfg(unix)]
     Unix(unix::OwnedWriteHalf),
+    #[cfg(windows)]
+    Pipe(super::pipe::PipeWriter),
     #[cfg(feature = "encrypt")]
     Sealed(Box<super::sealed::SealedWrite>),
 }
@@ -59,6 +62,8 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(windows)]
+            ReadHalf::Pipe(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "encrypt")]
             ReadHalf::Sealed(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
@@ -73,6 +78,8 @@ impl WriteHalf {
             WriteHalf::Tcp(s) => s.try_write(buf),
             #[cfg(unix)]
             WriteHalf::Unix(s) => s.try_write(buf),
+            #[cfg(windows)]
+            WriteHalf::Pipe(s) => s.try_write(buf),
             WriteHalf::Sealed(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
@@ -84,6 +91,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(windows)]
+            WriteHalf::Pipe(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "encrypt")]
             WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
@@ -98,6 +107,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(windows)]
+            WriteHalf::Pipe(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "encrypt")]
             WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
@@ -112,6 +123,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(windows)]
+            WriteHalf::Pipe(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "encrypt")]
             WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_flush(cx),
         }
@@ -122,6 +135,8 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(windows)]
+            WriteHalf::Pipe(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "encrypt")]
             WriteHalf::Sealed(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
@@ -133,6 +148,9 @@ pub(super) enum Socket {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    /// A named pipe, its threads started.
+    #[cfg(windows)]
+    Pipe(super::pipe::PipeReader, super::pipe::PipeWriter),
 }
 
 impl Socket {
@@ -144,6 +162,8 @@ impl Socket {
             }
             #[cfg(unix)]
             Socket::Unix(_) => Ok(()),
+            #[cfg(windows)]
+            Socket::Pipe(..) => Ok(()),
         }
     }
 
@@ -156,6 +176,8 @@ impl Socket {
                 let sa = s.peer_addr().ok()?;
                 sa.as_pathname().map(|p| Address::Unix(p.to_path_buf()))
             }
+            #[cfg(windows)]
+            Socket::Pipe(..) => None,
         }
     }
 
@@ -170,12 +192,15 @@ impl Socket {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            #[cfg(windows)]
+            Socket::Pipe(r, w) => (ReadHalf::Pipe(r), WriteHalf::Pipe(w)),
         }
     }
 }
 
-/// Opens a connection to `addr` (one attempt).
-pub(super) async fn connect(addr: &Address) -> Result<Socket> {
+/// Opens a connection to `addr` (one attempt; a pipe waits up to `timeout` for a free
+/// instance).
+pub(super) async fn connect(addr: &Address, timeout: Duration) -> Result<Socket> {
     if let Some(e) = unsupported(addr) {
         return Err(e);
     }
@@ -193,11 +218,18 @@ pub(super) async fn connect(addr: &Address) -> Result<Socket> {
             }
             Err(Error::Io(last.unwrap_or_else(|| io::Error::other("no address to connect to"))))
         }
+        #[cfg(windows)]
+        Address::Pipe(_) => {
+            let (r, w) = super::pipe::connect(addr, timeout).await?;
+            Ok(Socket::Pipe(r, w))
+        }
         #[cfg(unix)]
         _ => {
             // Abstract names and path checks as the blocking transport makes them. A Unix
             // socket connects at once or fails; a full backlog (the listener is up but behind)
-            // is retried here without blocking the runtime, until `connect_timeout`.
+            // is retried here without blocking the runtime, until `connect_timeout` (the
+            // caller's timeout around this future, so `timeout` is not needed here).
+            let _ = timeout;
             let mut pause = Duration::from_millis(1);
             loop {
                 match crate::transport::connect(addr, Some(std::time::Instant::now())) {
@@ -230,6 +262,8 @@ pub(super) enum Acceptor {
         /// The blocking transport's listener, kept for the socket file it removes on drop.
         _bound: crate::transport::RawListener,
     },
+    #[cfg(windows)]
+    Pipe(super::pipe::PipeAcceptor),
 }
 
 impl Acceptor {
@@ -264,6 +298,11 @@ impl Acceptor {
                     format_args!("cannot bind {addr}"),
                 )))
             }
+            #[cfg(windows)]
+            Address::Pipe(_) => {
+                let (acceptor, local) = super::pipe::PipeAcceptor::bind(addr, &opts)?;
+                Ok((Acceptor::Pipe(acceptor), local))
+            }
             #[cfg(unix)]
             _ => {
                 // The blocking transport binds (stale socket files, the file's mode); the
@@ -281,7 +320,7 @@ impl Acceptor {
     }
 
     /// The next connection the OS accepted; clients that gave up before it are skipped.
-    pub(super) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Socket>> {
+    pub(super) fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Socket>> {
         loop {
             let r = match self {
                 Acceptor::Tcp(l) => l.poll_accept(cx).map_ok(|(s, _)| {
@@ -291,6 +330,8 @@ impl Acceptor {
                 }),
                 #[cfg(unix)]
                 Acceptor::Unix { socket, .. } => socket.poll_accept(cx).map_ok(|(s, _)| Socket::Unix(s)),
+                #[cfg(windows)]
+                Acceptor::Pipe(pipe) => pipe.poll_accept(cx).map_ok(|(r, w)| Socket::Pipe(r, w)),
             };
             match r {
                 Poll::Ready(Err(e))
