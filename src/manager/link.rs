@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::objects::Near;
 use super::server::{Inner, Registry};
 use super::wire::{self, Plain, ReplyIn, RequestOut, VERSION};
-use crate::listener::beside::nearest;
+use crate::listener::beside::connect_nearest;
 use crate::process::Channel;
 use crate::util::lock;
 use crate::{Address, AuthKey, Client, Connection, Error, Result};
@@ -58,7 +58,7 @@ type Idle = (Connection, Vec<u8>);
 /// The way to one manager, and what this process knows of it.
 pub(super) struct Link {
     pub(super) address: Address,
-    /// The manager's shared-memory address, taken on its host (see [`nearest`]).
+    /// The manager's shared-memory address, taken on its host (see [`connect_nearest`]).
     pub(super) shm: Option<Address>,
     pub(super) key: AuthKey,
     /// Whether its connections are encrypted (it listens with `encrypt(true)`).
@@ -153,13 +153,14 @@ impl Link {
     }
 
     fn connect(&self) -> Result<Connection> {
-        let to = nearest(&self.address, self.shm.as_ref());
-        let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(&to)?;
-        c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
-        c.set_read_timeout(Some(START_TIMEOUT));
-        let ok = answer(c.recv::<ReplyIn<()>>()?);
-        c.set_read_timeout(None);
-        ok.map(|()| c)
+        connect_nearest(&self.address, self.shm.as_ref(), |to| {
+            let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(to)?;
+            c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
+            c.set_read_timeout(Some(START_TIMEOUT));
+            let ok = answer(c.recv::<ReplyIn<()>>()?);
+            c.set_read_timeout(None);
+            ok.map(|()| c)
+        })
     }
 
     fn take(&self, pool: &Pool) -> Result<Idle> {
