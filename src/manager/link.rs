@@ -195,7 +195,7 @@ impl Link {
         let r = c
             .send(req)
             .and_then(|()| c.recv_bytes_into(&mut buf))
-            .and_then(|_| wire::decode::<ReplyIn<R>>(&buf));
+            .and_then(|_| crate::connection::decode::<ReplyIn<R>>(&buf));
         match r {
             // A reply was read whole (one that does not decode too): the connection is fine.
             Ok(_) | Err(Error::Decode(_)) => pool.give_back((c, buf)),
@@ -261,7 +261,7 @@ fn local<A: Serialize, R: DeserializeOwned>(
     ciborium::into_writer(req, &mut bytes).map_err(|e| crate::error::encode_error(&e))?;
     let req = wire::parse(&bytes).map_err(Error::Encode)?;
     match server.handle(session, req, None) {
-        Ok(reply) => answer(wire::decode::<ReplyIn<R>>(&reply)?),
+        Ok(reply) => answer(crate::connection::decode::<ReplyIn<R>>(&reply)?),
         Err(_) if server.is_shut_down() => Err(Error::Closed),
         Err(f) => Err(Error::Remote { kind: f.kind, message: f.message }),
     }
