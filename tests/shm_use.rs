@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::InTime;
-use procwire::manager::{DictProxy, LockProxy, Manager, SERVE};
+use procwire::manager::{DictProxy, LockProxy, Manager, ManagerServer, Registry, SERVE};
 use procwire::pool::Pool;
 use procwire::process::{ChannelFunction, Function, Process, start, use_test_entry};
 use procwire::queue::Queue;
-use procwire::{Address, Connection, Error, RemoteKind};
+use procwire::{Address, AuthKey, Connection, Error, RemoteKind};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const LONG: Duration = Duration::from_secs(60);
@@ -84,6 +84,11 @@ fn produce((q, n): (Queue<u64>, u64)) -> bool {
     q.is_shared_memory().unwrap()
 }
 
+/// [`produce`] with a queue handle that arrives as CBOR bytes (edited by the test).
+fn produce_far((bytes, n): (Vec<u8>, u64)) -> bool {
+    produce((ciborium::from_reader(&bytes[..]).unwrap(), n))
+}
+
 /// A pool task: whether its worker maps a ring, and its pid.
 fn worker_kind(_: u64) -> (bool, u32) {
     (maps_a_ring(), std::process::id())
@@ -106,6 +111,7 @@ static CONNECT: Function<(String, Vec<u8>), Seen> = Function::new("connect", con
 static HOLD_LOCK: ChannelFunction<LockProxy> = ChannelFunction::new("hold_lock", hold_lock);
 static CONSUME_ONE: ChannelFunction<Queue<u64>> = ChannelFunction::new("consume_one", consume_one);
 static PRODUCE: Function<(Queue<u64>, u64), bool> = Function::new("produce", produce);
+static PRODUCE_FAR: Function<(Vec<u8>, u64), bool> = Function::new("produce_far", produce_far);
 static WORKER_KIND: Function<u64, (bool, u32)> = Function::new("worker_kind", worker_kind);
 static DIES_ON: Function<(u64, u64), u64> = Function::new("dies_on", dies_on);
 
@@ -120,6 +126,7 @@ fn procwire_child() {
         &HOLD_LOCK,
         &CONSUME_ONE,
         &PRODUCE,
+        &PRODUCE_FAR,
         &WORKER_KIND,
         &DIES_ON,
     ]);
@@ -166,16 +173,59 @@ fn tcp_clients_and_handles_from_another_host_use_the_socket() {
 
     // A proxy that reached another host names a shared-memory path that is not there: it
     // connects to the manager's address.
-    let mut v = ciborium::Value::serialized(&d).unwrap();
-    let ciborium::Value::Map(fields) = &mut v else { panic!("a proxy is a map: {v:?}") };
-    let shm =
-        fields.iter_mut().find(|(k, _)| k.as_text() == Some("shm")).expect("it carries the shm address");
-    shm.1 = ciborium::Value::Text("shm:/nonexistent-procwire-dir/shm.sock".into());
-    let mut far = Vec::new();
-    ciborium::into_writer(&v, &mut far).unwrap();
+    let far = with_shm(&d, "shm:/nonexistent-procwire-dir/shm.sock");
     let mut p = Process::new(&READ_FAR, far);
     p.start().unwrap();
     assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(1), false, false));
+}
+
+/// `handle` (a proxy or a queue) serialized with its shared-memory address replaced by `shm`.
+fn with_shm<T: serde::Serialize>(handle: &T, shm: &str) -> Vec<u8> {
+    let mut v = ciborium::Value::serialized(handle).unwrap();
+    let ciborium::Value::Map(fields) = &mut v else { panic!("a handle is a map: {v:?}") };
+    let field =
+        fields.iter_mut().find(|(k, _)| k.as_text() == Some("shm")).expect("it carries the shm address");
+    field.1 = ciborium::Value::Text(shm.into());
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    bytes
+}
+
+/// A socket file nobody listens at any more (as a crashed server leaves it), in `dir`.
+fn stale_socket(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_err(), "nothing listens there");
+    format!("shm:{}", path.display())
+}
+
+#[test]
+fn a_proxy_whose_shared_memory_address_is_stale_uses_the_managers_address() {
+    use_test_entry("procwire_child");
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, u64>().unwrap();
+    d.insert(&"k".to_string(), &3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::new(&READ_FAR, with_shm(&d, &stale_socket(&dir)));
+    p.start().unwrap();
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(3), false, false));
+}
+
+#[test]
+fn a_bound_manager_server_serves_its_host_through_memory_too() {
+    use_test_entry("procwire_child");
+    let key = AuthKey::random().unwrap();
+    let server = ManagerServer::bind("tcp:127.0.0.1:0", key.clone(), Registry::new()).unwrap();
+    let shm = server.shared_memory_address().expect("a shared-memory listener beside the TCP one").clone();
+    assert!(matches!(shm, Address::Shm(_)), "{shm}");
+    let here = Manager::connect(&shm, key.clone()).unwrap();
+    assert!(here.is_shared_memory().unwrap());
+    assert!(!Manager::connect(server.address(), key.clone()).unwrap().is_shared_memory().unwrap());
+    let mut p = Process::new(&CONNECT, (shm.to_string(), key.as_bytes().to_vec()));
+    p.start().unwrap();
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(1), true, true), "a child over shm");
+    let q = here.queue::<u64>().unwrap();
+    assert!(q.shared_memory_address().is_some(), "the queues it serves listen on shared memory too");
 }
 
 #[cfg(feature = "encrypt")]
@@ -194,6 +244,19 @@ fn an_encrypted_manager_stays_on_its_socket() {
 
 // ---------------------------------------------------------------------------------------------
 // Queue
+
+#[test]
+fn a_queue_handle_whose_shared_memory_address_is_stale_uses_the_queues_address() {
+    use_test_entry("procwire_child");
+    let q: Queue<u64> = Queue::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let far = with_shm(&q, &stale_socket(&dir));
+    let mut p = Process::new(&PRODUCE_FAR, (far, 10));
+    p.start().unwrap();
+    assert!(!p.result_timeout(LIMIT).in_time().unwrap(), "the producer is on the socket");
+    let got: Vec<u64> = (0..10).map(|_| q.get_timeout(LONG).unwrap().unwrap()).collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
 
 #[test]
 fn a_consumer_killed_over_shared_memory_loses_nothing() {

@@ -305,7 +305,19 @@ impl Reader {
     }
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T> {
+/// Decodes one message as `T` (SPEC.md §7.2), first with a small scratch buffer: ciborium's
+/// default one is 4 KiB, zeroed for every message, which costs more than the rest of a small
+/// message. Anything that fails that way (a long string read by reference, say) is decoded
+/// again the standard way, so the results and errors are the same.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let mut scratch = [0u8; 256];
+    let mut rest = bytes;
+    if let Ok(v) = ciborium::from_reader_with_buffer(&mut rest, &mut scratch)
+        && rest.is_empty()
+    {
+        return Ok(v);
+    }
+    let mut bytes = bytes;
     let v = ciborium::from_reader(&mut bytes).map_err(|e| crate::error::decode_error::<T, _>(&e))?;
     if !bytes.is_empty() {
         return Err(Error::Decode(format!("{} bytes left over after the CBOR value", bytes.len())));
@@ -393,5 +405,27 @@ mod tests {
         assert_eq!(b.recv_bytes().unwrap(), late);
         write(&[0, 0, 0, 1, 9]);
         assert_eq!(b.recv_bytes().unwrap(), [9]);
+    }
+
+    #[test]
+    fn decode_reads_long_strings_and_names_past_its_small_scratch_buffer() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        enum Long {
+            #[serde(rename = "a variant whose name is longer than the scratch buffer of 256 bytes, \
+                              which ciborium reads names into, so the first try fails and the second \
+                              one with the standard buffer reads it; padding padding padding padding \
+                              padding padding padding padding padding padding padding padding")]
+            Named(String),
+        }
+        let cbor = |v: &Long| {
+            let mut b = Vec::new();
+            ciborium::into_writer(v, &mut b).unwrap();
+            b
+        };
+        let v = Long::Named("x".repeat(5000));
+        assert_eq!(decode::<Long>(&cbor(&v)).unwrap(), v);
+        assert_eq!(decode::<(u8, String)>(&[0x82, 1, 0x61, b'a']).unwrap(), (1, "a".into()));
+        assert!(matches!(decode::<u8>(&[1, 2]), Err(Error::Decode(_))), "bytes left over");
+        assert!(matches!(decode::<String>(&[1]), Err(Error::Decode(_))));
     }
 }

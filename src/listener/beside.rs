@@ -4,7 +4,7 @@
 //! handles a server gives out carry both addresses, and a client picks before it connects.
 
 use super::ListenerBuilder;
-use crate::{Address, Family, Listener};
+use crate::{Address, Family, Listener, Result};
 
 /// A listener at a fresh `shm:` address with `builder`'s options (key, limits), for a server
 /// that asked for one (`on`) and does not encrypt; `None` where shared memory does not work
@@ -20,12 +20,32 @@ pub(crate) fn bind_beside(builder: &ListenerBuilder, on: bool, encrypt: bool) ->
 
 /// The address to reach a server at: its shared-memory one (`shm`, as a handle carries it)
 /// when that names a socket on this host and shared memory works here, else `main`.
-pub(crate) fn nearest(main: &Address, shm: Option<&Address>) -> Address {
+fn nearest<'a>(main: &'a Address, shm: Option<&'a Address>) -> &'a Address {
     let near = shm.filter(|a| match a {
         // A handle that travelled to another host names a path that is not there (fresh
         // addresses are random directories): that client takes the main address.
         Address::Shm(path) => crate::transport::SHARED_MEMORY && crate::transport::is_socket(path),
         _ => false,
     });
-    near.unwrap_or(main).clone()
+    near.unwrap_or(main)
+}
+
+/// Connects to a server with `connect`: at its shared-memory address (see [`nearest`]) when
+/// that is the nearer, else or when that fails, at `main`.
+pub(crate) fn connect_nearest<T>(
+    main: &Address,
+    shm: Option<&Address>,
+    mut connect: impl FnMut(&Address) -> Result<T>,
+) -> Result<T> {
+    let to = nearest(main, shm);
+    if to == main {
+        return connect(main);
+    }
+    // The socket file may outlive its server's shared-memory listener (a stale file after a
+    // crash) or be another's by now: the main address still serves every client.
+    connect(to).or_else(|e| {
+        crate::trace::event!(DEBUG, address = %to, error = %e, "shared-memory address failed, trying the main one");
+        let _ = e;
+        connect(main)
+    })
 }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::objects::Near;
 use super::server::{Inner, Registry};
 use super::wire::{self, Plain, ReplyIn, RequestOut, VERSION};
-use crate::listener::beside::nearest;
+use crate::listener::beside::connect_nearest;
 use crate::process::Channel;
 use crate::util::lock;
 use crate::{Address, AuthKey, Client, Connection, Error, Result};
@@ -58,7 +58,7 @@ type Idle = (Connection, Vec<u8>);
 /// The way to one manager, and what this process knows of it.
 pub(super) struct Link {
     pub(super) address: Address,
-    /// The manager's shared-memory address, taken on its host (see [`nearest`]).
+    /// The manager's shared-memory address, taken on its host (see [`connect_nearest`]).
     pub(super) shm: Option<Address>,
     pub(super) key: AuthKey,
     /// Whether its connections are encrypted (it listens with `encrypt(true)`).
@@ -153,13 +153,14 @@ impl Link {
     }
 
     fn connect(&self) -> Result<Connection> {
-        let to = nearest(&self.address, self.shm.as_ref());
-        let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(&to)?;
-        c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
-        c.set_read_timeout(Some(START_TIMEOUT));
-        let ok = answer(c.recv::<ReplyIn<()>>()?);
-        c.set_read_timeout(None);
-        ok.map(|()| c)
+        connect_nearest(&self.address, self.shm.as_ref(), |to| {
+            let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(to)?;
+            c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
+            c.set_read_timeout(Some(START_TIMEOUT));
+            let ok = answer(c.recv::<ReplyIn<()>>()?);
+            c.set_read_timeout(None);
+            ok.map(|()| c)
+        })
     }
 
     fn take(&self, pool: &Pool) -> Result<Idle> {
@@ -194,7 +195,7 @@ impl Link {
         let r = c
             .send(req)
             .and_then(|()| c.recv_bytes_into(&mut buf))
-            .and_then(|_| wire::decode::<ReplyIn<R>>(&buf));
+            .and_then(|_| crate::connection::decode::<ReplyIn<R>>(&buf));
         match r {
             // A reply was read whole (one that does not decode too): the connection is fine.
             Ok(_) | Err(Error::Decode(_)) => pool.give_back((c, buf)),
@@ -260,7 +261,7 @@ fn local<A: Serialize, R: DeserializeOwned>(
     ciborium::into_writer(req, &mut bytes).map_err(|e| crate::error::encode_error(&e))?;
     let req = wire::parse(&bytes).map_err(Error::Encode)?;
     match server.handle(session, req, None) {
-        Ok(reply) => answer(wire::decode::<ReplyIn<R>>(&reply)?),
+        Ok(reply) => answer(crate::connection::decode::<ReplyIn<R>>(&reply)?),
         Err(_) if server.is_shut_down() => Err(Error::Closed),
         Err(f) => Err(Error::Remote { kind: f.kind, message: f.message }),
     }

@@ -247,7 +247,8 @@ impl ManagerBuilder {
     }
 
     /// Whether processes on the manager's host reach it through memory they share with it
-    /// (default: on, where shared-memory connections work: Linux and Apple's systems). The
+    /// (default: on, where shared-memory connections work: Linux, Apple's systems and Windows).
+    /// The
     /// manager then also listens at a fresh `shm:` address beside its
     /// [`address`](Self::address); the [`Manager`] this process gets and every proxy of it
     /// carry both, and a process on this host connects through shared memory (a request and

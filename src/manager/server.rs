@@ -486,12 +486,31 @@ impl ManagerServer {
     /// that prove they hold `key`, from background threads, until
     /// [`shutdown`](ManagerServer::shutdown), a client's [`Manager::shutdown`](super::Manager::shutdown),
     /// or the drop of this value.
+    ///
+    /// Where shared-memory connections work, it also listens at a fresh `shm:` address
+    /// ([`shared_memory_address`](ManagerServer::shared_memory_address)) for clients on this
+    /// host, and the queues it serves do too, as a manager of [`Manager::start`](super::Manager::start)
+    /// does; where that listener cannot be made, it serves at `address` alone.
+    ///
+    /// ```
+    /// use procwire::manager::{Manager, ManagerServer, Registry};
+    /// use procwire::{AuthKey, Family};
+    ///
+    /// let key = AuthKey::random()?;
+    /// let server = ManagerServer::bind("tcp:127.0.0.1:0", key.clone(), Registry::new())?;
+    /// if let Some(shm) = server.shared_memory_address() {
+    ///     assert_eq!(shm.family(), Family::Shm);
+    ///     let m = Manager::connect(shm, key)?;
+    ///     assert!(m.is_shared_memory()?);
+    /// }
+    /// # Ok::<(), procwire::Error>(())
+    /// ```
     pub fn bind(
         address: impl ToAddress,
         key: impl Into<AuthKey>,
         registry: Registry,
     ) -> Result<ManagerServer> {
-        ManagerServer::bind_with(address, key, registry, false, false)
+        ManagerServer::bind_with(address, key, registry, false, true)
     }
 
     /// As [`bind`](ManagerServer::bind), encrypting every connection, keyed by `key` (see
@@ -543,8 +562,11 @@ impl ManagerServer {
         &self.address
     }
 
-    /// The shared-memory address beside [`address`](Self::address), for clients on this host.
-    pub(super) fn shared_memory_address(&self) -> Option<&Address> {
+    /// The shared-memory address beside [`address`](Self::address), for clients on this host
+    /// ([`Manager::connect`](super::Manager::connect) at it moves their requests through
+    /// memory); `None` when the server has none (encrypted, or where shared memory does not
+    /// work).
+    pub fn shared_memory_address(&self) -> Option<&Address> {
         self.shm.as_ref()
     }
 

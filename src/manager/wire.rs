@@ -1,6 +1,5 @@
 //! The manager's request and reply messages (spec/manager.md): one CBOR request, one CBOR reply.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::cbor::{self, Malformed};
@@ -148,21 +147,6 @@ pub(crate) struct ProxyRef {
     /// versions and managers without one write it: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) shm: Option<String>,
-}
-
-/// Decodes one message as `T`, as `Connection::recv` does (SPEC.md §7.2), but first with a
-/// small scratch buffer: ciborium's default one is 4 KiB, zeroed for every message, which
-/// costs more than the rest of a small request. Anything that fails that way (a long string
-/// read by reference, say) is decoded again the standard way, so the results are the same.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
-    let mut scratch = [0u8; 256];
-    let mut rest = bytes;
-    if let Ok(v) = ciborium::from_reader_with_buffer(&mut rest, &mut scratch)
-        && rest.is_empty()
-    {
-        return Ok(v);
-    }
-    crate::connection::decode(bytes)
 }
 
 /// An optional value where the value itself may be null: an array of zero or one item.

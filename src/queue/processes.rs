@@ -18,7 +18,7 @@ use super::remote::Remote;
 use super::server::{Server, State};
 use super::wire;
 use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::listener::beside::nearest;
+use crate::listener::beside::connect_nearest;
 use crate::util::{lock, wait_deadline};
 use crate::{Address, AuthKey, Error, Family, Result, ToAddress};
 
@@ -77,8 +77,8 @@ impl QueueBuilder<Processes> {
     }
 
     /// Whether handles in other processes of this host reach the queue through memory they
-    /// share with it (default: on, where shared-memory connections work: Linux and Apple's
-    /// systems). The queue then also listens at a fresh `shm:` address beside its
+    /// share with it (default: on, where shared-memory connections work: Linux, Apple's
+    /// systems and Windows). The queue then also listens at a fresh `shm:` address beside its
     /// [`address`](Self::address), and the handles it sends to other processes carry both:
     /// one on this host connects through shared memory, any other (on another host, or
     /// [`Queue::connect`] with the address) through the address, as does every handle of an
@@ -288,7 +288,7 @@ impl Local {
 /// A handle of a queue served elsewhere; connects on first use.
 pub struct Lazy {
     address: Address,
-    /// The queue's shared-memory address, taken on its host (see [`nearest`]).
+    /// The queue's shared-memory address, taken on its host (see [`connect_nearest`]).
     shm: Option<Address>,
     key: AuthKey,
     encrypted: bool,
@@ -305,13 +305,15 @@ impl Lazy {
         if let Some(r) = &*r {
             return Ok(r.clone());
         }
-        let remote = Remote::connect(
-            &nearest(&self.address, self.shm.as_ref()),
-            self.key.clone(),
-            self.encrypted,
-            self.prefetch.load(Ordering::Relaxed),
-            self.max_item_size,
-        )?;
+        let remote = connect_nearest(&self.address, self.shm.as_ref(), |to| {
+            Remote::connect(
+                to,
+                self.key.clone(),
+                self.encrypted,
+                self.prefetch.load(Ordering::Relaxed),
+                self.max_item_size,
+            )
+        })?;
         let info = remote.link.info;
         if info.maxsize != self.maxsize || info.joinable != self.joinable {
             return Err(Error::Protocol(format!(

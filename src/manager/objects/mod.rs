@@ -70,7 +70,7 @@ pub(crate) type Outcome = Result<Vec<u8>, Fault>;
 
 /// Decodes a method's arguments as `T`; a mismatch is a fault of kind `type`.
 pub(crate) fn args<T: DeserializeOwned>(method: &str, a: &[u8]) -> Result<T, Fault> {
-    super::wire::decode(a).map_err(|e| {
+    crate::connection::decode(a).map_err(|e| {
         // serde's message may quote the whole argument.
         let e = e.to_string();
         Fault::new(
