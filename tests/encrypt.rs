@@ -471,3 +471,31 @@ fn poll_and_wait_see_messages_already_decrypted() {
     assert!(!server.poll_timeout(Duration::ZERO).unwrap());
     assert!(procwire::wait_timeout(&[(&server).into()], Duration::from_millis(50)).unwrap().is_empty());
 }
+
+/// Dropping a connection whose peer does not read returns without waiting for room for the end
+/// message: the peer, reading only afterwards, gets every message sent whole, then an integrity
+/// error for the cut stream, never part of a message.
+#[test]
+fn dropping_a_connection_does_not_wait_for_a_peer_that_does_not_read() {
+    let listener = bind(Family::Tcp, true);
+    let client = client_builder(KEY).encrypt(true).write_timeout(Some(Duration::from_millis(100)));
+    let (server, client) = connect(&listener, client);
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    let message = pattern(1 << 20, 3);
+    let mut sent = 0;
+    loop {
+        match client.send_bytes(&message) {
+            Ok(()) => sent += 1,
+            Err(Error::Timeout(_)) => break,
+            Err(e) => panic!("want the sends to fill the socket, got {e:?}"),
+        }
+    }
+    drop(client);
+    for _ in 0..sent {
+        assert_eq!(server.recv_bytes().unwrap(), message);
+    }
+    match server.recv_bytes() {
+        Err(Error::Integrity(_)) => {}
+        other => panic!("want an integrity error for the cut stream, got {other:?}"),
+    }
+}
