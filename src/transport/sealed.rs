@@ -22,6 +22,10 @@ pub(crate) const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
 /// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
 #[cfg(feature = "tokio")]
 pub(crate) const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
+/// The least plaintext still to come for which reading straight into the caller's buffer
+/// pays: below it, reads of what fits there would be shorter than the inbox's, and more of
+/// them cost more than the copy out of the inbox they save.
+const DIRECT_MIN: usize = 2 * MAX_PLAINTEXT;
 /// How long an explicit close waits at most to send the end message; a drop does not wait.
 pub(crate) const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -98,10 +102,12 @@ impl Sealed {
             let taken = rx.read_to_vec(&mut lock(&self.session), v, max - n);
             let step = match taken {
                 Ok(None) => match rx.direct_len(max - n, v.capacity() - v.len()) {
-                    Some(len) => self.read_direct(&mut rx, v, len, max - n, deadline),
+                    Some(len) if max - n >= DIRECT_MIN => {
+                        self.read_direct(&mut rx, v, len, max - n, deadline)
+                    }
                     // Return what is here rather than wait for more.
-                    None if n > 0 => break,
-                    None => self.fill(&mut rx, deadline).map(|()| 0),
+                    _ if n > 0 => break,
+                    _ => self.fill(&mut rx, deadline).map(|()| 0),
                 },
                 // The peer's end message.
                 Ok(Some(0)) => break,
