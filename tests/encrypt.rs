@@ -349,6 +349,10 @@ fn a_flipped_bit_is_an_integrity_error() {
 fn a_flipped_bit_inside_a_large_message_returns_no_part_of_it() {
     // Frame 1 is the first 64 KiB piece of a 200 000-byte message.
     assert_integrity_failure(Tamper::Flip(2), [200_000, 10, 10], 0);
+    // Later pieces, which the receiver reads and opens in the message's own buffer.
+    for frame in 3..=5 {
+        assert_integrity_failure(Tamper::Flip(frame), [200_000, 10, 10], 0);
+    }
 }
 
 #[test]
@@ -470,4 +474,32 @@ fn poll_and_wait_see_messages_already_decrypted() {
     assert_eq!(server.recv_bytes().unwrap(), [2; 100]);
     assert!(!server.poll_timeout(Duration::ZERO).unwrap());
     assert!(procwire::wait_timeout(&[(&server).into()], Duration::from_millis(50)).unwrap().is_empty());
+}
+
+/// Dropping a connection whose peer does not read returns without waiting for room for the end
+/// message: the peer, reading only afterwards, gets every message sent whole, then an integrity
+/// error for the cut stream, never part of a message.
+#[test]
+fn dropping_a_connection_does_not_wait_for_a_peer_that_does_not_read() {
+    let listener = bind(Family::Tcp, true);
+    let client = client_builder(KEY).encrypt(true).write_timeout(Some(Duration::from_millis(100)));
+    let (server, client) = connect(&listener, client);
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    let message = pattern(1 << 20, 3);
+    let mut sent = 0;
+    loop {
+        match client.send_bytes(&message) {
+            Ok(()) => sent += 1,
+            Err(Error::Timeout(_)) => break,
+            Err(e) => panic!("want the sends to fill the socket, got {e:?}"),
+        }
+    }
+    drop(client);
+    for _ in 0..sent {
+        assert_eq!(server.recv_bytes().unwrap(), message);
+    }
+    match server.recv_bytes() {
+        Err(Error::Integrity(_)) => {}
+        other => panic!("want an integrity error for the cut stream, got {other:?}"),
+    }
 }

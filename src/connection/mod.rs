@@ -431,12 +431,17 @@ impl Connection {
     }
 
     /// Flushes and closes the connection, reporting a flush error (dropping it closes too,
-    /// but silently). An encrypted connection then sends its end message (SPEC.md §13.3), once
-    /// both halves of a split one are gone.
+    /// but silently). An encrypted connection then sends its end message (SPEC.md §13.3),
+    /// waiting at most 10 seconds for the peer to make room for it; dropping one sends it only
+    /// if the socket takes it at once, and a split one sends it once both halves are gone.
     pub fn close(mut self) -> Result<()> {
         let r = self.tx.flush();
         // Reported here; dropping must not wait for the same data again.
         self.tx.writer.buf.clear();
+        #[cfg(feature = "encrypt")]
+        if let Stream::Sealed(s) = &*self.rx.stream {
+            s.send_end(Instant::now() + crate::transport::sealed::CLOSE_LIMIT);
+        }
         r
     }
 

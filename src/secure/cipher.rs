@@ -75,12 +75,12 @@ impl Cipher {
         Ok(tag)
     }
 
-    /// Decrypts `message` (ciphertext, then the tag) in place and returns the plaintext length;
-    /// `None` when it does not open, and then the counter stays and the bytes of `message` are
-    /// not plaintext.
-    pub(super) fn open(&mut self, message: &mut [u8]) -> Option<usize> {
+    /// Decrypts the message (ciphertext, then the tag) at `in_out[src..]` and writes its
+    /// plaintext at the front of `in_out`; returns the plaintext length. `None` when it does
+    /// not open, and then the counter stays and the bytes of `in_out` are not plaintext.
+    pub(super) fn open(&mut self, in_out: &mut [u8], src: usize) -> Option<usize> {
         let n = self.next().ok()?;
-        let len = self.key.open_in_place(nonce(n), Aad::empty(), message).ok()?.len();
+        let len = self.key.open_within(nonce(n), Aad::empty(), in_out, src..).ok()?.len();
         self.advance();
         Some(len)
     }

@@ -55,6 +55,7 @@ mod handshake;
 mod session;
 
 pub use handshake::Handshake;
+pub(crate) use session::integrity_error;
 #[cfg(test)]
 pub(crate) use session::tests::sessions as test_sessions;
 pub use session::{Inbox, Session};

@@ -1,6 +1,7 @@
 //! [`Session`]: sealing and opening transport messages; [`Inbox`]: the receiving buffer.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use super::cipher::Cipher;
 use super::{MAX_MESSAGE, MAX_PLAINTEXT, TAG_LEN};
@@ -111,10 +112,17 @@ impl Session {
     /// is the first returned-length bytes of `message`. A message that does not open is an
     /// [`Error::Integrity`], and none of `message` is plaintext.
     pub fn open_in_place(&mut self, message: &mut [u8]) -> Result<usize> {
-        if message.len() < TAG_LEN || message.len() > MAX_MESSAGE {
+        self.open_within(message, 0)
+    }
+
+    /// Opens the transport message at `in_out[src..]` and writes its plaintext at the front of
+    /// `in_out` (over what lies before the message), as [`open_in_place`](Session::open_in_place).
+    pub(crate) fn open_within(&mut self, in_out: &mut [u8], src: usize) -> Result<usize> {
+        let len = in_out.len().checked_sub(src).ok_or_else(integrity_error)?;
+        if !(TAG_LEN..=MAX_MESSAGE).contains(&len) {
             return Err(integrity_error());
         }
-        self.recv.open(message).ok_or_else(integrity_error)
+        self.recv.open(in_out, src).ok_or_else(integrity_error)
     }
 }
 
@@ -294,6 +302,61 @@ impl Inbox {
         if n > 0 && self.opened == 0 {
             self.frames.consume(TAG_LEN);
         }
+    }
+
+    /// The ciphertext length (tag included) of the next message, when it may be read and
+    /// opened in the caller's memory instead of here: no plaintext waiting, only the start of
+    /// that message buffered (its header at least), and a message that carries plaintext (not
+    /// the end message), at most `max` bytes of it, and fits in `room` bytes.
+    pub(crate) fn direct_len(&self, max: usize, room: usize) -> Option<usize> {
+        if self.opened > 0 || self.broken || self.ended {
+            return None;
+        }
+        let Ok(Peek::Partial(h)) = self.frames.peek() else { return None };
+        let len = h.payload_len as usize;
+        (len > TAG_LEN && len - TAG_LEN <= max && len <= room).then_some(len)
+    }
+
+    /// Moves the ciphertext of the message of [`direct_len`](Inbox::direct_len) buffered so
+    /// far to the front of `dest` (which has room for the whole message) and forgets its header;
+    /// returns how many bytes it moved. The rest of the message goes after them, then
+    /// [`open_direct`](Inbox::open_direct) opens it there, or [`put_back`](Inbox::put_back)
+    /// returns what arrived of it.
+    pub(crate) fn take_start(&mut self, dest: &mut [MaybeUninit<u8>]) -> usize {
+        let Ok(Peek::Partial(h)) = self.frames.peek() else { return 0 };
+        self.frames.consume(h.header_len);
+        let got = self.frames.buffered().len();
+        for (d, s) in dest[..got].iter_mut().zip(self.frames.buffered()) {
+            d.write(*s);
+        }
+        self.frames.consume(got);
+        got
+    }
+
+    /// Returns the start of a message taken by [`take_start`](Inbox::take_start) whose rest did
+    /// not arrive (a read that timed out): `len` its ciphertext length, `got` what arrived.
+    pub(crate) fn put_back(&mut self, len: usize, got: &[u8]) {
+        self.push(&(len as u32).to_be_bytes());
+        self.push(got);
+    }
+
+    /// Opens a message taken by [`take_start`](Inbox::take_start) or one after it, read
+    /// with it: the message at `in_out[src..]`, its plaintext written at the front of
+    /// `in_out`; returns the plaintext length. As in [`read`](Inbox::read), a message that does
+    /// not open is an [`Error::Integrity`], none of `in_out` is plaintext, and the inbox is
+    /// broken for good.
+    pub(crate) fn open_direct(
+        &mut self,
+        session: &mut Session,
+        in_out: &mut [u8],
+        src: usize,
+    ) -> Result<usize> {
+        session.open_within(in_out, src).inspect_err(|_| self.broken = true)
+    }
+
+    /// How many bytes the inbox holds at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.frames.capacity()
     }
 
     /// Like [`read`](Inbox::read), then takes the plaintext of every further whole message

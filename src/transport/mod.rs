@@ -169,20 +169,30 @@ impl Stream {
         }
         let spare = v.spare_capacity_mut();
         let len = spare.len().min(max);
-        let spare = &mut spare[..len];
-        let n = match self {
-            #[cfg(unix)]
-            Stream::Os(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
-            #[cfg(windows)]
-            Stream::Os(s) => s.read_uninit(spare, deadline)?,
-            Stream::Mem(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
-            Stream::Shm(s) => s.read_raw(spare.as_mut_ptr().cast(), len, deadline)?,
-            #[cfg(feature = "encrypt")]
-            Stream::Sealed(_) => unreachable!("handled above"),
-        };
-        // SAFETY: each read initialised the first n (at most len) bytes of the spare capacity.
+        let n = self.read_uninit(&mut spare[..len], deadline)?;
+        // SAFETY: the read initialised the first n (at most len) bytes of the spare capacity.
         unsafe { v.set_len(v.len() + n) };
         Ok(n)
+    }
+
+    /// Reads into memory that need not be initialised; the first returned-length bytes of
+    /// `buf` are then. Not for an encrypted stream (whose bytes are plaintext only once opened).
+    pub(crate) fn read_uninit(
+        &self,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        let len = buf.len();
+        match self {
+            #[cfg(unix)]
+            Stream::Os(s) => s.read_raw(buf.as_mut_ptr().cast(), len, deadline),
+            #[cfg(windows)]
+            Stream::Os(s) => s.read_uninit(buf, deadline),
+            Stream::Mem(s) => s.read_raw(buf.as_mut_ptr().cast(), len, deadline),
+            Stream::Shm(s) => s.read_raw(buf.as_mut_ptr().cast(), len, deadline),
+            #[cfg(feature = "encrypt")]
+            Stream::Sealed(_) => unreachable!("an encrypted stream over another"),
+        }
     }
 
     /// Writes some of `bufs`; `TimedOut` when `deadline` passes first.

@@ -3,23 +3,31 @@
 //! It drives the sans-IO [`crate::secure`] session over an inner stream: writes are sealed into
 //! messages and written whole, reads fill an [`Inbox`] and take plaintext out of it. The
 //! connection above sees a plain byte stream of frames, so framing, batching and large
-//! messages work as on any stream. Dropping it sends the end message; the end of the inner
-//! stream without the peer's is an integrity error, not the end of the stream.
+//! messages work as on any stream. Closing the connection sends the end message, waiting for
+//! room at most [`CLOSE_LIMIT`]; dropping it sends the end message only if the inner stream
+//! takes it at once. The end of the inner stream without the peer's end message is an
+//! integrity error, not the end of the stream.
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Stream;
-use crate::secure::{Inbox, MAX_PLAINTEXT, Session};
+use crate::codec::decode_header;
+use crate::secure::{Inbox, MAX_MESSAGE, MAX_PLAINTEXT, Session, TAG_LEN, integrity_error};
 
 /// The most plaintext one write seals: several messages, written together.
 pub(crate) const WRITE_LIMIT: usize = 16 * MAX_PLAINTEXT;
 /// The most plaintext one read into a caller's spare capacity takes (what the inbox holds).
 #[cfg(feature = "tokio")]
 pub(crate) const READ_LIMIT: usize = 4 * MAX_PLAINTEXT;
-/// How long dropping a stream waits at most to send the end message.
-const END_LIMIT: Duration = Duration::from_secs(10);
+/// The least plaintext still to come for which reading straight into the caller's buffer
+/// pays: below it, reads of what fits there would be shorter than the inbox's, and more of
+/// them cost more than the copy out of the inbox they save.
+const DIRECT_MIN: usize = 2 * MAX_PLAINTEXT;
+/// How long an explicit close waits at most to send the end message; a drop does not wait.
+pub(crate) const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// An encrypted stream over `inner`. The session's keys serve both directions; the two halves
 /// of a split connection each lock it only while sealing or opening one message.
@@ -30,6 +38,8 @@ pub(crate) struct Sealed {
     /// Sealed bytes the inner stream did not take yet (a write that timed out): they go out
     /// first with the next write.
     tx: Mutex<Vec<u8>>,
+    /// The end message is sealed: nothing may follow it.
+    ended: AtomicBool,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -52,7 +62,13 @@ impl Sealed {
     pub(crate) fn new(inner: Stream, session: Session, unread: &[u8]) -> Sealed {
         let mut inbox = Inbox::new();
         inbox.push(unread);
-        Sealed { inner, session: Mutex::new(session), rx: Mutex::new(inbox), tx: Mutex::new(Vec::new()) }
+        Sealed {
+            inner,
+            session: Mutex::new(session),
+            rx: Mutex::new(inbox),
+            tx: Mutex::new(Vec::new()),
+            ended: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn inner(&self) -> &Stream {
@@ -70,6 +86,8 @@ impl Sealed {
     }
 
     /// Reads at most `max` bytes into the spare capacity of `v`, extending its length.
+    /// Messages that lie wholly inside it are read and opened there, not in the inbox: the
+    /// payload of a large frame is not copied on the way.
     pub(crate) fn read_spare(
         &self,
         v: &mut Vec<u8>,
@@ -77,17 +95,33 @@ impl Sealed {
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
         let max = max.min(v.capacity() - v.len());
-        self.read_with(deadline, |rx, session| {
-            let mut n = 0;
-            while n < max {
-                match rx.read_to_vec(session, v, max - n) {
-                    Ok(Some(m)) if m > 0 => n += m,
+        let mut rx = lock(&self.rx);
+        let mut n = 0;
+        while n < max {
+            // The session's lock ends here: the direct read takes it again.
+            let taken = rx.read_to_vec(&mut lock(&self.session), v, max - n);
+            let step = match taken {
+                Ok(None) => match rx.direct_len(max - n, v.capacity() - v.len()) {
+                    Some(len) if max - n >= DIRECT_MIN => {
+                        self.read_direct(&mut rx, v, len, max - n, deadline)
+                    }
+                    // Return what is here rather than wait for more.
                     _ if n > 0 => break,
-                    r => return r,
-                }
+                    _ => self.fill(&mut rx, deadline).map(|()| 0),
+                },
+                // The peer's end message.
+                Ok(Some(0)) => break,
+                Ok(Some(m)) => Ok(m),
+                Err(e) => Err(carry(e)),
+            };
+            match step {
+                Ok(m) => n += m,
+                // What was taken stays taken; the error comes again with the next read.
+                Err(_) if n > 0 => break,
+                Err(e) => return Err(e),
             }
-            Ok(Some(n))
-        })
+        }
+        Ok(n)
     }
 
     /// Takes plaintext with `take` (which returns `Ok(None)` when the inbox needs ciphertext,
@@ -102,13 +136,78 @@ impl Sealed {
             if let Some(n) = take(&mut rx, &mut lock(&self.session)).map_err(carry)? {
                 return Ok(n);
             }
-            let n = self.inner.read(rx.spare(), deadline)?;
-            if n == 0 {
-                rx.check_end().map_err(carry)?;
-                return Ok(0);
-            }
-            rx.filled(n);
+            self.fill(&mut rx, deadline)?;
         }
+    }
+
+    /// Reads ciphertext into the inbox. Its end is an error unless the peer's end message
+    /// came first (and then the inbox has ended).
+    fn fill(&self, rx: &mut Inbox, deadline: Option<Instant>) -> io::Result<()> {
+        let n = self.inner.read(rx.spare(), deadline)?;
+        if n == 0 {
+            rx.check_end().map_err(carry)?;
+        }
+        rx.filled(n);
+        Ok(())
+    }
+
+    /// Reads the rest of the inbox's next message (`len` bytes of ciphertext and tag) into the
+    /// spare capacity of `v` with what follows it, and opens it there, then every further
+    /// whole message of at most `max` bytes of plaintext in all, moving each plaintext down
+    /// over the headers and tags before it; returns the plaintext length, by which `v` grew.
+    /// The rest goes to the inbox; so does what arrived when a read fails.
+    fn read_direct(
+        &self,
+        rx: &mut Inbox,
+        v: &mut Vec<u8>,
+        len: usize,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        let spare = v.spare_capacity_mut();
+        // No more than the inbox can take back.
+        let want = spare.len().min(rx.capacity());
+        let spare = &mut spare[..want];
+        let mut got = rx.take_start(spare);
+        while got < len {
+            match self.inner.read_uninit(&mut spare[got..], deadline) {
+                Ok(n) if n > 0 => got += n,
+                r => {
+                    // SAFETY: `take_start` and the reads initialised the first `got` bytes.
+                    let arrived = unsafe { std::slice::from_raw_parts(spare.as_ptr().cast::<u8>(), got) };
+                    rx.put_back(len, arrived);
+                    return Err(match r {
+                        Err(e) => e,
+                        // The end of the stream inside a message.
+                        Ok(_) => carry(rx.check_end().err().unwrap_or_else(integrity_error)),
+                    });
+                }
+            }
+        }
+        // SAFETY: as above, the first `got` bytes are initialised.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), got) };
+        let mut session = lock(&self.session);
+        let mut plain = rx.open_direct(&mut session, &mut bytes[..len], 0).map_err(carry)?;
+        let mut pos = len;
+        while let Ok(Some(h)) = decode_header(&bytes[pos..], MAX_MESSAGE as u64) {
+            let (start, n) = (pos + h.header_len, h.payload_len as usize);
+            // The end message, one not all here, or one past `max`: the inbox's.
+            if n <= TAG_LEN || start + n > got || plain + n - TAG_LEN > max {
+                break;
+            }
+            match rx.open_direct(&mut session, &mut bytes[plain..start + n], start - plain) {
+                Ok(m) => {
+                    plain += m;
+                    pos = start + n;
+                }
+                // The inbox is broken: the next read reports it.
+                Err(_) => break,
+            }
+        }
+        rx.push(&bytes[pos..]);
+        // SAFETY: the opened plaintext is the first `plain` bytes of the spare capacity.
+        unsafe { v.set_len(v.len() + plain) };
+        Ok(plain)
     }
 
     /// Seals up to [`WRITE_LIMIT`] bytes of `bufs` and writes them; returns the plaintext
@@ -119,6 +218,10 @@ impl Sealed {
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
         let mut tx = lock(&self.tx);
+        if self.ended.load(Ordering::Relaxed) {
+            // The peer stops reading at the end message.
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "this encrypted stream was closed"));
+        }
         self.write_out(&mut tx, deadline)?;
         let taken = lock(&self.session).seal_vectored(bufs, WRITE_LIMIT, &mut tx).map_err(carry)?;
         match self.write_out(&mut tx, deadline) {
@@ -128,11 +231,15 @@ impl Sealed {
         }
     }
 
-    /// Seals the end message (close-notify) and writes it after anything left unwritten.
-    fn write_end(&self) {
-        let mut tx = std::mem::take(&mut *lock(&self.tx));
-        if self.inner.can_write() && lock(&self.session).seal_end(&mut tx).is_ok() {
-            let _ = self.write_out(&mut tx, Some(Instant::now() + END_LIMIT));
+    /// Seals the end message (close-notify), once, and writes it after anything left
+    /// unwritten, giving up at `deadline` (the peer then sees the stream cut).
+    pub(crate) fn send_end(&self, deadline: Instant) {
+        let mut tx = lock(&self.tx);
+        if self.ended.swap(true, Ordering::Relaxed) || !self.inner.can_write() {
+            return;
+        }
+        if lock(&self.session).seal_end(&mut tx).is_ok() {
+            let _ = self.write_out(&mut tx, Some(deadline));
         }
     }
 
@@ -161,10 +268,12 @@ impl Sealed {
 }
 
 /// A clean close: the peer reads to the end message and sees the end of the stream; one that
-/// gets the end of the stream without it reports a cut.
+/// gets the end of the stream without it reports a cut. A drop sends the end message only if
+/// the inner stream takes it at once (with anything unwritten before it): it never waits for
+/// a peer that does not read.
 impl Drop for Sealed {
     fn drop(&mut self) {
-        self.write_end();
+        self.send_end(Instant::now());
     }
 }
 

@@ -19,6 +19,7 @@ use procwire::{Client, Connection, Error, Listener};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
+use super::Workload;
 use crate::Failure;
 use crate::units::{si, size, three_digits};
 
@@ -276,8 +277,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-/// Runs the comparison and prints its table.
-pub fn run(duration: Duration, repeat: u32) -> Result<(), Failure> {
+/// Whether `work` is one of `only` (all when empty): `--workloads` picks rows.
+fn picked(work: Work, only: &[Workload]) -> bool {
+    let kind = match work {
+        Work::Stream(_) => Workload::Stream,
+        Work::Batched(_) => Workload::Batched,
+        Work::Connect => Workload::Connect,
+    };
+    only.is_empty() || only.contains(&kind)
+}
+
+/// Runs the comparison of the workloads of `only` (all when empty) and prints its table.
+pub fn run(duration: Duration, repeat: u32, only: &[Workload]) -> Result<(), Failure> {
     let tls = Tls::new().map_err(|e| Failure::new(format!("TLS setup: {e}")))?;
     println!(
         "encrypted TCP on loopback, both ends threads of one process; median of {repeat} runs of {duration:?}"
@@ -286,7 +297,7 @@ pub fn run(duration: Duration, repeat: u32) -> Result<(), Failure> {
         "{:<26}{:>14}{:>14}{:>14}{:>12}{:>12}",
         "workload (per second)", "procwire enc", "rustls 1.3", "procwire", "enc/tls", "enc/plain"
     );
-    for work in WORKS {
+    for work in WORKS.into_iter().filter(|&w| picked(w, only)) {
         let mut reps: [Vec<f64>; 3] = Default::default();
         for rep in 0..repeat {
             let order: Vec<usize> = if rep % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };

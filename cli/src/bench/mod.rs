@@ -69,8 +69,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     html: Option<std::path::PathBuf>,
     /// Instead of the transport cells: encrypted procwire beside rustls TLS 1.3 and plaintext
-    /// procwire over loopback TCP (streaming 64 KiB and 1 MiB, batched 16 B, connects), as
-    /// same-run ratios.
+    /// procwire over loopback TCP (streaming 64 KiB and 1 MiB, batched 16 B, connects, or those
+    /// of --workloads), as same-run ratios.
     #[arg(long)]
     encrypted: bool,
     /// Instead of the transport cells: the CPU time an idle connected pair of processes uses
@@ -289,7 +289,7 @@ fn python_version(python: &str) -> Result<String, String> {
 /// Runs `procwire bench`.
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if args.encrypted {
-        return encrypted::run(args.duration, args.repeat);
+        return encrypted::run(args.duration, args.repeat, &args.workloads);
     }
     if let Some(over) = args.idle {
         let runner =
