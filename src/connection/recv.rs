@@ -133,11 +133,11 @@ impl Reader {
             }
             if listener && first == SHM_HELLO {
                 self.owed = Some(SHM_REFUSED);
-                return Err(self.fail(Error::Protocol(
+                return Err(self.fail(Error::Protocol(format!(
                     "a shared-memory client connected to this listener, which does not serve shared \
-                     memory: clients must connect to its unix: address"
-                        .into(),
-                )));
+                         memory: clients must connect to its {}: address",
+                    crate::transport::shm::PLAIN
+                ))));
             }
         }
         Ok(got)

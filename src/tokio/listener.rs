@@ -222,8 +222,9 @@ impl Listener {
             oldest.abort();
         }
         let endpoint = self.endpoint.clone();
-        // A shared-memory client without a key can knock only at a Unix path socket.
-        let shm_knocks = matches!(self.address, Address::Unix(_));
+        // A shared-memory client without a key can knock only where shm: addresses lie over:
+        // a Unix path socket, or a named pipe on Windows.
+        let shm_knocks = matches!(self.address, Address::Unix(_) | Address::Pipe(_));
         let handle = self.handshakes.spawn(accept_one(socket, endpoint, shm_knocks));
         self.started.push_back(handle);
     }

@@ -244,11 +244,11 @@ impl Receiver {
             };
             if !client && first == crate::transport::SHM_HELLO {
                 self.owed = Some(crate::transport::SHM_REFUSED);
-                return Poll::Ready(Err(self.fail(Error::Protocol(
+                return Poll::Ready(Err(self.fail(Error::Protocol(format!(
                     "a shared-memory client connected to this listener, which does not serve shared \
-                     memory: clients must connect to its unix: address"
-                        .into(),
-                ))));
+                         memory: clients must connect to its {}: address",
+                    crate::transport::shm::PLAIN
+                )))));
             }
             if client && first.starts_with(crate::auth::CHALLENGE) {
                 self.owed = Some(crate::auth::NO_KEY);

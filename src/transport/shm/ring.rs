@@ -94,6 +94,20 @@ pub(crate) fn capacity_of(map: &Mapping) -> io::Result<usize> {
     Ok(cap)
 }
 
+/// Marks a fresh region with `token` (header words 2 and 3), for a peer that takes the region
+/// by a name that could come to mean another region (see [`has_token`]).
+#[cfg_attr(unix, allow(dead_code))]
+pub(crate) fn set_token(map: &Mapping, token: [u64; 2]) {
+    word(map, 16).store(token[0], Ordering::Relaxed);
+    word(map, 24).store(token[1], Ordering::Relaxed);
+}
+
+/// Whether the region carries `token` ([`set_token`]): the region the peer meant.
+#[cfg_attr(unix, allow(dead_code))]
+pub(crate) fn has_token(map: &Mapping, token: [u64; 2]) -> bool {
+    word(map, 16).load(Ordering::Relaxed) == token[0] && word(map, 24).load(Ordering::Relaxed) == token[1]
+}
+
 /// The 8-byte word at `at` in the first [`HEADER`] bytes.
 fn word(map: &Mapping, at: usize) -> &AtomicU64 {
     assert!(at + 8 <= HEADER && at.is_multiple_of(8) && map.len() >= HEADER);

@@ -47,16 +47,31 @@ fn write_frame(pipe: &Stream, frame: &[u8], deadline: Option<Instant>) -> io::Re
     Ok(())
 }
 
-/// Sends `offer` (a frame), then the section's handle as the peer takes it.
+/// Sends `offer` (a frame), then the section's handle as the peer takes it and a random token
+/// written into the region's header. The peer takes the handle by its value in this process:
+/// should this side drop the region first (a failed connection), that value may already name
+/// the region of another connection, and the token tells them apart.
 pub(crate) fn send_region(
     pipe: &Stream,
     map: &Mapping,
     offer: &[u8],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
+    let mut token = [0u8; TOKEN];
+    getrandom::fill(&mut token).map_err(|e| io::Error::other(e.to_string()))?;
+    crate::transport::shm::ring::set_token(map, words(&token));
     let shared = pipe.share_handle(map.share_handle())?;
     write_frame(pipe, offer, deadline)?;
-    write_frame(pipe, &[&(shared.len() as u32).to_be_bytes()[..], &shared].concat(), deadline)
+    let body = [&((shared.len() + TOKEN) as u32).to_be_bytes()[..], &shared, &token].concat();
+    write_frame(pipe, &body, deadline)
+}
+
+/// The length of a region's token.
+const TOKEN: usize = 16;
+
+fn words(token: &[u8; TOKEN]) -> [u64; 2] {
+    let (a, b) = token.split_at(8);
+    [u64::from_le_bytes(a.try_into().expect("8 bytes")), u64::from_le_bytes(b.try_into().expect("8 bytes"))]
 }
 
 /// Takes the region [`send_region`] sent; `None` when the peer sent something else.
@@ -79,14 +94,25 @@ pub(crate) fn take_region(
         return Ok(None);
     }
     let len = u32::from_be_bytes(header) as usize;
-    if len > SHARED_MAX {
+    if !(TOKEN..=SHARED_MAX + TOKEN).contains(&len) {
         return Ok(None);
     }
     let mut shared = vec![0; len];
     if !crate::transport::shm::read_exact(read, &mut shared)? {
         return Ok(None);
     }
-    Mapping::adopt(pipe.take_handle(&shared)?).map(Some)
+    let (shared, token) = shared.split_at(len - TOKEN);
+    let map = Mapping::adopt(pipe.take_handle(shared)?)?;
+    let token: &[u8; TOKEN] = token.try_into().expect("TOKEN bytes");
+    if crate::transport::shm::ring::capacity_of(&map).is_err()
+        || !crate::transport::shm::ring::has_token(&map, words(token))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the listener's region was gone before it could be taken (it dropped the connection)",
+        ));
+    }
+    Ok(Some(map))
 }
 
 /// Hands the section to the child that `cmd` spawns, named in its environment as `var`.
