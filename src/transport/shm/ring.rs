@@ -15,16 +15,18 @@ use crate::sys::shm::Mapping;
 use crate::util::copy_in_pieces as copy;
 
 /// The first bytes of a region: its kind and layout version.
-const MAGIC: u64 = u64::from_le_bytes(*b"PWSHMRG1");
+const MAGIC: u64 = u64::from_le_bytes(*b"PWSHMRG2");
 /// Bytes before the first ring: the magic and the capacity.
 const HEADER: usize = 128;
-/// Control bytes of one ring: the writer's cache line (tail, writer waiting), then the
-/// reader's (head, reader waiting), so the two sides do not write to one line.
-const CONTROL: usize = 256;
+/// Control bytes of one ring: four words, each on a 128-byte line of its own (two cache lines,
+/// as adjacent lines are fetched in pairs). A counter is written on every publication and its
+/// line moves to the other side's core each time; a waiting word is written only around a
+/// sleep, so the side that looks at it after every publication finds it in its own cache.
+const CONTROL: usize = 512;
 const TAIL: usize = 0;
-const WRITER_WAITING: usize = 8;
-const HEAD: usize = 128;
-const READER_WAITING: usize = 136;
+const WRITER_WAITING: usize = 128;
+const HEAD: usize = 256;
+const READER_WAITING: usize = 384;
 
 /// The most bytes a write or read copies before it publishes its position, so that a large
 /// copy on one side overlaps with the other side's; a quarter of the ring if that is less.
@@ -163,6 +165,14 @@ impl Ring {
         unsafe { &*self.control.add(at).cast::<AtomicU32>() }
     }
 
+    /// Clears the waiting word at `at` and tells whether it was set. It is read first and
+    /// swapped only when set: a swap would take its line from the other side's cache on every
+    /// publication, though it is almost always clear.
+    fn take_flag(&self, at: usize) -> bool {
+        let flag = self.flag(at);
+        flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0
+    }
+
     /// Copies `len` bytes at ring position `pos` out to `dst` (which has room for them),
     /// across the ring's edge if need be.
     ///
@@ -271,8 +281,7 @@ impl Writer {
         // Pairs with the reader's fence between saying it sleeps and looking again: either it
         // sees the new tail, or we see it waiting.
         fence(Ordering::SeqCst);
-        let wake = self.ring.flag(READER_WAITING).swap(0, Ordering::Relaxed) != 0;
-        Ok(Written { len: done, wake })
+        Ok(Written { len: done, wake: self.ring.take_flag(READER_WAITING) })
     }
 
     /// Says this writer is about to sleep until there is room; `Ok(true)` if there is room
@@ -349,8 +358,7 @@ impl Reader {
             }
         }
         fence(Ordering::SeqCst);
-        let wake = self.ring.flag(WRITER_WAITING).swap(0, Ordering::Relaxed) != 0;
-        Ok(Read { len: done, wake })
+        Ok(Read { len: done, wake: self.ring.take_flag(WRITER_WAITING) })
     }
 
     /// Says this reader is about to sleep until data comes; `Ok(true)` if data is there
