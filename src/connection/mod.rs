@@ -364,6 +364,12 @@ impl Connection {
     /// (default 50 µs): a longer window answers a busy peer sooner, at the cost of CPU time
     /// while it waits; zero sleeps at once. No effect on other connections. Both halves of
     /// the connection share the setting.
+    ///
+    /// A side that only receives, while messages keep coming as fast as it reads them, looks
+    /// at the ring once every 4 µs within the window rather than continuously: it then takes
+    /// several messages at once, which moves a stream of small messages several times faster
+    /// between two cores, for up to 4 µs more latency on such a one-way stream. A side that
+    /// sent since it last received (a request waiting for its reply) always looks at once.
     pub fn set_spin_window(&mut self, window: Duration) {
         self.rx.stream.set_spin(window);
     }

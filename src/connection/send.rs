@@ -57,6 +57,12 @@ impl Writer {
 
     pub(super) fn send(&mut self, stream: &Stream, payload: &[u8]) -> Result<()> {
         Self::check(stream)?;
+        // Into a ring, the copy is the write: header and payload go straight in, where a
+        // socket takes them better copied together into one write.
+        if stream.is_shared_memory() && self.buf.is_empty() && self.batch.is_none() {
+            let header = encode_header(payload.len() as u64);
+            return self.write_all(stream, &[header.as_bytes(), payload], deadline_of(self.timeout));
+        }
         if 4 + payload.len() <= COPY_LIMIT {
             // Well under 2 GiB: the short header, copied in front of the payload.
             self.buf.reserve(4 + payload.len());

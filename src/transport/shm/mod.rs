@@ -19,7 +19,7 @@ pub(crate) mod ring;
 
 use std::io::{self, IoSlice};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use self::doorbell::Doorbell;
@@ -42,6 +42,9 @@ const SPIN_PROBE: u32 = 16;
 const FIRST_WAIT: Duration = Duration::from_secs(10);
 /// How long a spin runs before each of its rounds yields the CPU.
 const SPIN_ALONE: Duration = Duration::from_micros(5);
+/// How long a reader of a one-way stream waits between looks at its ring while it spins
+/// (see [`Stream::spin`]).
+const GAP: Duration = Duration::from_micros(4);
 
 /// Which end of the region this is: the listener writes ring 0 and reads ring 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,10 @@ pub(crate) struct Stream {
     misses: AtomicU32,
     /// Spins in a row that found their answer only after they had yielded the CPU.
     crowded: AtomicU32,
+    /// This side wrote since it last read: the peer may be waiting for an answer.
+    wrote: AtomicBool,
+    /// The last spin for data found it at its first look (after the gap, if it waited one).
+    quick: AtomicBool,
     local: Option<Address>,
     peer: Option<Address>,
     side: Side,
@@ -86,6 +93,8 @@ impl Stream {
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             misses: AtomicU32::new(0),
             crowded: AtomicU32::new(0),
+            wrote: AtomicBool::new(false),
+            quick: AtomicBool::new(false),
             local,
             peer,
             side,
@@ -113,7 +122,13 @@ impl Stream {
     /// that found their answer only once they had yielded, the next yield at once (all but one
     /// in [`SPIN_PROBE`]): the peer then runs on this CPU (a request and its reply, each side
     /// waiting for the other), and every microsecond spun before yielding is lost.
-    fn spin(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) {
+    ///
+    /// A `patient` spin (a reader of a one-way stream, see [`Stream::read_raw`]) looks only
+    /// once every [`GAP`]. Each look takes the line of the writer's counter from the writer's
+    /// core, so that its next publication waits for the line to come back: a reader that
+    /// looks as fast as it can when the writer is only a message ahead makes every message
+    /// pay that wait, on both sides. Looking less often, it takes a gap's worth at once.
+    fn spin(&self, deadline: Option<Instant>, patient: bool, mut ready: impl FnMut() -> bool) -> bool {
         let mut window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
         if let Some(d) = deadline {
             window = window.min(d.saturating_duration_since(Instant::now()));
@@ -121,7 +136,7 @@ impl Stream {
         let misses = self.misses.load(Ordering::Relaxed);
         if window.is_zero() || (misses >= SPIN_MISSES && !misses.is_multiple_of(SPIN_PROBE)) {
             self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
-            return;
+            return false;
         }
         let crowded = self.crowded.load(Ordering::Relaxed);
         let alone = if crowded >= SPIN_MISSES && !crowded.is_multiple_of(SPIN_PROBE) {
@@ -129,21 +144,30 @@ impl Stream {
         } else {
             SPIN_ALONE
         };
+        let (looks, gap) = if patient { (1, GAP.min(window)) } else { (64, Duration::ZERO) };
         let start = Instant::now();
         let mut yielded = false;
+        let mut first = true;
         loop {
-            for _ in 0..64 {
+            for _ in 0..looks {
+                if patient {
+                    let next = Instant::now() + gap;
+                    while Instant::now() < next {
+                        std::hint::spin_loop();
+                    }
+                }
                 if ready() {
                     self.misses.store(0, Ordering::Relaxed);
                     self.crowded.store(if yielded { crowded.wrapping_add(1) } else { 0 }, Ordering::Relaxed);
-                    return;
+                    return first;
                 }
                 std::hint::spin_loop();
             }
+            first = false;
             let spent = start.elapsed();
             if spent >= window {
                 self.misses.store(misses.wrapping_add(1), Ordering::Relaxed);
-                return;
+                return false;
             }
             if spent >= alone {
                 std::thread::yield_now();
@@ -167,6 +191,9 @@ impl Stream {
                 self.bell.ring();
             }
             if r.len > 0 || len == 0 {
+                if r.len > 0 && self.wrote.load(Ordering::Relaxed) {
+                    self.wrote.store(false, Ordering::Relaxed);
+                }
                 return Ok(r.len);
             }
             if self.bell.closed() {
@@ -179,7 +206,16 @@ impl Stream {
             }
             if !spun {
                 spun = true;
-                self.spin(deadline, || rx.available().map_or(true, |n| n > 0) || self.bell.closed());
+                // Patient when the stream runs one way (nothing written since the last read:
+                // nobody waits for an answer from this side) and data has been coming as fast
+                // as it is read; a request's reply, or a message after a pause, is looked for
+                // at once.
+                let patient = !self.wrote.load(Ordering::Relaxed) && self.quick.load(Ordering::Relaxed);
+                let quick = self
+                    .spin(deadline, patient, || rx.available().map_or(true, |n| n > 0) || self.bell.closed());
+                if quick != self.quick.load(Ordering::Relaxed) {
+                    self.quick.store(quick, Ordering::Relaxed);
+                }
                 continue;
             }
             if !rx.start_waiting()? {
@@ -209,6 +245,9 @@ impl Stream {
                 self.bell.ring();
             }
             if w.len > 0 || want == 0 {
+                if !self.wrote.load(Ordering::Relaxed) {
+                    self.wrote.store(true, Ordering::Relaxed);
+                }
                 return Ok(w.len);
             }
             if deadline.is_some_and(|d| d <= Instant::now()) {
@@ -216,7 +255,7 @@ impl Stream {
             }
             if !spun {
                 spun = true;
-                self.spin(deadline, || tx.has_room() || self.bell.closed());
+                self.spin(deadline, false, || tx.has_room() || self.bell.closed());
                 continue;
             }
             if !tx.start_waiting()? {

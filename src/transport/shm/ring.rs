@@ -262,26 +262,41 @@ impl Writer {
             return Ok(Written { len: 0, wake: false });
         }
         let mut done = 0;
+        // Bytes copied in since the tail was last published: a header and its payload in two
+        // slices are published together, so the reader never wakes for the header alone.
+        let mut unpublished = 0;
         'bufs: for b in bufs {
             let mut at = 0;
             while at < b.len() {
                 if room == 0 {
+                    self.publish(&mut unpublished);
                     room = self.room()?;
                     if room == 0 {
                         break 'bufs;
                     }
                 }
-                let take = (b.len() - at).min(room).min(self.ring.piece());
+                let take = (b.len() - at).min(room).min(self.ring.piece() - unpublished);
                 self.ring.copy_in(self.tail, &b[at..at + take]);
                 self.tail = self.tail.wrapping_add(take as u64);
-                self.ring.counter(TAIL).store(self.tail, Ordering::Release);
-                (at, done, room) = (at + take, done + take, room - take);
+                (at, done, room, unpublished) = (at + take, done + take, room - take, unpublished + take);
+                if unpublished == self.ring.piece() {
+                    self.publish(&mut unpublished);
+                }
             }
         }
+        self.publish(&mut unpublished);
         // Pairs with the reader's fence between saying it sleeps and looking again: either it
         // sees the new tail, or we see it waiting.
         fence(Ordering::SeqCst);
         Ok(Written { len: done, wake: self.ring.take_flag(READER_WAITING) })
+    }
+
+    /// Publishes the bytes copied in so far (`unpublished` of them), if any.
+    fn publish(&mut self, unpublished: &mut usize) {
+        if *unpublished > 0 {
+            self.ring.counter(TAIL).store(self.tail, Ordering::Release);
+            *unpublished = 0;
+        }
     }
 
     /// Says this writer is about to sleep until there is room; `Ok(true)` if there is room
