@@ -1,7 +1,8 @@
 //! The consumers over shared memory on every platform that has it, Windows (under Wine in CI)
 //! included: a manager's proxy and a queue's handle in a child process connect through shared
 //! memory by default and through the manager's or queue's own address when that is turned off;
-//! a pool's workers answer over their (shared-memory) pipes. tests/shm_use.rs checks more on
+//! a pool's workers answer over their (shared-memory) pipes. A child that knows only the
+//! manager's or queue's own address learns the shared-memory one from it and moves there. tests/shm_use.rs checks more on
 //! Linux, where a process can see the rings it maps (and a CPython client, and kills).
 
 mod common;
@@ -9,11 +10,11 @@ mod common;
 use std::time::Duration;
 
 use common::InTime;
-use procwire::Family;
 use procwire::manager::{DictProxy, Manager, SERVE};
 use procwire::pool::Pool;
 use procwire::process::{Function, Process, use_test_entry};
 use procwire::queue::{Queue, QueueBuilder};
+use procwire::{AuthKey, Family};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -44,6 +45,26 @@ fn produce((q, n): (Queue<u64>, u64)) -> bool {
     q.is_shared_memory().unwrap()
 }
 
+/// A manager client that knows only the manager's own address: whether its handle knows the
+/// shared-memory address, and whether its connections use it.
+fn connect_manager((address, key): (String, Vec<u8>)) -> (bool, bool) {
+    let m = Manager::connect(&address, key).unwrap();
+    let d = m.dict::<String, u64>().unwrap();
+    d.insert(&"k".to_string(), &1).unwrap();
+    assert_eq!(d.get(&"k".to_string()).unwrap(), Some(1));
+    (m.shared_memory_address().is_some(), m.is_shared_memory().unwrap())
+}
+
+/// A producer that knows only the queue's own address: puts `n` items, and reports whether its
+/// handle knows the shared-memory address and is on it.
+fn connect_queue((address, key, n): (String, Vec<u8>, u64)) -> (bool, bool) {
+    let q: Queue<u64> = Queue::connect(&address, key).unwrap();
+    for i in 0..n {
+        q.put(&i).unwrap();
+    }
+    (q.shared_memory_address().is_some(), q.is_shared_memory().unwrap())
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -51,11 +72,15 @@ fn square(x: u64) -> u64 {
 static READ_DICT: Function<DictProxy<String, u64>, Seen> = Function::new("read_dict", read_dict);
 static PRODUCE: Function<(Queue<u64>, u64), bool> = Function::new("produce", produce);
 static SQUARE: Function<u64, u64> = Function::new("square", square);
+static CONNECT_MANAGER: Function<(String, Vec<u8>), (bool, bool)> =
+    Function::new("connect_manager", connect_manager);
+static CONNECT_QUEUE: Function<(String, Vec<u8>, u64), (bool, bool)> =
+    Function::new("connect_queue", connect_queue);
 
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&SERVE, &READ_DICT, &PRODUCE, &SQUARE]);
+    procwire::process::init(&[&SERVE, &READ_DICT, &PRODUCE, &SQUARE, &CONNECT_MANAGER, &CONNECT_QUEUE]);
 }
 
 #[test]
@@ -89,6 +114,33 @@ fn queue_handles_in_children_use_shared_memory_unless_it_is_turned_off() {
         assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), on, "shared memory {on}: the producer");
         let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_child_that_knows_only_the_managers_address_moves_to_shared_memory_unless_it_is_off() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let m = Manager::builder().shared_memory(on).start().unwrap();
+        let mut p =
+            Process::new(&CONNECT_MANAGER, (m.address().to_string(), m.authkey().as_bytes().to_vec()));
+        p.start().unwrap();
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the child");
+        assert_eq!(m.object_count().unwrap(), 0, "the child's dict went with it");
+    }
+}
+
+#[test]
+fn a_child_that_knows_only_the_queues_address_moves_to_shared_memory_unless_it_is_off() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let key = AuthKey::random().unwrap();
+        let q: Queue<u64> = QueueBuilder::new().authkey(key.clone()).shared_memory(on).build().unwrap();
+        let mut p = Process::new(&CONNECT_QUEUE, (q.address().to_string(), key.as_bytes().to_vec(), 100));
+        p.start().unwrap();
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
+        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>(), "every item, in order, over either way");
     }
 }
 

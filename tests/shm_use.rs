@@ -2,9 +2,11 @@
 //! what runs on every platform): a queue's handles and a pool's workers in child processes
 //! connect through shared memory by default (each child reports its connection's kind and
 //! whether it maps a ring), and through their socket when that is turned off; a client killed over shared memory frees its locks, a
-//! consumer killed loses no item, a worker killed mid-task is replaced; TCP clients, handles
-//! that travelled to another host, encrypted managers and a CPython-style client keep using
-//! the socket.
+//! consumer killed loses no item, a worker killed mid-task is replaced; a TCP client on the
+//! manager's host learns its shared-memory address and moves there, unless that socket is gone
+//! or stale; handles that travelled to another host, encrypted managers and a CPython-style
+//! client keep using the socket, and a server that does not tell the address keeps a client
+//! there.
 
 #![cfg(target_os = "linux")]
 
@@ -156,7 +158,7 @@ fn a_client_killed_over_shared_memory_frees_its_lock() {
 }
 
 #[test]
-fn tcp_clients_and_handles_from_another_host_use_the_socket() {
+fn tcp_clients_on_the_host_move_to_memory_and_handles_from_another_host_use_the_socket() {
     use_test_entry("procwire_child");
     let m = Manager::builder().address("tcp:127.0.0.1:0".parse().unwrap()).start().unwrap();
     assert!(m.shared_memory_address().is_some(), "a TCP manager serves its own host through memory too");
@@ -165,8 +167,8 @@ fn tcp_clients_and_handles_from_another_host_use_the_socket() {
     p.start().unwrap();
     assert_eq!(
         p.result_timeout(LIMIT).in_time().unwrap(),
-        (Some(1), false, false),
-        "a TCP client stays on TCP"
+        (Some(1), true, true),
+        "a TCP client on the manager's host learns its shared-memory address"
     );
     let d = m.dict::<String, u64>().unwrap();
     d.insert(&"k".to_string(), &1).unwrap();
@@ -220,12 +222,77 @@ fn a_bound_manager_server_serves_its_host_through_memory_too() {
     assert!(matches!(shm, Address::Shm(_)), "{shm}");
     let here = Manager::connect(&shm, key.clone()).unwrap();
     assert!(here.is_shared_memory().unwrap());
-    assert!(!Manager::connect(server.address(), key.clone()).unwrap().is_shared_memory().unwrap());
+    let by_address = Manager::connect(server.address(), key.clone()).unwrap();
+    assert_eq!(by_address.shared_memory_address(), Some(&shm), "learned from the manager");
+    assert!(by_address.is_shared_memory().unwrap());
     let mut p = Process::new(&CONNECT, (shm.to_string(), key.as_bytes().to_vec()));
     p.start().unwrap();
     assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(1), true, true), "a child over shm");
     let q = here.queue::<u64>().unwrap();
     assert!(q.shared_memory_address().is_some(), "the queues it serves listen on shared memory too");
+}
+
+#[test]
+fn a_client_by_address_stays_on_it_when_the_shared_memory_socket_is_gone_or_stale() {
+    use_test_entry("procwire_child");
+    let key = AuthKey::random().unwrap();
+    let server = ManagerServer::bind("tcp:127.0.0.1:0", key.clone(), Registry::new()).unwrap();
+    let Some(Address::Shm(path)) = server.shared_memory_address() else { panic!("{server:?}") };
+    let args = (server.address().to_string(), key.as_bytes().to_vec());
+    // Gone: the client does not try it.
+    std::fs::remove_file(path).unwrap();
+    let mut p = Process::new(&CONNECT, args.clone());
+    p.start().unwrap();
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(1), false, false), "socket gone");
+    // Stale (a socket file nobody listens at): the client tries it, and keeps its connection.
+    drop(std::os::unix::net::UnixListener::bind(path).unwrap());
+    let mut p = Process::new(&CONNECT, args);
+    p.start().unwrap();
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (Some(1), false, false), "socket stale");
+}
+
+/// `{"Ok": null}`, the answer to a Hello of a manager without a shared-memory address to tell
+/// (or before the question).
+const OK_NULL: [u8; 5] = [0xa1, 0x62, b'O', b'k', 0xf6];
+
+#[test]
+fn a_hello_that_does_not_ask_and_a_manager_that_does_not_tell_keep_the_socket() {
+    use_test_entry("procwire_child");
+    let key = AuthKey::random().unwrap();
+    // A client before the question, at a manager that has a shared-memory address: null.
+    let server = ManagerServer::bind("tcp:127.0.0.1:0", key.clone(), Registry::new()).unwrap();
+    assert!(server.shared_memory_address().is_some());
+    let hello = ciborium::Value::Map(vec![(
+        "Hello".into(),
+        ciborium::Value::Map(vec![("version".into(), 1.into()), ("session".into(), 7.into())]),
+    )]);
+    let mut msg = Vec::new();
+    ciborium::into_writer(&hello, &mut msg).unwrap();
+    let mut old = procwire::Client::builder().authkey(key.clone()).connect(server.address()).unwrap();
+    old.send_bytes(&msg).unwrap();
+    assert_eq!(old.recv_bytes().unwrap(), OK_NULL, "an old client's answer is unchanged");
+
+    // A manager before the question (it ignores the field and answers null): the client asks,
+    // and stays at the address.
+    let listener = procwire::Listener::builder().authkey(key.clone()).bind("tcp:127.0.0.1:0").unwrap();
+    let address = listener.address().clone();
+    let old_server = std::thread::spawn(move || {
+        let mut c = listener.accept().unwrap();
+        let hello: ciborium::Value = ciborium::from_reader(&c.recv_bytes().unwrap()[..]).unwrap();
+        c.send_bytes(&OK_NULL).unwrap();
+        // One more request (Count): answered 0.
+        c.recv_bytes().unwrap();
+        c.send_bytes(&[0xa1, 0x62, b'O', b'k', 0x00]).unwrap();
+        hello
+    });
+    let m = Manager::connect(&address, key).unwrap();
+    assert_eq!(m.object_count().unwrap(), 0);
+    assert_eq!(m.shared_memory_address(), None);
+    assert!(!m.is_shared_memory().unwrap());
+    let hello = old_server.join().unwrap();
+    let fields = hello.as_map().and_then(|m| m[0].1.as_map()).expect("{\"Hello\": {...}}");
+    let shm = fields.iter().find(|(k, _)| k.as_text() == Some("shm")).map(|(_, v)| v.clone());
+    assert_eq!(shm, Some(ciborium::Value::Bool(true)), "the client asked: {hello:?}");
 }
 
 #[cfg(feature = "encrypt")]

@@ -18,16 +18,21 @@ pub(crate) fn bind_beside(builder: &ListenerBuilder, on: bool, encrypt: bool) ->
     Address::fresh(Family::Shm).and_then(|a| builder.clone().bind(a)).ok()
 }
 
-/// The address to reach a server at: its shared-memory one (`shm`, as a handle carries it)
-/// when that names a socket on this host and shared memory works here, else `main`.
-fn nearest<'a>(main: &'a Address, shm: Option<&'a Address>) -> &'a Address {
-    let near = shm.filter(|a| match a {
+/// Whether `shm`, a server's shared-memory address, names a socket on this host and shared
+/// memory works here.
+pub(crate) fn is_near(shm: &Address) -> bool {
+    match shm {
         // A handle that travelled to another host names a path that is not there (fresh
         // addresses are random directories): that client takes the main address.
         Address::Shm(path) => crate::transport::SHARED_MEMORY && crate::transport::is_socket(path),
         _ => false,
-    });
-    near.unwrap_or(main)
+    }
+}
+
+/// The address to reach a server at: its shared-memory one (`shm`, as a handle carries it)
+/// when that [is near](is_near), else `main`.
+fn nearest<'a>(main: &'a Address, shm: Option<&'a Address>) -> &'a Address {
+    shm.filter(|a| is_near(a)).unwrap_or(main)
 }
 
 /// Connects to a server with `connect`: at its shared-memory address (see [`nearest`]) when
@@ -48,4 +53,26 @@ pub(crate) fn connect_nearest<T>(
         let _ = e;
         connect(main)
     })
+}
+
+/// After `first`, a connection at a server's main address on which the server told its
+/// shared-memory address (`told`, as text): a connection there instead, made by `connect`,
+/// and that address, when it [is near](is_near) and the connection works; else `first`
+/// (dropped only once the other is made, so the server never sees the client without one).
+pub(crate) fn move_nearer<T>(
+    first: T,
+    told: Option<String>,
+    connect: impl FnOnce(&Address) -> Result<T>,
+) -> (T, Option<Address>) {
+    let Some(near) = told.and_then(|t| t.parse::<Address>().ok()).filter(is_near) else {
+        return (first, None);
+    };
+    match connect(&near) {
+        Ok(c) => (c, Some(near)),
+        Err(e) => {
+            crate::trace::event!(DEBUG, address = %near, error = %e, "shared-memory address failed, staying on the main one");
+            let _ = e;
+            (first, None)
+        }
+    }
 }

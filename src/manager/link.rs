@@ -5,7 +5,7 @@
 //! the same way, so values, errors and object lifetimes are the same.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::objects::Near;
 use super::server::{Inner, Registry};
 use super::wire::{self, Plain, ReplyIn, RequestOut, VERSION};
-use crate::listener::beside::connect_nearest;
+use crate::listener::beside::{connect_nearest, move_nearer};
 use crate::process::Channel;
 use crate::util::lock;
 use crate::{Address, AuthKey, Client, Connection, Error, Result};
@@ -58,8 +58,9 @@ type Idle = (Connection, Vec<u8>);
 /// The way to one manager, and what this process knows of it.
 pub(super) struct Link {
     pub(super) address: Address,
-    /// The manager's shared-memory address, taken on its host (see [`connect_nearest`]).
-    pub(super) shm: Option<Address>,
+    /// The manager's shared-memory address, taken on its host (see [`connect_nearest`]):
+    /// given with the address, or learned from the manager's answer to a Hello on this host.
+    pub(super) shm: OnceLock<Address>,
     pub(super) key: AuthKey,
     /// Whether its connections are encrypted (it listens with `encrypt(true)`).
     pub(super) encrypted: bool,
@@ -94,6 +95,7 @@ impl Link {
     ) -> Link {
         let pool = Pool { idle: Mutex::new((std::process::id(), Vec::new())), owner: Mutex::new(owner) };
         let flavor = Flavor::Remote(Box::new(pool));
+        let shm = shm.map_or_else(OnceLock::new, OnceLock::from);
         Link { address, shm, key, encrypted, dead: AtomicBool::new(false), flavor }
     }
 
@@ -118,11 +120,18 @@ impl Link {
         let address = Address::fresh(crate::Family::InProc)?;
         let server = Arc::new(Inner::new(
             registry,
-            Near { address: address.clone(), encrypt: false, shared_memory: false },
+            Near { address: address.clone(), encrypt: false, shared_memory: false, shm: None },
         ));
         let flavor = Flavor::Local { server, session: session_id()? };
         let key = AuthKey::random()?;
-        Ok(register(Link { address, shm: None, key, encrypted: false, dead: AtomicBool::new(false), flavor }))
+        Ok(register(Link {
+            address,
+            shm: OnceLock::new(),
+            key,
+            encrypted: false,
+            dead: AtomicBool::new(false),
+            flavor,
+        }))
     }
 
     /// Whether this process started the manager's child.
@@ -152,15 +161,31 @@ impl Link {
         }
     }
 
+    /// A connection, at the shared-memory address when this link knows one that is near. A
+    /// link that knows none asks the manager in its Hello, and moves there (and keeps the
+    /// address, for its later connections and the proxies it sends) when the manager tells
+    /// one that is near and works.
     fn connect(&self) -> Result<Connection> {
-        connect_nearest(&self.address, self.shm.as_ref(), |to| {
-            let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(to)?;
-            c.send(&Plain::Hello { version: VERSION, session: session_id()? })?;
-            c.set_read_timeout(Some(START_TIMEOUT));
-            let ok = answer(c.recv::<ReplyIn<()>>()?);
-            c.set_read_timeout(None);
-            ok.map(|()| c)
-        })
+        let known = self.shm.get();
+        let (c, told) = connect_nearest(&self.address, known, |to| self.hello(to, known.is_none()))?;
+        let (c, near) = move_nearer(c, told, |to| self.hello(to, false).map(|(c, _)| c));
+        if let Some(near) = near {
+            // Another thread may have learned it first: the same address.
+            let _ = self.shm.set(near);
+        }
+        Ok(c)
+    }
+
+    /// A connection at `to` that said Hello, asking for the shared-memory address if `ask`,
+    /// and what the manager answered (null from a manager without one, or one before the
+    /// question, which ignores it).
+    fn hello(&self, to: &Address, ask: bool) -> Result<(Connection, Option<String>)> {
+        let mut c = Client::builder().authkey(self.key.clone()).encrypt_if(self.encrypted).connect(to)?;
+        c.send(&Plain::Hello { version: VERSION, session: session_id()?, shm: ask })?;
+        c.set_read_timeout(Some(START_TIMEOUT));
+        let told = answer(c.recv::<ReplyIn<Option<String>>>()?);
+        c.set_read_timeout(None);
+        told.map(|t| (c, t))
     }
 
     fn take(&self, pool: &Pool) -> Result<Idle> {

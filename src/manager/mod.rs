@@ -419,9 +419,10 @@ impl Manager {
 
     /// The manager's shared-memory address, where processes on its host connect
     /// ([`ManagerBuilder::shared_memory`]); `None` when it has none or this handle does not
-    /// know it (one of [`Manager::connect`]).
+    /// know it: a handle of [`Manager::connect`] with the main address learns it from the
+    /// manager at its first connection, and only on the manager's host.
     pub fn shared_memory_address(&self) -> Option<&Address> {
-        self.link.shm.as_ref()
+        self.link.shm.get()
     }
 
     /// Whether this handle's connections to the manager move their bytes through memory
@@ -534,7 +535,7 @@ impl Serialize for Proxy {
             id: p.id,
             typeid: p.typeid.clone(),
             encrypted: p.link.encrypted,
-            shm: p.link.shm.as_ref().map(Address::to_string),
+            shm: p.link.shm.get().map(Address::to_string),
         }
         .serialize(s)
     }

@@ -393,8 +393,9 @@ fn send_fault(conn: &mut Connection, f: Fault) -> Result<()> {
 }
 
 /// Reads the Hello that opens a connection (at most [`MAX_HELLO`] bytes: it has no reason to
-/// be larger) and answers it; the session it names, or `None` to close the connection.
-fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
+/// be larger); the session it names and whether it asks for the shared-memory address, or
+/// `None` (refused, answered) to close the connection.
+fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<(u64, bool)> {
     let max = conn.max_message_size();
     conn.set_max_message_size(MAX_HELLO);
     conn.set_read_timeout(Some(crate::listener::DEFAULT_HANDSHAKE_TIMEOUT));
@@ -402,8 +403,8 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
     conn.set_max_message_size(max);
     conn.set_read_timeout(None);
     let fault = match got.map(|_| wire::parse(buf)) {
-        Ok(Ok(Request::Hello { version, session })) if version == VERSION => {
-            return conn.send_bytes(&[OK[0], OK[1], OK[2], OK[3], 0xf6]).ok().map(|()| session);
+        Ok(Ok(Request::Hello { version, session, shm })) if version == VERSION => {
+            return Some((session, shm));
         }
         Ok(Ok(Request::Hello { version, .. })) => {
             Fault::new(RemoteKind::Version, format!("protocol version {version} is not {VERSION}"))
@@ -418,12 +419,29 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<u64> {
     None
 }
 
+/// The answer to a Hello: null, or the shared-memory address when the client asked for it
+/// (`ask`) and came through the main address (`conn`), so that a client on this host moves
+/// there.
+fn hello_answer(near: &Near, ask: bool, conn: &Connection) -> Vec<u8> {
+    let mut answer = OK.to_vec();
+    let told = near.shm.as_ref().filter(|_| ask && !conn.is_shared_memory()).map(Address::to_string);
+    // Writing an Option<String> into a Vec cannot fail.
+    let _ = ciborium::into_writer(&told, &mut answer);
+    answer
+}
+
 /// Serves one client connection until it closes.
 fn serve_connection(inner: Arc<Inner>, mut conn: Connection) {
     let mut buf = Vec::new();
-    let Some(session) = hello(&mut conn, &mut buf) else { return };
+    let Some((session, ask)) = hello(&mut conn, &mut buf) else { return };
     crate::trace::event!(INFO, address = %inner.near.address, session, "manager client connected");
+    // Counted before the answer: a client that moves to the shared-memory address closes
+    // this connection once that one is answered, and its session must not end between.
     inner.session_opened(session);
+    if conn.send_bytes(&hello_answer(&inner.near, ask, &conn)).is_err() {
+        inner.session_closed(session);
+        return;
+    }
     while !inner.stop.load(Ordering::Relaxed) {
         if conn.recv_bytes_into(&mut buf).is_err() {
             break;
@@ -542,7 +560,7 @@ impl ManagerServer {
         let beside = crate::listener::beside::bind_beside(&builder, shared_memory, encrypt);
         let address = listener.address().clone();
         let shm = beside.as_ref().map(|l| l.address().clone());
-        let near = Near { address: address.clone(), encrypt, shared_memory };
+        let near = Near { address: address.clone(), encrypt, shared_memory, shm: shm.clone() };
         let inner = Arc::new(Inner::new(registry, near));
         let mut server = ManagerServer { inner, address, shm, acceptors: Vec::new() };
         for listener in std::iter::once(listener).chain(beside) {

@@ -13,12 +13,30 @@ pub(crate) const VERSION: u32 = 1;
 /// bytes.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Request<'a> {
-    Hello { version: u32, session: u64 },
-    Create { typeid: &'a str, args: &'a [u8] },
-    Call { id: u64, method: &'a str, args: &'a [u8] },
-    IncRef { id: u64 },
-    Adopt { id: u64 },
-    DecRef { id: u64 },
+    /// `shm`: the client asks for the server's shared-memory address (absent: no).
+    Hello {
+        version: u32,
+        session: u64,
+        shm: bool,
+    },
+    Create {
+        typeid: &'a str,
+        args: &'a [u8],
+    },
+    Call {
+        id: u64,
+        method: &'a str,
+        args: &'a [u8],
+    },
+    IncRef {
+        id: u64,
+    },
+    Adopt {
+        id: u64,
+    },
+    DecRef {
+        id: u64,
+    },
     Count,
     Shutdown,
 }
@@ -40,6 +58,15 @@ fn uint(b: &[u8]) -> Result<u64, Malformed> {
     match cbor::head(b, &mut 0)? {
         (0, ai, n) if ai != 31 => Ok(n),
         _ => Err("an unsigned integer was expected".into()),
+    }
+}
+
+/// The boolean `b`.
+fn boolean(b: &[u8]) -> Result<bool, Malformed> {
+    match b {
+        [0xf4] => Ok(false),
+        [0xf5] => Ok(true),
+        _ => Err("a boolean was expected".into()),
     }
 }
 
@@ -72,8 +99,8 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
         (5, ai, n) if ai != 31 => n,
         _ => return Err("a request's fields are a map".into()),
     };
-    const NAMES: [&str; 6] = ["version", "session", "id", "typeid", "method", "args"];
-    let mut fields: [Option<&[u8]>; 6] = [None; 6];
+    const NAMES: [&str; 7] = ["version", "session", "id", "typeid", "method", "args", "shm"];
+    let mut fields: [Option<&[u8]>; 7] = [None; 7];
     for _ in 0..n {
         let key = text(item(&mut pos)?)?;
         let value = item(&mut pos)?;
@@ -88,6 +115,8 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
         "Hello" => Request::Hello {
             version: u32::try_from(uint(field(0)?)?).map_err(|e| e.to_string())?,
             session: uint(field(1)?)?,
+            // Clients before it (and CPython's) do not send it.
+            shm: fields[6].map(boolean).transpose()?.unwrap_or(false),
         },
         "Create" => Request::Create { typeid: text(field(3)?)?, args: field(5)? },
         "Call" => Request::Call { id: uint(field(2)?)?, method: text(field(4)?)?, args: field(5)? },
@@ -102,12 +131,31 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
 /// types (no intermediate value).
 #[derive(Debug, Serialize)]
 pub(crate) enum RequestOut<'a, A> {
-    Hello { version: u32, session: u64 },
-    Create { typeid: &'a str, args: &'a A },
-    Call { id: u64, method: &'a str, args: &'a A },
-    IncRef { id: u64 },
-    Adopt { id: u64 },
-    DecRef { id: u64 },
+    /// `shm`: asks the server for its shared-memory address, which it answers instead of
+    /// null (older servers ignore the field and answer null).
+    Hello {
+        version: u32,
+        session: u64,
+        shm: bool,
+    },
+    Create {
+        typeid: &'a str,
+        args: &'a A,
+    },
+    Call {
+        id: u64,
+        method: &'a str,
+        args: &'a A,
+    },
+    IncRef {
+        id: u64,
+    },
+    Adopt {
+        id: u64,
+    },
+    DecRef {
+        id: u64,
+    },
     Count,
     Shutdown,
 }
@@ -181,6 +229,19 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_without_the_shm_field_does_not_ask() {
+        /// A Hello as clients before the field (and CPython's) write it.
+        #[derive(Serialize)]
+        enum Older {
+            Hello { version: u32, session: u64 },
+        }
+        let old = enc(&Older::Hello { version: 1, session: 9 });
+        assert_eq!(parse(&old), Ok(Request::Hello { version: 1, session: 9, shm: false }));
+        let asks = enc(&Plain::Hello { version: 1, session: 9, shm: false });
+        assert_eq!(parse(&asks), Ok(Request::Hello { version: 1, session: 9, shm: false }));
+    }
+
+    #[test]
     fn client_and_server_shapes_agree() {
         let bytes = enc(&RequestOut::Call { id: 7, method: "get", args: &("k", 1u8) });
         assert_eq!(parse(&bytes), Ok(Request::Call { id: 7, method: "get", args: &enc(&("k", 1u8))[..] }));
@@ -190,8 +251,8 @@ mod tests {
             Ok(Request::Create { typeid: "list", args: &[0x83, 0xf6, 0xf6, 0xf6][..] })
         );
         assert_eq!(
-            parse(&enc(&Plain::Hello { version: 1, session: u64::MAX })),
-            Ok(Request::Hello { version: 1, session: u64::MAX })
+            parse(&enc(&Plain::Hello { version: 1, session: u64::MAX, shm: true })),
+            Ok(Request::Hello { version: 1, session: u64::MAX, shm: true })
         );
         assert_eq!(parse(&enc(&Plain::Shutdown)), Ok(Request::Shutdown));
         assert_eq!(parse(&enc(&Plain::Count)), Ok(Request::Count));
@@ -202,6 +263,13 @@ mod tests {
         bytes.push(0);
         assert!(parse(&bytes).is_err(), "a byte left over");
         assert!(parse(&enc(&Plain::IncRef { id: 3 })[..5]).is_err(), "cut short");
+        let mut told = OK.to_vec();
+        ciborium::into_writer(&Some("shm:/x/s"), &mut told).unwrap();
+        let told = ciborium::from_reader::<ReplyIn<Option<String>>, _>(&told[..]).unwrap();
+        assert!(matches!(told, ReplyIn::Ok(Some(a)) if a == "shm:/x/s"));
+        let null =
+            ciborium::from_reader::<ReplyIn<Option<String>>, _>(&[OK[0], OK[1], OK[2], OK[3], 0xf6][..]);
+        assert!(matches!(null.unwrap(), ReplyIn::Ok(None)), "an old server's answer");
         let mut ok = OK.to_vec();
         ciborium::into_writer(&5u32, &mut ok).unwrap();
         assert!(matches!(ciborium::from_reader::<ReplyIn<u32>, _>(&ok[..]).unwrap(), ReplyIn::Ok(5)));

@@ -18,7 +18,7 @@ use super::remote::Remote;
 use super::server::{Server, State};
 use super::wire;
 use crate::connection::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::listener::beside::connect_nearest;
+use crate::listener::beside::{connect_nearest, move_nearer};
 use crate::util::{lock, wait_deadline};
 use crate::{Address, AuthKey, Error, Family, Result, ToAddress};
 
@@ -312,9 +312,10 @@ impl Lazy {
                 self.encrypted,
                 self.prefetch.load(Ordering::Relaxed),
                 self.max_item_size,
+                false,
             )
         })?;
-        let info = remote.link.info;
+        let info = &remote.link.info;
         if info.maxsize != self.maxsize || info.joinable != self.joinable {
             return Err(Error::Protocol(format!(
                 "the queue at {} is not the one this handle was made for",
@@ -509,10 +510,16 @@ impl<T: Serialize + DeserializeOwned> sealed::Carries<T> for Processes {
     }
 }
 
+/// A handle connected to the queue at `address`: on the queue's host, at the shared-memory
+/// address it tells when asked (and the handle keeps it, for its copies sent elsewhere).
 fn connect_handle(address: &Address, key: AuthKey, encrypted: bool, joinable: bool) -> Result<Handle> {
-    let remote =
-        Remote::connect(address, key.clone(), encrypted, DEFAULT_PREFETCH, DEFAULT_MAX_MESSAGE_SIZE - 1)?;
-    let info = remote.link.info;
+    let max = DEFAULT_MAX_MESSAGE_SIZE - 1;
+    let first = Remote::connect(address, key.clone(), encrypted, DEFAULT_PREFETCH, max, true)?;
+    let told = first.link.info.shm.clone();
+    let (remote, shm) = move_nearer(first, told, |to| {
+        Remote::connect(to, key.clone(), encrypted, DEFAULT_PREFETCH, max, false)
+    });
+    let info = &remote.link.info;
     if info.joinable != joinable {
         return Err(Error::Protocol(if joinable {
             format!("the queue at {address} is not a JoinableQueue")
@@ -522,12 +529,12 @@ fn connect_handle(address: &Address, key: AuthKey, encrypted: bool, joinable: bo
     }
     Ok(Handle::Remote(Arc::new(Lazy {
         address: address.clone(),
-        shm: None,
+        shm,
         key,
         encrypted,
         maxsize: info.maxsize,
         joinable,
-        max_item_size: DEFAULT_MAX_MESSAGE_SIZE - 1,
+        max_item_size: max,
         prefetch: AtomicU64::new(DEFAULT_PREFETCH),
         remote: Mutex::new(Some(Arc::new(remote))),
     })))

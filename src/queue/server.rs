@@ -244,7 +244,13 @@ impl Server {
     }
 
     pub(crate) fn info(&self) -> Info {
-        Info { version: wire::VERSION, maxsize: self.maxsize, joinable: self.joinable, acks_shared: false }
+        Info {
+            version: wire::VERSION,
+            maxsize: self.maxsize,
+            joinable: self.joinable,
+            acks_shared: false,
+            shm: None,
+        }
     }
 
     pub(crate) fn stopped(&self) -> bool {
@@ -297,11 +303,15 @@ impl Server {
         let mut reply = Vec::new();
         let acks;
         match wire::split(&hello).and_then(|(op, body)| Ok((op, wire::hello(body)?))) {
-            Ok((wire::HELLO, (wire::VERSION, a))) => {
+            Ok((wire::HELLO, (wire::VERSION, a, ask))) => {
                 // A client that cannot be mapped (another user, another host, no memfd) sends
                 // ACK messages instead.
                 acks = a;
-                let info = wire::Info { acks_shared: acks.is_some(), ..self.info() };
+                // A client that came through the main address and asks is told the
+                // shared-memory one: on this host, it moves there.
+                let shm =
+                    self.shm.as_ref().filter(|_| ask && !conn.is_shared_memory()).map(Address::to_string);
+                let info = wire::Info { acks_shared: acks.is_some(), shm, ..self.info() };
                 let _ = wire::push_value(&mut reply, wire::INFO, &info);
             }
             _ => {

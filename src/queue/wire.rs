@@ -47,7 +47,7 @@ pub(crate) const FINISHED: u8 = 0x8c;
 pub(crate) const REFUSED: u8 = 0x8f;
 
 /// What the server says about itself in `INFO`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Info {
     pub(crate) version: u64,
     pub(crate) maxsize: Option<u64>,
@@ -55,6 +55,10 @@ pub(crate) struct Info {
     /// Whether the server mapped the client's acknowledgement counter (`HELLO`'s `acks`):
     /// then gets count there instead of sending `ACK`.
     pub(crate) acks_shared: bool,
+    /// The queue's shared-memory address, when the client asked (`HELLO`'s `shm`) through
+    /// the main address (absent, as servers before it and without one write it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shm: Option<String>,
 }
 
 /// The body of `HELLO`.
@@ -63,19 +67,25 @@ pub(crate) struct Hello<A> {
     pub(crate) version: u64,
     /// A `u64` in shared memory (spec/queue.md) the client adds every item it takes to.
     pub(crate) acks: Option<A>,
+    /// Whether the client asks for the queue's shared-memory address in `INFO` (absent, as
+    /// clients before it write it: no).
+    #[serde(default)]
+    pub(crate) shm: bool,
 }
 
-/// Decodes `HELLO`'s body into the client's version and its acknowledgement counter, if it
-/// named one that this process can map (`None` otherwise: the client then sends `ACK`).
+/// Decodes `HELLO`'s body into the client's version, its acknowledgement counter, if it
+/// named one that this process can map (`None` otherwise: the client then sends `ACK`), and
+/// whether it asks for the shared-memory address.
 ///
 /// The body is decoded into its declared types only: the shape first with `acks` skipped
 /// (nothing is built from it), then, for this version, `acks` as the counter's handle.
-pub(crate) fn hello(body: &[u8]) -> Result<(u64, Option<AtomicValue<u64>>)> {
+pub(crate) fn hello(body: &[u8]) -> Result<(u64, Option<AtomicValue<u64>>, bool)> {
     let h: Hello<IgnoredAny> = value(HELLO, body)?;
     if h.version != VERSION || h.acks.is_none() {
-        return Ok((h.version, None));
+        return Ok((h.version, None, h.shm));
     }
-    Ok((h.version, value::<Hello<AtomicValue<u64>>>(HELLO, body).ok().and_then(|h| h.acks)))
+    let acks = value::<Hello<AtomicValue<u64>>>(HELLO, body).ok().and_then(|h| h.acks);
+    Ok((h.version, acks, h.shm))
 }
 
 /// Appends one frame, `op` followed by `body`, to `out`.
@@ -148,6 +158,33 @@ pub(crate) fn value<V: DeserializeOwned>(op: u8, body: &[u8]) -> Result<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_and_info_without_the_shm_fields_read_as_before() {
+        /// `HELLO` and `INFO` as peers before the fields write them.
+        #[derive(Serialize)]
+        struct OldHello {
+            version: u64,
+            acks: Option<()>,
+        }
+        #[derive(Serialize)]
+        struct OldInfo {
+            version: u64,
+            maxsize: Option<u64>,
+            joinable: bool,
+            acks_shared: bool,
+        }
+        let old = encode_item(&OldHello { version: VERSION, acks: None }).unwrap();
+        assert!(matches!(hello(&old).unwrap(), (VERSION, None, false)), "an old client does not ask");
+        let asks = encode_item(&Hello::<()> { version: VERSION, acks: None, shm: true }).unwrap();
+        assert!(matches!(hello(&asks).unwrap(), (VERSION, None, true)));
+        let old = OldInfo { version: VERSION, maxsize: Some(2), joinable: true, acks_shared: false };
+        let info: Info = value(INFO, &encode_item(&old).unwrap()).unwrap();
+        assert_eq!(info.shm, None, "an old server tells no address");
+        let untold =
+            Info { version: VERSION, maxsize: Some(2), joinable: true, acks_shared: false, shm: None };
+        assert_eq!(encode_item(&untold).unwrap(), encode_item(&old).unwrap(), "unchanged for old clients");
+    }
 
     #[test]
     fn counts_match_ciborium_both_ways() {

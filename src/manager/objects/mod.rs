@@ -46,6 +46,9 @@ pub(crate) struct Near {
     pub(crate) address: Address,
     pub(crate) encrypt: bool,
     pub(crate) shared_memory: bool,
+    /// The manager's shared-memory listener's address, told to clients that ask in their
+    /// Hello.
+    pub(crate) shm: Option<Address>,
 }
 pub(crate) use crate::util::lock;
 

@@ -94,12 +94,16 @@ fn describe(e: &Error) -> String {
 }
 
 impl Remote {
+    /// Connects to the queue at `address`; with `ask`, asks for its shared-memory address,
+    /// which the server tells in `INFO` if it has one (see
+    /// [`move_nearer`](crate::listener::beside::move_nearer)).
     pub(crate) fn connect(
         address: &Address,
         key: AuthKey,
         encrypted: bool,
         prefetch: u64,
         max_item: u64,
+        ask: bool,
     ) -> Result<Remote> {
         let mut conn = Client::builder()
             .authkey(key)
@@ -114,7 +118,7 @@ impl Remote {
         wire::push_value(
             &mut hello,
             wire::HELLO,
-            &wire::Hello { version: wire::VERSION, acks: acks.clone() },
+            &wire::Hello { version: wire::VERSION, acks: acks.clone(), shm: ask },
         )?;
         let shared_memory = conn.is_shared_memory();
         let (mut tx, mut rx) = {
@@ -568,7 +572,7 @@ mod tests {
     #[test]
     fn consumers_count_in_shared_memory_over_unix_sockets_and_with_messages_over_tcp() {
         let unix: Queue<u64> = Queue::new().unwrap();
-        let r = Remote::connect(unix.address(), unix.authkey().clone(), false, 8, 1 << 20).unwrap();
+        let r = Remote::connect(unix.address(), unix.authkey().clone(), false, 8, 1 << 20, false).unwrap();
         assert!(r.link.info.acks_shared && r.link.acks.is_some());
         unix.put(&5).unwrap();
         assert_eq!(r.link.get(None).unwrap(), Some(vec![5]));
@@ -576,7 +580,7 @@ mod tests {
 
         let tcp_addr = Address::fresh(Family::Tcp).unwrap();
         let tcp: Queue<u64> = crate::queue::QueueBuilder::new().address(tcp_addr).build().unwrap();
-        let r = Remote::connect(tcp.address(), tcp.authkey().clone(), false, 8, 1 << 20).unwrap();
+        let r = Remote::connect(tcp.address(), tcp.authkey().clone(), false, 8, 1 << 20, false).unwrap();
         assert!(!r.link.info.acks_shared && r.link.acks.is_none());
     }
 }
