@@ -11,32 +11,17 @@ pub(crate) const VERSION: u32 = 1;
 /// stay the raw CBOR item the client sent (checked to be one well-formed item) until the
 /// object's method decodes them as its own types, so a request costs no more memory than its
 /// bytes.
+///
+/// Hello's `shm`: the client asks for the server's shared-memory address (absent, as clients
+/// before it and CPython's write it: no).
 #[derive(Debug, PartialEq)]
 pub(crate) enum Request<'a> {
-    /// `shm`: the client asks for the server's shared-memory address (absent: no).
-    Hello {
-        version: u32,
-        session: u64,
-        shm: bool,
-    },
-    Create {
-        typeid: &'a str,
-        args: &'a [u8],
-    },
-    Call {
-        id: u64,
-        method: &'a str,
-        args: &'a [u8],
-    },
-    IncRef {
-        id: u64,
-    },
-    Adopt {
-        id: u64,
-    },
-    DecRef {
-        id: u64,
-    },
+    Hello { version: u32, session: u64, shm: bool },
+    Create { typeid: &'a str, args: &'a [u8] },
+    Call { id: u64, method: &'a str, args: &'a [u8] },
+    IncRef { id: u64 },
+    Adopt { id: u64 },
+    DecRef { id: u64 },
     Count,
     Shutdown,
 }
@@ -129,33 +114,17 @@ pub(crate) fn parse(b: &[u8]) -> Result<Request<'_>, Malformed> {
 
 /// The same messages as the client sends them: arguments encoded straight from the caller's
 /// types (no intermediate value).
+///
+/// Hello's `shm` asks the server for its shared-memory address, which it answers instead of
+/// null (servers before it ignore the field and answer null).
 #[derive(Debug, Serialize)]
 pub(crate) enum RequestOut<'a, A> {
-    /// `shm`: asks the server for its shared-memory address, which it answers instead of
-    /// null (older servers ignore the field and answer null).
-    Hello {
-        version: u32,
-        session: u64,
-        shm: bool,
-    },
-    Create {
-        typeid: &'a str,
-        args: &'a A,
-    },
-    Call {
-        id: u64,
-        method: &'a str,
-        args: &'a A,
-    },
-    IncRef {
-        id: u64,
-    },
-    Adopt {
-        id: u64,
-    },
-    DecRef {
-        id: u64,
-    },
+    Hello { version: u32, session: u64, shm: bool },
+    Create { typeid: &'a str, args: &'a A },
+    Call { id: u64, method: &'a str, args: &'a A },
+    IncRef { id: u64 },
+    Adopt { id: u64 },
+    DecRef { id: u64 },
     Count,
     Shutdown,
 }
@@ -237,8 +206,12 @@ mod tests {
         }
         let old = enc(&Older::Hello { version: 1, session: 9 });
         assert_eq!(parse(&old), Ok(Request::Hello { version: 1, session: 9, shm: false }));
-        let asks = enc(&Plain::Hello { version: 1, session: 9, shm: false });
-        assert_eq!(parse(&asks), Ok(Request::Hello { version: 1, session: 9, shm: false }));
+        /// A Hello whose field is not a boolean.
+        #[derive(Serialize)]
+        enum Odd {
+            Hello { version: u32, session: u64, shm: u8 },
+        }
+        assert!(parse(&enc(&Odd::Hello { version: 1, session: 9, shm: 1 })).is_err());
     }
 
     #[test]
