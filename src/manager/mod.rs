@@ -253,8 +253,9 @@ impl ManagerBuilder {
     /// [`address`](Self::address); the [`Manager`] this process gets and every proxy of it
     /// carry both, and a process on this host connects through shared memory (a request and
     /// its reply cross without a system call while both sides are busy), any other (another
-    /// host, CPython, [`Manager::connect`] with the address) through the address. An
-    /// encrypting manager uses its address only. Off: only the address.
+    /// host, CPython) through the address. [`Manager::connect`] with the address asks the
+    /// manager for the other one and, on its host, moves there. An encrypting manager uses
+    /// its address only. Off: only the address.
     ///
     /// ```no_run
     /// use procwire::manager::Manager;
@@ -360,7 +361,9 @@ impl Manager {
     }
 
     /// Connects to the manager at `address` with its key (a wrong key is
-    /// [`Error::AuthenticationFailed`]).
+    /// [`Error::AuthenticationFailed`]). On the manager's host, the handle moves to the
+    /// manager's shared-memory address, which the manager tells it
+    /// ([`ManagerBuilder::shared_memory`]).
     pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Manager> {
         Manager::connect_with(address, key, false)
     }
@@ -426,9 +429,9 @@ impl Manager {
     }
 
     /// Whether this handle's connections to the manager move their bytes through memory
-    /// shared with it: it was given the manager's shared-memory address (a manager started
-    /// with [`ManagerBuilder::shared_memory`] on, and its proxies) and runs on the manager's
-    /// host. Asks a connection, which may connect.
+    /// shared with it: it knows the manager's shared-memory address (a manager started with
+    /// [`ManagerBuilder::shared_memory`] on, its proxies, or a [`Manager::connect`] that
+    /// learned it) and runs on the manager's host. Asks a connection, which may connect.
     pub fn is_shared_memory(&self) -> Result<bool> {
         self.link.is_shared_memory()
     }

@@ -80,9 +80,10 @@ impl QueueBuilder<Processes> {
     /// share with it (default: on, where shared-memory connections work: Linux, Apple's
     /// systems and Windows). The queue then also listens at a fresh `shm:` address beside its
     /// [`address`](Self::address), and the handles it sends to other processes carry both:
-    /// one on this host connects through shared memory, any other (on another host, or
-    /// [`Queue::connect`] with the address) through the address, as does every handle of an
-    /// encrypting queue. Off: only the address.
+    /// one on this host connects through shared memory, any other (on another host) through
+    /// the address, as does every handle of an encrypting queue. [`Queue::connect`] with the
+    /// address asks the queue for the other one and, on its host, moves there. Off: only the
+    /// address.
     ///
     /// ```
     /// use procwire::queue::{Queue, QueueBuilder};
@@ -122,7 +123,9 @@ impl<T> Queue<T, Processes> {
     }
 
     /// The queue's shared-memory address, where handles on its host connect
-    /// ([`QueueBuilder::shared_memory`]); `None` when it has none.
+    /// ([`QueueBuilder::shared_memory`]); `None` when it has none, or for a handle of
+    /// [`Queue::connect`] that did not learn it (not on the queue's host, or a queue that
+    /// does not tell it).
     pub fn shared_memory_address(&self) -> Option<&Address> {
         self.h.shm()
     }
@@ -141,7 +144,9 @@ impl<T> Queue<T, Processes> {
 
 impl<T: Serialize + DeserializeOwned> Queue<T, Processes> {
     /// Opens the queue served at `address` (by any process, on any host it can reach) with its
-    /// key. Fails if it is a [`JoinableQueue`] (use [`JoinableQueue::connect`]).
+    /// key. Fails if it is a [`JoinableQueue`] (use [`JoinableQueue::connect`]). On the
+    /// queue's host, the handle moves to the queue's shared-memory address, which the queue
+    /// tells it ([`QueueBuilder::shared_memory`]).
     pub fn connect(address: impl ToAddress, key: impl Into<AuthKey>) -> Result<Self> {
         Ok(Queue::from_handle(connect_handle(&address.to_address()?, key.into(), false, false)?))
     }
