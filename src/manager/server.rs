@@ -582,8 +582,8 @@ impl ManagerServer {
 
     /// The shared-memory address beside [`address`](Self::address), for clients on this host
     /// ([`Manager::connect`](super::Manager::connect) at it, or at `address`, which tells
-    /// it, moves their requests through memory); `None` when the server has none (encrypted, or where shared memory does not
-    /// work).
+    /// it, moves their requests through memory); `None` when the server has none (encrypted,
+    /// or where shared memory does not work).
     pub fn shared_memory_address(&self) -> Option<&Address> {
         self.shm.as_ref()
     }
