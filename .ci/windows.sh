@@ -41,19 +41,7 @@ quiet() {
 }
 
 step "packages"
-missing=()
-for p in gcc-mingw-w64-x86-64 wine wine64; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo=()
-    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-    export DEBIAN_FRONTEND=noninteractive
-    run "${sudo[@]}" apt-get update
-    run "${sudo[@]}" apt-get install -y --no-install-recommends gcc-mingw-w64-x86-64 wine wine64
-else
-    echo "gcc-mingw-w64-x86-64, wine and wine64 are installed"
-fi
+bash .ci/packages.sh
 if ! rustup target list --installed | grep -qx "$target"; then
     run rustup target add "$target"
 fi

@@ -208,7 +208,9 @@ fn messages_around_the_ring_size_both_ways_with_an_shm_listener() {
     let _child = spawn_child("echo", &env_of(&addr));
     let mut c = l.accept_timeout(LIMIT).unwrap();
     c.set_read_timeout(Some(LIMIT));
-    for n in [0, 1, 100, RING - 1, RING, RING + 1, 5 * RING, 5 * RING + 12_345] {
+    // Up to the largest message a connection takes by default (64 MiB: sixteen rings).
+    let max = procwire::connection::DEFAULT_MAX_MESSAGE_SIZE as usize;
+    for n in [0, 1, 100, RING - 1, RING, RING + 1, 5 * RING, 5 * RING + 12_345, max] {
         let m = pattern(n, n as u8);
         c.send_bytes(&m).unwrap();
         assert_eq!(c.recv_bytes().unwrap(), m, "{n} bytes");
@@ -416,6 +418,8 @@ fn an_idle_child_costs_almost_no_cpu_after_its_spin_window() {
 #[test]
 #[cfg(unix)]
 fn a_peer_scribbling_on_the_ring_is_a_protocol_error() {
+    // Another shared-memory pair of this process, to show it unharmed after the scribbling.
+    let (mut other, mut other_peer) = pipe_with(PipeKind::SharedMemory).unwrap();
     let (mut ours, theirs) = pipe_with(PipeKind::SharedMemory).unwrap();
     let mut cmd = common::child_command("scribble", &[]);
     theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
@@ -438,6 +442,11 @@ fn a_peer_scribbling_on_the_ring_is_a_protocol_error() {
     }
     assert!(errors > 0);
     assert!(ours.send_bytes(&pattern(4 * RING, 0)).is_err());
+    let m = pattern(RING / 2, 3);
+    other.send_bytes(&m).unwrap();
+    assert_eq!(other_peer.recv_bytes().unwrap(), m, "another connection is unharmed");
+    other_peer.send_bytes(b"back").unwrap();
+    assert_eq!(other.recv_bytes().unwrap(), b"back");
 }
 
 #[test]
