@@ -226,12 +226,21 @@ fn fifty_children_through_an_exchange_with_limit_4() {
     assert_eq!(seen.len(), 50);
     assert!(seen.values().all(|&c| c == 1), "{seen:?}");
     // Every child was reaped by the exchange (waitall may still see other tests' children).
+    let _alone = lock_waitall();
     waitall_timeout(LIMIT).unwrap();
+}
+
+/// Held by the tests that call `waitall`, which reaps every child this process started: one
+/// test's call would otherwise take another's children from it.
+fn lock_waitall() -> std::sync::MutexGuard<'static, ()> {
+    static WAITALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WAITALL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[test]
 fn start_gives_the_child_its_channel_and_waitall_reaps() {
     use_test_entry("procwire_child");
+    let _alone = lock_waitall();
     let mut chans: Vec<_> = (1..=3).map(|n| start(&WORK, n).unwrap()).collect();
     for (i, ch) in chans.iter_mut().enumerate() {
         ch.set_read_timeout(Some(LIMIT));
