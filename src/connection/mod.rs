@@ -7,7 +7,7 @@
 //! (after a message like that, a read into the empty buffer takes only the next header, so a
 //! run of large messages is never copied twice). Sending copies a small frame (header and
 //! payload) into one `write`, and sends a large one with a vectored write that does not copy
-//! the payload. With [`set_batching`](Connection::set_batching), small frames queue until a
+//! the payload; into a shared-memory ring, header and payload are copied straight in. With [`set_batching`](Connection::set_batching), small frames queue until a
 //! limit, a [`flush`](Connection::flush), or a receive.
 
 mod pipe;

@@ -315,6 +315,12 @@ pub(super) fn link_for(address: &Address, shm: Option<Address>, key: &AuthKey, e
             && !l.dead.load(Ordering::SeqCst)
     });
     if let Some(l) = found {
+        // A proxy that names the shared-memory address teaches it to a link that does not
+        // know it yet (one of `Manager::connect` at a manager that does not tell it): the
+        // link's next connections go there when it is near.
+        if let Some(shm) = shm {
+            let _ = l.shm.set(shm);
+        }
         return l;
     }
     let l = Arc::new(Link::remote(address.clone(), shm, key.clone(), encrypted, None));
