@@ -128,6 +128,8 @@ impl Stream {
     /// core, so that its next publication waits for the line to come back: a reader that
     /// looks as fast as it can when the writer is only a message ahead makes every message
     /// pay that wait, on both sides. Looking less often, it takes a gap's worth at once.
+    ///
+    /// Returns whether the first look found `ready()` (the peer keeps up with this side).
     fn spin(&self, deadline: Option<Instant>, patient: bool, mut ready: impl FnMut() -> bool) -> bool {
         let mut window = Duration::from_nanos(self.spin.load(Ordering::Relaxed));
         if let Some(d) = deadline {
