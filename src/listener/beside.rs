@@ -55,6 +55,12 @@ pub(crate) fn connect_nearest<T>(
     })
 }
 
+/// What a server with the shared-memory address `shm` tells a client that asked (`ask`) on
+/// `conn`: the address, unless the client came through it already.
+pub(crate) fn to_tell(shm: Option<&Address>, ask: bool, conn: &crate::Connection) -> Option<String> {
+    shm.filter(|_| ask && !conn.is_shared_memory()).map(Address::to_string)
+}
+
 /// After `first`, a connection at a server's main address on which the server told its
 /// shared-memory address (`told`, as text): a connection there instead, made by `connect`,
 /// and that address, when it [is near](is_near) and the connection works; else `first`

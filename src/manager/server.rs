@@ -424,7 +424,7 @@ fn hello(conn: &mut Connection, buf: &mut Vec<u8>) -> Option<(u64, bool)> {
 /// there.
 fn hello_answer(near: &Near, ask: bool, conn: &Connection) -> Vec<u8> {
     let mut answer = OK.to_vec();
-    let told = near.shm.as_ref().filter(|_| ask && !conn.is_shared_memory()).map(Address::to_string);
+    let told = crate::listener::beside::to_tell(near.shm.as_ref(), ask, conn);
     // Writing an Option<String> into a Vec cannot fail.
     let _ = ciborium::into_writer(&told, &mut answer);
     answer

@@ -309,8 +309,7 @@ impl Server {
                 acks = a;
                 // A client that came through the main address and asks is told the
                 // shared-memory one: on this host, it moves there.
-                let shm =
-                    self.shm.as_ref().filter(|_| ask && !conn.is_shared_memory()).map(Address::to_string);
+                let shm = crate::listener::beside::to_tell(self.shm.as_ref(), ask, &conn);
                 let info = wire::Info { acks_shared: acks.is_some(), shm, ..self.info() };
                 let _ = wire::push_value(&mut reply, wire::INFO, &info);
             }
