@@ -45,6 +45,9 @@ const SPIN_ALONE: Duration = Duration::from_micros(5);
 /// How long a reader of a one-way stream waits between looks at its ring while it spins
 /// (see [`Stream::spin`]).
 const GAP: Duration = Duration::from_micros(4);
+/// Fewer bytes than this found by such a reader wait one [`GAP`] for more before it takes
+/// them (see [`Stream::read_raw`]).
+const BATCH: usize = 1 << 10;
 
 /// Which end of the region this is: the listener writes ring 0 and reads ring 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,10 +156,7 @@ impl Stream {
         loop {
             for _ in 0..looks {
                 if patient {
-                    let next = Instant::now() + gap;
-                    while Instant::now() < next {
-                        std::hint::spin_loop();
-                    }
+                    pause(gap);
                 }
                 if ready() {
                     self.misses.store(0, Ordering::Relaxed);
@@ -178,12 +178,27 @@ impl Stream {
         }
     }
 
+    /// Whether this side reads a one-way stream: it wrote nothing since its last read (nobody
+    /// waits for an answer from it) and data has been coming as fast as it reads. A
+    /// request's reply, or a message after a pause, is looked for at once.
+    fn patient(&self) -> bool {
+        !self.wrote.load(Ordering::Relaxed) && self.quick.load(Ordering::Relaxed)
+    }
+
     /// Reads at most `len` bytes into `ptr`; 0 means end of stream; `TimedOut` after
     /// `deadline`; `InvalidData` when the peer corrupted the ring.
     ///
     /// The caller guarantees that `ptr..ptr+len` is writable memory it owns.
     pub(crate) fn read_raw(&self, ptr: *mut u8, len: usize, deadline: Option<Instant>) -> io::Result<usize> {
         let mut rx = lock(&self.rx);
+        // A reader of a one-way stream that finds a little data takes more at once if it waits
+        // a gap first. Else it falls into step with the writer, a message behind: each look
+        // takes the line the writer is still filling from the writer's core, and every
+        // message pays that transfer on both sides (the same reason a patient spin looks
+        // only once every gap).
+        if self.patient() && rx.available().is_ok_and(|n| n > 0 && n < BATCH.min(len)) {
+            pause(deadline.map_or(GAP, |d| GAP.min(d.saturating_duration_since(Instant::now()))));
+        }
         let mut spun = false;
         loop {
             self.bell.check_peer()?;
@@ -208,13 +223,9 @@ impl Stream {
             }
             if !spun {
                 spun = true;
-                // Patient when the stream runs one way (nothing written since the last read:
-                // nobody waits for an answer from this side) and data has been coming as fast
-                // as it is read; a request's reply, or a message after a pause, is looked for
-                // at once.
-                let patient = !self.wrote.load(Ordering::Relaxed) && self.quick.load(Ordering::Relaxed);
-                let quick = self
-                    .spin(deadline, patient, || rx.available().map_or(true, |n| n > 0) || self.bell.closed());
+                let quick = self.spin(deadline, self.patient(), || {
+                    rx.available().map_or(true, |n| n > 0) || self.bell.closed()
+                });
                 if quick != self.quick.load(Ordering::Relaxed) {
                     self.quick.store(quick, Ordering::Relaxed);
                 }
@@ -338,6 +349,14 @@ impl Stream {
 }
 
 /// The frame of [`SHM_OFFER`]: its short header, then the message.
+/// Waits `gap` without looking at the ring (or at anything the other core writes).
+fn pause(gap: Duration) {
+    let until = Instant::now() + gap;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
 fn offer_frame() -> Vec<u8> {
     [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }
