@@ -47,8 +47,13 @@ pub(crate) fn connect_nearest<T>(
         return connect(main);
     }
     // The socket file may outlive its server's shared-memory listener (a stale file after a
-    // crash) or be another's by now: the main address still serves every client.
+    // crash) or be another's by now: the main address still serves every client. Not after a
+    // refused key, though: the server's two listeners share theirs, and a second attempt
+    // would only be refused again (and logged twice by the server).
     connect(to).or_else(|e| {
+        if matches!(e, crate::Error::AuthenticationFailed(_)) {
+            return Err(e);
+        }
         crate::trace::event!(DEBUG, address = %to, error = %e, "shared-memory address failed, trying the main one");
         let _ = e;
         connect(main)
@@ -80,5 +85,56 @@ pub(crate) fn move_nearer<T>(
             let _ = e;
             (first, None)
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::Client;
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    /// A server's main listener with `key` at a fresh Unix path, answering one client in a
+    /// thread.
+    fn main_listener(builder: &ListenerBuilder) -> Address {
+        let main = builder.clone().bind(Address::fresh(Family::Unix).unwrap()).unwrap();
+        let addr = main.address().clone();
+        std::thread::spawn(move || drop(main.accept_timeout(Duration::from_secs(5))));
+        addr
+    }
+
+    #[test]
+    fn a_refused_key_is_not_tried_again_at_the_main_address() {
+        let builder = Listener::builder().authkey("right");
+        let main = main_listener(&builder);
+        let shm = bind_beside(&builder, true, false).expect("a shared-memory listener");
+        let near = shm.address().clone();
+        std::thread::spawn(move || drop(shm.accept_timeout(Duration::from_secs(5))));
+        let tried = RefCell::new(Vec::new());
+        let r = connect_nearest(&main, Some(&near), |to| {
+            tried.borrow_mut().push(to.clone());
+            Client::builder().authkey("wrong").connect(to)
+        });
+        assert!(matches!(r, Err(crate::Error::AuthenticationFailed(_))), "{r:?}");
+        assert_eq!(tried.into_inner(), vec![near]);
+    }
+
+    #[test]
+    fn a_stale_shared_memory_socket_falls_back_to_the_main_address() {
+        let main = main_listener(&Listener::builder().authkey("right"));
+        // A socket file nobody listens on, as a crashed server leaves it.
+        let Address::Shm(path) = Address::fresh(Family::Shm).unwrap() else { unreachable!() };
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let stale = Address::Shm(path);
+        assert!(is_near(&stale));
+        let tried = RefCell::new(Vec::new());
+        let c = connect_nearest(&main, Some(&stale), |to| {
+            tried.borrow_mut().push(to.clone());
+            Client::builder().authkey("right").connect(to)
+        })
+        .expect("the main address serves");
+        assert!(!c.is_shared_memory());
+        assert_eq!(tried.into_inner(), vec![stale, main]);
     }
 }
