@@ -8,6 +8,16 @@ use super::{
 use crate::util::fill_random;
 use crate::{Error, Result};
 
+/// What a side that answered `#FAILURE#` to our digest tells us, after "the listener" or
+/// "the client".
+const REJECTED: &str = "rejected our answer: the two sides have different authkeys";
+
+/// Whether `e` is a listener's plain refusal of our key (its `#FAILURE#`), as opposed to a
+/// handshake that broke off or a listener that failed to prove its own key.
+pub(crate) fn refused_by_listener(e: &Error) -> bool {
+    matches!(e, Error::AuthenticationFailed(m) if m.strip_prefix("the listener ").is_some_and(|r| r.starts_with(REJECTED)))
+}
+
 /// Which side of the connection a [`Handshake`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -269,7 +279,7 @@ impl Handshake {
                 if msg != WELCOME {
                     let who = if self.state == State::AwaitOurWelcome { "listener" } else { "client" };
                     return Err(Error::AuthenticationFailed(if msg == FAILURE {
-                        format!("the {who} rejected our answer: the two sides have different authkeys")
+                        format!("the {who} {REJECTED}")
                     } else {
                         format!("expected #WELCOME# from the {who}, got {}", show(msg))
                     }));

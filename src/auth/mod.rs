@@ -38,6 +38,7 @@ mod handshake;
 mod key;
 
 pub use self::digest::{Digest, answer, verify};
+pub(crate) use self::handshake::refused_by_listener;
 pub use self::handshake::{Handshake, Output, Role, Status};
 pub use self::key::AuthKey;
 

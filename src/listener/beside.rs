@@ -47,11 +47,12 @@ pub(crate) fn connect_nearest<T>(
         return connect(main);
     }
     // The socket file may outlive its server's shared-memory listener (a stale file after a
-    // crash) or be another's by now: the main address still serves every client. Not after a
-    // refused key, though: the server's two listeners share theirs, and a second attempt
-    // would only be refused again (and logged twice by the server).
+    // crash) or be another's by now: the main address still serves every client. Not after
+    // the listener refused our key, though: the server's two listeners share theirs, and a
+    // second attempt would only be refused again (and logged twice by the server). A
+    // handshake that broke off (a listener shedding load) does try the main address.
     connect(to).or_else(|e| {
-        if matches!(e, crate::Error::AuthenticationFailed(_)) {
+        if crate::auth::refused_by_listener(&e) {
             return Err(e);
         }
         crate::trace::event!(DEBUG, address = %to, error = %e, "shared-memory address failed, trying the main one");
@@ -88,7 +89,8 @@ pub(crate) fn move_nearer<T>(
     }
 }
 
-#[cfg(all(test, unix))]
+// Unix sockets underneath, and shared memory where it works (see `transport::SHARED_MEMORY`).
+#[cfg(all(test, any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
 mod tests {
     use super::*;
     use crate::Client;
@@ -120,21 +122,43 @@ mod tests {
         assert_eq!(tried.into_inner(), vec![near]);
     }
 
-    #[test]
-    fn a_stale_shared_memory_socket_falls_back_to_the_main_address() {
+    /// Connects with the right key to `main`, or first to `near` (a plain Unix socket at an
+    /// `shm:` path that `serve` answers, or nobody when `serve` is `None`), and says where it
+    /// tried.
+    fn fall_back(serve: Option<fn(std::os::unix::net::UnixStream)>) -> Vec<Address> {
         let main = main_listener(&Listener::builder().authkey("right"));
-        // A socket file nobody listens on, as a crashed server leaves it.
         let Address::Shm(path) = Address::fresh(Family::Shm).unwrap() else { unreachable!() };
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let stale = Address::Shm(path);
-        assert!(is_near(&stale));
+        let socket = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        match serve {
+            Some(serve) => drop(std::thread::spawn(move || serve(socket.accept().unwrap().0))),
+            None => drop(socket),
+        }
+        let near = Address::Shm(path.clone());
+        assert!(is_near(&near));
         let tried = RefCell::new(Vec::new());
-        let c = connect_nearest(&main, Some(&stale), |to| {
+        let c = connect_nearest(&main, Some(&near), |to| {
             tried.borrow_mut().push(to.clone());
             Client::builder().authkey("right").connect(to)
         })
         .expect("the main address serves");
         assert!(!c.is_shared_memory());
-        assert_eq!(tried.into_inner(), vec![stale, main]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        tried.into_inner()
+    }
+
+    #[test]
+    fn a_stale_shared_memory_socket_falls_back_to_the_main_address() {
+        // A socket file nobody listens on, as a crashed server leaves it.
+        let tried = fall_back(None);
+        assert_eq!(tried.len(), 2);
+        assert!(matches!((&tried[0], &tried[1]), (Address::Shm(_), Address::Unix(_))), "{tried:?}");
+    }
+
+    #[test]
+    fn a_handshake_that_breaks_off_falls_back_to_the_main_address() {
+        // A listener that hangs up at once, as one shedding load does: no refusal of the key.
+        let tried = fall_back(Some(drop));
+        assert_eq!(tried.len(), 2);
+        assert!(matches!((&tried[0], &tried[1]), (Address::Shm(_), Address::Unix(_))), "{tried:?}");
     }
 }

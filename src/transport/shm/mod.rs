@@ -196,8 +196,16 @@ impl Stream {
         // takes the line the writer is still filling from the writer's core, and every
         // message pays that transfer on both sides (the same reason a patient spin looks
         // only once every gap).
+        // Not within a zero spin window, nor when the peer shares this CPU (no more data can
+        // come while this side waits).
         if self.patient() && rx.available().is_ok_and(|n| n > 0 && n < BATCH.min(len)) {
-            pause(deadline.map_or(GAP, |d| GAP.min(d.saturating_duration_since(Instant::now()))));
+            let mut gap = GAP.min(Duration::from_nanos(self.spin.load(Ordering::Relaxed)));
+            if let Some(d) = deadline {
+                gap = gap.min(d.saturating_duration_since(Instant::now()));
+            }
+            if self.crowded.load(Ordering::Relaxed) < SPIN_MISSES {
+                pause(gap);
+            }
         }
         let mut spun = false;
         loop {
@@ -348,7 +356,6 @@ impl Stream {
     }
 }
 
-/// The frame of [`SHM_OFFER`]: its short header, then the message.
 /// Waits `gap` without looking at the ring (or at anything the other core writes).
 fn pause(gap: Duration) {
     let until = Instant::now() + gap;
@@ -357,6 +364,7 @@ fn pause(gap: Duration) {
     }
 }
 
+/// The frame of [`SHM_OFFER`]: its short header, then the message.
 fn offer_frame() -> Vec<u8> {
     [&(SHM_OFFER.len() as u32).to_be_bytes()[..], SHM_OFFER].concat()
 }

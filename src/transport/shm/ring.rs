@@ -124,6 +124,23 @@ fn word(map: &Mapping, at: usize) -> &AtomicU64 {
     unsafe { &*map.ptr().add(at).cast::<AtomicU64>() }
 }
 
+/// Whether this CPU has `prefetchw` (CPUID leaf 0x8000_0001, ECX bit 8): AMD's since 2007,
+/// Intel's since 2014. Asked once, as `cpuid` costs a trip to the hypervisor in a VM.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+fn has_prefetchw() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        use std::arch::x86_64::__cpuid;
+        // `__cpuid` is a safe function in newer Rust, unsafe in the oldest we support.
+        #[allow(unused_unsafe)]
+        // SAFETY: every x86-64 CPU has `cpuid`, and leaf 0x8000_0000 says which extended
+        // leaves it answers.
+        unsafe {
+            __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+        }
+    })
+}
+
 /// One ring of a region: raw pointers into a mapping the caller keeps alive.
 #[derive(Debug, Clone, Copy)]
 struct Ring {
@@ -203,13 +220,15 @@ impl Ring {
     fn prefetch_for_write(&self, pos: u64) {
         let at = (pos as usize) & (self.capacity - 1);
         // `prefetchw`: a plain prefetch would fetch the line shared, and the store would then
-        // still wait for the other core to drop its copy. x86-64 CPUs that lack the
-        // instruction run it as a no-op (64-bit Windows requires one or the other).
+        // still wait for the other core to drop its copy.
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: a prefetch reads no memory, writes none and cannot fault; the address is
-        // inside the data bytes anyway (at < capacity).
-        unsafe {
-            std::arch::asm!("prefetchw [{0}]", in(reg) self.data.add(at), options(nostack, preserves_flags, readonly));
+        if has_prefetchw() {
+            // SAFETY: the CPU has the instruction (just checked); a prefetch reads no memory,
+            // writes none and cannot fault, and the address is inside the data bytes anyway
+            // (at < capacity).
+            unsafe {
+                std::arch::asm!("prefetchw [{0}]", in(reg) self.data.add(at), options(nostack, preserves_flags, readonly));
+            }
         }
         #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         let _ = at;
