@@ -97,6 +97,15 @@ fn child() {
             echo(c)
         }
         "pipe-echo" => echo(Connection::from_env("PROCWIRE_TEST_CONN").unwrap()),
+        // Send STREAM_COUNT messages one way, of mixed sizes, with pauses (see below).
+        "pipe-stream" => {
+            let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
+            for i in 0..STREAM_COUNT {
+                c.send_bytes(&stream_message(i)).unwrap();
+                stream_pause(i);
+            }
+            0
+        }
         // Echo with recv_with and send_with: each message goes back reversed.
         "pipe-echo-with" => {
             let mut c = Connection::from_env("PROCWIRE_TEST_CONN").unwrap();
@@ -290,6 +299,61 @@ fn a_shared_memory_pipe_end_works_in_a_child() {
         let m = pattern(n, 3);
         ours.send_bytes(&m).unwrap();
         assert_eq!(ours.recv_bytes().unwrap(), m);
+    }
+}
+
+/// Messages of the one-way stream test.
+const STREAM_COUNT: usize = 6000;
+
+/// Message `i` of the one-way stream: sizes around a cache line, the reader's 1 KiB batch and
+/// a 4 KiB ring, each with its index in front.
+fn stream_message(i: usize) -> Vec<u8> {
+    const SIZES: [usize; 12] = [0, 1, 15, 16, 17, 100, 1000, 1023, 1024, 1025, 3000, 9000];
+    let mut m = (i as u32).to_le_bytes().to_vec();
+    m.extend(pattern(SIZES[i % SIZES.len()], i as u8));
+    m
+}
+
+/// The sender's pauses after message `i`: now and then a few microseconds (longer than the
+/// one-way reader's gap, shorter than its spin window), now and then a millisecond (long
+/// enough for it to go to sleep).
+fn stream_pause(i: usize) {
+    if i.is_multiple_of(13) {
+        let until = Instant::now() + Duration::from_micros(10);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+    if i.is_multiple_of(997) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_one_way_stream_of_mixed_sizes_and_pauses_arrives_whole_and_in_order() {
+    // The default spin window, none at all, and one shorter than the reader's gap; a ring of
+    // the default size and the smallest, which the larger messages wrap and fill.
+    for (window, ring) in [(None, RING), (Some(Duration::ZERO), 4096), (Some(Duration::from_micros(1)), 4096)]
+    {
+        let (mut ours, theirs) = pipe_with(PipeKind::SharedMemoryRing(ring)).unwrap();
+        let mut cmd = common::child_command("pipe-stream", &[]);
+        theirs.pass_to_child(&mut cmd, "PROCWIRE_TEST_CONN").unwrap();
+        let child = spawn(&mut cmd);
+        // The command holds the child's end too until it goes.
+        drop((cmd, theirs));
+        ours.set_read_timeout(Some(LIMIT));
+        if let Some(w) = window {
+            ours.set_spin_window(w);
+        }
+        for i in 0..STREAM_COUNT {
+            let m = ours.recv_bytes().unwrap();
+            assert!(
+                m == stream_message(i),
+                "message {i} of {STREAM_COUNT} (window {window:?}, ring {ring}) differs"
+            );
+        }
+        assert!(matches!(ours.recv_bytes(), Err(Error::Closed)));
+        assert_eq!(child.finish(LIMIT).0, Some(0));
     }
 }
 
