@@ -2,7 +2,8 @@
 //! included: a manager's proxy and a queue's handle in a child process connect through shared
 //! memory by default and through the manager's or queue's own address when that is turned off;
 //! a pool's workers answer over their (shared-memory) pipes. A child that knows only the
-//! manager's or queue's own address learns the shared-memory one from it and moves there. tests/shm_use.rs checks more on
+//! manager's or queue's own address learns the shared-memory one from it and moves there, and
+//! so does a queue handle that came without it. tests/shm_use.rs checks more on
 //! Linux, where a process can see the rings it maps (and a CPython client, and kills).
 
 mod common;
@@ -65,6 +66,17 @@ fn connect_queue((address, key, n): (String, Vec<u8>, u64)) -> (bool, bool) {
     (q.shared_memory_address().is_some(), q.is_shared_memory().unwrap())
 }
 
+/// A producer given a queue handle as CBOR bytes, here without its shared-memory address (as a
+/// handle made away from the queue's host comes): as [`connect_queue`].
+fn produce_from_bytes((handle, n): (Vec<u8>, u64)) -> (bool, bool) {
+    let q: Queue<u64> = ciborium::from_reader(&handle[..]).unwrap();
+    assert!(q.shared_memory_address().is_none(), "the handle came without the address");
+    for i in 0..n {
+        q.put(&i).unwrap();
+    }
+    (q.shared_memory_address().is_some(), q.is_shared_memory().unwrap())
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -76,11 +88,21 @@ static CONNECT_MANAGER: Function<(String, Vec<u8>), (bool, bool)> =
     Function::new("connect_manager", connect_manager);
 static CONNECT_QUEUE: Function<(String, Vec<u8>, u64), (bool, bool)> =
     Function::new("connect_queue", connect_queue);
+static PRODUCE_FROM_BYTES: Function<(Vec<u8>, u64), (bool, bool)> =
+    Function::new("produce_from_bytes", produce_from_bytes);
 
 #[test]
 #[ignore = "the entry point of child processes"]
 fn procwire_child() {
-    procwire::process::init(&[&SERVE, &READ_DICT, &PRODUCE, &SQUARE, &CONNECT_MANAGER, &CONNECT_QUEUE]);
+    procwire::process::init(&[
+        &SERVE,
+        &READ_DICT,
+        &PRODUCE,
+        &SQUARE,
+        &CONNECT_MANAGER,
+        &CONNECT_QUEUE,
+        &PRODUCE_FROM_BYTES,
+    ]);
 }
 
 #[test]
@@ -137,6 +159,24 @@ fn a_child_that_knows_only_the_queues_address_moves_to_shared_memory_unless_it_i
         let key = AuthKey::random().unwrap();
         let q: Queue<u64> = QueueBuilder::new().authkey(key.clone()).shared_memory(on).build().unwrap();
         let mut p = Process::new(&CONNECT_QUEUE, (q.address().to_string(), key.as_bytes().to_vec(), 100));
+        p.start().unwrap();
+        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
+        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>(), "every item, in order, over either way");
+    }
+}
+
+#[test]
+fn a_child_given_a_queue_handle_without_the_shared_memory_address_asks_for_it() {
+    use_test_entry("procwire_child");
+    for on in [true, false] {
+        let q: Queue<u64> = QueueBuilder::new().shared_memory(on).build().unwrap();
+        let mut handle = ciborium::Value::serialized(&q).unwrap();
+        let ciborium::Value::Map(fields) = &mut handle else { panic!("a handle is a map: {handle:?}") };
+        fields.retain(|(k, _)| k.as_text() != Some("shm"));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&handle, &mut bytes).unwrap();
+        let mut p = Process::new(&PRODUCE_FROM_BYTES, (bytes, 100));
         p.start().unwrap();
         assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
         let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();

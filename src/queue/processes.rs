@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -123,9 +123,10 @@ impl<T> Queue<T, Processes> {
     }
 
     /// The queue's shared-memory address, where handles on its host connect
-    /// ([`QueueBuilder::shared_memory`]); `None` when it has none, or for a handle of
-    /// [`Queue::connect`] that did not learn it (not on the queue's host, or a queue that
-    /// does not tell it).
+    /// ([`QueueBuilder::shared_memory`]); `None` when it has none, or for a handle that did
+    /// not learn it: one of [`Queue::connect`], or one that came from another process without
+    /// it (made away from the queue's host), until it first connects on the queue's host, or
+    /// when the queue does not tell it.
     pub fn shared_memory_address(&self) -> Option<&Address> {
         self.h.shm()
     }
@@ -293,8 +294,10 @@ impl Local {
 /// A handle of a queue served elsewhere; connects on first use.
 pub struct Lazy {
     address: Address,
-    /// The queue's shared-memory address, taken on its host (see [`connect_nearest`]).
-    shm: Option<Address>,
+    /// The queue's shared-memory address, taken on its host (see [`connect_nearest`]): as the
+    /// handle came, or as the queue told it when this handle, having come without it, first
+    /// connected.
+    shm: OnceLock<Address>,
     key: AuthKey,
     encrypted: bool,
     maxsize: Option<u64>,
@@ -310,16 +313,30 @@ impl Lazy {
         if let Some(r) = &*r {
             return Ok(r.clone());
         }
-        let remote = connect_nearest(&self.address, self.shm.as_ref(), |to| {
+        let connect = |to: &Address, ask: bool| {
             Remote::connect(
                 to,
                 self.key.clone(),
                 self.encrypted,
                 self.prefetch.load(Ordering::Relaxed),
                 self.max_item_size,
-                false,
+                ask,
             )
-        })?;
+        };
+        let remote = match self.shm.get() {
+            Some(shm) => connect_nearest(&self.address, Some(shm), |to| connect(to, false))?,
+            // A handle made where the address was not known (a `connect` handle away from the
+            // queue's host, or an older version's) asks for it, as `connect` does.
+            None => {
+                let first = connect(&self.address, true)?;
+                let told = first.link.info.shm.clone();
+                let (remote, shm) = move_nearer(first, told, |to| connect(to, false));
+                if let Some(shm) = shm {
+                    let _ = self.shm.set(shm);
+                }
+                remote
+            }
+        };
         let info = &remote.link.info;
         if info.maxsize != self.maxsize || info.joinable != self.joinable {
             return Err(Error::Protocol(format!(
@@ -382,7 +399,7 @@ impl Handle {
     fn shm(&self) -> Option<&Address> {
         match self {
             Handle::Local(l) => l.owner.server.shm.as_ref(),
-            Handle::Remote(r) => r.shm.as_ref(),
+            Handle::Remote(r) => r.shm.get(),
         }
     }
 
@@ -534,7 +551,7 @@ fn connect_handle(address: &Address, key: AuthKey, encrypted: bool, joinable: bo
     }
     Ok(Handle::Remote(Arc::new(Lazy {
         address: address.clone(),
-        shm,
+        shm: shm.map_or_else(OnceLock::new, OnceLock::from),
         key,
         encrypted,
         maxsize: info.maxsize,
@@ -599,7 +616,7 @@ impl HandleRef {
         let shm = self.shm.map(|s| s.parse::<Address>()).transpose().map_err(|e| e.to_string())?;
         Ok(Handle::Remote(Arc::new(Lazy {
             address,
-            shm,
+            shm: shm.map_or_else(OnceLock::new, OnceLock::from),
             key: AuthKey::new(self.authkey),
             encrypted: self.encrypted,
             maxsize: self.maxsize,
