@@ -368,10 +368,10 @@ impl Connection {
     /// A side that only receives, while messages keep coming as fast as it reads them, looks
     /// at the ring once every 4 µs within the window rather than continuously, and a look that
     /// finds less than 1 KiB waits up to 4 µs more (never beyond the window) before it takes
-    /// it: it then takes several
-    /// messages at once, which moves a stream of small messages several times faster between
-    /// two cores, for up to 4 µs more latency on such a one-way stream. A side that
-    /// sent since it last received (a request waiting for its reply) always looks at once.
+    /// it: it then takes several messages at once, which moves a stream of small messages
+    /// several times faster between two cores, for up to 4 µs more latency on such a one-way
+    /// stream. A side that sent since it last received (a request waiting for its reply)
+    /// always looks at once.
     pub fn set_spin_window(&mut self, window: Duration) {
         self.rx.stream.set_spin(window);
     }

@@ -195,17 +195,17 @@ impl Stream {
         // a gap first. Else it falls into step with the writer, a message behind: each look
         // takes the line the writer is still filling from the writer's core, and every
         // message pays that transfer on both sides (the same reason a patient spin looks
-        // only once every gap).
-        // Not within a zero spin window, nor when the peer shares this CPU (no more data can
-        // come while this side waits).
-        if self.patient() && rx.available().is_ok_and(|n| n > 0 && n < BATCH.min(len)) {
+        // only once every gap). Never beyond the spin window or the deadline, and not when
+        // the peer shares this CPU (no data can come while this side waits).
+        if self.patient()
+            && self.crowded.load(Ordering::Relaxed) < SPIN_MISSES
+            && rx.available().is_ok_and(|n| n > 0 && n < BATCH.min(len))
+        {
             let mut gap = GAP.min(Duration::from_nanos(self.spin.load(Ordering::Relaxed)));
             if let Some(d) = deadline {
                 gap = gap.min(d.saturating_duration_since(Instant::now()));
             }
-            if self.crowded.load(Ordering::Relaxed) < SPIN_MISSES {
-                pause(gap);
-            }
+            pause(gap);
         }
         let mut spun = false;
         loop {
