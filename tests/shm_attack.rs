@@ -356,7 +356,6 @@ fn a_region_header_rewritten_after_the_handshake_changes_nothing() {
 }
 
 #[test]
-#[ignore = "shows defect: a passed-on region with a rewritten header is Error::Io, not Error::Protocol"]
 fn a_region_header_rewritten_then_passed_on_is_a_protocol_error_where_it_is_adopted() {
     let (mut ours, _child) = attacked("header");
     assert_eq!(ours.recv_bytes().unwrap(), b"rewritten");

@@ -182,12 +182,11 @@ fn an_unsealed_empty_or_too_small_memory_file_is_refused() {
 }
 
 #[test]
-#[ignore = "shows defect: a region sealed against writing is Error::Io (PermissionDenied), not Error::Protocol"]
 fn a_memory_file_sealed_against_writing_is_a_protocol_error() {
     let offer = frame(OFFER);
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_FUTURE_WRITE;
     let fd = memfd(region_len(RING), RING, true, seals);
-    refused(&offer_to_client(&offer, &[fd.as_raw_fd()]), "");
+    refused(&offer_to_client(&offer, &[fd.as_raw_fd()]), "sealed against writing");
 }
 
 #[test]
