@@ -61,7 +61,7 @@ impl Region {
 
     /// The 8-byte word at byte `at` of the region.
     fn word(&self, at: usize) -> &AtomicU64 {
-        assert!(at + 8 <= self.len && at % 8 == 0);
+        assert!(at + 8 <= self.len && at.is_multiple_of(8));
         // SAFETY: in bounds and aligned (asserted; the mapping is page-aligned); the mapping
         // lives as long as the process (never unmapped).
         unsafe { &*self.ptr.add(at).cast::<AtomicU64>() }
@@ -138,7 +138,11 @@ fn child() {
                 let head = r.counter(1, HEAD).load(Ordering::Acquire);
                 let cap = r.cap as u64;
                 // A header split across the ring's edge every other round.
-                let at = if k % 2 == 0 { head } else { head.wrapping_sub(head % cap).wrapping_add(cap - 2) };
+                let at = if k.is_multiple_of(2) {
+                    head
+                } else {
+                    head.wrapping_sub(head % cap).wrapping_add(cap - 2)
+                };
                 r.write_data(1, at, headers[(k % 5) as usize]);
                 let tail = match k % 7 {
                     0 => head.wrapping_add(2),
@@ -184,8 +188,11 @@ fn child() {
             let mut sent = 0;
             while sent < 10 {
                 for (i, (ring, at)) in words.iter().enumerate() {
-                    let v =
-                        if (k + i as u64) % 3 == 0 { 0 } else { 0xdead_beef_u32.rotate_left(k as u32) | 1 };
+                    let v = if (k + i as u64).is_multiple_of(3) {
+                        0
+                    } else {
+                        0xdead_beef_u32.rotate_left(k as u32) | 1
+                    };
                     r.flag(*ring, *at).store(v, Ordering::Relaxed);
                 }
                 r.flag(1, READER_WAITING).store(0, Ordering::Relaxed);
@@ -204,11 +211,8 @@ fn child() {
             r.word(0).store(0, Ordering::Relaxed);
             r.word(8).store(1 << 40, Ordering::Relaxed);
             c.send_bytes(b"rewritten").unwrap();
-            loop {
-                match c.recv_bytes() {
-                    Ok(m) => c.send_bytes(&m).unwrap(),
-                    Err(_) => break,
-                }
+            while let Ok(m) = c.recv_bytes() {
+                c.send_bytes(&m).unwrap();
             }
         }
         // A doorbell flooded with bells until the socket is full, then an honest echo of a

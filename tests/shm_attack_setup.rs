@@ -50,11 +50,8 @@ fn child() {
         // An honest client that echoes, for a listener another client attacks.
         "echo" => {
             let mut c = Client::builder().read_timeout(Some(LIMIT)).connect(&addr).unwrap();
-            loop {
-                match c.recv_bytes() {
-                    Ok(m) => c.send_bytes(&m).unwrap(),
-                    Err(_) => break,
-                }
+            while let Ok(m) = c.recv_bytes() {
+                c.send_bytes(&m).unwrap();
             }
         }
         other => panic!("unknown role {other}"),
