@@ -187,17 +187,18 @@ fn a_memory_file_sealed_against_writing_is_a_protocol_error() {
 }
 
 #[test]
-fn extra_descriptors_are_dropped_and_a_region_larger_than_its_rings_is_taken() {
+#[ignore = "shows defect: a region of 1 TiB for rings of 4 KiB is taken and mapped whole"]
+fn extra_descriptors_are_dropped_and_a_region_larger_than_its_rings_is_refused() {
     let offer = frame(OFFER);
     let shrink = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
     let good = memfd(region_len(RING), RING, true, shrink);
     let (r, _w) = pipe();
     let line = offer_to_client(&offer, &[good.as_raw_fd(), r.as_raw_fd()]);
     assert!(line.starts_with("ok"), "{line}");
-    // A terabyte the offer chose, mapped whole by the client (address space, not memory).
+    // A terabyte the offer chose, for rings of 4 KiB: refused (else the client would keep
+    // that much of its address space mapped for the connection's life).
     let huge = memfd(1 << 40, RING, true, shrink);
-    let line = offer_to_client(&offer, &[huge.as_raw_fd()]);
-    assert!(line.starts_with("ok"), "{line}");
+    refused(&offer_to_client(&offer, &[huge.as_raw_fd()]), "larger than its rings");
 }
 
 #[test]
