@@ -165,6 +165,14 @@ impl Mapping {
                     "the shared memory received is not sealed",
                 ));
             }
+            // Sealed against writing, it cannot be mapped writable: said here as the sender's
+            // fault, instead of a bare "operation not permitted" from mmap.
+            if seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the shared memory received is sealed against writing",
+                ));
+            }
         }
         let file = std::fs::File::from(fd);
         let len = usize::try_from(file.metadata()?.len())

@@ -503,6 +503,7 @@ pub(crate) fn from_env(var: &str) -> crate::Result<Option<Stream>> {
     };
     let map = region::region_from_env(&memory_var(var, side))?;
     let socket = Socket::from_env(var)?;
-    let capacity = ring::capacity_of(&map)?;
+    // A region the peer left unusable (its header rewritten) is its fault, as at connection.
+    let capacity = ring::capacity_of(&map).map_err(|e| crate::Error::Protocol(e.to_string()))?;
     Ok(Some(Stream::new(socket, map, capacity, side, None)))
 }

@@ -84,6 +84,10 @@ pub(crate) fn init(map: &Mapping, capacity: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// How much larger than its rings a region may map: what a platform rounds a mapping's size
+/// up to (Windows reports a view's size in whole pages; its allocation unit is 64 KiB).
+const SLACK: usize = 64 << 10;
+
 /// The ring capacity a region made by a peer declares, checked against the region's size.
 pub(crate) fn capacity_of(map: &Mapping) -> io::Result<usize> {
     let bad = |what: &str| {
@@ -98,6 +102,11 @@ pub(crate) fn capacity_of(map: &Mapping) -> io::Result<usize> {
     let cap = usize::try_from(word(map, 8).load(Ordering::Relaxed)).map_err(|_| bad("capacity"))?;
     if !valid_capacity(cap) || map.len() < region_len(cap) {
         return Err(bad("capacity does not fit the region"));
+    }
+    // A region far larger than its rings is no region we made: the peer would choose how
+    // much of our address space its mapping holds for as long as the connection lives.
+    if map.len() > region_len(cap).next_multiple_of(SLACK) {
+        return Err(bad("the region is larger than its rings"));
     }
     Ok(cap)
 }
@@ -483,6 +492,10 @@ mod tests {
         assert!(capacity_of(&map).is_err(), "a capacity larger than the region");
         word(&map, 0).store(0, Ordering::Relaxed);
         assert!(capacity_of(&map).is_err());
+        // A region far larger than the rings its header declares.
+        let big = Mapping::create(region_len(CAP) + SLACK + 4096).unwrap();
+        init(&big, CAP).unwrap();
+        assert!(capacity_of(&big).is_err(), "a region larger than its rings");
         assert!(init(&map, 1000).is_err());
     }
 
