@@ -66,7 +66,9 @@ impl Doorbell {
     }
 
     /// An error once the peer wrote bytes no shared-memory peer writes: it is a plain
-    /// client of the `shm:` listener's socket (or it answered our region with a refusal).
+    /// client of the `shm:` listener's socket (or it answered our region with a refusal), or
+    /// it breaks the protocol. The doorbell does not know which kind of connection it serves
+    /// (a listener's, a client's, a pipe's), so the message names both causes.
     pub(crate) fn check_peer(&self) -> io::Result<()> {
         if !self.foreign.load(Ordering::Acquire) {
             return Ok(());
@@ -74,8 +76,10 @@ impl Doorbell {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
             crate::Error::Protocol(
-                "the peer is not on shared memory: a client without shared memory connected to this \
-                 shm: listener (it must connect to the shm: address, not to unix: at the same path)"
+                "the peer wrote bytes on the doorbell socket that no shared-memory peer writes: a \
+                 client without shared memory connected to this shm: listener (it must connect to \
+                 the shm: address, not to the plain one at the same path), or a peer that broke the \
+                 protocol"
                     .into(),
             ),
         ))
