@@ -59,11 +59,7 @@ fn connect_manager((address, key): (String, Vec<u8>)) -> (bool, bool) {
 /// A producer that knows only the queue's own address: puts `n` items, and reports whether its
 /// handle knows the shared-memory address and is on it.
 fn connect_queue((address, key, n): (String, Vec<u8>, u64)) -> (bool, bool) {
-    let q: Queue<u64> = Queue::connect(&address, key).unwrap();
-    for i in 0..n {
-        q.put(&i).unwrap();
-    }
-    (q.shared_memory_address().is_some(), q.is_shared_memory().unwrap())
+    put_and_tell(Queue::connect(&address, key).unwrap(), n)
 }
 
 /// A producer given a queue handle as CBOR bytes, here without its shared-memory address (as a
@@ -71,6 +67,11 @@ fn connect_queue((address, key, n): (String, Vec<u8>, u64)) -> (bool, bool) {
 fn produce_from_bytes((handle, n): (Vec<u8>, u64)) -> (bool, bool) {
     let q: Queue<u64> = ciborium::from_reader(&handle[..]).unwrap();
     assert!(q.shared_memory_address().is_none(), "the handle came without the address");
+    put_and_tell(q, n)
+}
+
+/// Puts `n` items, and says whether the handle knows the shared-memory address and is on it.
+fn put_and_tell(q: Queue<u64>, n: u64) -> (bool, bool) {
     for i in 0..n {
         q.put(&i).unwrap();
     }
@@ -152,17 +153,23 @@ fn a_child_that_knows_only_the_managers_address_moves_to_shared_memory_unless_it
     }
 }
 
+/// Starts `p`, a producer of 100 items into `q`, and checks that it knew the shared-memory
+/// address and used it (`on`) or neither, and that every item came, in order.
+fn expect_producer(mut p: Process<(bool, bool)>, q: &Queue<u64>, on: bool) {
+    p.start().unwrap();
+    assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
+    let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>(), "every item, in order, over either way");
+}
+
 #[test]
 fn a_child_that_knows_only_the_queues_address_moves_to_shared_memory_unless_it_is_off() {
     use_test_entry("procwire_child");
     for on in [true, false] {
         let key = AuthKey::random().unwrap();
         let q: Queue<u64> = QueueBuilder::new().authkey(key.clone()).shared_memory(on).build().unwrap();
-        let mut p = Process::new(&CONNECT_QUEUE, (q.address().to_string(), key.as_bytes().to_vec(), 100));
-        p.start().unwrap();
-        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
-        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
-        assert_eq!(got, (0..100).collect::<Vec<_>>(), "every item, in order, over either way");
+        let p = Process::new(&CONNECT_QUEUE, (q.address().to_string(), key.as_bytes().to_vec(), 100));
+        expect_producer(p, &q, on);
     }
 }
 
@@ -176,11 +183,7 @@ fn a_child_given_a_queue_handle_without_the_shared_memory_address_asks_for_it() 
         fields.retain(|(k, _)| k.as_text() != Some("shm"));
         let mut bytes = Vec::new();
         ciborium::into_writer(&handle, &mut bytes).unwrap();
-        let mut p = Process::new(&PRODUCE_FROM_BYTES, (bytes, 100));
-        p.start().unwrap();
-        assert_eq!(p.result_timeout(LIMIT).in_time().unwrap(), (on, on), "shared memory {on}: the producer");
-        let got: Vec<u64> = (0..100).map(|_| q.get_timeout(LIMIT).unwrap().unwrap()).collect();
-        assert_eq!(got, (0..100).collect::<Vec<_>>(), "every item, in order, over either way");
+        expect_producer(Process::new(&PRODUCE_FROM_BYTES, (bytes, 100)), &q, on);
     }
 }
 
